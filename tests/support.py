@@ -1,0 +1,152 @@
+"""Test support: free ports, a real ``ser`` subprocess, SIPp runs, raw SIP helpers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = bool(os.environ.get("CI"))
+
+
+def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP on host (SIP listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((host, 0))
+            port: int = u.getsockname()[1]
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                    t.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def options_request(host: str, port: int, ruri: str | None = None, branch: str | None = None) -> bytes:
+    branch = branch or "z9hG4bK" + uuid.uuid4().hex[:16]
+    ruri = ruri or f"sip:{host}:{port}"
+    return (
+        f"OPTIONS {ruri} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:9;branch={branch}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:probe@{host}>;tag={uuid.uuid4().hex[:8]}\r\n"
+        f"To: <sip:{host}>\r\n"
+        f"Call-ID: {uuid.uuid4().hex}@probe\r\n"
+        "CSeq: 1 OPTIONS\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def udp_exchange(data: bytes, host: str, port: int, timeout: float = 2.0) -> bytes | None:
+    """Send one datagram and return the first datagram that comes back."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(data, (host, port))
+        try:
+            return s.recvfrom(65535)[0]
+        except TimeoutError:
+            return None
+
+
+@dataclass
+class SerProcess:
+    """A running ``ser`` subprocess with its own config, ports and FIFO."""
+
+    cfg_path: Path
+    host: str
+    port: int
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.workdir / "ser.log"
+
+    @property
+    def fifo(self) -> str:
+        return str(self.workdir / "ser_fifo")
+
+    def start(self, extra_args: list[str] | None = None, wait: float = 15.0) -> None:
+        self._log = open(self.log_path, "ab")
+        cmd = [sys.executable, "-m", "sipexpress.cli.ser", "-f", str(self.cfg_path), "-D", "-E"]
+        cmd += extra_args or []
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True
+        )
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ser exited with {self.proc.returncode}:\n{self.log()}")
+            if udp_exchange(options_request(self.host, self.port), self.host, self.port, 0.3):
+                return
+        raise RuntimeError(f"ser did not answer on {self.host}:{self.port}:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+
+def need_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        if IN_CI:
+            pytest.fail(f"{name} is required in CI but not installed")
+        pytest.skip(f"{name} not installed")
+    return path
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    stats: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def run_sipp(args: list[str], timeout: float = 120.0, cwd: Path | None = None) -> SippResult:
+    """Run SIPp to completion in the background mode SIPp calls ``-bg``-less
+    batch: ``-m`` must bound the run.  Returns exit code and the final
+    statistics (``-trace_stat`` is not needed: SIPp prints a summary)."""
+    sipp = need_tool("sipp")
+    cmd = [sipp, *args, "-nostdin"] if "-nostdin" not in args else [sipp, *args]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    stats: dict[str, str] = {}
+    for line in p.stdout.splitlines():
+        parts = [x.strip() for x in line.split("|")]
+        if len(parts) >= 4 and parts[0] and not parts[0].startswith("-"):
+            stats[parts[0]] = parts[-2] if len(parts) > 3 else parts[-1]
+    return SippResult(p.returncode, p.stdout, p.stderr, stats)
