@@ -49,6 +49,15 @@ def options_request(host: str, port: int, ruri: str | None = None, branch: str |
     ).encode()
 
 
+def _udp_port_taken(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def udp_exchange(data: bytes, host: str, port: int, timeout: float = 2.0) -> bytes | None:
     """Send one datagram and return the first datagram that comes back."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -79,17 +88,21 @@ class SerProcess:
         return str(self.workdir / "ser_fifo")
 
     def start(self, extra_args: list[str] | None = None, wait: float = 15.0) -> None:
-        self._log = open(self.log_path, "ab")
         cmd = [sys.executable, "-m", "sipexpress.cli.ser", "-f", str(self.cfg_path), "-D", "-E"]
         cmd += extra_args or []
-        self.proc = subprocess.Popen(
-            cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True
-        )
+        # the child keeps its own copy of the log descriptor
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True
+            )
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ser exited with {self.proc.returncode}:\n{self.log()}")
             if udp_exchange(options_request(self.host, self.port), self.host, self.port, 0.3):
+                return
+            # a script that answers no OPTIONS: the log says the server runs
+            if " started (pid " in self.log() and _udp_port_taken(self.host, self.port):
                 return
         raise RuntimeError(f"ser did not answer on {self.host}:{self.port}:\n{self.log()}")
 
@@ -112,7 +125,6 @@ class SerProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
-        self._log.close()
         return self.proc.returncode
 
 

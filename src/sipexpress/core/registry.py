@@ -92,12 +92,16 @@ class MgmtReply:
 
     ``data`` is the structured result (JSON-RPC returns it as is);
     ``text`` is the FIFO rendering of the same data (the lines after the
-    status line, exactly as SER printed them)."""
+    status line, exactly as SER printed them).  ``eol=False`` renders the
+    status line without its newline, for the few SER replies that had none
+    (``200 killing now...``, ``200 ul_flush completed``); it only matters
+    when ``text`` is empty."""
 
     code: int = 200
     reason: str = "ok"
     data: Any = None
     text: str = ""
+    eol: bool = True
 
     @property
     def ok(self) -> bool:
@@ -105,12 +109,14 @@ class MgmtReply:
 
 
 class MgmtError(Exception):
-    """Raised by a management command handler; becomes ``code reason``."""
+    """Raised by a management command handler; becomes ``code reason``.
+    ``eol=False``: SER printed this error without a newline."""
 
-    def __init__(self, code: int, reason: str) -> None:
+    def __init__(self, code: int, reason: str, eol: bool = True) -> None:
         super().__init__(f"{code} {reason}")
         self.code = code
         self.reason = reason
+        self.eol = eol
 
 
 MgmtHandler = Callable[[list[str]], Awaitable[MgmtReply]]

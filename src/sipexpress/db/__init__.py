@@ -1,0 +1,95 @@
+"""The database layer: SER 0.9's schema (SQLAlchemy Core, async) on SQLite,
+MySQL/MariaDB or PostgreSQL.
+
+Public API (used by serctl, the web UI and the DB-backed modules)::
+
+    await create_all(url)              # serctl db create
+    await migrate(url)                 # serctl db migrate
+    await check_versions(url, {"location": 7})
+    await add_user(url, "jiri", "iptel.org", "secret", "jiri@iptel.org")
+    await set_password(url, user, domain, pw); await remove_user(url, user, domain)
+    await run(url, lambda conn: ..., timeout)   # bounded, raises DbError
+    get_engine(url); resolve_db_url(module_param, core.options)
+
+URLs are SER-style (see :mod:`sipexpress.db.engine`); the default database
+is ``sqlite:///ser.sqlite`` (a file in the working directory) unless the
+global option ``db_url`` or ``$SIPEXPRESS_DB_URL`` says otherwise.
+"""
+
+from __future__ import annotations
+
+from sipexpress.db.engine import (
+    DEFAULT_DB_URL,
+    DEFAULT_TIMEOUT,
+    DbError,
+    DbTimeout,
+    DbUnavailable,
+    SchemaVersionError,
+    default_db_url,
+    dispose_engines,
+    get_engine,
+    make_engine,
+    redact,
+    resolve_db_url,
+    run,
+    to_sqlalchemy_url,
+)
+from sipexpress.db.manage import (
+    check_versions,
+    create_all,
+    create_database,
+    drop_database,
+    drop_tables,
+    migrate,
+    table_versions,
+)
+from sipexpress.db.schema import REQUIRED_VERSIONS, SCHEMA_VERSIONS, metadata
+from sipexpress.db.users import (
+    Subscriber,
+    UserExists,
+    UserNotFound,
+    add_user,
+    calc_ha1,
+    calc_ha1b,
+    get_user,
+    list_users,
+    remove_user,
+    set_password,
+)
+
+__all__ = [
+    "DEFAULT_DB_URL",
+    "DEFAULT_TIMEOUT",
+    "REQUIRED_VERSIONS",
+    "SCHEMA_VERSIONS",
+    "DbError",
+    "DbTimeout",
+    "DbUnavailable",
+    "SchemaVersionError",
+    "Subscriber",
+    "UserExists",
+    "UserNotFound",
+    "add_user",
+    "calc_ha1",
+    "calc_ha1b",
+    "check_versions",
+    "create_all",
+    "create_database",
+    "default_db_url",
+    "dispose_engines",
+    "drop_database",
+    "drop_tables",
+    "get_engine",
+    "get_user",
+    "list_users",
+    "make_engine",
+    "metadata",
+    "migrate",
+    "redact",
+    "remove_user",
+    "resolve_db_url",
+    "run",
+    "set_password",
+    "table_versions",
+    "to_sqlalchemy_url",
+]

@@ -1,0 +1,231 @@
+"""Management interfaces: one command registry, several transports.
+
+The core calls ``await sipexpress.mgmt.start(core)`` once its modules have
+started, and ``await sipexpress.mgmt.stop()`` on shutdown.  ``start``
+gathers SER's built-in commands and every loaded module's
+``Module.commands()`` into one :class:`CommandRegistry`, then starts the
+transports the global options ask for:
+
+==========================  ===============================================
+option                      meaning
+==========================  ===============================================
+``fifo``                    request FIFO path (SER); unset/"" = no FIFO
+``fifo_dir``                reply FIFO directory, default ``/tmp/``
+``fifo_mode``               FIFO permissions, default ``0660``
+                            (aliases ``sock_mode``, ``file_mode``)
+``fifo_user``/``fifo_group``  chown of the FIFO (aliases ``sock_user``/``sock_group``)
+``fifo_timeout``            seconds a half-written request may stay
+                            unfinished before it is ended/dropped (0.5)
+``jsonrpc_http``            ``host:port`` of JSON-RPC over HTTP; unset = off;
+                            ``yes`` = ``127.0.0.1:5080``
+``jsonrpc_socket``          path of the JSON-RPC Unix stream socket; unset = off
+``jsonrpc_socket_mode``     its permissions, default ``0660``
+``jsonrpc_secret``          shared secret (``Authorization: Bearer``/``X-Auth-Token``)
+``jsonrpc_user``/``jsonrpc_password``  HTTP basic credentials
+``mgmt_allow_kill``         register the ``kill`` command (default no)
+==========================  ===============================================
+
+A non-local ``jsonrpc_http`` address requires a secret or basic
+credentials.  ``Manager`` can also be used on its own (tests, the web UI):
+``Manager(options, modules)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sipexpress.core.registry import MgmtCommand, MgmtReply, Module
+from sipexpress.mgmt.builtin import builtin_commands
+from sipexpress.mgmt.fifo import FifoError, FifoServer
+from sipexpress.mgmt.jsonrpc import Dispatcher, HttpServer, JsonRpcError, UnixServer, parse_address
+from sipexpress.mgmt.registry import CommandRegistry, render_fifo
+
+__all__ = [
+    "CommandRegistry",
+    "FifoError",
+    "FifoServer",
+    "JsonRpcError",
+    "Manager",
+    "MgmtStartError",
+    "current",
+    "render_fifo",
+    "start",
+    "stop",
+]
+
+log = logging.getLogger("sipexpress.mgmt")
+
+DEFAULT_HTTP = "127.0.0.1:5080"
+_ALIASES = {
+    "fifo_mode": ("fifo_mode", "sock_mode", "file_mode"),
+    "fifo_user": ("fifo_user", "sock_user"),
+    "fifo_group": ("fifo_group", "sock_group"),
+}
+
+
+class MgmtStartError(Exception):
+    """A management interface could not start (FIFO path taken, bad address...)."""
+
+
+def _opt(options: Mapping[str, Any], name: str, default: Any = None) -> Any:
+    for n in _ALIASES.get(name, (name,)):
+        v = options.get(n)
+        if v is not None and v != "":
+            return v
+    return default
+
+
+def _mode(value: Any, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value), 8)
+    except ValueError:
+        raise MgmtStartError(f"invalid permission mode {value!r} (octal, e.g. 0660)") from None
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.lower() in ("1", "yes", "true", "on", "enable")
+    return bool(value)
+
+
+def _modules_of(core: Any) -> list[Module]:
+    mods = getattr(core, "modules", None)
+    if mods is None:
+        return []
+    if isinstance(mods, Mapping):
+        mods = mods.values()
+    out: list[Module] = []
+    for m in mods:
+        if m not in out:  # a module registered under an alias appears once
+            out.append(m)
+    return out
+
+
+class Manager:
+    """The registry plus the transports configured by ``options``."""
+
+    def __init__(
+        self,
+        options: Mapping[str, Any] | None = None,
+        modules: Iterable[Module] = (),
+        extra_commands: Iterable[MgmtCommand] = (),
+        core: Any = None,
+    ) -> None:
+        self.options: Mapping[str, Any] = options if options is not None else {}
+        self.core = core
+        self.started = int(time.time())
+        self.registry = CommandRegistry()
+        for cmd in builtin_commands(self, allow_kill=_flag(self.options.get("mgmt_allow_kill", 0))):
+            self.registry.register(cmd)
+        for mod in modules:
+            for cmd in mod.commands():
+                self.registry.register(cmd)
+        for cmd in extra_commands:
+            self.registry.register(cmd)
+        self.dispatcher = Dispatcher(self.registry)
+        self.fifo: FifoServer | None = None
+        self.http: HttpServer | None = None
+        self.unix: UnixServer | None = None
+
+    async def call(self, name: str, params: list[str] | None = None) -> MgmtReply:
+        """Run a command in-process (web UI, tests)."""
+        return await self.registry.call(name, params or [])
+
+    def processes(self) -> list[tuple[int, str]]:
+        table = getattr(self.core, "process_table", None)
+        if callable(table):
+            rows: list[tuple[int, str]] = table()
+            return rows
+        pid = os.getpid()
+        rows = [(pid, "attendant")]
+        if self.fifo is not None:
+            rows.append((pid, "fifo server"))
+        if self.unix is not None:
+            rows.append((pid, "unix domain socket server"))
+        if self.http is not None:
+            rows.append((pid, f"jsonrpc http server @ {self.http.host}:{self.http.port}"))
+        return rows
+
+    async def start(self) -> None:
+        o = self.options
+        self.started = int(time.time())
+        try:
+            path = _opt(o, "fifo")
+            if path:
+                reply_dir = str(_opt(o, "fifo_dir", "/tmp/"))
+                if not reply_dir.endswith("/"):
+                    reply_dir += "/"
+                self.fifo = FifoServer(
+                    str(path),
+                    self.registry,
+                    reply_dir=reply_dir,
+                    mode=_mode(_opt(o, "fifo_mode"), 0o660),
+                    user=_opt(o, "fifo_user"),
+                    group=_opt(o, "fifo_group"),
+                    request_timeout=float(_opt(o, "fifo_timeout", 0.5)),
+                )
+                await self.fifo.start()
+            http = _opt(o, "jsonrpc_http")
+            if http and http not in (0, "0", "no", "off"):
+                addr = DEFAULT_HTTP if http in (1, "1", "yes", "on", True) else str(http)
+                host, port = parse_address(addr)
+                self.http = HttpServer(
+                    self.dispatcher,
+                    host,
+                    port,
+                    secret=_opt(o, "jsonrpc_secret"),
+                    user=_opt(o, "jsonrpc_user"),
+                    password=_opt(o, "jsonrpc_password"),
+                )
+                await self.http.start()
+            sock = _opt(o, "jsonrpc_socket")
+            if sock:
+                self.unix = UnixServer(
+                    self.dispatcher, str(sock), _mode(_opt(o, "jsonrpc_socket_mode"), 0o660)
+                )
+                await self.unix.start()
+        except (FifoError, JsonRpcError, OSError) as e:
+            await self.stop()
+            raise MgmtStartError(str(e)) from e
+
+    async def stop(self) -> None:
+        for srv in (self.http, self.unix, self.fifo):
+            if srv is not None:
+                try:
+                    await srv.stop()
+                except Exception:
+                    log.exception("stopping a management listener failed")
+        self.fifo = self.http = self.unix = None
+
+
+_current: Manager | None = None
+
+
+def current() -> Manager | None:
+    """The running server's manager (None before :func:`start`)."""
+    return _current
+
+
+async def start(core: Any) -> Manager:
+    """Build the registry from the built-ins and ``core.modules`` and start
+    the configured transports.  Raises :class:`MgmtStartError`."""
+    global _current
+    mgr = Manager(getattr(core, "options", {}) or {}, _modules_of(core), core=core)
+    await mgr.start()
+    _current = mgr
+    return mgr
+
+
+async def stop() -> None:
+    global _current
+    if _current is not None:
+        mgr, _current = _current, None
+        await mgr.stop()

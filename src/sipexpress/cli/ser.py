@@ -1,0 +1,251 @@
+"""``ser`` — the SIP Express Router daemon.
+
+SER's command line (``main.c``)::
+
+    ser [-f file] [-c] [-D] [-E] [-d]... [-l address]... [-p port] [-n N]
+        [-P pidfile] [-V] [-h]
+
+``-f`` takes a ser.cfg (compiled by :mod:`sipexpress.script.compiler`) or a
+Python routing script (``*.py``, :mod:`sipexpress.script.pyroute`); without
+``-f`` the packaged default configuration is used.  Without ``-D`` (and
+unless ``fork=no``) the server daemonizes with a double fork.  SIGTERM and
+SIGINT stop it cleanly (modules' ``stop()``, listeners closed, exit 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sipexpress import __version__
+from sipexpress.core.context import RequestContext, RouteTable
+from sipexpress.core.logging import setup_logging
+from sipexpress.core.options import OptionError, parse_socket_spec
+from sipexpress.core.registry import ConfigError
+from sipexpress.core.server import SERVER_NAME, Core
+
+log = logging.getLogger("sipexpress.ser")
+
+USAGE = """\
+Usage: ser [-f file] [-c] [-D] [-E] [-d]... [-l address]... [-p port] [-n N] [-P pidfile] [-V] [-h]
+Options:
+    -f file      Configuration file: ser.cfg syntax, or a Python routing
+                 script (*.py) (default: the packaged etc/ser.cfg)
+    -c           Check configuration file for errors and exit
+    -D           Do not fork into daemon mode (stay in the foreground)
+    -E           Log to stderr
+    -d           Debugging mode (multiple -d increase the level)
+    -l address   Listen on the specified address ([proto:]addr[:port]);
+                 may be repeated; replaces listen= of the config
+    -p port      Listen on the specified port (default 5060)
+    -n processes Number of worker processes (sipexpress uses one)
+    -P file      Create a pid file
+    -V           Version number
+    -h           This help message
+"""
+
+
+class _ArgError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # no SystemExit(2) with argparse's text
+        raise _ArgError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ser", add_help=False)
+    p.add_argument("-f", dest="cfg")
+    p.add_argument("-c", dest="check", action="store_true")
+    p.add_argument("-D", dest="foreground", action="count", default=0)
+    p.add_argument("-E", dest="stderr", action="store_true")
+    p.add_argument("-d", dest="debug", action="count", default=0)
+    p.add_argument("-l", dest="listen", action="append", default=[])
+    p.add_argument("-p", dest="port", type=int)
+    p.add_argument("-n", dest="children", type=int)
+    p.add_argument("-P", dest="pidfile")
+    p.add_argument("-V", dest="version", action="store_true")
+    p.add_argument("-h", dest="help", action="store_true")
+    return p
+
+
+# -- configuration ---------------------------------------------------------------
+def default_config_path() -> Path | None:
+    """The packaged default configuration (``sipexpress/etc/ser.cfg``)."""
+    try:
+        ref = resources.files("sipexpress").joinpath("etc/ser.cfg")
+    except (ModuleNotFoundError, FileNotFoundError):
+        return None
+    path = Path(str(ref))
+    return path if path.is_file() else None
+
+
+def _fallback_default(core: Core) -> None:
+    """Used while no packaged ser.cfg exists: a stateless version of SER's
+    default script (483 at Max-Forwards 0, 200 to OPTIONS for us, forward
+    foreign requests, 404 otherwise) with the FIFO at /tmp/ser_fifo."""
+    core.update_options({"fifo": "/tmp/ser_fifo"})
+    core.load_module("sl")
+
+    async def request_route(ctx: RequestContext) -> int:
+        msg = ctx.msg
+        if msg.max_forwards == 0:
+            return ctx.core.send_reply(ctx, 483, "Too Many Hops")
+        u = ctx.parsed_ruri
+        if not ctx.core.is_myself(u.host, u.port):
+            return await ctx.core.forward(ctx)
+        if msg.method == "OPTIONS":
+            return ctx.core.send_reply(ctx, 200, "OK")
+        if msg.method != "ACK":
+            return ctx.core.send_reply(ctx, 404, "Not Found")
+        return 0
+
+    core.set_routes(RouteTable({"0": request_route}, {}, {}, {}))
+
+
+def load_config(core: Core, path: str | None) -> str:
+    """Configure ``core`` from a file; returns a description of what was
+    loaded.  Raises ConfigError (or OptionError) with a readable message."""
+    if path is None:
+        default = default_config_path()
+        if default is None:
+            _fallback_default(core)
+            return "built-in default configuration"
+        path = str(default)
+    if path.endswith(".py"):
+        from sipexpress.script.pyroute import load_script
+
+        load_script(path, core)
+        return path
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: no such file")
+    try:
+        from sipexpress.script import compiler
+    except ImportError as e:
+        if e.name not in ("sipexpress.script.compiler",):
+            raise
+        raise ConfigError(
+            "the ser.cfg compiler (sipexpress.script.compiler) is not available in this build; "
+            "use a Python routing script (ser -f routes.py)"
+        ) from None
+    loader = getattr(compiler, "load_config", None)
+    if loader is None:
+        raise ConfigError("sipexpress.script.compiler has no load_config(path, core)")
+    result = loader(path, core)
+    if isinstance(result, RouteTable):
+        core.set_routes(result)
+    elif result is not None and isinstance(getattr(result, "routes", None), RouteTable):
+        core.set_routes(result.routes)
+    else:
+        core.set_routes(core.routes)
+    return path
+
+
+# -- process -------------------------------------------------------------------------
+def daemonize() -> None:
+    """Double fork, new session, stdio to /dev/null (SER's ``daemonize``)."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    with contextlib.suppress(OSError):
+        os.chdir("/")
+    fd = os.open(os.devnull, os.O_RDWR)
+    for target in (0, 1, 2):
+        os.dup2(fd, target)
+    if fd > 2:
+        os.close(fd)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run(core: Core) -> int:
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        try:
+            return runner.run(core.serve())
+        except KeyboardInterrupt:
+            return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except _ArgError as e:
+        print(f"ser: {e}\n{USAGE}", file=sys.stderr)
+        return 1
+    if args.help:
+        print(USAGE, end="")
+        return 0
+    if args.version:
+        print(f"version: {SERVER_NAME}")
+        print(f"sipexpress {__version__}, Python {sys.version.split()[0]}")
+        return 0
+    setup_logging(2 + args.debug, True)
+    core = Core()
+    overrides: dict[str, Any] = {}
+    try:
+        if args.listen:
+            overrides["listen"] = [parse_socket_spec(x) for x in args.listen]
+        if args.port is not None:
+            if not 0 < args.port < 65536:
+                raise OptionError(f"bad port {args.port}")
+            overrides["port"] = args.port
+        if args.children is not None:
+            overrides["children"] = args.children
+        core.cli_overrides = overrides
+        core.update_options({})
+        what = load_config(core, args.cfg)
+        core.update_options({})  # re-apply command-line overrides
+    except (ConfigError, OptionError) as e:
+        print(f"ERROR: bad config file ({e})", file=sys.stderr)
+        return 1
+    except Exception as e:
+        print(f"ERROR: bad config file ({type(e).__name__}: {e})", file=sys.stderr)
+        return 1
+    if args.check:
+        print("config file ok, exiting...", file=sys.stderr)
+        return 0
+    opts = core.options
+    debug = int(opts.get("debug", 2)) + args.debug
+    setup_logging(debug, bool(args.stderr or opts.get("log_stderror")), str(opts.get("log_facility")))
+    if not args.foreground and opts.get("fork", True):
+        daemonize()
+    if args.children is not None and args.children > 1:
+        log.info("-n %d: sipexpress runs one worker", args.children)
+    pidfile = args.pidfile
+    if pidfile:
+        try:
+            Path(pidfile).write_text(f"{os.getpid()}\n")
+        except OSError as e:
+            log.error("cannot write pid file %s: %s", pidfile, e)
+            return 1
+    log.info("configuration: %s", what)
+    try:
+        rc = run(core)
+    except (ConfigError, OSError) as e:
+        log.error("ERROR: %s", e)
+        rc = 1
+    finally:
+        if pidfile:
+            with contextlib.suppress(OSError):
+                os.unlink(pidfile)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

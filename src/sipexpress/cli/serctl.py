@@ -1,0 +1,794 @@
+"""``serctl`` — SER's control utility (``scripts/sc``), re-created.
+
+Every command of 0.9's sc with the same syntax and output shapes
+(serctl.md): FIFO commands print the server's reply with a leading
+``200 ok``/``200 OK`` line removed, as sc's ``filter_fl`` did; database
+listings (which sc printed as mysql tables) are Rich tables.  Additions:
+``rpc`` (JSON-RPC), ``db create|migrate``, ``--json`` for machine-readable
+output, and exit codes: 0 success, 1 a command or user error (non-2xx reply,
+unknown user ...), 2 the server is not reachable.
+
+Environment as sc: ``SER_FIFO``, ``SIP_DOMAIN``, ``WATCH_PERIOD``,
+``ACL_GROUPS``, ``PID_FILE``; plus ``SER_DB_URL`` (else ``db_url`` from the
+``-c`` config, else the database layer's default), ``SER_RPC_URL``,
+``SER_RPC_SOCKET``, ``SER_RPC_SECRET``, ``SER_FIFO_DIR``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from sipexpress import __version__
+from sipexpress.mgmt.client import (
+    FifoTimeout,
+    MgmtClientError,
+    RpcError,
+    ServerNotRunning,
+    fifo_request,
+    rpc_call,
+    split_reply,
+)
+
+T = TypeVar("T")
+
+DEFAULT_ACL_GROUPS = "local ld int voicemail free-pstn prepaid"
+URI_RE = re.compile(r"^sip(s)?:([a-zA-Z0-9_]+@)?.*\..*")
+OK_RE = re.compile(r"^200 ok", re.IGNORECASE)
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@dataclass
+class Ctx:
+    fifo: str
+    reply_dir: str
+    timeout: float
+    domain: str | None
+    db_url: str | None
+    config: str | None
+    json: bool
+    rpc_url: str
+    rpc_socket: str | None
+    rpc_secret: str | None
+    pid_file: str
+    ser_bin: str | None
+
+
+def fail(msg: str, code: int = 1) -> NoReturn:
+    err.print(msg, markup=False)
+    sys.exit(code)
+
+
+def emit(text: str) -> None:
+    """Print server text unchanged (no Rich markup, no added newline)."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _cfg_value(path: str, name: str) -> str | None:
+    """``name = "value"`` or ``modparam("…", "name", "value")`` from a ser.cfg."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        fail(f"cannot read config {path}")
+    m = re.search(rf'^\s*{name}\s*=\s*"([^"]*)"', text, re.MULTILINE)
+    if m:
+        return m.group(1)
+    m = re.search(rf'modparam\s*\(\s*"[^"]*"\s*,\s*"{name}"\s*,\s*"([^"]*)"', text)
+    return m.group(1) if m else None
+
+
+# -- FIFO ------------------------------------------------------------------
+
+
+def fifo(c: Ctx, cmd: str, params: list[str] | None = None) -> tuple[int, str]:
+    """sc's ``fifo_cmd``: (code, whole reply).  Exit 2 when the server is
+    not reachable."""
+    try:
+        text = fifo_request(c.fifo, cmd, params or [], reply_dir=c.reply_dir, timeout=c.timeout)
+    except ServerNotRunning as e:
+        err.print(str(e), markup=False)
+        fail(f"Make sure you have line fifo={c.fifo} in your config and ser is running", 2)
+    except FifoTimeout as e:
+        fail(str(e), 2)
+    except OSError as e:
+        fail(f"error opening read fifo in {c.reply_dir}: {e.strerror}", 2)
+    return split_reply(text)[0], text
+
+
+def filter_fl(text: str) -> str:
+    """sc's ``filter_fl`` (awk): drop line 1 if it matches ``^200 ok`` (any
+    case), print the other lines, each ended by a newline."""
+    lines = text.splitlines()
+    if lines and OK_RE.match(lines[0]):
+        lines = lines[1:]
+    return "".join(ln + "\n" for ln in lines)
+
+
+def print_fifo(c: Ctx, cmd: str, params: list[str]) -> int:
+    code, text = fifo(c, cmd, params)
+    if c.json:
+        status, _, body = text.partition("\n")
+        emit(json.dumps({"code": code, "status": status, "lines": body.splitlines()}) + "\n")
+    else:
+        emit(filter_fl(text))
+    return 0 if 200 <= code < 300 else 1
+
+
+# -- users and the database --------------------------------------------------
+
+
+def set_user(c: Ctx, user: str) -> tuple[str, str]:
+    name, at, domain = user.partition("@")
+    if not at:
+        domain = c.domain or ""
+    if not domain:
+        fail("domain unknown: use usernames with domain or set default domain in SIP_DOMAIN")
+    return name, domain
+
+
+def db_url(c: Ctx) -> str:
+    if c.db_url:
+        return c.db_url
+    if c.config:
+        url = _cfg_value(c.config, "db_url")
+        if url:
+            return url
+    from sipexpress.db import default_db_url
+
+    return default_db_url()
+
+
+def db(c: Ctx, fn: Callable[[str], Awaitable[T]]) -> T:
+    from sipexpress.db import DbError, dispose_engines
+
+    async def go() -> T:
+        try:
+            return await fn(db_url(c))
+        finally:
+            await dispose_engines()
+
+    try:
+        return asyncio.run(go())
+    except DbError as e:
+        if type(e).__name__ in ("UserExists", "UserNotFound"):
+            raise
+        fail(f"database error: {e}", 2)
+
+
+def check_alias(c: Ctx, user: str, domain: str) -> None:
+    """sc's ``check_alias``: the name must not be an existing alias."""
+    code, text = fifo(c, "ul_show_contact", ["aliases", f"{user}@{domain}"])
+    status, _, body = text.partition("\n")
+    if code == 404:
+        return
+    if code == 400:
+        fail("error: 400; check if you use aliases in SER")
+    if 200 <= code < 300 and body.strip():
+        fail("error: Overlap with an existing alias")
+    if not 200 <= code < 300:
+        fail(f"error: {status}")
+
+
+def table(rows: list[dict[str, Any]], columns: list[str], c: Ctx, title: str | None = None) -> None:
+    if c.json:
+        emit(json.dumps(rows, default=str) + "\n")
+        return
+    t = Table(*columns, title=title)
+    for r in rows:
+        t.add_row(*("NULL" if r.get(k) is None else str(r.get(k)) for k in columns))
+    out.print(t)
+
+
+# -- the command group -------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--fifo", envvar="SER_FIFO", default="/tmp/ser_fifo", show_default=True, help="SER's FIFO")
+@click.option(
+    "--fifo-dir",
+    "reply_dir",
+    envvar="SER_FIFO_DIR",
+    default="/tmp/",
+    show_default=True,
+    help="directory for the reply FIFO (the server's fifo_dir)",
+)
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="seconds to wait for a reply")
+@click.option("--domain", envvar="SIP_DOMAIN", help="default domain for user names [$SIP_DOMAIN]")
+@click.option("--db-url", envvar="SER_DB_URL", help="database URL [$SER_DB_URL]")
+@click.option("-c", "--config", type=click.Path(dir_okay=False), help="ser.cfg to read db_url from")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--rpc-url", envvar="SER_RPC_URL", default="http://127.0.0.1:5080/", show_default=True)
+@click.option("--rpc-socket", envvar="SER_RPC_SOCKET", help="JSON-RPC Unix socket (instead of HTTP)")
+@click.option("--rpc-secret", envvar="SER_RPC_SECRET", help="JSON-RPC shared secret")
+@click.option("--pid-file", envvar="PID_FILE", default="/var/run/ser.pid", show_default=True)
+@click.option("--ser-bin", envvar="SERBIN", help="the ser program (default: ser next to serctl)")
+@click.version_option(__version__, "-V", "--version-option")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    fifo: str,
+    reply_dir: str,
+    timeout: float,
+    domain: str | None,
+    db_url: str | None,
+    config: str | None,
+    as_json: bool,
+    rpc_url: str,
+    rpc_socket: str | None,
+    rpc_secret: str | None,
+    pid_file: str,
+    ser_bin: str | None,
+) -> None:
+    """SER control utility: users, ACLs, aliases, user location, monitoring.
+
+    Commands that talk to the running server use its FIFO ($SER_FIFO);
+    add/passwd/rm/mail/showdb/acl use the database (--db-url, $SER_DB_URL
+    or db_url from --config).
+    """
+    ctx.obj = Ctx(
+        fifo,
+        reply_dir,
+        timeout,
+        domain,
+        db_url,
+        config,
+        as_json,
+        rpc_url,
+        rpc_socket,
+        rpc_secret,
+        pid_file,
+        ser_bin,
+    )
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+@cli.command("fifo", context_settings={"ignore_unknown_options": True})
+@click.argument("command")
+@click.argument("params", nargs=-1)
+@pass_ctx
+def fifo_cmd(c: Ctx, command: str, params: tuple[str, ...]) -> None:
+    """Send a raw FIFO request: COMMAND with one parameter line per PARAM.
+
+    Parameters are taken up to the first empty one (as sc did)."""
+    p: list[str] = []
+    for x in params:
+        if not x:
+            break
+        p.append(x)
+    sys.exit(print_fifo(c, command, p))
+
+
+@cli.command("rpc", context_settings={"ignore_unknown_options": True})
+@click.argument("method")
+@click.argument("args", nargs=-1)
+@pass_ctx
+def rpc_cmd(c: Ctx, method: str, args: tuple[str, ...]) -> None:
+    """Call METHOD over JSON-RPC (HTTP --rpc-url or --rpc-socket) and print the result as JSON."""
+    try:
+        result = rpc_call(
+            method, list(args), url=c.rpc_url, unix_path=c.rpc_socket, timeout=c.timeout, secret=c.rpc_secret
+        )
+    except RpcError as e:
+        if c.json:
+            emit(json.dumps({"error": {"code": e.code, "message": e.message, "data": e.data}}) + "\n")
+        else:
+            err.print(f"{e.code} {e.message}", markup=False)
+        sys.exit(1)
+    except MgmtClientError as e:
+        fail(str(e), 2)
+    emit(json.dumps(result, indent=None if c.json else 2, ensure_ascii=False) + "\n")
+
+
+@cli.command("ps")
+@pass_ctx
+def ps_cmd(c: Ctx) -> None:
+    """Server processes: index, pid, description."""
+    sys.exit(print_fifo(c, "ps", []))
+
+
+@cli.command("version")
+def version_cmd() -> None:
+    """Print serctl's version."""
+    emit(f"{sys.argv[0]} sipexpress {__version__}\n")
+
+
+@cli.command("online")
+@pass_ctx
+def online_cmd(c: Ctx) -> None:
+    """Users online: the AORs in the server's user location (ul_dump)."""
+    code, text = fifo(c, "ul_dump")
+    if not 200 <= code < 300:
+        fail(text.partition("\n")[0])
+    body = text.partition("\n")[2]
+    aors = sorted({ln.split()[2] for ln in body.splitlines() if "aor" in ln and len(ln.split()) >= 3})
+    if c.json:
+        emit(json.dumps([a.strip("'") for a in aors]) + "\n")
+    else:
+        emit("".join(a + "\n" for a in aors))
+
+
+def _section(c: Ctx, cmd: str) -> str:
+    return filter_fl(fifo(c, cmd)[1])
+
+
+@cli.command("monitor")
+@click.argument("cycles", type=int, required=False)
+@pass_ctx
+def monitor_cmd(c: Ctx, cycles: int | None) -> None:
+    """Live server statistics, refreshed every $WATCH_PERIOD seconds (Ctrl-C ends)."""
+    period = float(os.environ.get("WATCH_PERIOD", "2"))
+    n = 0
+    tty = sys.stdout.isatty()
+    try:
+        if tty:
+            emit("\x1b[2J")
+        while cycles is None or n < cycles:
+            n += 1
+            screen = [f"[cycle #: {n}; if constant make sure server lives and fifo is on]\n"]
+            screen.append(_section(c, "version").replace("\r\n", "\n"))
+            screen.append(_section(c, "uptime"))
+            for title, cmd in (
+                ("Transaction Statistics", "t_stats"),
+                ("Stateless Server Statistics", "sl_stats"),
+                ("UsrLoc Stats", "ul_stats"),
+            ):
+                screen.append(f"\n{title}\n")
+                screen.append(_section(c, cmd))
+            emit(("\x1b[H" if tty else "") + "".join(screen))
+            if cycles is None or n < cycles:
+                time.sleep(period)
+    except KeyboardInterrupt:
+        emit("\nserctl monitor ^C-ed\n")
+
+
+# -- user location and aliases ----------------------------------------------
+
+
+def _ul_group(name: str, table_name: str, is_alias: bool) -> click.Group:
+    @click.group(
+        name,
+        help=f"{'Aliases' if is_alias else 'User location'} in the server's in-memory table '{table_name}'.",
+    )
+    def grp() -> None:
+        pass
+
+    @grp.command("show")
+    @click.argument("user", required=False)
+    @click.option("-y", "--yes", is_flag=True, help="do not ask before dumping all contacts")
+    @pass_ctx
+    def show(c: Ctx, user: str | None, yes: bool) -> None:
+        """Contacts of USER; without USER dump the whole table."""
+        if user is None:
+            if not yes and not click.confirm(
+                "Dumping all contacts may take long: are you sure you want to proceed?", err=True
+            ):
+                sys.exit(1)
+            sys.exit(print_fifo(c, "ul_dump", []))
+        u, d = set_user(c, user)
+        sys.exit(print_fifo(c, "ul_show_contact", [table_name, f"{u}@{d}"]))
+
+    @grp.command("rm")
+    @click.argument("user")
+    @pass_ctx
+    def rm(c: Ctx, user: str) -> None:
+        """Remove all contacts of USER."""
+        u, d = set_user(c, user)
+        sys.exit(print_fifo(c, "ul_rm", [table_name, f"{u}@{d}"]))
+
+    @grp.command("add")
+    @click.argument("user")
+    @click.argument("uri")
+    @pass_ctx
+    def add(c: Ctx, user: str, uri: str) -> None:
+        """Add URI as a permanent contact of USER."""
+        if not URI_RE.match(uri):
+            fail(f"error: invalid URI: {uri}")
+        u, d = set_user(c, user)
+        if is_alias:
+            from sipexpress.db import get_user
+
+            if db(c, lambda url: get_user(url, u, d)) is not None:
+                fail("overlap of alias with an existing subscriber name")
+        check_alias(c, u, d)
+        sys.exit(print_fifo(c, "ul_add", [table_name, f"{u}@{d}", uri, "0", "1.00", "0", "128"]))
+
+    return grp
+
+
+cli.add_command(_ul_group("ul", "location", False))
+cli.add_command(_ul_group("alias", "aliases", True))
+
+
+# -- subscribers --------------------------------------------------------------
+
+
+@cli.command("add")
+@click.argument("user")
+@click.argument("password")
+@click.argument("email")
+@pass_ctx
+def add_cmd(c: Ctx, user: str, password: str, email: str) -> None:
+    """Add a new subscriber USER with PASSWORD and EMAIL address."""
+    from sipexpress.db import UserExists, add_user
+
+    u, d = set_user(c, user)
+    check_alias(c, u, d)
+    try:
+        db(c, lambda url: add_user(url, u, d, password, email))
+    except UserExists:
+        fail("user already exists")
+    emit("new user added\nnew user into uri table added\n")
+
+
+@cli.command("passwd")
+@click.argument("user")
+@click.argument("password")
+@pass_ctx
+def passwd_cmd(c: Ctx, user: str, password: str) -> None:
+    """Change USER's password."""
+    from sipexpress.db import UserNotFound, set_password
+
+    u, d = set_user(c, user)
+    try:
+        db(c, lambda url: set_password(url, u, d, password))
+    except UserNotFound:
+        fail("non-existent user")
+    emit("password change succeeded\n")
+
+
+@cli.command("rm")
+@click.argument("user")
+@pass_ctx
+def rm_cmd(c: Ctx, user: str) -> None:
+    """Delete USER: ACLs, uri entry, subscriber row and current contacts."""
+    from sipexpress.db import remove_user
+
+    u, d = set_user(c, user)
+    if not db(c, lambda url: remove_user(url, u, d)):
+        fail("non-existent user")
+    try:
+        fifo_request(c.fifo, "ul_rm", ["location", f"{u}@{d}"], reply_dir=c.reply_dir, timeout=c.timeout)
+    except MgmtClientError as e:
+        err.print(f"warning: contacts not removed from the server: {e}", markup=False)
+
+
+@cli.command("mail")
+@click.argument("user")
+@pass_ctx
+def mail_cmd(c: Ctx, user: str) -> None:
+    """Send an e-mail (text from stdin) to USER's address."""
+    from sipexpress.db import get_user
+
+    u, d = set_user(c, user)
+    sub = db(c, lambda url: get_user(url, u, d))
+    if sub is None:
+        fail("non-existent user")
+    emit(f"Write email to {u}: {sub.email_address} now ...\n")
+    mailer = shutil.which("mail")
+    if mailer is None:
+        fail("sending message failed (no 'mail' program)")
+    r = subprocess.run([mailer, "-s", f"Message from {d} SIP admin", sub.email_address], stdin=sys.stdin)
+    if r.returncode:
+        fail("sending message failed")
+    emit("message sent\n")
+
+
+@cli.command("showdb")
+@click.argument("user", required=False)
+@pass_ctx
+def showdb_cmd(c: Ctx, user: str | None) -> None:
+    """Users' contacts as stored in the database (may lag the server's cache)."""
+    from sqlalchemy import select
+
+    from sipexpress.db import run, schema
+
+    loc, sub = schema.location, schema.subscriber
+
+    async def q(url: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        async def op(conn: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            if user is not None:
+                u, d = set_user(c, user)
+                e = await conn.execute(
+                    select(sub.c.email_address).where(sub.c.username == u, sub.c.domain == d)
+                )
+                r1 = [dict(r._mapping) for r in e]
+                e = await conn.execute(
+                    select(loc).where(loc.c.username == u, loc.c.domain == d).order_by(loc.c.expires.desc())
+                )
+                return r1, [dict(r._mapping) for r in e]
+            e = await conn.execute(
+                select(loc.c.username, sub.c.email_address, loc.c.callid)
+                .select_from(sub.join(loc, sub.c.username == loc.c.username))
+                .order_by(loc.c.username)
+            )
+            return [], [dict(r._mapping) for r in e]
+
+        result: tuple[list[dict[str, Any]], list[dict[str, Any]]] = await run(url, op, write=False)
+        return result
+
+    emails, rows = db(c, q)
+    if emails:
+        table(emails, ["email_address"], c)
+    cols = (
+        list(rows[0])
+        if rows
+        else (
+            ["username", "email_address", "callid"]
+            if user is None
+            else ["username", "domain", "contact", "expires", "q", "callid"]
+        )
+    )
+    table(rows, cols, c)
+    if not c.json:
+        emit("Note: Due to usage of cache, server's list may differ from DB list.\n")
+
+
+cli.add_command(showdb_cmd, "userdb")
+
+
+# -- ACLs ---------------------------------------------------------------------
+
+
+@cli.group("acl")
+def acl_grp() -> None:
+    """Access control lists: group membership (table grp)."""
+
+
+def _acl_rows(c: Ctx, user: str | None) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    from sipexpress.db import run, schema
+
+    g = schema.grp
+    where = []
+    if user is not None:
+        u, d = set_user(c, user)
+        where = [g.c.username == u, g.c.domain == d]
+
+    async def q(url: str) -> list[dict[str, Any]]:
+        async def op(conn: Any) -> list[dict[str, Any]]:
+            e = await conn.execute(select(g).where(*where).order_by(g.c.username, g.c.grp))
+            return [dict(r._mapping) for r in e]
+
+        rows: list[dict[str, Any]] = await run(url, op, write=False)
+        return rows
+
+    return db(c, q)
+
+
+def _acl_show(c: Ctx, user: str | None) -> None:
+    table(_acl_rows(c, user), ["username", "domain", "grp", "last_modified"], c)
+
+
+@acl_grp.command("show")
+@click.argument("user", required=False)
+@pass_ctx
+def acl_show(c: Ctx, user: str | None) -> None:
+    """Groups of USER (all users without USER)."""
+    _acl_show(c, user)
+
+
+@acl_grp.command("grant")
+@click.argument("user")
+@click.argument("groups", nargs=-1, required=True)
+@pass_ctx
+def acl_grant(c: Ctx, user: str, groups: tuple[str, ...]) -> None:
+    """Add USER to GROUPS (each must be one of $ACL_GROUPS)."""
+    from datetime import datetime
+
+    from sqlalchemy import insert, select
+
+    from sipexpress.db import run, schema
+
+    u, d = set_user(c, user)
+    allowed = os.environ.get("ACL_GROUPS", DEFAULT_ACL_GROUPS).split()
+    ok = []
+    for gname in groups:
+        if os.environ.get("VERIFY_ACL", "1") != "0" and gname not in allowed:
+            err.print(f"Invalid privilege: {gname} ignored", markup=False)
+        else:
+            ok.append(gname)
+    g = schema.grp
+
+    async def q(url: str) -> None:
+        async def op(conn: Any) -> None:
+            for gname in ok:
+                have = await conn.execute(
+                    select(g.c.grp).where(g.c.username == u, g.c.domain == d, g.c.grp == gname)
+                )
+                if have.first() is None:
+                    now = datetime.now().replace(microsecond=0)
+                    await conn.execute(insert(g).values(username=u, domain=d, grp=gname, last_modified=now))
+
+        await run(url, op)
+
+    db(c, q)
+    _acl_show(c, user)
+    if not ok:
+        sys.exit(1)
+
+
+@acl_grp.command("revoke")
+@click.argument("user")
+@click.argument("group", required=False)
+@pass_ctx
+def acl_revoke(c: Ctx, user: str, group: str | None) -> None:
+    """Remove USER from GROUP (from all groups without GROUP)."""
+    from sqlalchemy import delete
+
+    from sipexpress.db import run, schema
+
+    u, d = set_user(c, user)
+    g = schema.grp
+    cond = [g.c.username == u, g.c.domain == d] + ([g.c.grp == group] if group else [])
+
+    async def q(url: str) -> None:
+        async def op(conn: Any) -> None:
+            await conn.execute(delete(g).where(*cond))
+
+        await run(url, op)
+
+    db(c, q)
+    _acl_show(c, user)
+
+
+# -- the database schema -------------------------------------------------------
+
+
+@cli.group("db")
+def db_grp() -> None:
+    """Create or upgrade the database schema."""
+
+
+@db_grp.command("create")
+@click.option("--admin-domain", help="also add SER's initial admin user in this domain")
+@pass_ctx
+def db_create(c: Ctx, admin_domain: str | None) -> None:
+    """Create the database and all tables (existing tables are kept)."""
+    from sipexpress.db import create_all
+
+    done = db(c, lambda url: create_all(url, admin_domain=admin_domain))
+    emit("".join(x + "\n" for x in done) or "nothing to do\n")
+
+
+@db_grp.command("migrate")
+@pass_ctx
+def db_migrate(c: Ctx) -> None:
+    """Upgrade an existing database to the current schema."""
+    from sipexpress.db import migrate
+
+    done = db(c, migrate)
+    emit("".join(x + "\n" for x in done) or "nothing to do\n")
+
+
+# -- start / stop --------------------------------------------------------------
+
+
+def _read_pid(path: str) -> int | None:
+    try:
+        return int(open(path).read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _ser_command(c: Ctx) -> list[str]:
+    if c.ser_bin:
+        return [c.ser_bin]
+    near = os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "ser")
+    if os.access(near, os.X_OK):
+        return [near]
+    return [sys.executable, "-m", "sipexpress.cli.ser"]
+
+
+def _start(c: Ctx, wait: float = 15.0) -> None:
+    if os.path.exists(c.pid_file):
+        pid = _read_pid(c.pid_file)
+        if pid is not None and _alive(pid):
+            fail(f"PID file exists! ({c.pid_file}) already running?")
+        os.unlink(c.pid_file)  # stale
+    cmd = [*_ser_command(c), "-P", c.pid_file, *os.environ.get("STARTOPTIONS", "").split()]
+    if c.config:
+        cmd += ["-f", c.config]
+    emit("Starting SER : ")
+    syslog = os.environ.get("SYSLOG", "1") != "0"
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL if syslog else None,
+            stderr=subprocess.DEVNULL if syslog else None,
+            start_new_session=True,
+        )
+    except OSError as e:
+        emit("\n")
+        fail(f"SER binaries not found at {cmd[0]}: {e.strerror}")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        pid = _read_pid(c.pid_file)
+        if pid is not None:
+            emit(f"started pid({pid})\n")
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    emit("\n")
+    fail(f"PID file {c.pid_file} does not exist -- SER start failed")
+
+
+def _stop(c: Ctx, wait: float = 15.0) -> None:
+    pid = _read_pid(c.pid_file)
+    if pid is None:
+        fail("No PID file found! SER probably not running")
+    emit("Stopping SER : ")
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        emit("\n")
+        fail(f"ser (pid {pid}) did not stop within {wait:g} s")
+    if os.path.exists(c.pid_file):
+        os.unlink(c.pid_file)
+    emit("stopped\n")
+
+
+@cli.command("start")
+@pass_ctx
+def start_cmd(c: Ctx) -> None:
+    """Start ser in the background, writing --pid-file ($STARTOPTIONS are passed on)."""
+    _start(c)
+
+
+@cli.command("stop")
+@pass_ctx
+def stop_cmd(c: Ctx) -> None:
+    """Stop the ser named by --pid-file."""
+    _stop(c)
+
+
+@cli.command("restart")
+@pass_ctx
+def restart_cmd(c: Ctx) -> None:
+    """Stop, then start ser."""
+    _stop(c)
+    _start(c)
+
+
+def main() -> None:
+    cli(prog_name=os.path.basename(sys.argv[0]) or "serctl")
+
+
+if __name__ == "__main__":
+    main()

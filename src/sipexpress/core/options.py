@@ -1,0 +1,247 @@
+"""Global options (ser.cfg §3) with SER 0.9 defaults, and ``listen=`` parsing.
+
+``Core.options`` is a plain ``dict[str, Any]``: the script compiler, a Python
+routing script's ``OPTIONS`` and the ``ser`` command line all write into it;
+:func:`normalize_options` maps SER's synonyms (``sock_mode`` →
+``fifo_mode`` …) and turns ``listen``/``alias`` into lists of
+:class:`SocketSpec`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sipexpress.core.context import Proto
+
+SIP_PORT = 5060
+SIPS_PORT = 5061
+#: SER's BUF_SIZE: the largest message accepted (``max_len`` in scripts).
+BUF_SIZE = 65535
+
+DEFAULTS: dict[str, Any] = {
+    "debug": 2,  # L_NOTICE
+    "fork": True,
+    "log_stderror": False,
+    "log_facility": "LOG_DAEMON",
+    "listen": [],  # empty: all interfaces
+    "alias": [],
+    "port": SIP_PORT,
+    "children": 8,
+    "check_via": False,
+    "dns": False,
+    "rev_dns": False,
+    "syn_branch": True,
+    "sip_warning": True,
+    "server_signature": True,
+    "reply_to_via": False,
+    "memlog": 4,
+    "maxbuffer": 262144,
+    "fifo": None,
+    "fifo_dir": "/tmp/",
+    "fifo_mode": 0o660,
+    "fifo_user": None,
+    "fifo_group": None,
+    "fifo_db_url": None,
+    "unix_sock": None,
+    "unix_sock_children": 1,
+    "unix_tx_timeout": 500,
+    "user": None,
+    "group": None,
+    "chroot": None,
+    "workdir": None,
+    "mhomed": False,
+    "disable_tcp": False,
+    "tcp_children": 1,
+    "tcp_accept_aliases": False,
+    "tcp_send_timeout": 10,
+    "tcp_connect_timeout": 10,
+    # seconds a TCP connection may stay idle before it is closed (SER's
+    # TCP_CON_TIMEOUT / tcp_connection_lifetime)
+    "tcp_connection_lifetime": 120,
+    "disable_tls": True,
+    "advertised_address": None,
+    "advertised_port": None,
+    "disable_core_dump": False,
+    "open_files_limit": None,
+    "mcast_loopback": False,
+    "mcast_ttl": None,
+    "statistics": None,
+    # sipexpress extension: the largest SIP message accepted on any transport
+    "max_msg_size": BUF_SIZE,
+}
+
+SYNONYMS: dict[str, str] = {
+    "sock_mode": "fifo_mode",
+    "file_mode": "fifo_mode",
+    "sock_user": "fifo_user",
+    "sock_group": "fifo_group",
+    "uid": "user",
+    "gid": "group",
+    "wdir": "workdir",
+    "tlslog": "tls_log",
+    "log_stderr": "log_stderror",
+    "mem_log": "memlog",
+}
+
+_BOOL_OPTIONS = {k for k, v in DEFAULTS.items() if isinstance(v, bool)}
+_INT_OPTIONS = {k for k, v in DEFAULTS.items() if isinstance(v, int) and not isinstance(v, bool)}
+_BOOL_WORDS = {"yes": True, "true": True, "on": True, "enable": True, "no": False, "false": False}
+_BOOL_WORDS.update({"off": False, "disable": False})
+
+
+class OptionError(ValueError):
+    """An option value that cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class SocketSpec:
+    """One ``listen=``/``alias=``/``-l`` entry: ``[proto:]addr[:port]``.
+
+    ``proto`` None means every protocol (``*`` or omitted); ``port`` 0 means
+    "not given" (listen: the ``port`` option; alias: any port)."""
+
+    proto: Proto | None
+    host: str
+    port: int = 0
+
+    @property
+    def is_ip(self) -> bool:
+        return is_ip(self.host)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        text = f"{host}:{self.port}" if self.port else host
+        return f"{self.proto.name.lower()}:{text}" if self.proto else text
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+_PROTOS = {"udp": Proto.UDP, "tcp": Proto.TCP, "tls": Proto.TLS, "*": None}
+
+
+def parse_socket_spec(text: str) -> SocketSpec:
+    """Parse ``[proto:]addr[:port]``; IPv6 as ``[::1]``, ``[::1]:5060`` or
+    bare ``::1`` (no port then).  Port ``*`` = any (0)."""
+    s = text.strip()
+    if not s:
+        raise OptionError("empty address")
+    proto: Proto | None = None
+    head, sep, rest = s.partition(":")
+    if sep and head.lower() in _PROTOS and not s.startswith("["):
+        proto = _PROTOS[head.lower()]
+        s = rest
+    port_text = ""
+    if s.startswith("["):
+        end = s.find("]")
+        if end < 0:
+            raise OptionError(f"bad address {text!r}: missing ']'")
+        host = s[1:end]
+        tail = s[end + 1 :]
+        if tail:
+            if not tail.startswith(":"):
+                raise OptionError(f"bad address {text!r}")
+            port_text = tail[1:]
+    elif s.count(":") > 1:
+        host = s  # bare IPv6, no port
+    else:
+        host, _, port_text = s.partition(":")
+    if not host:
+        raise OptionError(f"bad address {text!r}: no host")
+    port = 0
+    if port_text and port_text != "*":
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise OptionError(f"bad port in {text!r}") from None
+        if not 0 <= port <= 65535:
+            raise OptionError(f"port out of range in {text!r}")
+    if host == "*":
+        host = "0.0.0.0"
+    if ":" in host and not is_ip(host):
+        raise OptionError(f"bad IPv6 address in {text!r}")
+    return SocketSpec(proto, host.lower(), port)
+
+
+def parse_socket_list(value: Any) -> list[SocketSpec]:
+    """``listen``/``alias`` values: a string (space/comma separated), a
+    :class:`SocketSpec`, a ``(proto, host, port)`` tuple or a list of any."""
+    if value is None:
+        return []
+    if isinstance(value, SocketSpec):
+        return [value]
+    if isinstance(value, str):
+        return [parse_socket_spec(p) for p in value.replace(",", " ").split()]
+    if isinstance(value, tuple) and len(value) == 3 and not isinstance(value[0], (tuple, list)):
+        proto, host, port = value
+        if isinstance(proto, str):
+            proto = _PROTOS[proto.lower()]
+        return [SocketSpec(proto, str(host).strip("[]").lower(), int(port or 0))]
+    if isinstance(value, Iterable):
+        out: list[SocketSpec] = []
+        for item in value:
+            out.extend(parse_socket_list(item))
+        return out
+    raise OptionError(f"bad address list {value!r}")
+
+
+def _to_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value != 0
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _BOOL_WORDS:
+            return _BOOL_WORDS[word]
+        try:
+            return int(word, 0) != 0
+        except ValueError:
+            pass
+    raise OptionError(f"option '{name}' expects yes/no, got {value!r}")
+
+
+def _to_int(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if len(text) > 1 and text.startswith("0") and text[1:].isdigit():
+                return int(text, 8)  # SER: 0660 is octal
+            return int(text, 0)
+        except ValueError:
+            pass
+    raise OptionError(f"option '{name}' expects a number, got {value!r}")
+
+
+def normalize_options(values: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return ``base`` (default: :data:`DEFAULTS`) updated with ``values``,
+    synonyms mapped and types checked.  ``listen``/``alias`` accumulate
+    (they are repeatable in ser.cfg); unknown names are kept as given."""
+    out: dict[str, Any] = dict(DEFAULTS if base is None else base)
+    out["listen"] = list(out.get("listen") or [])
+    out["alias"] = list(out.get("alias") or [])
+    for raw_name, value in values.items():
+        name = SYNONYMS.get(raw_name, raw_name)
+        if name in ("listen", "alias"):
+            out[name] = out[name] + parse_socket_list(value)
+        elif name in _BOOL_OPTIONS:
+            out[name] = _to_bool(name, value)
+        elif name in _INT_OPTIONS or name in ("fifo_mode",):
+            out[name] = _to_int(name, value)
+        elif name in ("fifo",) and value in ("", None):
+            out[name] = None
+        else:
+            out[name] = value
+    return out

@@ -1,0 +1,376 @@
+"""UDP and TCP transports: thin asyncio adapters around the sans-I/O parser.
+
+* :class:`UdpListener` — one bound datagram socket; every datagram is a
+  message handed to ``core.receive(data, rcv)``.
+* :class:`TcpListener` — a bound stream socket; accepted connections become
+  :class:`TcpConnection` objects that split the byte stream into messages
+  with the parser's ``StreamFramer``.
+* :class:`TcpManager` — the connection table keyed by the peer's
+  ``(ip, port)`` (plus aliases: the Via sent-by of requests received on the
+  connection, so that replies routed by Via find the connection the request
+  came on), outbound connects with write buffering until connected, and the
+  idle sweep (``tcp_connection_lifetime``).
+
+TLS is a seam only: :class:`~sipexpress.core.context.Proto` has ``TLS``
+but no listener exists for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import socket
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sipexpress.core.context import Proto, ReceiveInfo
+
+if TYPE_CHECKING:
+    from sipexpress.sip.message import StreamFramer
+
+log = logging.getLogger("sipexpress.transport")
+
+Receiver = Callable[[bytes, ReceiveInfo], None]
+
+
+def family_of(ip: str) -> int:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
+def local_addresses() -> list[str]:
+    """IPv4 and (global/loopback) IPv6 addresses of this host's interfaces."""
+    v4: list[str] = []
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _idx, name in socket.if_nameindex():
+            try:
+                req = struct.pack("256s", name.encode()[:15])
+                res = fcntl.ioctl(s.fileno(), 0x8915, req)  # SIOCGIFADDR
+            except OSError:
+                continue
+            v4.append(socket.inet_ntoa(res[20:24]))
+    v6: list[str] = []
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 6:
+                    continue
+                scope = int(parts[3], 16)
+                if scope not in (0x00, 0x10):  # global or host (loopback); no link-local
+                    continue
+                raw = bytes.fromhex(parts[0])
+                v6.append(socket.inet_ntop(socket.AF_INET6, raw))
+    except OSError:
+        pass
+    if not v4:
+        v4 = ["127.0.0.1"]
+    return list(dict.fromkeys(v4 + v6))
+
+
+def bind_socket(ip: str, port: int, kind: int, rcvbuf: int = 0) -> socket.socket:
+    af = family_of(ip)
+    sock = socket.socket(af, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if af == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if rcvbuf and kind == socket.SOCK_DGRAM:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.bind((ip, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class UdpListener(asyncio.DatagramProtocol):
+    """A bound UDP socket.  ``ip``/``port`` are what Via and ``myself`` use."""
+
+    proto = Proto.UDP
+
+    def __init__(self, receive: Receiver, ip: str, port: int, max_size: int) -> None:
+        self.receive = receive
+        self.ip = ip
+        self.port = port
+        self.af = family_of(ip)
+        self.max_size = max_size
+        self.via_host = f"[{ip}]" if self.af == socket.AF_INET6 else ip
+        self.transport: asyncio.DatagramTransport | None = None
+        self._sendto: Callable[..., None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<UdpListener {self.address}>"
+
+    @property
+    def address(self) -> str:
+        return f"[{self.ip}]:{self.port}" if self.af == socket.AF_INET6 else f"{self.ip}:{self.port}"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDPTransport does not subclass asyncio.DatagramTransport
+        self.transport = transport  # type: ignore[assignment]
+        self._sendto = transport.sendto  # type: ignore[attr-defined]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if len(data) > self.max_size:
+            log.warning("dropping %d-byte datagram from %s:%s: too big", len(data), addr[0], addr[1])
+            return
+        self.receive(data, ReceiveInfo(Proto.UDP, addr[0], addr[1], self.ip, self.port, self.af, self))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: SER logs and carries on
+        log.debug("udp %s: %s", self.address, exc)
+
+    def sendto(self, data: bytes, ip: str, port: int) -> bool:
+        if self._sendto is None:
+            return False
+        try:
+            self._sendto(data, (ip, port))
+        except (OSError, RuntimeError, ValueError) as e:
+            log.error("udp send to %s:%d failed: %s", ip, port, e)
+            return False
+        return True
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class TcpConnection(asyncio.Protocol):
+    """One TCP connection (accepted or opened by us)."""
+
+    proto = Proto.TCP
+
+    def __init__(
+        self, manager: TcpManager, listener: TcpListener | None, peer: tuple[str, int] | None
+    ) -> None:
+        self.manager = manager
+        self.listener = listener
+        self.peer = peer  # (ip, port) of the other end, known early for outbound
+        self.transport: asyncio.Transport | None = None
+        self.rcv: ReceiveInfo | None = None
+        self.framer: StreamFramer | None = None
+        self.keys: list[tuple[str, int]] = []
+        self.pending: list[bytes] = []
+        self.closed = False
+        self.last_activity = manager.loop.time()
+
+    def __repr__(self) -> str:
+        return f"<TcpConnection {self.peer}>"
+
+    @property
+    def ip(self) -> str:
+        return self.rcv.dst_ip if self.rcv else ""
+
+    @property
+    def port(self) -> int:
+        return self.rcv.dst_port if self.rcv else 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        sockname = transport.get_extra_info("sockname")
+        ip, port = str(peer[0]), int(peer[1])
+        self.peer = (ip, port)
+        # the "local socket" of a connection is the listener it belongs to
+        # (what Via advertises); outbound ones borrow a listener of the family
+        lst = self.listener or self.manager.listener_for(family_of(ip))
+        if lst is not None:
+            dst_ip, dst_port = lst.ip, lst.port
+        else:
+            dst_ip, dst_port = str(sockname[0]), int(sockname[1])
+        self.rcv = ReceiveInfo(Proto.TCP, ip, port, dst_ip, dst_port, family_of(ip), self)
+        from sipexpress.sip.message import StreamFramer
+
+        self.framer = StreamFramer(max_size=self.manager.max_size)
+        self.manager.register(self, (ip, port))
+        with contextlib.suppress(OSError, AttributeError):
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.pending:
+            for chunk in self.pending:
+                transport.write(chunk)
+            self.pending.clear()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = self.manager.loop.time()
+        assert self.framer is not None and self.rcv is not None
+        try:
+            frames = self.framer.feed(data)
+        except Exception as e:  # SipParseError: the stream cannot be resynchronised
+            log.warning("tcp %s:%d: %s; closing connection", self.rcv.src_ip, self.rcv.src_port, e)
+            self.manager.core_bad_stream(self.rcv, e)
+            self.close()
+            return
+        receive = self.manager.receive
+        for frame in frames:
+            receive(frame, self.rcv)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.manager.unregister(self)
+
+    def send(self, data: bytes) -> bool:
+        if self.closed:
+            return False
+        self.last_activity = self.manager.loop.time()
+        if self.transport is None:
+            self.pending.append(data)
+            return True
+        if self.transport.is_closing():
+            return False
+        self.transport.write(data)
+        return True
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+        self.closed = True
+        self.manager.unregister(self)
+
+
+class TcpListener:
+    proto = Proto.TCP
+
+    def __init__(self, manager: TcpManager, ip: str, port: int) -> None:
+        self.manager = manager
+        self.ip = ip
+        self.port = port
+        self.af = family_of(ip)
+        self.via_host = f"[{ip}]" if self.af == socket.AF_INET6 else ip
+        self.server: asyncio.AbstractServer | None = None
+
+    def __repr__(self) -> str:
+        return f"<TcpListener {self.address}>"
+
+    @property
+    def address(self) -> str:
+        return f"[{self.ip}]:{self.port}" if self.af == socket.AF_INET6 else f"{self.ip}:{self.port}"
+
+    async def start(self, backlog: int = 1024) -> None:
+        sock = bind_socket(self.ip, self.port, socket.SOCK_STREAM)
+        self.server = await self.manager.loop.create_server(
+            lambda: TcpConnection(self.manager, self, None), sock=sock, backlog=backlog
+        )
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+class TcpManager:
+    """The TCP connection table (SER's ``tcpconn`` hash by ip:port + aliases)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        receive: Receiver,
+        max_size: int,
+        lifetime: float,
+        connect_timeout: float,
+        on_bad_stream: Callable[[ReceiveInfo, Exception], None] | None = None,
+    ) -> None:
+        self.loop = loop
+        self.receive = receive
+        self.max_size = max_size
+        self.lifetime = lifetime
+        self.connect_timeout = connect_timeout
+        self.listeners: list[TcpListener] = []
+        self.by_addr: dict[tuple[str, int], TcpConnection] = {}
+        self.connections: set[TcpConnection] = set()
+        self._on_bad_stream = on_bad_stream
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._connects: set[asyncio.Task[Any]] = set()
+
+    # -- table ---------------------------------------------------------------
+    def listener_for(self, af: int) -> TcpListener | None:
+        for lst in self.listeners:
+            if lst.af == af:
+                return lst
+        return self.listeners[0] if self.listeners else None
+
+    def register(self, conn: TcpConnection, key: tuple[str, int]) -> None:
+        self.connections.add(conn)
+        self.by_addr[key] = conn
+        if key not in conn.keys:
+            conn.keys.append(key)
+
+    def add_alias(self, conn: TcpConnection, ip: str, port: int) -> None:
+        """Make ``conn`` the connection for ``ip:port`` as well (a Via sent-by
+        of a request received on it), unless another live one owns it."""
+        key = (ip, port)
+        cur = self.by_addr.get(key)
+        if cur is conn or (cur is not None and not cur.closed):
+            return
+        self.by_addr[key] = conn
+        conn.keys.append(key)
+
+    def unregister(self, conn: TcpConnection) -> None:
+        self.connections.discard(conn)
+        for key in conn.keys:
+            if self.by_addr.get(key) is conn:
+                del self.by_addr[key]
+        conn.keys.clear()
+
+    def lookup(self, ip: str, port: int) -> TcpConnection | None:
+        conn = self.by_addr.get((ip, port))
+        if conn is not None and conn.closed:
+            return None
+        return conn
+
+    def core_bad_stream(self, rcv: ReceiveInfo, exc: Exception) -> None:
+        if self._on_bad_stream is not None:
+            self._on_bad_stream(rcv, exc)
+
+    # -- sending -------------------------------------------------------------
+    def send(self, ip: str, port: int, data: bytes) -> bool:
+        """Send on the connection to ip:port, opening one if there is none."""
+        conn = self.lookup(ip, port)
+        if conn is not None:
+            return conn.send(data)
+        conn = TcpConnection(self, None, (ip, port))
+        self.register(conn, (ip, port))
+        conn.pending.append(data)
+        task = self.loop.create_task(self._connect(conn, ip, port))
+        self._connects.add(task)
+        task.add_done_callback(self._connects.discard)
+        return True
+
+    async def _connect(self, conn: TcpConnection, ip: str, port: int) -> None:
+        try:
+            await asyncio.wait_for(
+                self.loop.create_connection(lambda: conn, ip, port), timeout=self.connect_timeout
+            )
+        except (OSError, TimeoutError) as e:
+            log.error("tcp connect to %s:%d failed: %s", ip, port, e)
+            conn.closed = True
+            self.unregister(conn)
+
+    # -- life cycle ------------------------------------------------------------
+    def start_sweeper(self) -> None:
+        interval = max(0.2, min(10.0, self.lifetime / 4))
+
+        def sweep() -> None:
+            deadline = self.loop.time() - self.lifetime
+            for conn in list(self.connections):
+                if conn.last_activity < deadline:
+                    log.debug("closing idle tcp connection %s", conn.peer)
+                    conn.close()
+            self._sweeper = self.loop.call_later(interval, sweep)
+
+        self._sweeper = self.loop.call_later(interval, sweep)
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for lst in self.listeners:
+            lst.close()
+        for conn in list(self.connections):
+            conn.close()
+        for task in list(self._connects):
+            task.cancel()

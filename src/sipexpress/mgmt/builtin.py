@@ -1,0 +1,111 @@
+"""SER's core management commands (``register_core_fifo`` in fifo_server.c).
+
+``print uptime version pwd arg which ps`` and, only when the global option
+``mgmt_allow_kill`` is set, ``kill`` (SIGTERM to the server's process group:
+anybody who may write the FIFO could otherwise stop the server).
+
+Reply texts are SER 0.9's, byte for byte (fifo.md §5); ``data`` carries the
+same information structured for JSON-RPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from sipexpress import __version__
+from sipexpress.core.registry import MgmtCommand, MgmtError, MgmtReply
+from sipexpress.mgmt.registry import CommandRegistry
+
+PRINT_MAX = 255  # SER's print buffer: MAX_PRINT_TEXT 256 including the NUL
+KILL_DELAY = 0.5  # leave time for the reply to reach its FIFO before SIGTERM
+
+VERSION_TEXT = f"Sip EXpress router (sipexpress {__version__} ({platform.machine()}/{sys.platform}))"
+
+
+class BuiltinHost(Protocol):
+    """What the built-ins need from the manager that serves them."""
+
+    registry: CommandRegistry
+    started: int  # time() when management started (SER: FIFO creation)
+
+    def processes(self) -> list[tuple[int, str]]: ...
+
+
+def ctime(t: float) -> str:
+    """C's ``ctime()`` including its newline: ``Fri Dec  6 17:56:10 2002\\n``."""
+    return time.ctime(t) + "\n"
+
+
+def builtin_commands(host: BuiltinHost, allow_kill: bool = False) -> list[MgmtCommand]:
+    """The core commands in SER's registration order."""
+
+    async def print_(params: list[str]) -> MgmtReply:
+        text = params[0] if params else ""
+        if len(text) > PRINT_MAX:
+            raise MgmtError(500, "print_fifo_cmd: too big text", eol=False)
+        return MgmtReply(data=text, text=text + "\n")
+
+    async def uptime(params: list[str]) -> MgmtReply:
+        now = int(time.time())
+        up = now - host.started
+        text = f"Now: {ctime(now)}Up Since: {ctime(host.started)}Up time: {up} [sec]\n"
+        data = {"now": now, "up_since": host.started, "uptime": up}
+        return MgmtReply(data=data, text=text)
+
+    async def version(params: list[str]) -> MgmtReply:
+        return MgmtReply(
+            data={"server": VERSION_TEXT, "version": __version__}, text=f"Server: {VERSION_TEXT}\r\n"
+        )
+
+    async def pwd(params: list[str]) -> MgmtReply:
+        try:
+            cwd = os.getcwd()
+        except OSError:
+            raise MgmtError(500, "getcwd failed") from None
+        return MgmtReply(data=cwd, text=cwd + "\n")
+
+    async def arg(params: list[str]) -> MgmtReply:
+        argv = list(sys.argv)
+        return MgmtReply(data=argv, text="".join(a + "\n" for a in argv))
+
+    async def which(params: list[str]) -> MgmtReply:
+        names = host.registry.names()
+        return MgmtReply(data=names, text="".join(n + "\n" for n in names))
+
+    async def ps(params: list[str]) -> MgmtReply:
+        rows = host.processes()
+        data = [{"idx": i, "pid": pid, "description": d} for i, (pid, d) in enumerate(rows)]
+        return MgmtReply(data=data, text="".join(f"{i}\t{pid}\t{d}\n" for i, (pid, d) in enumerate(rows)))
+
+    async def kill(params: list[str]) -> MgmtReply:
+        asyncio.get_running_loop().call_later(KILL_DELAY, _terminate_group)
+        return MgmtReply(200, "killing now...", data="killing now...", eol=False)
+
+    cmds: list[tuple[str, Callable[[list[str]], object], str, str]] = [
+        ("print", print_, "echo the parameter line", "text"),
+        ("uptime", uptime, "server's current time, start time and running time", ""),
+        ("version", version, "server version", ""),
+        ("pwd", pwd, "server's working directory", ""),
+        ("arg", arg, "server's command line", ""),
+        ("which", which, "list of available management commands", ""),
+        ("ps", ps, "server processes: index, pid, description", ""),
+    ]
+    if allow_kill:
+        cmds.append(("kill", kill, "terminate the server (SIGTERM to its process group)", ""))
+    return [MgmtCommand(name, h, doc=doc, params_doc=p) for name, h, doc, p in cmds]  # type: ignore[arg-type]
+
+
+def _terminate_group() -> None:
+    """SER's ``kill(0, SIGTERM)``: the whole process group, so exec children
+    and helpers go too."""
+    try:
+        os.killpg(os.getpgrp(), signal.SIGTERM)
+    except OSError:
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -1,0 +1,369 @@
+"""JSON-RPC 2.0 over HTTP and over a Unix stream socket.
+
+The method is a management command name (case-insensitive, as on the
+FIFO); ``params`` is an array of scalars, passed to the handler as strings
+(the FIFO's parameter lines).  The result is the command's ``data``, or its
+FIFO ``text`` when the command has no structured data.  A command error
+becomes a JSON-RPC error whose ``code`` is SER's code (400, 404, 500 ...),
+``message`` SER's reason, and ``data`` ``{"ser_code", "reason", "text"}``.
+An unknown method is ``-32601`` with SER's reason
+``command 'x' not available``.  Batches and notifications are supported.
+
+HTTP: ``POST`` (any path) with a JSON body; ``GET`` is refused.  Why a small
+hand-written HTTP/1.1 handler and not Starlette + uvicorn: the endpoint is
+one POST route; uvicorn's server wants to own signal handling and logging
+set-up of the process (the core owns those), and a 150-line
+``asyncio.start_server`` handler with explicit limits (header size, body
+size, keep-alive) costs less per request and has no moving parts we do not
+test.  The web UI (Starlette) can still call the same registry in-process.
+
+Access: HTTP binds ``127.0.0.1`` by default.  Bound to any other address
+it refuses to start unless a shared secret (``Authorization: Bearer <s>``
+or ``X-Auth-Token: <s>``) or HTTP basic credentials are configured.  The
+Unix socket is protected by its file mode.  The Unix socket speaks
+newline-delimited JSON: one request (or batch) per line, one response line
+per request (none for notifications).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import stat
+from typing import Any
+
+from sipexpress.core.registry import MgmtReply
+from sipexpress.mgmt.registry import CommandRegistry
+
+log = logging.getLogger("sipexpress.mgmt.jsonrpc")
+
+MAX_HEADER = 16384
+MAX_BODY = 1 << 20
+IDLE_TIMEOUT = 30.0
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+
+
+class JsonRpcError(Exception):
+    """Configuration errors of the JSON-RPC listeners (start-up)."""
+
+
+def _error(rid: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        err["data"] = data
+    return {"jsonrpc": "2.0", "error": err, "id": rid}
+
+
+def _params(raw: Any) -> list[str] | None:
+    if raw is None:
+        return []
+    if isinstance(raw, list):
+        out = []
+        for p in raw:
+            if isinstance(p, str):
+                out.append(p)
+            elif isinstance(p, bool):
+                out.append("1" if p else "0")
+            elif isinstance(p, int | float):
+                out.append(str(p))
+            else:
+                return None
+        return out
+    return None
+
+
+class Dispatcher:
+    """Transport-independent JSON-RPC 2.0 processing over the registry."""
+
+    def __init__(self, registry: CommandRegistry) -> None:
+        self.registry = registry
+
+    async def handle_bytes(self, body: bytes) -> bytes | None:
+        """One HTTP body or socket line in, the response out (None: nothing
+        to send, i.e. only notifications)."""
+        try:
+            msg = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return self._dump(_error(None, PARSE_ERROR, "Parse error"))
+        if isinstance(msg, list):
+            if not msg:
+                return self._dump(_error(None, INVALID_REQUEST, "Invalid Request"))
+            results = [r for r in [await self.handle(m) for m in msg] if r is not None]
+            return self._dump(results) if results else None
+        result = await self.handle(msg)
+        return None if result is None else self._dump(result)
+
+    @staticmethod
+    def _dump(obj: Any) -> bytes:
+        return json.dumps(obj, ensure_ascii=False, default=str).encode("utf-8", "surrogateescape")
+
+    async def handle(self, msg: Any) -> dict[str, Any] | None:
+        if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0" or not isinstance(msg.get("method"), str):
+            rid = msg.get("id") if isinstance(msg, dict) else None
+            return _error(rid, INVALID_REQUEST, "Invalid Request")
+        notification = "id" not in msg
+        rid = msg.get("id")
+        method: str = msg["method"]
+        params = _params(msg.get("params"))
+        if params is None:
+            return (
+                None if notification else _error(rid, INVALID_PARAMS, "Invalid params: an array of scalars")
+            )
+        cmd = self.registry.get(method)
+        if cmd is None:
+            reason = f"command '{method}' not available"
+            if notification:
+                return None
+            return _error(rid, METHOD_NOT_FOUND, reason, {"ser_code": 500, "reason": reason})
+        reply: MgmtReply = await self.registry.call(method, params)
+        if notification:
+            return None
+        if not reply.ok:
+            data = {"ser_code": reply.code, "reason": reply.reason, "text": reply.text}
+            return _error(rid, reply.code, reply.reason, data)
+        result = reply.data if reply.data is not None else reply.text
+        return {"jsonrpc": "2.0", "result": result, "id": rid}
+
+
+def parse_address(value: str, default_port: int = 5080) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port``, ``host`` or ``:port``."""
+    value = value.strip()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest.lstrip(":")
+    elif value.count(":") == 1:
+        host, _, port = value.partition(":")
+    else:
+        host, port = value, ""
+    try:
+        return host or "127.0.0.1", int(port) if port else default_port
+    except ValueError:
+        raise JsonRpcError(f"invalid JSON-RPC address {value!r} (expected host:port)") from None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class HttpServer:
+    """JSON-RPC over HTTP/1.1 POST."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        host: str,
+        port: int,
+        *,
+        secret: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.host = host
+        self.port = port
+        self.secret = secret or None
+        self.basic = None
+        if user:
+            self.basic = "Basic " + base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+        if not _is_loopback(host) and self.secret is None and self.basic is None:
+            raise JsonRpcError(
+                f"JSON-RPC over HTTP on non-local address {host} needs jsonrpc_secret or "
+                "jsonrpc_user/jsonrpc_password"
+            )
+        self._server: asyncio.Server | None = None
+        self._conns: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._client, self.host, self.port, limit=MAX_HEADER)
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]
+        log.info("JSON-RPC over HTTP on %s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for w in list(self._conns):
+                w.close()  # the handler sees end-of-file and finishes
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            self._server = None
+
+    def _authorized(self, headers: dict[str, str]) -> bool:
+        if self.secret is None and self.basic is None:
+            return True
+        auth = headers.get("authorization", "")
+        if self.basic is not None and hmac.compare_digest(auth.encode(), self.basic.encode()):
+            return True
+        if self.secret is not None:
+            token = headers.get("x-auth-token") or (auth[7:] if auth.lower().startswith("bearer ") else "")
+            if token and hmac.compare_digest(token.encode(), self.secret.encode()):
+                return True
+        return False
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._conns.add(writer)
+        try:
+            while await self._one(reader, writer):
+                pass
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, asyncio.LimitOverrunError):
+            pass
+        except ValueError:  # StreamReader limit exceeded on a header line
+            with contextlib.suppress(Exception):
+                await self._respond(writer, 431, b"header too large\n", close=True)
+        finally:
+            self._conns.discard(writer)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Serve one HTTP request; False closes the connection."""
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_TIMEOUT)
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            await self._respond(writer, 400, b"bad request line\n", close=True)
+            return False
+        method, _, version = parts
+        headers: dict[str, str] = {}
+        for h in lines[1:]:
+            if h:
+                name, sep, value = h.partition(":")
+                if not sep:
+                    await self._respond(writer, 400, b"bad header\n", close=True)
+                    return False
+                headers[name.strip().lower()] = value.strip()
+        conn = headers.get("connection", "").lower()
+        keep = conn != "close" if version == "HTTP/1.1" else conn == "keep-alive"
+        if "transfer-encoding" in headers:
+            await self._respond(writer, 411, b"Content-Length required\n", close=True)
+            return False
+        try:
+            length = int(headers.get("content-length", "0"))
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY:
+            await self._respond(writer, 413 if length > 0 else 400, b"bad Content-Length\n", close=True)
+            return False
+        body = await asyncio.wait_for(reader.readexactly(length), IDLE_TIMEOUT) if length else b""
+        if method != "POST":
+            await self._respond(writer, 405, b"use POST\n", close=not keep, extra="Allow: POST\r\n")
+            return keep
+        if not self._authorized(headers):
+            await self._respond(
+                writer,
+                401,
+                b"unauthorized\n",
+                close=not keep,
+                extra='WWW-Authenticate: Basic realm="ser"\r\n',
+            )
+            return keep
+        out = await self.dispatcher.handle_bytes(body)
+        if out is None:
+            await self._respond(writer, 204, b"", close=not keep)
+        else:
+            await self._respond(writer, 200, out, close=not keep, ctype="application/json")
+        return keep
+
+    @staticmethod
+    async def _respond(
+        writer: asyncio.StreamWriter,
+        status: int,
+        body: bytes,
+        *,
+        close: bool,
+        ctype: str = "text/plain",
+        extra: str = "",
+    ) -> None:
+        reason = {
+            200: "OK",
+            204: "No Content",
+            400: "Bad Request",
+            401: "Unauthorized",
+            405: "Method Not Allowed",
+            411: "Length Required",
+            413: "Payload Too Large",
+            431: "Request Header Fields Too Large",
+        }.get(status, "Error")
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+            f"{extra}{'Connection: close' if close else 'Connection: keep-alive'}\r\n\r\n"
+        )
+        writer.write(head.encode("latin-1") + body)
+        await writer.drain()
+
+
+class UnixServer:
+    """JSON-RPC over a Unix stream socket, one JSON text per line."""
+
+    def __init__(self, dispatcher: Dispatcher, path: str, mode: int = 0o660) -> None:
+        self.dispatcher = dispatcher
+        self.path = path
+        self.mode = mode
+        self._server: asyncio.Server | None = None
+        self._conns: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISSOCK(st.st_mode):
+                raise JsonRpcError(f"{self.path} exists and is not a socket; refusing to remove it")
+            os.unlink(self.path)
+        self._server = await asyncio.start_unix_server(self._client, self.path, limit=MAX_BODY)
+        os.chmod(self.path, self.mode)
+        log.info("JSON-RPC on Unix socket %s", self.path)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for w in list(self._conns):
+                w.close()  # the handler sees end-of-file and finishes
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            self._server = None
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._conns.add(writer)
+        try:
+            while True:
+                try:
+                    line = await reader.readuntil(b"\n")
+                except asyncio.IncompleteReadError as e:
+                    line = e.partial  # last request without a newline
+                    if not line.strip():
+                        break
+                if not line.strip():
+                    continue
+                out = await self.dispatcher.handle_bytes(line)
+                if out is not None:
+                    writer.write(out + b"\n")
+                    await writer.drain()
+        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+            with contextlib.suppress(Exception):
+                writer.write(Dispatcher._dump(_error(None, INVALID_REQUEST, "request too large")) + b"\n")
+        finally:
+            self._conns.discard(writer)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()

@@ -1,0 +1,524 @@
+"""registrar — REGISTER processing and location lookup (SER's ``registrar``).
+
+Script functions: ``save(table)``, ``save_noreply(table)``,
+``save_memory(table)``, ``lookup(table)``, ``registered(table)``.
+Storage is usrloc's (:class:`~sipexpress.modules.usrloc.Udomain`); this
+module only speaks SIP.
+
+Theory of operation (RFC 3261 §10.3, SER 0.9 ``save.c``/``lookup.c``):
+the REGISTER is reduced to a :class:`RegisterRequest` (AOR, Contacts with
+their raw expires/q, Call-ID, CSeq ...), then :func:`plan_register` — pure,
+time as an argument — compares it with the AOR's current bindings and
+returns a :class:`RegisterPlan`: bindings to write and delete, the bindings
+the AOR will have afterwards (for the 200's Contact), or an error.  The
+plan is applied through usrloc, and the reply is sent statelessly with
+``core.send_reply`` (counted in ``sl_stats``).
+
+Deviations from SER 0.9, each from the RFC: an ``expires`` below
+``min_expires`` is answered ``423 Interval Too Brief`` with
+``Min-Expires`` (``min_expires_mode`` 1, the default; 0 raises it to
+``min_expires`` as SER did); a request whose Call-ID matches a binding but
+whose CSeq is not higher changes nothing (RFC §10.3 step 7; SER answered
+200 without checking).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from sipexpress.core.context import Branch
+from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
+from sipexpress.db.engine import DbError
+from sipexpress.modules.usrloc import (
+    FL_MEM,
+    FL_NAT,
+    Q_UNSPECIFIED,
+    Ucontact,
+    Udomain,
+    Urecord,
+    UsrlocModule,
+    q2str,
+    str2q,
+)
+from sipexpress.sip.errors import SipParseError
+from sipexpress.sip.headers import split_values, unquote
+from sipexpress.sip.uri import SipUri, unescape
+
+if TYPE_CHECKING:
+    from sipexpress.core.context import RequestContext
+
+log = logging.getLogger("sipexpress.registrar")
+
+# P-Registrar-Error texts (reply.c) and their status codes
+R_TO_USER = (400, "No username in To URI")
+R_AOR_PARSE = (400, "Error while parsing AOR")
+R_INV_EXP = (400, "Invalid expires param in contact")
+R_INV_Q = (400, "Invalid q param in contact")
+R_PARSE = (400, "Message parse error")
+R_TO_MISS = (400, "To header not found")
+R_CID_MISS = (400, "Call-ID header not found")
+R_CS_MISS = (400, "CSeq header not found")
+R_INV_CSEQ = (400, "Invalid CSeq number")
+R_PARSE_EXP = (400, "Expires parse error")
+R_PARSE_CONT = (400, "Contact parse error")
+R_STAR_EXP = (400, "* used in contact and expires is not zero")
+R_STAR_CONT = (400, "* used in contact and more than 1 contact")
+R_UNESCAPE = (400, "Error while unescaping username")
+R_UL_GET_R = (500, "usrloc_record_get failed")
+R_UL_INS_C = (500, "usrloc_contact_insert failed")
+R_TOO_MANY = (503, "Too many registered contacts")
+R_OOO = (200, "Out of order request")
+R_RETRANS = (200, "Retransmission")
+R_TOO_BRIEF = (423, "Interval Too Brief")
+
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    423: "Interval Too Brief",
+    500: "Server Internal Error",
+    503: "Service Unavailable",
+}
+
+MAX_BRANCHES = 11  # besides the request URI (SER's MAX_BRANCHES 12)
+
+
+class RegistrarError(Exception):
+    def __init__(self, err: tuple[int, str]) -> None:
+        super().__init__(err[1])
+        self.code, self.text = err
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterConfig:
+    default_expires: int = 3600
+    default_q: int = Q_UNSPECIFIED
+    min_expires: int = 60
+    max_expires: int = 0
+    max_contacts: int = 0
+    min_expires_mode: int = 1
+
+
+@dataclass(slots=True)
+class ContactSpec:
+    """One Contact of the REGISTER: URI and raw parameters."""
+
+    uri: str
+    expires: str | None = None  # the expires param as written
+    q: str | None = None
+    received: str | None = None
+
+
+@dataclass(slots=True)
+class RegisterRequest:
+    aor: str
+    callid: str
+    cseq: int
+    star: bool = False
+    contacts: list[ContactSpec] = field(default_factory=list)
+    expires_hdr: int | None = None
+    user_agent: str = ""
+    received: str | None = None  # e.g. set by a NAT helper (received_avp)
+    flags: int = 0  # FL_NAT, FL_MEM
+    socket: str | None = None
+    path: str | None = None
+
+
+@dataclass(slots=True)
+class RegisterPlan:
+    upserts: list[Ucontact] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    result: list[Ucontact] = field(default_factory=list)  # bindings afterwards, in order
+    error: tuple[int, str] | None = None
+    min_expires: int = 0  # for 423
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.upserts or self.deletes)
+
+
+def contact_expires(spec: ContactSpec, expires_hdr: int | None, cfg: RegisterConfig) -> int:
+    """Contact param, else Expires header, else default; an unparsable
+    param counts as 3600 (SER ``sip_msg.c``)."""
+    if spec.expires is not None:
+        v = unquote(spec.expires).strip()
+        return int(v) if v.isdigit() else 3600
+    if expires_hdr is not None:
+        return expires_hdr
+    return cfg.default_expires
+
+
+def plan_register(rec: Urecord | None, req: RegisterRequest, now: float, cfg: RegisterConfig) -> RegisterPlan:
+    """Decide what a REGISTER does to the AOR's bindings (RFC 3261 §10.3
+    steps 6-8).  Pure: ``rec`` is not modified."""
+    plan = RegisterPlan()
+    current = list(rec.contacts) if rec is not None else []
+    valid_now = [c for c in current if c.valid(now)]
+    if req.star:
+        if req.expires_hdr != 0:
+            plan.error = R_STAR_EXP
+            return plan
+        if req.contacts:
+            plan.error = R_STAR_CONT
+            return plan
+        for c in current:
+            if c.callid == req.callid and req.cseq <= c.cseq:
+                plan.error = R_RETRANS if req.cseq == c.cseq else R_OOO
+                plan.result = valid_now
+                return plan
+        plan.deletes = [c.uri for c in current]
+        return plan
+    if not req.contacts:
+        plan.result = valid_now
+        return plan
+
+    by_uri = {c.uri: c for c in current}
+    int_now = int(now)
+    new: dict[str, Ucontact] = {}
+    dels: list[str] = []
+    for spec in req.contacts:
+        e = contact_expires(spec, req.expires_hdr, cfg)
+        if e != 0:
+            if e < cfg.min_expires:
+                if cfg.min_expires_mode:
+                    plan.error = R_TOO_BRIEF
+                    plan.min_expires = cfg.min_expires
+                    return plan
+                e = cfg.min_expires
+            if cfg.max_expires and e > cfg.max_expires:
+                e = cfg.max_expires
+        if spec.q is not None:
+            try:
+                q = str2q(spec.q)
+            except ValueError:
+                plan.error = R_INV_Q
+                return plan
+        else:
+            q = cfg.default_q
+        old = by_uri.get(spec.uri)
+        if old is not None and old.callid == req.callid and req.cseq <= old.cseq:
+            # RFC 3261 §10.3 step 7: the update is aborted
+            plan.error = R_RETRANS if req.cseq == old.cseq else R_OOO
+            plan.result = valid_now
+            return plan
+        if e == 0:
+            new.pop(spec.uri, None)
+            if old is not None:
+                dels.append(spec.uri)
+            continue
+        if spec.uri in dels:
+            dels.remove(spec.uri)
+        new[spec.uri] = Ucontact(
+            aor=req.aor,
+            uri=spec.uri,
+            expires=int_now + e,
+            q=q,
+            callid=req.callid,
+            cseq=req.cseq,
+            flags=req.flags,
+            user_agent=req.user_agent,
+            received=spec.received or req.received,
+            socket=req.socket,
+            path=req.path,
+        )
+    touched = set(new) | set(dels)
+    kept = [c for c in valid_now if c.uri not in touched]
+    result = Urecord(req.aor, kept)
+    for c in new.values():
+        result.place(c)
+    if cfg.max_contacts and len(result.contacts) > cfg.max_contacts:
+        plan.error = R_TOO_MANY
+        plan.result = valid_now
+        return plan
+    plan.upserts = list(new.values())
+    plan.deletes = dels
+    plan.result = result.contacts
+    return plan
+
+
+def contact_header(contacts: Sequence[Ucontact], now: float, received_param: str = "received") -> str | None:
+    """The 200's ``Contact:`` line listing every binding (SER ``build_contact``)."""
+    if not contacts:
+        return None
+    parts = []
+    for c in contacts:
+        p = f"<{c.uri}>"
+        if c.q != Q_UNSPECIFIED:
+            p += f";q={q2str(c.q)}"
+        p += f";expires={c.remaining(now)}"
+        if c.received:
+            p += f';{received_param}="{c.received}"'
+        parts.append(p)
+    return "Contact: " + ", ".join(parts) + "\r\n"
+
+
+class RegistrarModule(Module):
+    name = "registrar"
+    depends: ClassVar[tuple[str, ...]] = ("usrloc",)
+    params: ClassVar[tuple[Param, ...]] = (
+        Param("default_expires", int, 3600),
+        Param("default_q", int, Q_UNSPECIFIED, "thousandths; -1 unspecified"),
+        Param("append_branches", int, 1),
+        Param("case_sensitive", int, 0),
+        Param("desc_time_order", int, 0),
+        Param("nat_flag", int, 4),
+        Param("min_expires", int, 60),
+        Param("max_expires", int, 0),
+        Param("max_contacts", int, 0),
+        Param("retry_after", int, 0),
+        Param("use_domain", int, 0),
+        Param("realm_prefix", str, ""),
+        Param("received_param", str, "received"),
+        Param("received_avp", int, 42),
+        Param(
+            "min_expires_mode", int, 1, "1: 423 Interval Too Brief (RFC 3261); 0: raise to min_expires (SER)"
+        ),
+    )
+
+    def __init__(self, core: Any) -> None:
+        super().__init__(core)
+        self._cfg: RegisterConfig | None = None
+        self._ul: UsrlocModule | None = None
+
+    # -- set-up ------------------------------------------------------------------
+    @property
+    def cfg(self) -> RegisterConfig:
+        if self._cfg is None:
+            v = self.values
+            self._cfg = RegisterConfig(
+                default_expires=int(v["default_expires"]),
+                default_q=int(v["default_q"]),
+                min_expires=int(v["min_expires"]),
+                max_expires=int(v["max_expires"]),
+                max_contacts=int(v["max_contacts"]),
+                min_expires_mode=int(v["min_expires_mode"]),
+            )
+        return self._cfg
+
+    def set_param(self, name: str, value: Any) -> None:
+        super().set_param(name, value)
+        self._cfg = None
+
+    @property
+    def usrloc(self) -> UsrlocModule:
+        if self._ul is None:
+            ul = self.core.module("usrloc")
+            if not isinstance(ul, UsrlocModule):
+                raise ConfigError('registrar needs the usrloc module (loadmodule "usrloc")')
+            self._ul = ul
+        return self._ul
+
+    def _fixup_table(self, args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
+        if not args or not isinstance(args[0], str) or not args[0]:
+            raise ConfigError('a usrloc table name is expected, e.g. save("location")')
+        return (self.usrloc.register_domain(args[0]),)
+
+    def _domain(self, table: Udomain | str) -> Udomain:
+        if isinstance(table, Udomain):
+            return table
+        return self.usrloc.register_domain(table)
+
+    def functions(self) -> Sequence[ScriptFunction]:
+        fx = self._fixup_table
+        rf = RouteType.REQUEST | RouteType.FAILURE
+        return (
+            ScriptFunction("save", self.save, (1,), fx, RouteType.REQUEST, True, "process a REGISTER, reply"),
+            ScriptFunction(
+                "save_noreply", self.save_noreply, (1,), fx, RouteType.REQUEST, True, "save, no reply"
+            ),
+            ScriptFunction(
+                "save_memory", self.save_memory, (1,), fx, RouteType.REQUEST, True, "save to memory only"
+            ),
+            ScriptFunction("lookup", self.lookup, (1,), fx, rf, True, "RURI := registered contact(s)"),
+            ScriptFunction(
+                "registered", self.registered, (1,), fx, rf, True, "is the RURI's AOR registered?"
+            ),
+        )
+
+    # -- AOR -----------------------------------------------------------------------
+    def aor_from_uri(self, uri: SipUri) -> str:
+        if uri.user is None or uri.user == "":
+            raise RegistrarError(R_TO_USER)
+        try:
+            user = unescape(uri.user)
+        except Exception:
+            raise RegistrarError(R_UNESCAPE) from None
+        v = self.values
+        if not v["case_sensitive"]:
+            user = user.lower()
+        if v["use_domain"]:
+            host = uri.host.lower()
+            prefix = v["realm_prefix"]
+            if prefix and host.startswith(prefix):
+                host = host[len(prefix) :]
+            return f"{user}@{host}"
+        return user
+
+    # -- REGISTER --------------------------------------------------------------------
+    def parse_register(self, ctx: RequestContext, flags: int) -> RegisterRequest:
+        msg = ctx.msg
+        try:
+            to = msg.to
+        except SipParseError:
+            raise RegistrarError(R_TO_MISS if not msg.has_header("to") else R_PARSE) from None
+        try:
+            aor = self.aor_from_uri(SipUri.parse(to.uri))
+        except SipParseError:
+            raise RegistrarError(R_AOR_PARSE) from None
+        try:
+            callid = msg.call_id
+        except SipParseError:
+            raise RegistrarError(R_CID_MISS) from None
+        try:
+            cseq = msg.cseq.num
+        except SipParseError:
+            raise RegistrarError(R_CS_MISS if not msg.has_header("cseq") else R_INV_CSEQ) from None
+        try:
+            expires_hdr = msg.expires
+        except SipParseError:
+            raise RegistrarError(R_PARSE_EXP) from None
+        try:
+            clist = msg.contacts
+        except SipParseError:
+            items = [x for v in msg.header_all("contact") for x in split_values(v, keep_empty=True)]
+            raise RegistrarError(R_STAR_CONT if "*" in items else R_PARSE_CONT) from None
+        rp = self.values["received_param"]
+        specs = [
+            ContactSpec(c.uri, c.params.get("expires"), c.params.get("q"), _unq(c.params.get(rp)))
+            for c in clist
+        ]
+        if ctx.isflagset(int(self.values["nat_flag"])):
+            flags |= FL_NAT
+        rcv = ctx.rcv
+        path = msg.header_all("path")
+        return RegisterRequest(
+            aor=aor,
+            callid=callid,
+            cseq=cseq,
+            star=clist.star,
+            contacts=specs,
+            expires_hdr=expires_hdr,
+            user_agent=msg.header("user-agent") or "Unknown",
+            received=ctx.data.get("received"),
+            flags=flags,
+            socket=f"{rcv.proto.name.lower()}:{rcv.dst_ip}:{rcv.dst_port}",
+            path=", ".join(path) if path else None,
+        )
+
+    async def _save(self, ctx: RequestContext, table: Udomain | str, flags: int, reply: bool) -> int:
+        d = self._domain(table)
+        now = self.usrloc.clock()
+        try:
+            req = self.parse_register(ctx, flags)
+            try:
+                rec = await d.fetch(req.aor)
+            except DbError as e:
+                log.error("registrar: %s", e)
+                raise RegistrarError(R_UL_GET_R) from None
+            plan = plan_register(rec, req, now, self.cfg)
+            if plan.error is not None and plan.error[0] != 200:
+                if plan.error == R_TOO_BRIEF:
+                    return self._reply(ctx, 423, [f"Min-Expires: {plan.min_expires}\r\n"], reply, error=True)
+                raise RegistrarError(plan.error)
+            if plan.changes:
+                try:
+                    await d.apply(req.aor, plan.upserts, plan.deletes)
+                except DbError as e:
+                    log.error("registrar: %s", e)
+                    raise RegistrarError(R_UL_INS_C) from None
+        except RegistrarError as e:
+            hdrs = [f"P-Registrar-Error: {e.text}\r\n"]
+            if e.code >= 500 and self.values["retry_after"]:
+                hdrs.append(f"Retry-After: {self.values['retry_after']}\r\n")
+            return self._reply(ctx, e.code, hdrs, reply, error=True)
+        contact = contact_header(plan.result, now, self.values["received_param"])
+        return self._reply(ctx, 200, [contact] if contact else [], reply)
+
+    def _reply(
+        self, ctx: RequestContext, code: int, hdrs: list[str], reply: bool, error: bool = False
+    ) -> int:
+        if not reply:
+            return 0 if error else 1
+        if ctx.core.send_reply(ctx, code, REASONS.get(code, "OK"), hdrs) < 0:
+            return -1
+        return 0 if error else 1
+
+    async def save(self, ctx: RequestContext, table: Udomain | str) -> int:
+        return await self._save(ctx, table, 0, True)
+
+    async def save_noreply(self, ctx: RequestContext, table: Udomain | str) -> int:
+        return await self._save(ctx, table, 0, False)
+
+    async def save_memory(self, ctx: RequestContext, table: Udomain | str) -> int:
+        return await self._save(ctx, table, FL_MEM, True)
+
+    # -- lookup ------------------------------------------------------------------------
+    async def lookup(self, ctx: RequestContext, table: Udomain | str) -> int:
+        """RURI := best contact; the others become branches.  1; -1 bad
+        URI; -2 storage error; -3 not found; -5 no valid contact."""
+        d = self._domain(table)
+        try:
+            aor = self.aor_from_uri(ctx.parsed_ruri)
+        except (SipParseError, RegistrarError):
+            return -1
+        try:
+            rec = await d.fetch(aor)
+        except DbError as e:
+            log.error("lookup: %s", e)
+            return -2
+        if rec is None:
+            return -3
+        now = self.usrloc.clock()
+        first: Ucontact | None = None
+        nat = False
+        append = bool(self.values["append_branches"])
+        for c in rec.contacts:
+            if not c.valid(now):
+                continue
+            if first is None:
+                first = c
+                ctx.set_ruri(c.uri)
+                ctx.dst_uri = _dst(c)
+                nat = bool(c.flags & FL_NAT)
+                if not append:
+                    break
+                continue
+            if len(ctx.branches) >= MAX_BRANCHES:
+                break
+            ctx.branches.append(Branch(c.uri, c.q, _dst(c)))
+            nat = nat or bool(c.flags & FL_NAT)
+        if first is None:
+            return -5
+        if nat:
+            ctx.setflag(int(self.values["nat_flag"]))
+        return 1
+
+    async def registered(self, ctx: RequestContext, table: Udomain | str) -> int:
+        d = self._domain(table)
+        try:
+            aor = self.aor_from_uri(ctx.parsed_ruri)
+            rec = await d.fetch(aor)
+        except (SipParseError, RegistrarError, DbError):
+            return -1
+        return 1 if rec is not None and rec.contacts else -1
+
+
+def _dst(c: Ucontact) -> str | None:
+    return c.received or None
+
+
+def _unq(v: str | None) -> str | None:
+    return unquote(v) if v else None
+
+
+__all__ = [
+    "ContactSpec",
+    "RegisterConfig",
+    "RegisterPlan",
+    "RegisterRequest",
+    "RegistrarModule",
+    "contact_header",
+    "plan_register",
+]

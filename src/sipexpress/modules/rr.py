@@ -1,0 +1,159 @@
+"""rr — record routing and loose routing (SER's ``modules_s/rr``; RFC 3261 §16.4, §16.6, §16.12).
+
+``record_route()`` puts ``Record-Route: <sip:ip:port;ftag=…;lr>`` on top of
+the request so that in-dialog requests come back through us.
+``loose_route()`` processes the Route set of an in-dialog request:
+
+* the request URI is one of ours (the previous hop was a strict router and
+  put our Record-Route value there): the last Route becomes the request URI
+  and is removed (§16.4);
+* the top Route is ours: it is removed;
+* the next Route is a loose router (``;lr``): it becomes the next hop
+  (``ctx.dst_uri``), the request URI is left alone;
+* it is a strict router: it becomes the request URI, it is removed, and the
+  old request URI is appended as the last Route (§16.6 step 6).
+
+It returns 1 when the request had Route headers, −1 otherwise — the default
+script's ``if (loose_route()) { route(1); break; }``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from sipexpress.core.context import Proto, RequestContext
+from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
+from sipexpress.sip.errors import SipParseError
+from sipexpress.sip.headers import NameAddr
+from sipexpress.sip.uri import SipUri
+
+log = logging.getLogger("sipexpress.rr")
+
+
+def _fix_preset(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
+    text = str(args[0]).strip()
+    if not text:
+        raise ConfigError("record_route_preset: empty address")
+    if text.startswith(("sip:", "sips:")):
+        text = text.split(":", 1)[1]
+    return (text,)
+
+
+class RrModule(Module):
+    name = "rr"
+    params = (
+        Param("enable_full_lr", int, 0, "write ;lr=on instead of ;lr"),
+        Param("append_fromtag", int, 1, "add ;ftag=<From tag> to Record-Route"),
+        Param("enable_double_rr", int, 1, "two Record-Routes when the request changes transport"),
+        Param("add_username", int, 0, "put the request URI's user in Record-Route"),
+    )
+
+    def functions(self) -> Sequence[ScriptFunction]:
+        f = ScriptFunction
+        rq = RouteType.REQUEST
+        return (
+            f("record_route", self.record_route, (0,), None, rq, doc="Insert our Record-Route."),
+            f("record_route_preset", self.record_route_preset, (1,), _fix_preset, rq, doc="Record-Route with a given address."),
+            f("loose_route", self.loose_route, (0,), None, rq, doc="Route an in-dialog request by its Route set."),
+            # 2003 names and the 0.8 default script's strict-routing calls
+            f("strict_route", self.loose_route, (0,), None, rq, doc="Old name of loose_route()."),
+            f("rewriteFromRoute", self.loose_route, (0,), None, rq, doc="0.8 name; same as loose_route()."),
+            f("addRecordRoute", self.record_route, (0,), None, rq, doc="0.8 name; same as record_route()."),
+        )
+
+    # -- Record-Route -----------------------------------------------------
+    def _rr_params(self, ctx: RequestContext) -> str:
+        params = []
+        if self.values["append_fromtag"]:
+            try:
+                tag = ctx.msg.from_.tag
+            except SipParseError:
+                tag = None
+            if tag:
+                params.append(f";ftag={tag}")
+        params.append(";lr=on" if self.values["enable_full_lr"] else ";lr")
+        return "".join(params)
+
+    def _user(self, ctx: RequestContext) -> str:
+        if not self.values["add_username"]:
+            return ""
+        try:
+            user = ctx.parsed_ruri.user
+        except SipParseError:
+            return ""
+        return f"{user}@" if user else ""
+
+    def record_route(self, ctx: RequestContext) -> int:
+        rcv = ctx.rcv
+        core: Any = ctx.core
+        lst = core.pick_listener(ctx, rcv.proto, rcv.src_ip) if hasattr(core, "pick_listener") else None
+        host = lst.via_host if lst is not None else rcv.dst_ip
+        port = lst.port if lst is not None else rcv.dst_port
+        adv = ctx.data.get("advertised_address") or core.options.get("advertised_address")
+        if adv:
+            host = str(adv)
+        transport = "" if rcv.proto is Proto.UDP else f";transport={rcv.proto.name.lower()}"
+        value = f"<sip:{self._user(ctx)}{host}:{port}{transport}{self._rr_params(ctx)}>"
+        ctx.msg.insert_header("Record-Route", value, first=True)
+        return 1
+
+    def record_route_preset(self, ctx: RequestContext, address: str) -> int:
+        ctx.msg.insert_header("Record-Route", f"<sip:{self._user(ctx)}{address}{self._rr_params(ctx)}>")
+        return 1
+
+    # -- Route processing -----------------------------------------------------
+    def _is_mine(self, ctx: RequestContext, uri: SipUri) -> bool:
+        proto = {"tcp": Proto.TCP, "tls": Proto.TLS, "udp": Proto.UDP}.get(uri.transport or "")
+        return bool(ctx.core.is_myself(uri.host, uri.port, proto))
+
+    def loose_route(self, ctx: RequestContext) -> int:
+        msg = ctx.msg
+        try:
+            routes: list[NameAddr] = list(msg.routes)
+        except SipParseError as e:
+            log.error("loose_route: bad Route header: %s", e)
+            return -1
+        if not routes:
+            return -1
+        changed = False
+        try:
+            ruri = ctx.parsed_ruri
+            # §16.4: our own Record-Route value in the request URI means the
+            # previous hop was a strict router; the real target is the last Route.
+            if self._is_mine(ctx, ruri) and (ruri.lr or not ruri.user) and not self._is_mine_route(ctx, routes[0]):
+                last = routes.pop()
+                ctx.set_ruri(last.uri)
+                changed = True
+            elif self._is_mine_route(ctx, routes[0]):
+                routes.pop(0)
+                changed = True
+                # enable_double_rr put two of ours on top
+                if routes and self._is_mine_route(ctx, routes[0]):
+                    routes.pop(0)
+            if routes:
+                top = SipUri.parse(routes[0].uri)
+                if top.lr:
+                    ctx.dst_uri = routes[0].uri
+                else:
+                    # §16.6 step 6: strict next hop: its URI becomes the
+                    # request URI and the old request URI the last Route.
+                    old = ctx.ruri
+                    ctx.set_ruri(routes.pop(0).uri)
+                    routes.append(NameAddr(old))
+                    changed = True
+        except SipParseError as e:
+            log.error("loose_route: bad URI in the route set: %s", e)
+            return -1
+        if changed:
+            msg.remove_header("Route")
+            for r in reversed(routes):
+                msg.insert_header("Route", str(r), first=True)
+        return 1
+
+    def _is_mine_route(self, ctx: RequestContext, route: NameAddr) -> bool:
+        try:
+            return self._is_mine(ctx, SipUri.parse(route.uri))
+        except SipParseError:
+            return False

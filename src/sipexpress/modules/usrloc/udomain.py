@@ -1,0 +1,208 @@
+"""A usrloc table ("domain" in SER's words): AOR -> record, kept in memory
+and synchronised with a :class:`LocationStore` according to ``db_mode``.
+
+Theory of operation
+-------------------
+* ``db_mode`` 0: memory only.
+* 1 write-through: every change is applied in memory, then written to the
+  store before the caller continues.  A failed or slow write does not undo
+  the change: it is logged and the binding marked dirty, and the timer
+  retries it (so an outage degrades to write-back instead of failing
+  registrations).
+* 2 write-back: changes are applied in memory and marked dirty; the timer
+  (every ``timer_interval``) writes all dirty bindings in one transaction.
+* 3 DB only: no memory copy; every read and write goes to the store, and
+  errors reach the caller (lookup returns -2, save replies 500).
+
+Changes are applied to memory synchronously, before the first ``await``,
+so concurrent requests for one AOR never see a half-applied update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from sipexpress.db.engine import DbError
+from sipexpress.modules.usrloc.records import FL_MEM, CState, Ucontact, Urecord
+from sipexpress.modules.usrloc.store import LocationStore
+
+log = logging.getLogger("sipexpress.usrloc")
+
+NO_DB, WRITE_THROUGH, WRITE_BACK, DB_ONLY = 0, 1, 2, 3
+
+
+class Udomain:
+    def __init__(
+        self,
+        name: str,
+        db_mode: int = NO_DB,
+        store: LocationStore | None = None,
+        desc_time_order: bool = False,
+    ) -> None:
+        self.name = name
+        self.db_mode = db_mode if store is not None else NO_DB
+        self.store = store
+        self.desc_time_order = desc_time_order
+        self.records: dict[str, Urecord] = {}
+        # (aor, uri) -> binding to write, or None to delete (modes 1 and 2)
+        self.dirty: dict[tuple[str, str], Ucontact | None] = {}
+        self.expired = 0  # contacts removed by the timer (ul_stats)
+        self.db_users = 0  # mode 3: AOR count as of the last timer run
+        self.loaded = db_mode == NO_DB
+        # a table first used after start-up (Python routing scripts fix up
+        # lazily) is loaded in the background; readers wait for it
+        self.load_task: asyncio.Task[None] | None = None
+
+    async def _wait_loaded(self) -> None:
+        t = self.load_task
+        if t is not None and not t.done():
+            await asyncio.shield(t)
+
+    # -- reading -------------------------------------------------------------
+    @property
+    def users(self) -> int:
+        return self.db_users if self.db_mode == DB_ONLY else len(self.records)
+
+    def get(self, aor: str) -> Urecord | None:
+        """The live in-memory record (memory modes only)."""
+        return self.records.get(aor)
+
+    async def fetch(self, aor: str) -> Urecord | None:
+        """The record, from memory or (mode 3) from the store.  In mode 3
+        the result is a snapshot.  Raises DbError in mode 3."""
+        if self.load_task is not None:
+            await self._wait_loaded()
+        if self.db_mode != DB_ONLY:
+            return self.records.get(aor)
+        assert self.store is not None
+        rows = await self.store.get(self.name, aor)
+        if not rows:
+            return None
+        rec = Urecord(aor)
+        for c in sorted(rows, key=lambda c: -c.q):
+            rec.contacts.append(c)
+        return rec
+
+    # -- writing -------------------------------------------------------------
+    async def apply(self, aor: str, upserts: Sequence[Ucontact], deletes: Sequence[str]) -> None:
+        """Replace/insert ``upserts`` and remove the contacts ``deletes`` of
+        ``aor`` (memory first, then the store per db_mode).  Raises
+        DbError only in mode 3."""
+        if self.load_task is not None:
+            await self._wait_loaded()
+        if self.db_mode != DB_ONLY:
+            rec = self.records.get(aor)
+            if rec is None and upserts:
+                rec = self.records[aor] = Urecord(aor)
+            if rec is not None:
+                for uri in deletes:
+                    old = rec.find(uri)
+                    if old is not None:
+                        rec.contacts.remove(old)
+                for c in upserts:
+                    old = rec.find(c.uri)
+                    if old is not None:
+                        rec.contacts.remove(old)
+                    rec.place(c, self.desc_time_order)
+                if not rec.contacts:
+                    del self.records[aor]
+        if self.db_mode == NO_DB:
+            return
+        ups = [c for c in upserts if not c.flags & FL_MEM]
+        dels = [(aor, uri) for uri in deletes]
+        if not ups and not dels:
+            return
+        if self.db_mode == WRITE_BACK:
+            self._mark(ups, dels)
+            return
+        assert self.store is not None
+        try:
+            await self.store.write(self.name, ups, dels)
+            for c in ups:
+                c.state = CState.CS_SYNC
+        except DbError as e:
+            if self.db_mode == DB_ONLY:
+                raise
+            log.error("usrloc %s: write-through failed (%s); will retry on timer", self.name, e)
+            self._mark(ups, dels)
+
+    def _mark(self, ups: Sequence[Ucontact], dels: Sequence[tuple[str, str]]) -> None:
+        for key in dels:
+            self.dirty[key] = None
+        for c in ups:
+            c.state = CState.CS_DIRTY
+            self.dirty[(c.aor, c.uri)] = c
+
+    async def delete_record(self, aor: str) -> bool:
+        """Remove the AOR and all its bindings.  False if it did not exist
+        (memory modes).  Raises DbError in mode 3."""
+        if self.db_mode == DB_ONLY:
+            assert self.store is not None
+            await self.store.delete_aor(self.name, aor)
+            return True
+        rec = self.records.pop(aor, None)
+        if rec is None:
+            return False
+        await self.apply(aor, (), [c.uri for c in rec.contacts])
+        return True
+
+    # -- timer ---------------------------------------------------------------
+    async def timer(self, now: float) -> None:
+        """Expire bindings and synchronise with the store (SER's
+        ``timer_udomain``)."""
+        if self.db_mode != DB_ONLY:
+            empty: list[str] = []
+            for aor, rec in self.records.items():
+                gone = rec.expire(now)
+                if gone:
+                    self.expired += len(gone)
+                    if self.db_mode != NO_DB:
+                        for c in gone:
+                            self.dirty.pop((aor, c.uri), None)
+                    if not rec.contacts:
+                        empty.append(aor)
+            for aor in empty:
+                del self.records[aor]
+        if self.db_mode == NO_DB or self.store is None:
+            return
+        await self.flush()
+        n = await self.store.delete_expired(self.name, now)
+        if self.db_mode == DB_ONLY:
+            self.expired += n
+            self.db_users = await self.store.count_aors(self.name)
+
+    async def flush(self) -> None:
+        """Write every dirty binding now (``ul_flush``; write-back timer)."""
+        if not self.dirty or self.store is None:
+            return
+        batch, self.dirty = self.dirty, {}
+        ups = [c for c in batch.values() if c is not None]
+        dels = [k for k, c in batch.items() if c is None]
+        try:
+            await self.store.write(self.name, ups, dels)
+        except DbError:
+            for k, c in batch.items():  # keep newer changes made meanwhile
+                self.dirty.setdefault(k, c)
+            raise
+        for c in ups:
+            if self.dirty.get((c.aor, c.uri)) is None:
+                c.state = CState.CS_SYNC
+
+    async def load(self, now: float) -> int:
+        """Fill memory from the store (start-up, modes 1 and 2)."""
+        if self.db_mode in (NO_DB, DB_ONLY) or self.store is None:
+            self.loaded = True
+            if self.db_mode == DB_ONLY and self.store is not None:
+                self.db_users = await self.store.count_aors(self.name)
+            return 0
+        rows = await self.store.load(self.name, now)
+        for c in sorted(rows, key=lambda c: -c.q):
+            rec = self.records.get(c.aor)
+            if rec is None:
+                rec = self.records[c.aor] = Urecord(c.aor)
+            if rec.find(c.uri) is None:
+                rec.contacts.append(c)
+        self.loaded = True
+        return len(rows)

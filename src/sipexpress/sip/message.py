@@ -1,0 +1,988 @@
+"""SIP messages: a lazy parser and a byte-preserving modification API.
+
+Theory of operation
+-------------------
+:meth:`SipMessage.parse` does the minimum a receiver always needs: it finds
+the end of the header block (``bytes.find``) and splits the start line.
+Nothing else is looked at until asked.
+
+The first header access builds the *field index*: the header block is split
+at its line ends (one C-level ``split``), continuation lines are merged into
+their field, and a parallel list of keys is made (lower-case full names,
+compact forms expanded) with one cached dict lookup per line.  Lookups are
+then ``list.index``/``list.count`` calls.  A value is decoded (UTF-8,
+undecodable bytes kept as surrogate escapes) only when asked; typed values
+(Via, From, CSeq ...) are parsed on first use and cached.
+
+Modifications edit those two lists (a changed or added field is a new line);
+``raw`` itself is never touched.  :meth:`SipMessage.serialize` returns
+``raw`` for an unmodified message, else joins the start line, the field
+lines (the untouched ones are the bytes as received) and the body once.
+
+Errors: anything malformed raises :class:`SipParseError` -- from ``parse``
+(framing, start line), from an accessor (that header's value), or from
+:meth:`SipMessage.validate` (everything a proxy relies on, RFC 4475 §3.1.2).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from sipexpress.sip.errors import SipError, SipParseError
+from sipexpress.sip.headers import (
+    COMPACT,
+    TOKEN_CHARS,
+    AuthHeader,
+    Contact,
+    ContactList,
+    CSeq,
+    NameAddr,
+    Via,
+    header_key,
+    parse_date,
+    parse_uint,
+    split_values,
+)
+from sipexpress.sip.uri import SipUri
+
+__all__ = ["SipMessage", "StreamFramer", "build_reply", "build_request"]
+
+_KNOWN_METHODS: Final[dict[bytes, str]] = {
+    m.encode(): m
+    for m in (
+        "INVITE",
+        "ACK",
+        "OPTIONS",
+        "BYE",
+        "CANCEL",
+        "REGISTER",
+        "INFO",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "UPDATE",
+        "MESSAGE",
+        "REFER",
+        "PUBLISH",
+    )
+}
+_TOKEN_B: Final = TOKEN_CHARS.encode()
+_DIGITS_B: Final = b"0123456789"
+
+# raw header-name bytes (as they appear before the colon) -> lookup key
+_NAME_KEYS: dict[bytes, str] = {}
+
+#: header fields every request and response carries exactly once
+_REQUIRED: Final = (("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
+_SCHEME_CHARS: Final = "abcdefghijklmnopqrstuvwxyz0123456789+-."
+
+
+def _name_key(rn: bytes) -> str:
+    """Key of a header name given as the bytes up to and including the colon."""
+    k = _NAME_KEYS.get(rn)
+    if k is None:
+        name = rn[:-1].rstrip(b" \t") if rn.endswith(b":") else rn
+        if not name or name.translate(None, _TOKEN_B):
+            raise SipParseError(f"invalid header name {name.decode('latin-1')!r}")
+        k = name.decode("ascii").lower()
+        if len(k) == 1:
+            k = COMPACT.get(k, k)
+        if len(_NAME_KEYS) < 4096:
+            _NAME_KEYS[rn] = k
+    return k
+
+
+def _decode(b: bytes) -> str:
+    return b.decode("utf-8", "surrogateescape")
+
+
+def _encode(s: str) -> bytes:
+    return s.encode("utf-8", "surrogateescape")
+
+
+def _unfold(v: bytes) -> bytes:
+    return b" ".join(p for p in (x.strip() for x in v.splitlines()) if p)
+
+
+def _header_line(name: str, value: str) -> bytes:
+    return _encode(f"{name}: {value}\r\n")
+
+
+class SipMessage:
+    """A SIP request or response.  See the module docstring and
+    docs/ARCHITECTURE.md ("SIP message layer") for the contract."""
+
+    __slots__ = (
+        "_body",
+        "_body_start",
+        "_cache",
+        "_eol",
+        "_keys",
+        "_lines",
+        "_fl_end",
+        "_hdr_end",
+        "_mod",
+        "_ruri_mod",
+        "is_request",
+        "method",
+        "raw",
+        "reason",
+        "ruri",
+        "status",
+        "version",
+    )
+
+    raw: bytes
+    _lines: list[bytes] | None
+    _keys: list[str] | None
+    _cache: dict[str, Any]
+    _body: bytes | None
+    is_request: bool
+    method: str
+    ruri: str
+    version: str
+    status: int
+    reason: str
+
+    # -- parsing ---------------------------------------------------------
+    @classmethod
+    def parse(cls, data: bytes) -> SipMessage:
+        """Parse one complete message (a datagram or a stream frame).
+
+        Only framing and the start line are examined here; header values
+        are checked when used (or all at once by :meth:`validate`)."""
+        if type(data) is not bytes:
+            data = bytes(data)
+        if data[:1] in (b"\r", b"\n"):
+            data = data.lstrip(b"\r\n")  # RFC 3261 §7.5: CRLFs before the start line
+        i = data.find(b"\r\n\r\n")
+        if i >= 0:
+            eol = b"\r\n"
+            fl = data.find(b"\r\n")
+            hdr_end = i + 2
+            body_start = i + 4
+        else:
+            j = data.find(b"\n\n")
+            if j >= 0:  # bare-LF line ends (tolerated, as SER did)
+                eol = b"\n"
+                fl = data.find(b"\n")
+                hdr_end = j + 1
+                body_start = j + 2
+            elif len(data) > 2 and data.endswith(b"\r\n"):
+                # header block not closed by an empty line (datagram): accept
+                eol = b"\r\n"
+                fl = data.find(b"\r\n")
+                hdr_end = body_start = len(data)
+            elif not data:
+                raise SipParseError("empty message")
+            else:
+                raise SipParseError("incomplete message: no end of header block")
+        self = cls.__new__(cls)
+        self.raw = data
+        self._eol = eol
+        self._fl_end = fl + len(eol)
+        self._hdr_end = hdr_end
+        self._body_start = body_start
+        self._keys = None
+        self._lines = None
+        self._cache = {}
+        self._mod = False
+        self._ruri_mod = False
+        self._body = None
+        line = data[:fl]
+        if eol == b"\n":
+            line = line.rstrip(b"\r")
+        if line[:4] == b"SIP/":
+            self.is_request = False
+            self.method = ""
+            self.ruri = ""
+            parts = line.split(b" ", 2)
+            self.version = _decode(parts[0])
+            self.reason = _decode(parts[2]) if len(parts) > 2 else ""
+            self.status = 0
+            code = parts[1] if len(parts) > 1 else b""
+            if len(code) != 3 or code.translate(None, _DIGITS_B) or not b"100" <= code <= b"699":
+                raise SipParseError(f"invalid status code {_decode(code[:20])!r}", 400, self)
+            self.status = int(code)
+            if parts[0] != b"SIP/2.0":
+                self._check_version(parts[0])
+        else:
+            self.is_request = True
+            self.status = 0
+            self.reason = ""
+            parts = line.split(b" ")
+            m = parts[0]
+            method = _KNOWN_METHODS.get(m)
+            if method is None:
+                method = _decode(m)
+                self.method = method
+                self.ruri = ""
+                self.version = ""
+                if not m or m.translate(None, _TOKEN_B):
+                    raise SipParseError("malformed Request-Line (method)", 400, self)
+            self.method = method
+            if len(parts) != 3 or not parts[1]:
+                self.ruri = _decode(parts[1]) if len(parts) > 1 else ""
+                self.version = ""
+                raise SipParseError("malformed Request-Line", 400, self)
+            self.ruri = _decode(parts[1])
+            self.version = "SIP/2.0"
+            if parts[2] != b"SIP/2.0":
+                self.version = _decode(parts[2])
+                self._check_version(parts[2])
+        return self
+
+    def _check_version(self, v: bytes) -> None:
+        if v.upper() == b"SIP/2.0":
+            self.version = "SIP/2.0"
+            return
+        major, dot, minor = v[4:].partition(b".")
+        if (
+            v[:4].upper() == b"SIP/"
+            and dot
+            and major
+            and minor
+            and not major.translate(None, _DIGITS_B)
+            and not minor.translate(None, _DIGITS_B)
+        ):
+            raise SipParseError("SIP Version Not Supported", 505, self)
+        raise SipParseError("malformed SIP version", 400, self)
+
+    def _index(self) -> list[str]:
+        """Locate the header fields (once): ``_lines`` (each field's bytes,
+        continuation lines included, without the final line end) and the
+        parallel ``_keys``."""
+        raw = self.raw
+        start = self._fl_end
+        eol = self._eol
+        end = self._hdr_end - len(eol)
+        if end <= start:
+            self._lines = []
+            self._keys = keys = []
+            return keys
+        lines = raw[start:end].split(eol)
+        kc = _NAME_KEYS
+        try:
+            # cache keys are the name bytes up to and including the colon;
+            # a line without colon looks up b"" (never cached)
+            keys = [kc[ln[: ln.find(b":") + 1]] for ln in lines]
+        except KeyError:
+            lines, keys = self._index_slow(lines)
+        self._lines = lines
+        self._keys = keys
+        return keys
+
+    def _index_slow(self, lines: list[bytes]) -> tuple[list[bytes], list[str]]:
+        eol = self._eol
+        out_lines: list[bytes] = []
+        out_keys: list[str] = []
+        for line in lines:
+            if not line:
+                raise SipParseError("empty line inside header block")
+            c = line[0]
+            if c == 32 or c == 9:  # folded continuation of the previous field
+                if not out_lines:
+                    raise SipParseError("continuation line before the first header field")
+                out_lines[-1] = out_lines[-1] + eol + line
+                continue
+            colon = line.find(b":")
+            if colon < 0:
+                raise SipParseError(f"header line without colon: {_decode(line[:40])!r}")
+            out_keys.append(_name_key(line[: colon + 1]))
+            out_lines.append(line)
+        return out_lines, out_keys
+
+    def _value(self, line: bytes) -> str:
+        v = line[line.find(b":") + 1 :].strip()
+        if b"\n" in v or b"\r" in v:
+            v = _unfold(v)
+        return v.decode("utf-8", "surrogateescape")
+
+    # -- generic header access --------------------------------------------
+    def _fields(self) -> tuple[list[bytes], list[str]]:
+        if self._keys is None:
+            self._index()
+        return self._lines, self._keys  # type: ignore[return-value]
+
+    def header(self, name: str) -> str | None:
+        """Value of the first header field called ``name`` (stripped,
+        unfolded), or ``None``."""
+        keys = self._keys if self._keys is not None else self._index()
+        try:
+            i = keys.index(header_key(name))
+        except ValueError:
+            return None
+        return self._value(self._lines[i])  # type: ignore[index]
+
+    def header_all(self, name: str) -> list[str]:
+        """Values of every header field called ``name``, in order."""
+        lines, keys = self._fields()
+        key = header_key(name)
+        return [self._value(lines[i]) for i, k in enumerate(keys) if k == key]
+
+    def values(self, name: str) -> list[str]:
+        """The comma-separated elements of every ``name`` header field."""
+        out: list[str] = []
+        for v in self.header_all(name):
+            out.extend(split_values(v))
+        return out
+
+    def has_header(self, name: str) -> bool:
+        keys = self._keys if self._keys is not None else self._index()
+        return header_key(name) in keys
+
+    def count(self, name: str) -> int:
+        """Number of header fields called ``name``."""
+        keys = self._keys if self._keys is not None else self._index()
+        return keys.count(header_key(name))
+
+    def header_names(self) -> list[str]:
+        """Header names as they appear (compact forms not expanded)."""
+        lines, _ = self._fields()
+        return [_decode(ln[: ln.find(b":")].rstrip()) for ln in lines]
+
+    def iter_headers(self) -> Iterator[tuple[str, str]]:
+        """``(name as written, value)`` for every header field, in order."""
+        lines, _ = self._fields()
+        for ln in list(lines):
+            yield _decode(ln[: ln.find(b":")].rstrip()), self._value(ln)
+
+    def raw_header_lines(self, name: str) -> list[bytes]:
+        """The complete lines (name, value, continuation lines, line end) of
+        every ``name`` header field, as received (or as set)."""
+        lines, keys = self._fields()
+        key = header_key(name)
+        eol = self._eol
+        return [lines[i] + eol for i, k in enumerate(keys) if k == key]
+
+    @property
+    def is_response(self) -> bool:
+        return not self.is_request
+
+    @property
+    def first_line(self) -> str:
+        if self.is_request:
+            return f"{self.method} {self.ruri} {self.version}"
+        return f"{self.version} {self.status} {self.reason}"
+
+    # -- typed accessors ---------------------------------------------------
+    def _first(self, key: str) -> str | None:
+        keys = self._keys if self._keys is not None else self._index()
+        try:
+            i = keys.index(key)
+        except ValueError:
+            return None
+        return self._value(self._lines[i])  # type: ignore[index]
+
+    def _required(self, key: str, label: str) -> str:
+        keys = self._keys if self._keys is not None else self._index()
+        try:
+            i = keys.index(key)
+        except ValueError:
+            raise SipParseError(f"missing {label} header field") from None
+        return self._value(self._lines[i])  # type: ignore[index]
+
+    @property
+    def via1(self) -> Via:
+        """The topmost Via value."""
+        v = self._cache.get("via1")
+        if v is not None:
+            return v  # type: ignore[no-any-return]
+        value = self._required("via", "Via")
+        if "," in value:
+            value = split_values(value, keep_empty=True)[0]
+        try:
+            via = Via.parse(value)
+        except SipParseError as e:
+            raise SipParseError(f"invalid Via: {e.reason}") from None
+        self._cache["via1"] = via
+        return via
+
+    @property
+    def vias(self) -> list[Via]:
+        """Every Via value, top first (an empty list if there is none)."""
+        v = self._cache.get("vias")
+        if v is not None:
+            return v  # type: ignore[no-any-return]
+        out: list[Via] = []
+        try:
+            for value in self.header_all("via"):
+                for item in split_values(value, keep_empty=True):
+                    out.append(Via.parse(item))
+        except SipParseError as e:
+            raise SipParseError(f"invalid Via: {e.reason}") from None
+        self._cache["vias"] = out
+        return out
+
+    def _name_addr(self, key: str, label: str) -> NameAddr:
+        v = self._cache.get(key)
+        if v is not None:
+            return v  # type: ignore[no-any-return]
+        value = self._required(key, label)
+        try:
+            na = NameAddr.parse(value)
+        except SipParseError as e:
+            raise SipParseError(f"invalid {label}: {e.reason}") from None
+        self._cache[key] = na
+        return na
+
+    @property
+    def from_(self) -> NameAddr:
+        return self._name_addr("from", "From")
+
+    @property
+    def to(self) -> NameAddr:
+        return self._name_addr("to", "To")
+
+    @property
+    def call_id(self) -> str:
+        v = self._required("call-id", "Call-ID")
+        if not v or " " in v or "\t" in v:
+            raise SipParseError(f"invalid Call-ID {v!r}")
+        return v
+
+    @property
+    def cseq(self) -> CSeq:
+        v = self._cache.get("cseq")
+        if v is not None:
+            return v  # type: ignore[no-any-return]
+        cs = CSeq.parse(self._required("cseq", "CSeq"))
+        self._cache["cseq"] = cs
+        return cs
+
+    @property
+    def max_forwards(self) -> int | None:
+        v = self._first("max-forwards")
+        return None if v is None else parse_uint(v, "Max-Forwards", 255)
+
+    @property
+    def content_length(self) -> int | None:
+        keys = self._keys if self._keys is not None else self._index()
+        n = keys.count("content-length")
+        if not n:
+            return None
+        if n > 1:
+            raise SipParseError("multiple Content-Length header fields")
+        return parse_uint(self._first("content-length") or "", "Content-Length", 0x7FFFFFFF)
+
+    @property
+    def expires(self) -> int | None:
+        v = self._first("expires")
+        return None if v is None else parse_uint(v, "Expires")
+
+    @property
+    def date(self) -> datetime | None:
+        v = self._first("date")
+        return None if v is None else parse_date(v)
+
+    @property
+    def content_type(self) -> str | None:
+        return self._first("content-type")
+
+    @property
+    def contacts(self) -> ContactList:
+        """Every Contact value; ``.star`` is True for ``Contact: *``."""
+        v = self._cache.get("contacts")
+        if v is not None:
+            return v  # type: ignore[no-any-return]
+        out = ContactList()
+        for value in self.header_all("contact"):
+            for item in split_values(value, keep_empty=True):
+                if item == "*":
+                    out.star = True
+                    continue
+                try:
+                    out.append(Contact.parse(item))  # type: ignore[arg-type]
+                except SipParseError as e:
+                    raise SipParseError(f"invalid Contact: {e.reason}") from None
+        if out.star and len(out):
+            raise SipParseError("Contact '*' mixed with addresses")
+        self._cache["contacts"] = out
+        return out
+
+    @property
+    def contact_star(self) -> bool:
+        return self.contacts.star
+
+    def _name_addrs(self, key: str, label: str) -> list[NameAddr]:
+        v = self._cache.get(key)
+        if v is not None:
+            return v  # type: ignore[no-any-return]
+        out: list[NameAddr] = []
+        try:
+            for value in self.header_all(key):
+                for item in split_values(value, keep_empty=True):
+                    out.append(NameAddr.parse(item))
+        except SipParseError as e:
+            raise SipParseError(f"invalid {label}: {e.reason}") from None
+        self._cache[key] = out
+        return out
+
+    @property
+    def routes(self) -> list[NameAddr]:
+        return self._name_addrs("route", "Route")
+
+    @property
+    def record_routes(self) -> list[NameAddr]:
+        return self._name_addrs("record-route", "Record-Route")
+
+    def auth_headers(self, name: str) -> list[AuthHeader]:
+        """Parsed Authorization / Proxy-Authorization / WWW-Authenticate /
+        Proxy-Authenticate fields (one credential or challenge per field)."""
+        return [AuthHeader.parse(v) for v in self.header_all(name)]
+
+    @property
+    def authorization(self) -> list[AuthHeader]:
+        return self.auth_headers("authorization")
+
+    @property
+    def proxy_authorization(self) -> list[AuthHeader]:
+        return self.auth_headers("proxy-authorization")
+
+    @property
+    def www_authenticate(self) -> list[AuthHeader]:
+        return self.auth_headers("www-authenticate")
+
+    @property
+    def proxy_authenticate(self) -> list[AuthHeader]:
+        return self.auth_headers("proxy-authenticate")
+
+    @property
+    def parsed_ruri(self) -> SipUri:
+        """The (current) request URI parsed; 416 for a scheme other than
+        sip/sips/tel.  Cached: do not modify the returned object."""
+        v = self._cache.get("ruri")
+        if v is not None:
+            return v  # type: ignore[no-any-return]
+        u = SipUri.parse(self.ruri)
+        self._cache["ruri"] = u
+        return u
+
+    def _body_end(self) -> int:
+        """End of the body in ``raw``: Content-Length bytes when present and
+        not larger than what arrived, else everything."""
+        try:
+            cl = self.content_length
+        except SipParseError:
+            return len(self.raw)
+        if cl is None or cl > len(self.raw) - self._body_start:
+            return len(self.raw)
+        return self._body_start + cl
+
+    @property
+    def body(self) -> bytes:
+        """The message body.  In a datagram, bytes beyond Content-Length are
+        ignored (RFC 3261 §18.3); fewer bytes than Content-Length announces
+        raise :class:`SipParseError`."""
+        if self._body is not None:
+            return self._body
+        bs = self._body_start
+        if bs == len(self.raw):
+            return b""
+        cl = self.content_length
+        if cl is None:
+            return self.raw[bs:]
+        if cl > len(self.raw) - bs:
+            raise SipParseError("Content-Length larger than the body")
+        return self.raw[bs : bs + cl]
+
+    # -- validation ----------------------------------------------------------
+    def validate(self, strict: bool = False) -> None:
+        """Check what a proxy relies on; raise :class:`SipParseError` (with
+        the reply status, 400 unless stated) on the first problem.
+
+        Always: every header line well formed; exactly one From, To, Call-ID
+        and CSeq, each well formed; at least one Via, all well formed; at
+        most one Max-Forwards (0-255) and one Content-Length (not more than
+        the body that arrived); for requests the CSeq method equals the
+        request method and the Request-URI is well formed (no ``<>``, no
+        headers in a SIP URI; an unknown scheme passes -- answering 416 is the
+        application's job).
+
+        ``strict=True`` also checks Contact, Expires, Date, Route and
+        Record-Route (a registrar, or an element that uses them)."""
+        keys = self._keys if self._keys is not None else self._index()
+        for key, label in _REQUIRED:
+            n = keys.count(key)
+            if n != 1:
+                raise SipParseError(f"missing {label} header field" if n == 0 else f"multiple {label} header fields")
+        if keys.count("max-forwards") > 1:
+            raise SipParseError("multiple Max-Forwards header fields")
+        if "via" not in keys:
+            raise SipParseError("missing Via header field")
+        n = keys.count("via")
+        if n == 1:
+            self.via1  # noqa: B018
+            if "," in (self._first("via") or ""):
+                self.vias  # noqa: B018
+        else:
+            self.vias  # noqa: B018
+        self.from_  # noqa: B018
+        self.to  # noqa: B018
+        self.call_id  # noqa: B018
+        cseq = self.cseq
+        if self.is_request:
+            if cseq.method != self.method:
+                raise SipParseError("CSeq method does not match the request method")
+            self._check_ruri()
+            self.max_forwards  # noqa: B018
+        if "content-length" in keys:
+            cl = self.content_length
+            if cl is not None and self._body is None and cl > len(self.raw) - self._body_start:
+                raise SipParseError("Content-Length larger than the body")
+        if strict:
+            self.contacts  # noqa: B018
+            self.expires  # noqa: B018
+            self.date  # noqa: B018
+            self.routes  # noqa: B018
+            self.record_routes  # noqa: B018
+
+    def _check_ruri(self) -> None:
+        r = self.ruri
+        colon = r.find(":")
+        scheme = r[:colon].lower() if colon > 0 else ""
+        if scheme in ("sip", "sips", "tel"):
+            u = self.parsed_ruri
+            if u.headers:
+                raise SipParseError("Request-URI must not contain headers")
+            return
+        # absoluteURI with an unknown scheme: syntax only (416 is the app's call)
+        if not scheme or not r[0].isalpha() or scheme.strip(_SCHEME_CHARS) or colon == len(r) - 1:
+            raise SipParseError(f"invalid Request-URI {r[:60]!r}")
+        if any(ord(ch) <= 32 or ch in '<>"\x7f' for ch in r):
+            raise SipParseError(f"invalid Request-URI {r[:60]!r}")
+
+    # -- modification ----------------------------------------------------------
+    def _edit(self) -> tuple[list[bytes], list[str]]:
+        if self._keys is None:
+            self._index()
+        self._mod = True
+        self._cache = {}
+        return self._lines, self._keys  # type: ignore[return-value]
+
+    def set_ruri(self, uri: str) -> None:
+        """Replace the Request-URI."""
+        if not self.is_request:
+            raise SipError("set_ruri on a response")
+        self.ruri = uri
+        self._ruri_mod = True
+        self._mod = True
+        self._cache.pop("ruri", None)
+
+    def insert_header(self, name: str, value: str, first: bool = True) -> None:
+        """Add ``name: value`` at the top (``first``) or the bottom of the
+        header block."""
+        lines, keys = self._edit()
+        line = _encode(f"{name}: {value}")
+        if first:
+            lines.insert(0, line)
+            keys.insert(0, header_key(name))
+        else:
+            lines.append(line)
+            keys.append(header_key(name))
+
+    def append_header_raw(self, text: str | bytes) -> None:
+        """Append complete header line(s) (``"Name: value\\r\\n"``, several
+        allowed, continuation lines too) at the bottom of the header block,
+        as textops' ``append_hf``."""
+        b = _encode(text) if isinstance(text, str) else text
+        new_lines: list[bytes] = []
+        for line in b.splitlines():
+            if not line.strip():
+                continue
+            if line[:1] in (b" ", b"\t") and new_lines:
+                new_lines[-1] += b"\r\n" + line
+            else:
+                new_lines.append(line)
+        new_keys = []
+        for line in new_lines:
+            colon = line.find(b":")
+            if colon <= 0:
+                raise SipError(f"not a header line: {line!r}")
+            new_keys.append(_name_key(line[: colon + 1]))
+        lines, keys = self._edit()
+        lines.extend(new_lines)
+        keys.extend(new_keys)
+
+    def remove_header(self, name: str) -> int:
+        """Remove every field called ``name``; return how many."""
+        key = header_key(name)
+        keys = self._keys if self._keys is not None else self._index()
+        n = keys.count(key)
+        if n:
+            lines, keys = self._edit()
+            pairs = [(ln, k) for ln, k in zip(lines, keys, strict=True) if k != key]
+            lines[:] = [p[0] for p in pairs]
+            keys[:] = [p[1] for p in pairs]
+        return n
+
+    def remove_first(self, name: str) -> bool:
+        """Remove the first field called ``name``."""
+        key = header_key(name)
+        keys = self._keys if self._keys is not None else self._index()
+        if key not in keys:
+            return False
+        lines, keys = self._edit()
+        i = keys.index(key)
+        del lines[i]
+        del keys[i]
+        return True
+
+    def replace_header(self, name: str, value: str) -> None:
+        """Set ``name`` to one field with ``value``: the first existing field
+        is replaced in place, any others removed; appended if absent."""
+        key = header_key(name)
+        lines, keys = self._edit()
+        line = _encode(f"{name}: {value}")
+        try:
+            i = keys.index(key)
+        except ValueError:
+            lines.append(line)
+            keys.append(key)
+            return
+        lines[i] = line
+        if keys.count(key) > 1:
+            j = len(keys) - 1
+            while j > i:
+                if keys[j] == key:
+                    del keys[j]
+                    del lines[j]
+                j -= 1
+
+    def add_via(self, value: str) -> None:
+        """Insert a Via (the value, e.g. ``SIP/2.0/UDP host;branch=..``)
+        above the current topmost one."""
+        lines, keys = self._edit()
+        try:
+            i = keys.index("via")
+        except ValueError:
+            i = 0
+        lines.insert(i, _encode("Via: " + value))
+        keys.insert(i, "via")
+
+    def _top_via_values(self) -> tuple[int, list[str]]:
+        keys = self._keys if self._keys is not None else self._index()
+        try:
+            i = keys.index("via")
+        except ValueError:
+            raise SipParseError("missing Via header field") from None
+        return i, split_values(self._value(self._lines[i]), keep_empty=True)  # type: ignore[index]
+
+    def remove_top_via(self) -> None:
+        """Remove the topmost Via value (only that value when a field holds
+        several)."""
+        i, vals = self._top_via_values()
+        lines, keys = self._edit()
+        if len(vals) <= 1:
+            del lines[i]
+            del keys[i]
+        else:
+            lines[i] = _encode("Via: " + ", ".join(vals[1:]))
+
+    def set_top_via(self, value: str) -> None:
+        """Replace the topmost Via value (add one if there is none)."""
+        keys = self._keys if self._keys is not None else self._index()
+        if "via" not in keys:
+            self.add_via(value)
+            return
+        i, vals = self._top_via_values()
+        vals[0] = value
+        lines, keys = self._edit()
+        lines[i] = _encode("Via: " + ", ".join(vals))
+
+    def set_body(self, body: bytes, content_type: str | None = None) -> None:
+        """Replace the body; Content-Length is updated, Content-Type set when
+        given."""
+        self.replace_header("Content-Length", str(len(body)))
+        if content_type is not None:
+            self.replace_header("Content-Type", content_type)
+        self._body = body
+
+    def ensure_content_length(self) -> None:
+        """Add a Content-Length when missing (before sending on a stream)."""
+        if not self.has_header("content-length"):
+            self.set_body(self.body)
+
+    def copy(self) -> SipMessage:
+        """An independent copy (same raw bytes, its own modifications)."""
+        m = SipMessage.__new__(SipMessage)
+        for s in SipMessage.__slots__:
+            setattr(m, s, getattr(self, s))
+        if self._keys is not None:
+            m._lines = list(self._lines)  # type: ignore[arg-type]
+            m._keys = list(self._keys)
+        m._cache = {}
+        return m
+
+    # -- output -----------------------------------------------------------------
+    def serialize(self) -> bytes:
+        """The message as bytes: ``raw`` itself when unmodified, else the
+        header lines (untouched ones are slices of ``raw``) joined once."""
+        if not self._mod:
+            return self.raw
+        raw = self.raw
+        eol = self._eol
+        if self._ruri_mod:
+            first = _encode(f"{self.method} {self.ruri} {self.version}") + eol
+        else:
+            first = raw[: self._fl_end]
+        lines, _ = self._fields()
+        if self._body is not None:
+            tail = eol + self._body
+        elif self._body_start > self._hdr_end:
+            tail = raw[self._hdr_end : self._body_end()]
+        else:  # the header block was not closed by an empty line
+            tail = eol
+        if lines:
+            return b"".join((first, eol.join(lines), eol, tail))
+        return first + tail
+
+    def __bytes__(self) -> bytes:
+        return self.serialize()
+
+    def __repr__(self) -> str:
+        if self.is_request:
+            return f"<SipMessage {self.method} {self.ruri}>"
+        return f"<SipMessage {self.status} {self.reason}>"
+
+
+# -- building messages ---------------------------------------------------------
+
+
+def build_request(
+    method: str,
+    ruri: str,
+    headers: Iterable[tuple[str, str]],
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> SipMessage:
+    """A new request from its parts: ``headers`` in order (Via, From, To,
+    Call-ID, CSeq, Max-Forwards ... as the caller wants them); Content-Type
+    (if given) and Content-Length are appended."""
+    parts = [_encode(f"{method} {ruri} SIP/2.0\r\n")]
+    parts.extend(_header_line(n, v) for n, v in headers)
+    if content_type is not None:
+        parts.append(_header_line("Content-Type", content_type))
+    parts.append(b"Content-Length: %d\r\n\r\n" % len(body))
+    parts.append(body)
+    return SipMessage.parse(b"".join(parts))
+
+
+def build_reply(
+    req: SipMessage,
+    status: int,
+    reason: str,
+    *,
+    to_tag: str | None = None,
+    headers: Sequence[str] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+    received: str | None = None,
+    rport: int | None = None,
+) -> bytes:
+    """Bytes of a reply to ``req`` (RFC 3261 §8.2.6): the request's Via,
+    From, To, Call-ID and CSeq lines copied as received, a To tag added when
+    ``to_tag`` is given and To has none (not for 100), then ``headers``
+    (complete lines, CRLF optional), Content-Type and Content-Length.
+
+    ``received`` / ``rport`` patch the topmost Via (RFC 3261 §18.2.1, RFC
+    3581: rport is filled in only when the request asked for it)."""
+    lines, keys = req._fields()
+    out = [b"SIP/2.0 %d %s\r\n" % (status, _encode(reason))]
+    first_via = True
+    for i, k in enumerate(keys):
+        if k == "via":
+            line = lines[i]
+            if first_via and (received is not None or rport is not None):
+                vals = split_values(req._value(line), keep_empty=True)
+                v = Via.parse(vals[0])
+                if received is not None:
+                    v.params["received"] = received
+                if rport is not None and "rport" in v.params:
+                    v.params["rport"] = str(rport)
+                vals[0] = str(v)
+                line = _encode("Via: " + ", ".join(vals))
+            first_via = False
+            out.append(line)
+            out.append(b"\r\n")
+    for key in ("from", "to", "call-id", "cseq"):
+        try:
+            line = lines[keys.index(key)]
+        except ValueError:
+            continue
+        if key == "to" and to_tag is not None and status > 100 and req.to.tag is None:
+            line = line.rstrip() + b";tag=" + _encode(to_tag)
+        out.append(line)
+        out.append(b"\r\n")
+    for h in headers:
+        b = _encode(h)
+        out.append(b if b.endswith(b"\n") else b + b"\r\n")
+    if content_type is not None:
+        out.append(_encode(f"Content-Type: {content_type}\r\n"))
+    out.append(b"Content-Length: %d\r\n\r\n" % len(body))
+    if body:
+        out.append(body)
+    return b"".join(out)
+
+
+# -- stream framing ----------------------------------------------------------------
+
+_CL_RE: Final = re.compile(rb"\n(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
+
+
+class StreamFramer:
+    """Split a TCP/TLS byte stream into messages (RFC 3261 §18.3): the
+    header block ends at the first empty line, the body is Content-Length
+    bytes.  CRLFs between messages (keep-alives) are skipped and counted in
+    ``keepalives``.  A missing or invalid Content-Length, or a message larger
+    than ``max_size``, raises :class:`SipParseError` -- the stream cannot be
+    resynchronised, close the connection."""
+
+    __slots__ = ("_buf", "keepalives", "max_size")
+
+    def __init__(self, max_size: int = 65536) -> None:
+        self._buf = bytearray()
+        self.max_size = max_size
+        self.keepalives = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf
+        buf += data
+        out: list[bytes] = []
+        while buf:
+            if buf[0] in (13, 10):
+                n = len(buf) - len(buf.lstrip(b"\r\n"))
+                self.keepalives += 1
+                del buf[:n]
+                if not buf:
+                    break
+            i = buf.find(b"\r\n\r\n")
+            if i < 0:
+                if len(buf) > self.max_size:
+                    raise SipParseError("message too large", 413)
+                break
+            head = bytes(buf[: i + 2])
+            found = _CL_RE.findall(head)
+            if not found:
+                raise SipParseError("missing Content-Length on a stream transport")
+            vals = {v.strip() for v in found}
+            if len(vals) > 1:
+                raise SipParseError("multiple Content-Length header fields")
+            v = vals.pop()
+            if not v or v.translate(None, _DIGITS_B) or len(v) > 10:
+                raise SipParseError("invalid Content-Length")
+            total = i + 4 + int(v)
+            if total > self.max_size:
+                raise SipParseError("message too large", 413)
+            if len(buf) < total:
+                break
+            out.append(bytes(buf[:total]))
+            del buf[:total]
+        return out

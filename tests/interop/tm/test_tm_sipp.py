@@ -1,0 +1,132 @@
+"""Calls through tm with SIPp as the phones: UAC -> ser (t_relay) -> UAS."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import free_port, need_tool, options_request, run_sipp, udp_exchange
+
+pytestmark = pytest.mark.interop
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+ROUTES = """
+from sipexpress.script.pyroute import t_relay, t_relay_to_tcp, t_newtran, t_reply, t_on_failure
+OPTIONS = {{"listen": ["udp:{host}:{port}", "tcp:{host}:{port}"]}}
+MODULES = ["tm"]
+MODPARAMS = [("tm", "wt_timer", 2)]
+
+async def request_route(ctx):
+    if ctx.msg.method == "OPTIONS" and "@" not in ctx.ruri:
+        t_newtran(ctx)
+        return t_reply(ctx, 200, "OK")
+    {body}
+
+async def failure_route_1(ctx):
+    if ctx.msg.method == "INVITE":
+        ctx.append_branch("sip:second@127.0.0.1:{uas2}")
+        return await t_relay(ctx)
+    return 1
+"""
+
+
+def start_uas(port: int, calls: int, transport: str = "u1", scenario: str | None = None) -> subprocess.Popen[str]:
+    sipp = need_tool("sipp")
+    scen = ["-sf", str(SCENARIOS / scenario)] if scenario else ["-sn", "uas"]
+    return subprocess.Popen(
+        [sipp, *scen, "-i", "127.0.0.1", "-p", str(port), "-t", transport, "-m", str(calls), "-nostdin",
+         "-timeout", "60", "-timeout_error"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def stop(p: subprocess.Popen[str]) -> int | None:
+    try:
+        return p.wait(10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(5)
+        return None
+
+
+def make_ser(ser_factory: Callable[..., Any], body: str, uas2: int = 0) -> Any:
+    port = free_port()
+    cfg = ROUTES.format(host="127.0.0.1", port=port, body=body, uas2=uas2)
+    return ser_factory(cfg.replace("{", "{{").replace("}", "}}"), port=port, suffix=".py")
+
+
+def tm_stats(ser: Any) -> None:
+    assert udp_exchange(options_request(ser.host, ser.port), ser.host, ser.port) is not None
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_1000_calls(ser_factory: Callable[..., Any], transport: str) -> None:
+    uas_port = free_port()
+    relay = "t_relay_to_tcp" if transport == "tcp" else "t_relay_to_udp"
+    body = (
+        f"from sipexpress.script.pyroute import {relay}\n"
+        f"    return await {relay}(ctx, '127.0.0.1', '{uas_port}')"
+    )
+    ser = make_ser(ser_factory, body)
+    t = "t1" if transport == "tcp" else "u1"
+    uas = start_uas(uas_port, 1000, t)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    res = run_sipp(
+        ["-sn", "uac", f"{ser.host}:{ser.port}", "-i", "127.0.0.1", "-p", str(free_port()), "-t", t,
+         "-m", "1000", "-r", "100", "-l", "200", "-d", "0", "-timeout", "60", "-timeout_error"],
+        timeout=90,
+    )
+    elapsed = time.monotonic() - t0
+    assert stop(uas) == 0, ser.log()[-2000:]
+    assert res.ok, res.stdout[-3000:]
+    assert "Successful call" in res.stdout
+    assert res.stats.get("Successful call") == "1000", res.stdout[-2000:]
+    assert res.stats.get("Failed call") == "0"
+    assert elapsed < 40
+    assert ser.alive()
+
+
+def test_486_failure_route_to_second_uas(ser_factory: Callable[..., Any]) -> None:
+    busy, ok = free_port(), free_port()
+    body = (
+        "t_on_failure(ctx, '1')\n"
+        f"    ctx.set_ruri('sip:first@127.0.0.1:{busy}')\n"
+        "    return await t_relay(ctx)"
+    )
+    ser = make_ser(ser_factory, body, uas2=ok)
+    uas_busy = start_uas(busy, 20, scenario="tm_uas_486.xml")
+    uas_ok = start_uas(ok, 20)
+    time.sleep(0.3)
+    res = run_sipp(
+        ["-sn", "uac", f"{ser.host}:{ser.port}", "-i", "127.0.0.1", "-p", str(free_port()),
+         "-m", "20", "-r", "20", "-d", "0", "-timeout", "30", "-timeout_error"],
+        timeout=60,
+    )
+    assert res.stats.get("Successful call") == "20", res.stdout[-3000:]
+    assert stop(uas_busy) == 0
+    assert stop(uas_ok) == 0
+
+
+def test_uac_cancel_while_ringing(ser_factory: Callable[..., Any]) -> None:
+    uas_port = free_port()
+    body = f"return await t_relay_to_udp(ctx, '127.0.0.1', '{uas_port}')"
+    body = "from sipexpress.script.pyroute import t_relay_to_udp\n    " + body
+    ser = make_ser(ser_factory, body)
+    uas = start_uas(uas_port, 10, scenario="tm_uas_ring_cancel.xml")
+    time.sleep(0.3)
+    res = run_sipp(
+        ["-sf", str(SCENARIOS / "tm_uac_cancel.xml"), f"{ser.host}:{ser.port}", "-i", "127.0.0.1",
+         "-p", str(free_port()), "-m", "10", "-r", "10", "-timeout", "30", "-timeout_error"],
+        timeout=60,
+    )
+    assert res.stats.get("Successful call") == "10", res.stdout[-3000:]
+    assert stop(uas) == 0  # the UAS saw the CANCEL of every call

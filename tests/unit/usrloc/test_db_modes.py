@@ -1,0 +1,185 @@
+"""usrloc db_mode 1/2/3 against real SQLite, MariaDB and PostgreSQL; a
+database that goes down or hangs never stalls SIP processing."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+from sqlalchemy import select, text
+
+from sipexpress import db
+from sipexpress.db import schema
+from sipexpress.modules.usrloc import SqlLocationStore
+from tests.unit.usrloc.harness import Harness, _Client
+
+
+async def _rows(url: str) -> list[tuple[str, str]]:
+    async def op(conn):  # type: ignore[no-untyped-def]
+        loc = schema.location
+        return [
+            tuple(r)
+            for r in await conn.execute(select(loc.c.username, loc.c.contact).order_by(loc.c.contact))
+        ]
+
+    return await db.run(url, op, write=False)
+
+
+def _dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"mysql://root@127.0.0.1:{port}/gone"
+
+
+async def test_write_through_and_restart(db_url: str) -> None:
+    await db.create_all(db_url)
+    h = Harness()
+    await h.start(ul={"db_mode": 1, "db_url": db_url})
+    try:
+        r = await h.send(h.register("jiri", ["<sip:j1@10.0.0.1>;q=0.5", "<sip:j2@10.0.0.2>"], 600))
+        assert r.status == 200
+        assert await _rows(db_url) == [("jiri", "sip:j1@10.0.0.1"), ("jiri", "sip:j2@10.0.0.2")]
+        await h.ul.ul_add(["location", "perm", "sip:p@10.0.0.3", "0", "1.00", "0", "128"])
+        r = await h.send(h.register("jiri", ["<sip:j1@10.0.0.1>;expires=0"], None, None, 2))
+        assert await _rows(db_url) == [("jiri", "sip:j2@10.0.0.2"), ("perm", "sip:p@10.0.0.3")]
+    finally:
+        await h.stop()
+
+    # an expired row in the database must not come back
+    async def add_expired(conn):  # type: ignore[no-untyped-def]
+        await conn.execute(
+            schema.location.insert().values(
+                username="old", domain="", contact="sip:old@1.1.1.1", expires=text("'2001-01-01 00:00:00'")
+            )
+        )
+
+    await db.run(db_url, add_expired)
+    h2 = Harness()
+    await h2.start(ul={"db_mode": 1, "db_url": db_url})
+    try:
+        loc = h2.ul.domain("location")
+        assert loc is not None
+        rec = loc.get("jiri")
+        assert rec is not None and [c.uri for c in rec.contacts] == ["sip:j2@10.0.0.2"]
+        c = rec.contacts[0]
+        assert 590 <= c.remaining(time.time()) <= 600 and c.q == -1 and c.user_agent == "Unknown"
+        assert c.socket == f"udp:127.0.0.1:{h2.port}".replace(str(h2.port), str(h.port))
+        assert loc.get("perm") is not None and loc.get("old") is None
+        r = await h2.send(h2.invite("jiri"))
+        assert r.status == 302 and h2.lookups[-1][1] == "sip:j2@10.0.0.2"
+        await h2.ul.run_timer()  # removes the expired row from the DB too
+        assert ("old", "sip:old@1.1.1.1") not in await _rows(db_url)
+        await h2.ul.ul_rm(["location", "jiri"])
+        assert await _rows(db_url) == [("perm", "sip:p@10.0.0.3")]
+    finally:
+        await h2.stop()
+
+
+async def test_write_back(db_url: str) -> None:
+    await db.create_all(db_url)
+    h = Harness()
+    await h.start(ul={"db_mode": 2, "db_url": db_url, "timer_interval": 3600})
+    try:
+        await h.send(h.register("wb", ["<sip:wb@10.0.0.1>"], 600))
+        assert await _rows(db_url) == []  # not yet
+        await h.ul.ul_flush([])
+        assert await _rows(db_url) == [("wb", "sip:wb@10.0.0.1")]
+        await h.send(h.register("wb", ["<sip:wb@10.0.0.1>;expires=0", "<sip:wb2@10.0.0.2>"], 600, None, 2))
+        assert await _rows(db_url) == [("wb", "sip:wb@10.0.0.1")]
+        await h.ul.run_timer()
+        assert await _rows(db_url) == [("wb", "sip:wb2@10.0.0.2")]
+        await h.send(h.register("wb3", ["<sip:wb3@10.0.0.3>"], 600))
+    finally:
+        await h.stop()  # a clean stop flushes
+    assert ("wb3", "sip:wb3@10.0.0.3") in await _rows(db_url)
+
+
+async def test_db_only(db_url: str) -> None:
+    await db.create_all(db_url)
+    h = Harness()
+    await h.start(ul={"db_mode": 3, "db_url": db_url})
+    try:
+        await h.send(h.register("d3", ["<sip:a@10.0.0.1>;q=0.2", "<sip:b@10.0.0.2>;q=0.9"], 600))
+        assert await _rows(db_url) == [("d3", "sip:a@10.0.0.1"), ("d3", "sip:b@10.0.0.2")]
+        assert h.ul.domain("location").records == {}  # type: ignore[union-attr]
+        r = await h.send(h.invite("d3"))
+        assert r.status == 302
+        assert h.lookups[-1][1:] == ("sip:b@10.0.0.2", None, [("sip:a@10.0.0.1", 200, None)])
+        rep = await h.ul.ul_show_contact(["location", "d3"])
+        assert rep.text.startswith("<sip:b@10.0.0.2>;q=0.9;expires=")
+        r = await h.send(h.register("d3", ["*"], 0, None, 5))
+        assert r.status == 200 and r.header("contact") is None
+        assert await _rows(db_url) == []
+    finally:
+        await h.stop()
+
+
+async def test_start_refuses_old_schema(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    h = Harness()
+    with pytest.raises(Exception, match="serctl db create"):
+        await h.start(ul={"db_mode": 1, "db_url": url})
+    await h.stop()
+    await db.dispose_engines()
+
+
+async def test_database_outage_does_not_stall(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'loc.sqlite'}"
+    await db.create_all(url)
+    h = Harness()
+    await h.start(ul={"db_mode": 1, "db_url": url, "db_timeout": 1})
+    store = h.ul.store
+    assert isinstance(store, SqlLocationStore)
+    conns: list[asyncio.StreamWriter] = []
+
+    async def silent(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        conns.append(w)
+
+    srv = await asyncio.start_server(silent, "127.0.0.1", 0)
+    hung = f"mysql://root@127.0.0.1:{srv.sockets[0].getsockname()[1]}/ser"
+    try:
+        await h.send(h.register("mem", ["<sip:m@10.0.0.1>"], 600))
+        # the database hangs: write-through REGISTERs still succeed (memory
+        # is authoritative, the write is retried), bounded by db_timeout
+        store.url = hung
+        t0 = time.monotonic()
+        reg_task = asyncio.create_task(h.send(h.register("slow", ["<sip:s@10.0.0.2>"], 600), timeout=5))
+        await asyncio.sleep(0.05)
+        # meanwhile a lookup (from another client socket) is answered at once
+        other = _Client()
+        tr, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: other, local_addr=("127.0.0.1", 0)
+        )
+        tr.sendto(h.invite("mem").encode(), ("127.0.0.1", h.port))
+        first = await asyncio.wait_for(other.queue.get(), 0.8)
+        tr.close()
+        assert first.startswith(b"SIP/2.0 302")
+        assert not reg_task.done()
+        assert time.monotonic() - t0 < 0.9
+        r = await reg_task
+        assert r.status == 200
+        assert time.monotonic() - t0 < 3.0
+        assert ("slow", "sip:s@10.0.0.2") in h.ul.domain("location").dirty  # type: ignore[union-attr]
+        # the database is back: the timer writes what was missed
+        store.url = url
+        await h.ul.run_timer()
+        assert ("slow", "sip:s@10.0.0.2") in await _rows(url)
+
+        # db_mode 3 against a dead database: clear errors, fast
+        h.ul.domain("location").db_mode = 3  # type: ignore[union-attr]
+        store.url = _dead_url()
+        t0 = time.monotonic()
+        r = await h.send(h.register("x", ["<sip:x@10.0.0.9>"], 600))
+        assert r.status == 500 and r.header("p-registrar-error") == "usrloc_record_get failed"
+        r = await h.send(h.invite("mem"))
+        assert r.reason == "Not Found -2"
+        assert time.monotonic() - t0 < 3.0
+    finally:
+        for w in conns:
+            w.close()
+        srv.close()
+        await h.stop()
+        await db.dispose_engines()
