@@ -139,10 +139,8 @@ def run_step(sipp: str, port: int, rate: int, seconds: float, pid: int) -> dict[
 
 
 def _stat(out: str, name: str) -> int:
-    m = None
-    for m in re.finditer(rf"{name}\s*\|\s*(\d+)\s*\|\s*(\d+)", out):
-        pass
-    return int(m.group(2)) if m else 0
+    found = re.findall(rf"{name}\s*\|\s*(\d+)\s*\|\s*(\d+)", out)
+    return int(found[-1][1]) if found else 0
 
 
 def main() -> int:

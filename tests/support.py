@@ -158,7 +158,8 @@ def run_sipp(args: list[str], timeout: float = 120.0, cwd: Path | None = None) -
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     stats: dict[str, str] = {}
     for line in p.stdout.splitlines():
+        # "  Successful call   |   <periodic>   |   <cumulative>   ": keep the cumulative value
         parts = [x.strip() for x in line.split("|")]
-        if len(parts) >= 4 and parts[0] and not parts[0].startswith("-"):
-            stats[parts[0]] = parts[-2] if len(parts) > 3 else parts[-1]
+        if len(parts) >= 3 and parts[0] and not parts[0].startswith("-"):
+            stats[parts[0]] = parts[-1] or parts[-2]
     return SippResult(p.returncode, p.stdout, p.stderr, stats)

@@ -3,8 +3,11 @@ parser or the compiler: each one loads, or fails with a located CfgError."""
 
 from __future__ import annotations
 
+import random
+import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -14,12 +17,55 @@ from sipexpress.script.compiler import check_config
 from sipexpress.script.errors import CfgError
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = [p.read_text() for p in sorted((ROOT / "examples" / "cfg").glob("*.cfg"))]
+SOURCES = [p.read_text() for p in sorted((ROOT / "examples" / "cfg").rglob("*.cfg"))]
 SOURCES.append((ROOT / "etc" / "ser.cfg").read_text())
 TOKENS = [
-    "{", "}", "(", ")", "[", "]", ";", ",", ":", "=", "==", "!=", "=~", "!", "&&", "||", "|", "/*", "*/", "#",
-    '"', "'", "\\", "\n", " ", "route", "if", "else", "drop", "break", "myself", "uri", "src_ip", "msg:len",
-    "1.2.3.4", "0x", "09", "-", ".", "max_len", "route(9)", "t_relay()", "loadmodule", "modparam", "\x00", "é",
+    "{",
+    "}",
+    "(",
+    ")",
+    "[",
+    "]",
+    ";",
+    ",",
+    ":",
+    "=",
+    "==",
+    "!=",
+    "=~",
+    "!",
+    "&&",
+    "||",
+    "|",
+    "/*",
+    "*/",
+    "#",
+    '"',
+    "'",
+    "\\",
+    "\n",
+    " ",
+    "route",
+    "if",
+    "else",
+    "drop",
+    "break",
+    "myself",
+    "uri",
+    "src_ip",
+    "msg:len",
+    "1.2.3.4",
+    "0x",
+    "09",
+    "-",
+    ".",
+    "max_len",
+    "route(9)",
+    "t_relay()",
+    "loadmodule",
+    "modparam",
+    "\x00",
+    "é",
 ]
 
 
@@ -69,12 +115,58 @@ def test_token_soup_never_crashes(soup: str) -> None:
 
 def test_ser_c_prints_located_error(tmp_path: Path) -> None:
     cfg = tmp_path / "broken.cfg"
-    cfg.write_text('route {\n  if (uri==myself {\n    drop;\n  };\n}\n')
+    cfg.write_text("route {\n  if (uri==myself {\n    drop;\n  };\n}\n")
     p = subprocess.run(
-        [sys.executable, "-m", "sipexpress.cli.ser", "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "sipexpress.cli.ser", "-c", "-f", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert p.returncode != 0
     out = p.stdout + p.stderr
     assert f"{cfg}:2:19: syntax error" in out, out
     assert "if (uri==myself {" in out and "^" in out
     assert "Traceback" not in out
+
+
+def _mutate(text: str, rnd: random.Random) -> str:
+    for _ in range(rnd.randint(1, 3)):
+        i = rnd.randrange(len(text) + 1)
+        j = min(len(text), i + rnd.randint(0, 30))
+        op = rnd.choice(["delete", "insert", "dup"])
+        if op == "delete":
+            text = text[:i] + text[j:]
+        elif op == "insert":
+            text = text[:i] + rnd.choice(TOKENS) + text[i:]
+        else:
+            text = text[:i] + text[i:j] + text[i:]
+    return text
+
+
+def test_ser_c_on_mutated_configs_never_shows_a_traceback(tmp_path: Path) -> None:
+    rnd = random.Random(4711)
+    paths = []
+    for n in range(8):
+        p = tmp_path / f"m{n}.cfg"
+        p.write_text(_mutate(rnd.choice(SOURCES), rnd))
+        paths.append(p)
+
+    def check_cli(p: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sipexpress.cli.ser", "-c", "-f", str(p)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(check_cli, paths))
+    failed = 0
+    for p, r in zip(paths, results, strict=True):
+        out = r.stdout + r.stderr
+        assert "Traceback" not in out, out
+        assert r.returncode in (0, 1), out
+        if r.returncode:
+            failed += 1
+            assert re.search(rf"{re.escape(str(p))}:\d+:\d+: ", out), out  # located
+    assert failed  # the mutations did break something

@@ -40,7 +40,10 @@ INVITE = (
     b"\r\n"
     b"v=0\r\no=- 1 1 IN IP4 x\r\n"
 )
-assert INVITE.endswith(b"\r\n\r\n" + b"v=0\r\no=- 1 1 IN IP4 x\r\n") and len(b"v=0\r\no=- 1 1 IN IP4 x\r\n") == 23
+assert (
+    INVITE.endswith(b"\r\n\r\n" + b"v=0\r\no=- 1 1 IN IP4 x\r\n")
+    and len(b"v=0\r\no=- 1 1 IN IP4 x\r\n") == 23
+)
 REPLY = (
     b"SIP/2.0 200 OK\r\n"
     b"v: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;received=192.0.2.9;rport=5060\r\n"
@@ -57,7 +60,9 @@ SPECIAL = [b":", b",", b";", b'"', b"<", b">", b"\\", b"\r\n", b"\r\n ", b" ", b
 def mutated(draw: st.DrawFn) -> bytes:
     data = bytearray(draw(st.sampled_from(SEEDS)))
     for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["flip", "truncate", "insert", "special", "dupline", "delline", "delete"]))
+        kind = draw(
+            st.sampled_from(["flip", "truncate", "insert", "special", "dupline", "delline", "delete"])
+        )
         n = len(data)
         pos = draw(st.integers(0, max(n - 1, 0)))
         if kind == "flip" and n:
@@ -133,9 +138,10 @@ def test_mutated_messages_raise_only_sip_parse_error(data: bytes) -> None:
         m = SipMessage.parse(data)
     except SipParseError as e:
         assert e.reason
-        if e.msg is not None:  # a partial message must be usable for a reply
-            only_parse_errors(lambda: e.msg.raw_header_lines("via"))  # type: ignore[union-attr]
-            only_parse_errors(lambda: build_reply(e.msg, e.status, e.reason))  # type: ignore[arg-type]
+        partial, status, reason = e.msg, e.status, e.reason
+        if partial is not None:  # a partial message must be usable for a reply
+            only_parse_errors(lambda: partial.raw_header_lines("via"))
+            only_parse_errors(lambda: build_reply(partial, status, reason))
         return
     assert m.serialize() == data.lstrip(b"\r\n")
     exercise(m)

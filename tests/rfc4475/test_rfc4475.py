@@ -213,7 +213,9 @@ def test_dblreq_only_first_message() -> None:
 def test_longreq() -> None:
     m = SipMessage.parse(load("longreq"))
     assert len(m.vias) == 34 and m.vias[-1].received == "192.0.2.5"
-    assert m.header("unknown-longlonglonglonglonglonglonglonglonglonglonglonglonglonglonglonglonglonglonglong-name")
+    assert m.header(
+        "unknown-longlonglonglonglonglonglonglonglonglonglonglonglonglonglonglonglonglonglonglong-name"
+    )
 
 
 def test_semiuri_and_transports() -> None:

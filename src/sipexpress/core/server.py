@@ -152,6 +152,7 @@ class Core:
         self._numeric: dict[str, bool] = {}
         self.to_tag_prefix = hashlib.md5(f"sipexpress-sl-{os.getpid()}".encode()).hexdigest()
         self._main_route: Callable[[RequestContext], Any] | None = None
+        self._status_lines: dict[tuple[int, str], bytes] = {}
 
     # ------------------------------------------------------------------
     # configuration
@@ -215,7 +216,7 @@ class Core:
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         loop = self.loop or asyncio.get_event_loop()
-        task = loop.create_task(coro)  # type: ignore[arg-type]
+        task: asyncio.Task[Any] = loop.create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -241,8 +242,8 @@ class Core:
         prev = ctx.route_type
         ctx.route_type = kind
         try:
-            res = fn(ctx)
-            if not isinstance(res, int):
+            res: Any = fn(ctx)
+            if res is not None and not isinstance(res, int):
                 res = await res
         finally:
             ctx.route_type = prev
@@ -537,7 +538,7 @@ class Core:
         try:
             if msg.is_request:
                 self.stats.rcv_requests += 1
-                self._check_request(msg)
+                msg.validate()
                 ctx = RequestContext(self, msg, rcv)
                 if rcv.proto is Proto.TCP:
                     self._tcp_alias(msg, rcv)
@@ -560,18 +561,6 @@ class Core:
             self._malformed(e, rcv, msg)
         except Exception:
             log.exception("error processing message from %s:%d", rcv.src_ip, rcv.src_port)
-
-    def _check_request(self, msg: SipMessage) -> None:
-        """The headers every request must have and the core relies on
-        (RFC 3261 §8.1.1): a parsable top Via, Call-ID, CSeq (whose method
-        matches the request line), From and To."""
-        msg.via1  # noqa: B018
-        cseq = msg.cseq
-        if cseq.method != msg.method:
-            raise SipParseError("CSeq method does not match the request method")
-        msg.call_id  # noqa: B018
-        msg.from_  # noqa: B018
-        msg.to  # noqa: B018
 
     def _drive(self, coro: Any, ctx: RequestContext) -> None:
         """Run a route coroutine eagerly; hand it to a Task only if it
@@ -636,8 +625,25 @@ class Core:
             return
         self.send(rcv.proto, rcv.src_ip, rcv.src_port, data, rcv)
 
-    def _bad_stream(self, rcv: ReceiveInfo, exc: Exception) -> None:
-        self.stats.bad_msgs += 1
+    def _bad_stream(self, rcv: ReceiveInfo, exc: Exception, pending: bytes) -> None:
+        """A TCP stream that cannot be framed (no/invalid Content-Length, too
+        big): answer the request at its head with the framing error when its
+        header block is complete, before the connection is closed."""
+        end = pending.find(b"\r\n\r\n")
+        if end < 0 or not isinstance(exc, SipParseError):
+            self.stats.bad_msgs += 1
+            return
+        msg: SipMessage | None
+        try:
+            msg = _parse(pending[: end + 4])
+        except SipParseError as e:
+            msg = e.msg
+        except Exception:
+            msg = None
+        if msg is None:
+            self.stats.bad_msgs += 1
+            return
+        self._malformed(exc, rcv, msg)
 
     # ------------------------------------------------------------------
     # sending
@@ -924,11 +930,15 @@ class Core:
     # ------------------------------------------------------------------
     def make_to_tag(self, msg: SipMessage) -> str:
         """Our To-tag for a reply to ``msg``: a per-server constant (sl's ACK
-        filter recognises it) plus a CRC of what identifies the request, so
-        retransmissions get the same tag."""
-        via = msg.via1
-        key = f"{via.branch}\0{msg.call_id}\0{msg.header('from') or ''}\0{msg.cseq.num}"
-        return f"{self.to_tag_prefix}-{zlib.crc32(key.encode('utf-8', 'surrogateescape')):08x}"
+        filter recognises it) plus a CRC of what identifies the request (top
+        Via, From, Call-ID, CSeq as received), so retransmissions get the
+        same tag."""
+        rhl = msg.raw_header_lines
+        lines = rhl("via")[:1] + rhl("from") + rhl("call-id") + rhl("cseq")
+        return self._tag_from_lines(lines)
+
+    def _tag_from_lines(self, lines: list[bytes]) -> str:
+        return f"{self.to_tag_prefix}-{zlib.crc32(b''.join(lines)):08x}"
 
     def build_reply(
         self,
@@ -953,30 +963,37 @@ class Core:
     ) -> bytes:
         msg = ctx.msg
         rhl = msg.raw_header_lines
-        out: list[bytes] = [b"SIP/2.0 %d %s\r\n" % (code, reason.encode("utf-8", "surrogateescape"))]
+        status = self._status_lines.get((code, reason))
+        if status is None:
+            status = b"SIP/2.0 %d %s\r\n" % (code, reason.encode("utf-8", "surrogateescape"))
+            if len(self._status_lines) < 256:
+                self._status_lines[(code, reason)] = status
         # Via: the top one with received/rport, the rest as received
         if bad:
             with contextlib.suppress(SipParseError):
                 self.fix_top_via(ctx)
         else:
             self.fix_top_via(ctx)
-        out += rhl("via")
+        vias = rhl("via")
+        from_lines = rhl("from")
+        to_lines = rhl("to")
+        callid_lines = rhl("call-id")
+        cseq_lines = rhl("cseq")
+        out: list[bytes] = [status, *vias]
         if 180 <= code < 300:
             out += rhl("record-route")
-        out += rhl("from")
-        to_lines = rhl("to")
+        out += from_lines
         if code >= 180 and to_lines:
             try:
                 has_tag = msg.to.tag is not None
             except SipParseError:
                 has_tag = True  # a broken To: copy it as it is
             if not has_tag:
-                tag = to_tag or self.make_to_tag(msg)
-                value = msg.header("to") or ""
-                to_lines = [b"To: %s;tag=%s\r\n" % (value.encode("utf-8", "surrogateescape"), tag.encode())]
+                tag = to_tag or self._tag_from_lines(vias[:1] + from_lines + callid_lines + cseq_lines)
+                to_lines = [to_lines[0].rstrip(b"\r\n") + b";tag=" + tag.encode() + b"\r\n"]
         out += to_lines
-        out += rhl("call-id")
-        out += rhl("cseq")
+        out += callid_lines
+        out += cseq_lines
         for line in ctx.reply_headers:
             out.append(line.encode("utf-8", "surrogateescape"))
         if extra_headers:

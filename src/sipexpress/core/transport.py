@@ -102,6 +102,7 @@ class UdpListener(asyncio.DatagramProtocol):
         self.via_host = f"[{ip}]" if self.af == socket.AF_INET6 else ip
         self.transport: asyncio.DatagramTransport | None = None
         self._sendto: Callable[..., None] | None = None
+        self._rcv_cache: dict[Any, ReceiveInfo] = {}
 
     def __repr__(self) -> str:
         return f"<UdpListener {self.address}>"
@@ -119,7 +120,14 @@ class UdpListener(asyncio.DatagramProtocol):
         if len(data) > self.max_size:
             log.warning("dropping %d-byte datagram from %s:%s: too big", len(data), addr[0], addr[1])
             return
-        self.receive(data, ReceiveInfo(Proto.UDP, addr[0], addr[1], self.ip, self.port, self.af, self))
+        # ReceiveInfo is immutable: one per source address, reused
+        rcv = self._rcv_cache.get(addr)
+        if rcv is None:
+            if len(self._rcv_cache) > 4096:
+                self._rcv_cache.clear()
+            rcv = ReceiveInfo(Proto.UDP, addr[0], addr[1], self.ip, self.port, self.af, self)
+            self._rcv_cache[addr] = rcv
+        self.receive(data, rcv)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and the like: SER logs and carries on
@@ -194,7 +202,7 @@ class TcpConnection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.pending:
             for chunk in self.pending:
-                transport.write(chunk)
+                self.transport.write(chunk)  # type: ignore[union-attr]
             self.pending.clear()
 
     def data_received(self, data: bytes) -> None:
@@ -204,7 +212,9 @@ class TcpConnection(asyncio.Protocol):
             frames = self.framer.feed(data)
         except Exception as e:  # SipParseError: the stream cannot be resynchronised
             log.warning("tcp %s:%d: %s; closing connection", self.rcv.src_ip, self.rcv.src_port, e)
-            self.manager.core_bad_stream(self.rcv, e)
+            # the unframable message is at the start of the framer's buffer
+            pending = bytes(getattr(self.framer, "_buf", b""))
+            self.manager.core_bad_stream(self.rcv, e, pending)
             self.close()
             return
         receive = self.manager.receive
@@ -273,7 +283,7 @@ class TcpManager:
         max_size: int,
         lifetime: float,
         connect_timeout: float,
-        on_bad_stream: Callable[[ReceiveInfo, Exception], None] | None = None,
+        on_bad_stream: Callable[[ReceiveInfo, Exception, bytes], None] | None = None,
     ) -> None:
         self.loop = loop
         self.receive = receive
@@ -323,9 +333,9 @@ class TcpManager:
             return None
         return conn
 
-    def core_bad_stream(self, rcv: ReceiveInfo, exc: Exception) -> None:
+    def core_bad_stream(self, rcv: ReceiveInfo, exc: Exception, pending: bytes) -> None:
         if self._on_bad_stream is not None:
-            self._on_bad_stream(rcv, exc)
+            self._on_bad_stream(rcv, exc, pending)
 
     # -- sending -------------------------------------------------------------
     def send(self, ip: str, port: int, data: bytes) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from sipexpress.db.engine import (
     DEFAULT_DB_URL,
     DEFAULT_TIMEOUT,
+    DbDataError,
     DbError,
     DbTimeout,
     DbUnavailable,
@@ -62,6 +63,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "REQUIRED_VERSIONS",
     "SCHEMA_VERSIONS",
+    "DbDataError",
     "DbError",
     "DbTimeout",
     "DbUnavailable",

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 DEFAULT_DB_URL = "sqlite:///ser.sqlite"
@@ -53,6 +53,11 @@ class DbUnavailable(DbError):
 
 class DbTimeout(DbUnavailable):
     """The database did not answer in time."""
+
+
+class DbDataError(DbError):
+    """The database refused the data (too long, constraint, bad SQL): the
+    database itself is fine, retrying the same statement will not help."""
 
 
 class SchemaVersionError(DbError):
@@ -181,6 +186,8 @@ async def run(
         return await asyncio.wait_for(op(), timeout)
     except TimeoutError:
         raise DbTimeout(f"database {redact(url)} did not answer within {timeout:g} s") from None
+    except (DataError, IntegrityError, ProgrammingError) as e:
+        raise DbDataError(f"database {redact(url)}: {_short(e)}") from e
     except (DBAPIError, OSError, SQLAlchemyError) as e:
         raise DbUnavailable(f"database {redact(url)}: {_short(e)}") from e
 
@@ -208,6 +215,7 @@ def quote_ident(name: str) -> str:
 __all__ = [
     "DEFAULT_DB_URL",
     "DEFAULT_TIMEOUT",
+    "DbDataError",
     "DbError",
     "DbTimeout",
     "DbUnavailable",

@@ -97,7 +97,11 @@ def _flag(value: Any) -> bool:
 
 
 def _modules_of(core: Any) -> list[Module]:
-    mods = getattr(core, "modules", None)
+    """The core's loaded modules in load order (``module_list``), else the
+    values of ``modules`` (where aliases repeat an instance)."""
+    mods = getattr(core, "module_list", None)
+    if mods is None:
+        mods = getattr(core, "modules", None)
     if mods is None:
         return []
     if isinstance(mods, Mapping):

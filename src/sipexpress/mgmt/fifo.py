@@ -127,7 +127,15 @@ class RequestParser:
         """A request or a line is half read (the idle timer should run)."""
         return self._state != _IDLE or bool(self._buf) or self._skipping
 
-    def feed(self, data: bytes) -> list[FifoRequest]:
+    def feed(self, data: bytes, new_write: bool = False) -> list[FifoRequest]:
+        """``new_write``: the pipe was empty before ``data`` arrived.  A
+        client writes a whole request at once, so an unfinished line left
+        over from the previous write, followed by a write that starts like
+        a command line, was the previous client's last line without its
+        newline: it ends there instead of gluing onto the new request."""
+        if new_write and self._buf and data[:1] == b":" and not self._skipping:
+            self._line(self._buf)
+            self._buf = b""
         buf = self._buf + data if self._buf else data
         start = 0
         while True:
@@ -370,6 +378,7 @@ class FifoServer:
         self._wfd = -1
         self._ino = 0
         self._reading = False
+        self._drained = True  # the last read emptied the pipe
         self._idle: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -430,15 +439,17 @@ class FifoServer:
             try:
                 data = os.read(self._rfd, READ_CHUNK)
             except BlockingIOError:
+                self._drained = True
                 break
             except OSError as e:
                 log.error("FIFO: read failed: %s", e)
                 break
             if not data:
                 break
-            for req in self.parser.feed(data):
+            for req in self.parser.feed(data, self._drained):
                 self._dispatch(req)
-            if len(data) < READ_CHUNK:
+            self._drained = len(data) < READ_CHUNK
+            if self._drained:
                 break
         self._arm_idle()
 

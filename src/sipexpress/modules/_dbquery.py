@@ -98,11 +98,11 @@ class DbLookup:
         if problems:
             raise ConfigError(f"{self.module.name}: " + "; ".join(problems) + " — run 'serctl db migrate'")
 
-    async def rows(self, stmt: Select[Any]) -> list[tuple[Any, ...]]:
+    async def rows(self, stmt: Select[Any], params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a SELECT; raises DbError (DbTimeout/DbUnavailable)."""
 
         async def op(conn: AsyncConnection) -> list[tuple[Any, ...]]:
-            result = await conn.execute(stmt)
+            result = await conn.execute(stmt, params)
             return [tuple(r) for r in result.fetchall()]
 
         return await run(self.url, op, self.timeout, write=False)

@@ -323,7 +323,12 @@ class AuthModule(Module):
     ) -> AuthResult:
         """Check the response against ``ha1``; on success remember the
         credentials on ``ctx.credentials`` (and the rpid)."""
-        res = verify(creds, ha1, ctx.msg.method, self.nonces, time.time(), ctx.msg.body, status)
+        msg = ctx.msg
+        try:
+            key: str | None = f"{msg.via1.branch}\0{msg.call_id}\0{msg.cseq.num}"
+        except SipParseError:
+            key = None
+        res = verify(creds, ha1, msg.method, self.nonces, time.time(), msg.body, status, key)
         if res is DigestResult.OK:
             ctx.credentials = creds
             ctx.data[_RPID_KEY] = rpid or ""
@@ -334,9 +339,11 @@ class AuthModule(Module):
             ctx.data[_STALE_KEY] = True
             log.log(
                 NOTICE,
-                "auth: stale nonce or replayed nonce count %s from '%s' %s",
+                "auth: stale nonce or replayed nonce count %s from '%s' (nonce %s; right password: "
+                "challenged with stale=true) %s",
                 creds.nc or "-",
                 creds.username,
+                status.value,
                 _who(ctx),
             )
         elif res is DigestResult.WRONG_RESPONSE:

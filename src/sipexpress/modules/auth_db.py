@@ -35,10 +35,11 @@ H(A1) is computed from it.  The domain condition is used with
 Parameters: ``db_url`` (empty = global), ``db_timeout`` (ms, 3000),
 ``user_column`` ``username``, ``domain_column`` ``domain``,
 ``password_column`` ``ha1``, ``password_column_2`` ``ha1b``,
-``calculate_ha1`` 0, ``use_domain`` 0, ``avps_column_int`` "",
-``avps_column_str`` ``rpid`` (a ``rpid`` column value feeds auth's
-Remote-Party-ID helpers; other columns are read and stored in
-``ctx.data["auth_db.avps"]``).
+``calculate_ha1`` 0, ``use_domain`` 0, ``avps_column_int`` ``domn``,
+``avps_column_str`` ``uuid|rpid`` (SER 0.9's defaults; the values of these
+columns are stored in ``ctx.data["auth_db.avps"]`` after a success, and
+``rpid`` feeds auth's Remote-Party-ID helpers; set both to "" for a table
+without them).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 
 from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
 from sipexpress.db.engine import DbError
@@ -85,8 +86,8 @@ class AuthDbModule(Module):
         Param("password_column_2", str, "ha1b", "HA1B column for usernames with @domain"),
         Param("calculate_ha1", int, 0, "1: password_column holds the clear-text password"),
         Param("use_domain", int, 0, "1: match the realm against domain_column too"),
-        Param("avps_column_int", str, "", "integer columns loaded as AVPs after success"),
-        Param("avps_column_str", str, "rpid", "string columns loaded as AVPs after success"),
+        Param("avps_column_int", str, "domn", "integer columns loaded after success ('|'-separated)"),
+        Param("avps_column_str", str, "uuid|rpid", "string columns loaded after success ('|'-separated)"),
     )
 
     def __init__(self, core: CoreAPI) -> None:
@@ -94,6 +95,7 @@ class AuthDbModule(Module):
         self.db = DbLookup(self)
         self._auth: AuthModule | None = None
         self._avps: list[str] = []
+        self._stmts: dict[tuple[str, str], Select[Any]] = {}
 
     def functions(self) -> Sequence[ScriptFunction]:
         r = RouteType.REQUEST
@@ -142,12 +144,16 @@ class AuthDbModule(Module):
         calc = bool(v["calculate_ha1"])
         pw_col = v["password_column_2"] if (use_ha1b and not calc) else v["password_column"]
         avps = [c for c in self._avps if c != pw_col]
-        t = make_table(table, v["user_column"], v["domain_column"], pw_col, *avps)
-        cond = [t.c[v["user_column"]] == user]
-        if v["use_domain"]:
-            cond.append(t.c[v["domain_column"]] == realm)
-        stmt = select(t.c[pw_col], *(t.c[c] for c in avps)).where(*cond).limit(1)
-        rows = await self.db.rows(stmt)
+        key = (table, pw_col)
+        stmt = self._stmts.get(key)
+        if stmt is None:
+            # built once per (table, column); values are bound at execution
+            t = make_table(table, v["user_column"], v["domain_column"], pw_col, *avps)
+            cond = [t.c[v["user_column"]] == bindparam("user")]
+            if v["use_domain"]:
+                cond.append(t.c[v["domain_column"]] == bindparam("realm"))
+            stmt = self._stmts[key] = select(t.c[pw_col], *(t.c[c] for c in avps)).where(*cond).limit(1)
+        rows = await self.db.rows(stmt, {"user": user, "realm": realm})
         if not rows:
             return None
         row = rows[0]

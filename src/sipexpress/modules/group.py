@@ -59,7 +59,8 @@ def _fixup_is_user_in(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
             f"is_user_in: unsupported header field identifier {args[0]!r} "
             "(Request-URI, To, From or Credentials)"
         )
-    return (src, str(args[1]))
+    # a plain int: the cfg compiler embeds fixed arguments as literals
+    return (int(src), str(args[1]))
 
 
 def _fixup_group(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
@@ -101,8 +102,10 @@ class GroupModule(Module):
     async def is_in_group(self, ctx: RequestContext, group: str) -> int:
         return await self.is_user_in(ctx, Source.CREDENTIALS, group)
 
-    async def is_user_in(self, ctx: RequestContext, source: Source | str, group: str) -> int:
-        if not isinstance(source, Source):
+    async def is_user_in(self, ctx: RequestContext, source: Source | int | str, group: str) -> int:
+        if isinstance(source, int) and not isinstance(source, Source):
+            source = Source(source)
+        elif not isinstance(source, Source):
             src = _SOURCES.get(str(source).strip().lower())
             if src is None:
                 log.error("is_user_in: unsupported source %r", source)

@@ -67,6 +67,7 @@ R_PARSE_CONT = (400, "Contact parse error")
 R_STAR_EXP = (400, "* used in contact and expires is not zero")
 R_STAR_CONT = (400, "* used in contact and more than 1 contact")
 R_UNESCAPE = (400, "Error while unescaping username")
+R_AOR_LEN = (500, "Address Of Record too long")
 R_UL_GET_R = (500, "usrloc_record_get failed")
 R_UL_INS_C = (500, "usrloc_contact_insert failed")
 R_TOO_MANY = (503, "Too many registered contacts")
@@ -99,6 +100,7 @@ class RegisterConfig:
     max_expires: int = 0
     max_contacts: int = 0
     min_expires_mode: int = 1
+    desc_time_order: bool = False
 
 
 @dataclass(slots=True)
@@ -227,7 +229,7 @@ def plan_register(rec: Urecord | None, req: RegisterRequest, now: float, cfg: Re
     kept = [c for c in valid_now if c.uri not in touched]
     result = Urecord(req.aor, kept)
     for c in new.values():
-        result.place(c)
+        result.place(c, cfg.desc_time_order)
     if cfg.max_contacts and len(result.contacts) > cfg.max_contacts:
         plan.error = R_TOO_MANY
         plan.result = valid_now
@@ -294,6 +296,7 @@ class RegistrarModule(Module):
                 max_expires=int(v["max_expires"]),
                 max_contacts=int(v["max_contacts"]),
                 min_expires_mode=int(v["min_expires_mode"]),
+                desc_time_order=bool(v["desc_time_order"] or self.usrloc.values["desc_time_order"]),
             )
         return self._cfg
 
@@ -417,6 +420,8 @@ class RegistrarModule(Module):
             except DbError as e:
                 log.error("registrar: %s", e)
                 raise RegistrarError(R_UL_GET_R) from None
+            if d.db_mode:
+                self._check_db_sizes(req)
             plan = plan_register(rec, req, now, self.cfg)
             if plan.error is not None and plan.error[0] != 200:
                 if plan.error == R_TOO_BRIEF:
@@ -435,6 +440,16 @@ class RegistrarModule(Module):
             return self._reply(ctx, e.code, hdrs, reply, error=True)
         contact = contact_header(plan.result, now, self.values["received_param"])
         return self._reply(ctx, 200, [contact] if contact else [], reply)
+
+    @staticmethod
+    def _check_db_sizes(req: RegisterRequest) -> None:
+        """The location table's column sizes (username 64, domain 128,
+        contact and received 255): refuse what the database would reject."""
+        user, _, dom = req.aor.partition("@")
+        if len(user) > 64 or len(dom) > 128:
+            raise RegistrarError(R_AOR_LEN)
+        if any(len(c.uri) > 255 or len(c.received or "") > 255 for c in req.contacts):
+            raise RegistrarError(R_PARSE_CONT)
 
     def _reply(
         self, ctx: RequestContext, code: int, hdrs: list[str], reply: bool, error: bool = False

@@ -55,8 +55,22 @@ class RrModule(Module):
         rq = RouteType.REQUEST
         return (
             f("record_route", self.record_route, (0,), None, rq, doc="Insert our Record-Route."),
-            f("record_route_preset", self.record_route_preset, (1,), _fix_preset, rq, doc="Record-Route with a given address."),
-            f("loose_route", self.loose_route, (0,), None, rq, doc="Route an in-dialog request by its Route set."),
+            f(
+                "record_route_preset",
+                self.record_route_preset,
+                (1,),
+                _fix_preset,
+                rq,
+                doc="Record-Route with a given address.",
+            ),
+            f(
+                "loose_route",
+                self.loose_route,
+                (0,),
+                None,
+                rq,
+                doc="Route an in-dialog request by its Route set.",
+            ),
             # 2003 names and the 0.8 default script's strict-routing calls
             f("strict_route", self.loose_route, (0,), None, rq, doc="Old name of loose_route()."),
             f("rewriteFromRoute", self.loose_route, (0,), None, rq, doc="0.8 name; same as loose_route()."),
@@ -122,7 +136,11 @@ class RrModule(Module):
             ruri = ctx.parsed_ruri
             # §16.4: our own Record-Route value in the request URI means the
             # previous hop was a strict router; the real target is the last Route.
-            if self._is_mine(ctx, ruri) and (ruri.lr or not ruri.user) and not self._is_mine_route(ctx, routes[0]):
+            if (
+                self._is_mine(ctx, ruri)
+                and (ruri.lr or not ruri.user)
+                and not self._is_mine_route(ctx, routes[0])
+            ):
                 last = routes.pop()
                 ctx.set_ruri(last.uri)
                 changed = True

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 
 @dataclass(slots=True)
@@ -69,7 +68,7 @@ class Keyword(Node):
     value: str
 
 
-Value = Union[Str, Num, Name, Ip, Net, Star, Addr, Keyword]
+Value = Str | Num | Name | Ip | Net | Star | Addr | Keyword
 
 
 # ---- top level -------------------------------------------------------------
@@ -141,7 +140,7 @@ class If(Node):
     orelse: list[Stmt] | None
 
 
-Stmt = Union[Call, Return, If]
+Stmt = Call | Return | If
 
 
 # ---- expressions ----------------------------------------------------------
@@ -183,4 +182,4 @@ class NumCond(Node):
     value: int
 
 
-Expr = Union[Not, And, Or, Cmp, CallCond, NumCond]
+Expr = Not | And | Or | Cmp | CallCond | NumCond

@@ -160,7 +160,13 @@ class CheckCore:
     def send_reply(self, ctx: RequestContext, code: int, reason: str, *a: Any, **k: Any) -> int:
         return -1
 
-    async def forward(self, ctx: RequestContext, host: str | None = None, port: int | None = None, proto: Proto | None = None) -> int:
+    async def forward(
+        self,
+        ctx: RequestContext,
+        host: str | None = None,
+        port: int | None = None,
+        proto: Proto | None = None,
+    ) -> int:
         return -1
 
     async def run_route(self, kind: RouteType, name: str, ctx: RequestContext) -> int:
@@ -339,13 +345,18 @@ class _Compiler:
         try:
             cls = load_module_class(name)
         except UnknownModule:
-            raise self.err(f"unknown module '{name}' (loadmodule \"{item.path.value}\"): not available in sipexpress", item.path) from None
+            raise self.err(
+                f"unknown module '{name}' (loadmodule \"{item.path.value}\"): not available in sipexpress",
+                item.path,
+            ) from None
         except Exception as e:
             raise self.err(f"module '{name}' failed to load: {type(e).__name__}: {e}", item.path) from None
         try:
             mod = cls(self.core)
         except Exception as e:
-            raise self.err(f"module '{name}' failed to initialise: {type(e).__name__}: {e}", item.path) from None
+            raise self.err(
+                f"module '{name}' failed to initialise: {type(e).__name__}: {e}", item.path
+            ) from None
         self.modules.append(mod)
         add = getattr(self.core, "add_module", None)
         if callable(add):
@@ -365,9 +376,7 @@ class _Compiler:
             raise self.err(f"modparam: bad module regex {pattern!r}: {e}", item.module) from None
         v = item.value
         value: Any
-        if isinstance(v, ast.Str):
-            value = v.value
-        elif isinstance(v, ast.Num):
+        if isinstance(v, (ast.Str, ast.Num)):
             value = v.value
         elif isinstance(v, ast.Name) and v.value in _BOOL_WORDS:
             value = _BOOL_WORDS[v.value]
@@ -636,7 +645,7 @@ class _Compiler:
                 raise self.err(str(e), e.node or st) from None
             if action.names[0] == "drop":
                 return "0", True
-            return self.handler_call(action.handler, args, action.is_async), True
+            return self.handler_call(action.handler, args, action.is_async), action.can_stop
         return self.module_call(st)
 
     def handler_call(self, handler: Any, args: Sequence[Any], is_async: bool) -> str:
@@ -690,6 +699,14 @@ class _Compiler:
                 "(Command cannot be used in the block)",
                 st,
             )
+        ref_kind = _ROUTE_REFS.get(st.name)
+        if ref_kind is not None and st.args and isinstance(st.args[0], (ast.Str, ast.Num, ast.Name)):
+            ref = str(st.args[0].value)
+            if ref.isdigit():
+                ref = str(int(ref))
+            if ref != "0" and (ref_kind, ref) not in self.blocks:
+                block = {"failure": "failure_route", "onreply": "onreply_route", "branch": "branch_route"}[ref_kind]
+                raise self.err(f"{st.name}(\"{ref}\"): there is no {block}[{ref}] block", st.args[0])
         args: list[Any] = []
         for a in st.args:
             if isinstance(a, ast.Str):
@@ -728,21 +745,39 @@ class _Compiler:
 
     # ---- expressions -------------------------------------------------------------
     def expr(self, e: ast.Expr) -> str:
+        return self.expr2(e)[0]
+
+    def expr2(self, e: ast.Expr) -> tuple[str, bool]:
+        """Python code of a condition and whether it may be "error" (None):
+        SER's eval_expr lets an error (−1) pass through ``!`` and stop
+        ``||``; an error is false for ``if``."""
         if isinstance(e, ast.Or):
-            return f"({self.expr(e.left)} or {self.expr(e.right)})"
+            (a, ea), (b, eb) = self.expr2(e.left), self.expr2(e.right)
+            if ea:
+                self.counter += 1
+                t = f"_t{self.counter}"
+                return f"({t} if ({t} := {a}) is not False else {b})", True
+            return f"({a} or {b})", eb
         if isinstance(e, ast.And):
-            return f"({self.expr(e.left)} and {self.expr(e.right)})"
+            (a, ea), (b, eb) = self.expr2(e.left), self.expr2(e.right)
+            return f"({a} and {b})", ea or eb  # False/None short-circuit as themselves
         if isinstance(e, ast.Not):
-            return f"(not {self.expr(e.operand)})"
+            a, ea = self.expr2(e.operand)
+            if ea and isinstance(e.operand, ast.Cmp):
+                flipped = _flip(a)
+                if flipped is not None:
+                    return flipped, True
+            return (f"_rt.neg({a})", True) if ea else (f"(not {a})", False)
         if isinstance(e, ast.NumCond):
-            return "True" if e.value else "False"
+            return ("True" if e.value else "False"), False
         if isinstance(e, ast.CallCond):
             expr, stops = self.call_expr(e.stmt, as_cond=True)
             if isinstance(e.stmt, ast.Call) and e.stmt.name == "route":
-                return f"({expr} >= 0)"
-            return f"_cond({expr})" if stops else f"(({expr}) > 0)"
+                return f"({expr} >= 0)", False
+            return (f"_cond({expr})" if stops else f"(({expr}) > 0)"), False
         if isinstance(e, ast.Cmp):
-            return self.cmp(e)
+            code = self.cmp(e)
+            return code, code.startswith(_ERR_HELPERS)
         raise self.err("bad expression", e)
 
     def cmp(self, e: ast.Cmp) -> str:
@@ -801,9 +836,7 @@ class _Compiler:
             if value == "ctx.msg.method" or value == "ctx.ruri":
                 return f"({rx}({value}) {'is not' if op == '=~' else 'is'} None)"
             return f"_rt.{'re_match' if op == '=~' else 're_nomatch'}({value}, {rx})"
-        if isinstance(right, (ast.Str, ast.Name)):
-            const = right.value.lower()
-        elif isinstance(right, ast.Ip):
+        if isinstance(right, (ast.Str, ast.Name, ast.Ip)):
             const = right.value.lower()
         elif isinstance(right, ast.Num):
             const = (right.text or str(right.value)).lower()
@@ -831,7 +864,9 @@ class _Compiler:
             try:
                 if mask is None:
                     ip = runtime.norm_ip(str(ipaddress.ip_address(addr)))
-                    return f"({neg}(_rt.norm_ip({value}) == {ip!r}))" if ":" in ip else f"({value} {op} {ip!r})"
+                    return (
+                        f"({neg}(_rt.norm_ip({value}) == {ip!r}))" if ":" in ip else f"({value} {op} {ip!r})"
+                    )
                 if isinstance(mask, int):
                     net = ipaddress.ip_network(f"{addr}/{mask}", strict=False)
                 else:
@@ -868,6 +903,26 @@ class _Compiler:
 
 
 _URI_OPERANDS = {"uri", "status", "from_uri", "to_uri"}
+# comparisons whose helper returns None for "cannot evaluate" (SER's -1)
+_ERR_HELPERS = ("_rt.str_", "_rt.re_", "_rt.ruri_myself", "_rt.value_myself")
+# module functions whose argument names a route block ("0" disarms)
+_ROUTE_REFS = {"t_on_failure": "failure", "t_on_negative": "failure", "t_on_reply": "onreply", "t_on_branch": "branch"}
+
+
+def _flip(code: str) -> str | None:
+    """The negation of one error-capable comparison helper call (an error
+    stays an error), or None."""
+    for a, b in (("_rt.str_eq(", "_rt.str_ne("), ("_rt.re_match(", "_rt.re_nomatch(")):
+        if code.startswith(a):
+            return b + code[len(a) :]
+        if code.startswith(b):
+            return a + code[len(b) :]
+    if code.startswith(("_rt.ruri_myself(", "_rt.value_myself(")):
+        if code.endswith(", True)"):
+            return code[: -len(", True)")] + ", False)"
+        if code.endswith(", False)"):
+            return code[: -len(", False)")] + ", True)"
+    return None
 
 
 def _is_ip(text: str) -> bool:

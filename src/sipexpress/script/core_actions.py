@@ -46,6 +46,7 @@ class CoreAction:
     convert: Converter
     is_async: bool = False
     bare_ok: bool = False  # may be written without "()" (drop, break ...)
+    can_stop: bool = False  # may return 0 (only drop/break among core actions)
 
 
 # ---------------------------------------------------------------------------
@@ -129,7 +130,7 @@ def _conv_forward(args: list[ast.Value], call: ast.Call) -> tuple[Any, ...]:
 
 
 def _make_forward(proto: Proto | None) -> Callable[..., Any]:
-    async def forward(ctx: RequestContext, host: str | None, port: int | None) -> int:
+    async def forward(ctx: RequestContext, host: str | None = None, port: int | None = None) -> int:
         return await ctx.core.forward(ctx, host, port, proto)
 
     return forward
@@ -144,7 +145,7 @@ def _resolve(host: str) -> str:
     ip = _resolved.get(host)
     if ip is None:
         try:
-            ip = socket.getaddrinfo(host, None, proto=socket.IPPROTO_UDP)[0][4][0]
+            ip = str(socket.getaddrinfo(host, None, proto=socket.IPPROTO_UDP)[0][4][0])
         except OSError:
             return ""
         _resolved[host] = ip
@@ -159,7 +160,7 @@ def _conv_send(args: list[ast.Value], call: ast.Call) -> tuple[Any, ...]:
 
 
 def _make_send(proto: Proto | None) -> Callable[..., Any]:
-    def send(ctx: RequestContext, host: str, port: int) -> int:
+    def send(ctx: RequestContext, host: str, port: int = 5060) -> int:
         ip = _resolve(host)
         if not ip:
             log.error("send(): cannot resolve %s", host)
@@ -283,8 +284,16 @@ def _rebuild(ctx: RequestContext, what: str, value: str) -> int:
         u.user, u.password = (value or None), None
     elif what == "prefix":
         u.user = value + (u.user or "")
-    ctx.set_ruri(str(u))
+    _set_parsed(ctx, u)
     return 1
+
+
+def _set_parsed(ctx: RequestContext, u: Any) -> None:
+    """Set the request URI to ``str(u)`` and keep ``u`` as its parsed form
+    (it is exactly what parsing that text gives), so the next rewrite or
+    ``uri==myself`` does not parse it again."""
+    ctx.set_ruri(str(u))
+    ctx._parsed_ruri = u
 
 
 def _make_rewrite(what: str) -> Callable[[RequestContext, str], int]:
@@ -325,7 +334,7 @@ def _strip(ctx: RequestContext, n: int, tail: bool) -> int:
     u.user = user or None
     if u.user is None:
         u.password = None
-    ctx.set_ruri(str(u))
+    _set_parsed(ctx, u)
     return 1
 
 
@@ -356,11 +365,11 @@ def _conv_append_branch(args: list[ast.Value], call: ast.Call) -> tuple[Any, ...
             raise ArgError(f"append_branch(): bad q value {text!r}", args[1]) from None
         if not 0 <= qf <= 1:
             raise ArgError(f"append_branch(): q {text} out of range 0..1", args[1])
-        q = int(round(qf * 1000))
+        q = round(qf * 1000)
     return (uri, q)
 
 
-def append_branch(ctx: RequestContext, uri: str | None, q: int) -> int:
+def append_branch(ctx: RequestContext, uri: str | None = None, q: int = -1) -> int:
     if not ctx.append_branch(uri or None, q):
         log.error("append_branch: too many branches")
         return -1
@@ -391,7 +400,7 @@ def _conv_tcp_alias(args: list[ast.Value], call: ast.Call) -> tuple[Any, ...]:
     return (_port(args[0], call) if args else 0,)
 
 
-def force_tcp_alias(ctx: RequestContext, port: int) -> int:
+def force_tcp_alias(ctx: RequestContext, port: int = 0) -> int:
     """Remember that the TCP connection is an alias for the Via host:port
     (the core consults ``ctx.data["tcp_alias"]``)."""
     if ctx.rcv.proto not in (Proto.TCP, Proto.TLS):
@@ -456,7 +465,7 @@ _ACTIONS: list[CoreAction] = [
     CoreAction(("forward_tls",), _make_forward(Proto.TLS), _conv_forward, is_async=True),
     CoreAction(("send",), _make_send(None), _conv_send),
     CoreAction(("send_tcp",), _make_send(Proto.TCP), _conv_send),
-    CoreAction(("drop", "break"), drop, _conv_none, bare_ok=True),
+    CoreAction(("drop", "break"), drop, _conv_none, bare_ok=True, can_stop=True),
     CoreAction(("log",), log_action, _conv_log),
     CoreAction(("error",), error_action, _conv_error),
     CoreAction(("exec",), exec_action, _conv_exec, is_async=True),

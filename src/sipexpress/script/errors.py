@@ -48,7 +48,7 @@ class CfgError(ConfigError):
         return text
 
 
-class ScriptExit(Exception):  # noqa: N818 - control flow, not an error
+class ScriptExit(Exception):
     """Raised by ``exit [v]``; the route entry point returns ``code``."""
 
     def __init__(self, code: int) -> None:

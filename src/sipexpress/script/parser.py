@@ -8,6 +8,7 @@ its line and column.  Any lark error becomes a :class:`CfgError`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from pathlib import Path
@@ -79,9 +80,7 @@ def strip_comments(text: str, filename: str = "<config>") -> str:
             if depth:
                 line = text.count("\n", 0, i) + 1
                 col = i - (text.rfind("\n", 0, i) + 1) + 1
-                raise CfgError(
-                    "unterminated /* comment", filename, line, col, text.splitlines()[line - 1]
-                )
+                raise CfgError("unterminated /* comment", filename, line, col, text.splitlines()[line - 1])
             for k in range(i, j):
                 if out[k] != "\n":
                     out[k] = " "
@@ -208,10 +207,8 @@ class _Build(Transformer[Token, Any]):
         rline, rcol = _pos(rid)
         name = str(rid)
         if rid.type == "NUMBER":
-            try:
+            with contextlib.suppress(ValueError):
                 name = str(parse_number(name))
-            except ValueError:
-                pass
         return ast.RouteBlock(line, col, str(kind), name, body, rline, rcol)
 
     # statements
@@ -337,7 +334,7 @@ def _expected(names: set[str] | frozenset[str]) -> str:
     if not words:
         return ""
     if len(words) > 8:
-        words = words[:8] + ["..."]
+        words = [*words[:8], "..."]
     return ", expected " + " or ".join(words) if len(words) < 3 else ", expected one of " + ", ".join(words)
 
 

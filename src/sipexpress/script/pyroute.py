@@ -211,7 +211,12 @@ def load_script(path: str | Path, core: Any) -> RouteTable:
         mname, param, value = item
         core.set_modparam(mname, param, value)
     table = RouteTable({}, {}, {}, {})
-    kinds = {"request": table.request, "failure": table.failure, "onreply": table.onreply, "branch": table.branch}
+    kinds = {
+        "request": table.request,
+        "failure": table.failure,
+        "onreply": table.onreply,
+        "branch": table.branch,
+    }
     main = getattr(mod, "request_route", None)
     if main is not None and not callable(main):
         raise ConfigError(f"{p}: request_route is not callable")

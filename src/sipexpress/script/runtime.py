@@ -22,7 +22,7 @@ log = logging.getLogger("sipexpress.script")
 MAX_ROUTE_DEPTH = 100
 
 
-class StopScript(Exception):  # noqa: N818 - control flow
+class StopScript(Exception):
     """A function used as a condition returned 0 (SER's EXPR_DROP): the
     enclosing action list, and so the route block, ends with 0."""
 
@@ -65,20 +65,26 @@ def to_uri(ctx: RequestContext) -> str | None:
         return None
 
 
-def str_eq(value: str | None, const_lower: str) -> bool:
-    return value is not None and value.lower() == const_lower
+def str_eq(value: str | None, const_lower: str) -> bool | None:
+    """Comparisons return None when the operand is missing (SER's -1)."""
+    return None if value is None else value.lower() == const_lower
 
 
-def str_ne(value: str | None, const_lower: str) -> bool:
-    return value is not None and value.lower() != const_lower
+def str_ne(value: str | None, const_lower: str) -> bool | None:
+    return None if value is None else value.lower() != const_lower
 
 
-def re_match(value: str | None, search: Any) -> bool:
-    return value is not None and search(value) is not None
+def re_match(value: str | None, search: Any) -> bool | None:
+    return None if value is None else search(value) is not None
 
 
-def re_nomatch(value: str | None, search: Any) -> bool:
-    return value is not None and search(value) is None
+def re_nomatch(value: str | None, search: Any) -> bool | None:
+    return None if value is None else search(value) is None
+
+
+def neg(value: bool | None) -> bool | None:
+    """``!``: an error stays an error."""
+    return None if value is None else not value
 
 
 # ---- myself -------------------------------------------------------------------
@@ -104,14 +110,14 @@ def uri_is_myself(ctx: RequestContext, uri: str | None) -> bool | None:
     return ctx.core.is_myself(host, port)
 
 
-def ruri_myself(ctx: RequestContext, want: bool) -> bool:
+def ruri_myself(ctx: RequestContext, want: bool) -> bool | None:
     r = uri_is_myself(ctx, ctx.ruri)
-    return r is not None and r is want
+    return None if r is None else r is want
 
 
-def value_myself(ctx: RequestContext, uri: str | None, want: bool) -> bool:
+def value_myself(ctx: RequestContext, uri: str | None, want: bool) -> bool | None:
     r = uri_is_myself(ctx, uri)
-    return r is not None and r is want
+    return None if r is None else r is want
 
 
 def ip_myself(ctx: RequestContext, ip: str, want: bool) -> bool:
@@ -124,18 +130,25 @@ def ip_myself(ctx: RequestContext, ip: str, want: bool) -> bool:
 
 # ---- IP addresses -----------------------------------------------------------
 class IpNet:
-    """``a.b.c.d/m`` matched against a text address."""
+    """``a.b.c.d/m`` matched against a text address (inet_pton and integer
+    masking: no ipaddress objects per message)."""
 
-    __slots__ = ("net",)
+    __slots__ = ("family", "mask", "net")
 
     def __init__(self, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
-        self.net = net
+        self.family = socket.AF_INET if net.version == 4 else socket.AF_INET6
+        self.net = int(net.network_address)
+        self.mask = int(net.netmask)
 
     def __contains__(self, ip: str) -> bool:
-        try:
-            return ipaddress.ip_address(ip.strip("[]")) in self.net
-        except ValueError:
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        if family != self.family:
             return False
+        try:
+            value = int.from_bytes(socket.inet_pton(family, ip.strip("[]")), "big")
+        except OSError:
+            return False
+        return value & self.mask == self.net
 
 
 def norm_ip(text: str) -> str:

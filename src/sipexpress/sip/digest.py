@@ -22,9 +22,12 @@ rather than let in.
 Nothing here knows about sockets or clocks: time enters as ``now``.
 
 Verification order (:func:`verify`): parse → sanity checks (400) → nonce
-integrity (refused without ``stale``) → response digest (refused) → only
-then staleness and the nonce count, so that a party who cannot compute the
-response can neither learn that a nonce is stale nor burn nonce counts.
+format → response digest (refused) → only then the nonce's integrity,
+expiry and count, so that a party who cannot compute the response can
+neither learn that a nonce is stale nor burn nonce counts.  A right
+response to a nonce that is expired, replayed or not ours (made before a
+restart, by another server) is answered with ``stale=true`` (RFC 2617
+§3.2.1), so the UA retries without asking its user for the password.
 """
 
 from __future__ import annotations
@@ -226,8 +229,9 @@ def _quote(s: str) -> str:
 
 class NonceStatus(enum.Enum):
     VALID = "valid"
-    STALE = "stale"  # well-formed and ours, but expired (or its nc slot reused)
-    INVALID = "invalid"  # not generated with our secret, or malformed
+    STALE = "stale"  # ours, but expired
+    FOREIGN = "foreign"  # well-formed, but not made with our secret (a previous run, another server, forged)
+    INVALID = "invalid"  # malformed
 
 
 _HEX = "0123456789abcdefABCDEF"
@@ -244,11 +248,18 @@ class NonceCounts:
     took it.  Each slot keeps the highest nc seen and a 64-bit window of
     the values just below it, so requests may arrive slightly out of order
     (pipelining, UDP) but none is accepted twice.
+
+    A *retransmission* is not a replay: the last accepted nc of a slot is
+    remembered with the transaction key of its request (``key``: Via
+    branch, Call-ID, CSeq) and accepted again for that same key for
+    :attr:`RETRANSMIT_WINDOW` seconds (RFC 3261 Timer F: 64·T1), as a
+    transaction layer would have absorbed it.
     """
 
     WINDOW = 64
+    RETRANSMIT_WINDOW = 32.0
 
-    __slots__ = ("_bitmap", "_max", "_next", "_owner", "size")
+    __slots__ = ("_bitmap", "_last_key", "_last_nc", "_last_t", "_max", "_next", "_owner", "size")
 
     def __init__(self, size: int = 65536) -> None:
         if size < 1:
@@ -257,6 +268,9 @@ class NonceCounts:
         self._owner = array("L", [0]) * size
         self._max = array("L", [0]) * size
         self._bitmap = array("Q", [0]) * size
+        self._last_nc = array("L", [0]) * size
+        self._last_t = array("d", [0.0]) * size
+        self._last_key: list[str | None] = [None] * size
         self._next = secrets.randbelow(0xFFFFFFFF) + 1
 
     def allocate(self) -> int:
@@ -267,14 +281,17 @@ class NonceCounts:
         self._owner[slot] = idx
         self._max[slot] = 0
         self._bitmap[slot] = 0
+        self._last_nc[slot] = 0
+        self._last_key[slot] = None
         return idx
 
     def known(self, idx: int) -> bool:
         return idx != 0 and self._owner[idx % self.size] == idx
 
-    def use(self, idx: int, nc: int) -> bool:
+    def use(self, idx: int, nc: int, key: str | None = None, now: float = 0.0) -> bool:
         """Record nc for the nonce with this index; False if the index is no
-        longer tracked, nc was used already, or is too old for the window."""
+        longer tracked, nc was used already (other than by a retransmission
+        of the same request), or is too old for the window."""
         slot = idx % self.size
         if idx == 0 or self._owner[slot] != idx or nc <= 0 or nc > 0xFFFFFFFF:
             return False
@@ -285,15 +302,27 @@ class NonceCounts:
             bm = (bm << shift) & 0xFFFFFFFFFFFFFFFF if shift < self.WINDOW else 0
             self._bitmap[slot] = bm | 1
             self._max[slot] = nc
+            self._remember(slot, nc, key, now)
             return True
         back = top - nc
         if back >= self.WINDOW:
             return False
         bit = 1 << back
         if self._bitmap[slot] & bit:
-            return False
+            return (
+                key is not None
+                and self._last_nc[slot] == nc
+                and self._last_key[slot] == key
+                and now - self._last_t[slot] <= self.RETRANSMIT_WINDOW
+            )
         self._bitmap[slot] |= bit
+        self._remember(slot, nc, key, now)
         return True
+
+    def _remember(self, slot: int, nc: int, key: str | None, now: float) -> None:
+        self._last_nc[slot] = nc
+        self._last_key[slot] = key
+        self._last_t[slot] = now
 
 
 class Nonces:
@@ -340,7 +369,7 @@ class Nonces:
             return NonceStatus.INVALID
         head, expires, _ = parts
         if not hmac.compare_digest(self._mac(head), nonce[len(head) :].lower()):
-            return NonceStatus.INVALID
+            return NonceStatus.FOREIGN
         if expires < int(now):
             return NonceStatus.STALE
         return NonceStatus.VALID
@@ -368,7 +397,7 @@ class DigestResult(enum.Enum):
 
     OK = "ok"
     BAD_REQUEST = "bad request"  # 400: malformed or incomplete credentials
-    INVALID_NONCE = "invalid nonce"  # not ours / tampered: challenge again
+    INVALID_NONCE = "invalid nonce"  # malformed, or not ours and a wrong response: challenge again
     WRONG_RESPONSE = "wrong response"  # wrong password (or response): challenge again
     STALE = "stale"  # right response, but expired nonce / replayed nc: stale=true
     QOP_REQUIRED = "qop required"  # answer to a qop challenge without qop
@@ -386,7 +415,7 @@ def precheck(creds: Credentials, nonces: Nonces, now: float) -> tuple[DigestResu
     status = nonces.check(nonce, now)
     if status is NonceStatus.INVALID:
         return DigestResult.INVALID_NONCE, status
-    if Nonces.index_of(nonce) and not creds.qop:
+    if status is not NonceStatus.FOREIGN and Nonces.index_of(nonce) and not creds.qop:
         return DigestResult.QOP_REQUIRED, status
     if creds.qop and check_nc(creds.nc) is None:
         return DigestResult.BAD_REQUEST, status
@@ -401,11 +430,13 @@ def verify(
     now: float,
     body: bytes = b"",
     status: NonceStatus | None = None,
+    txn_key: str | None = None,
 ) -> DigestResult:
     """Check a response against H(A1); on success record the nonce count.
 
     ``status`` is the nonce status :func:`precheck` returned (it is
-    recomputed when omitted)."""
+    recomputed when omitted); ``txn_key`` identifies the request's
+    transaction so that a retransmission is not taken for a replay."""
     if status is None:
         res, status = precheck(creds, nonces, now)
         if res is not DigestResult.OK:
@@ -415,8 +446,12 @@ def verify(
         ha1.lower(), creds.nonce or "", method, creds.uri or "", creds.qop, creds.nc, creds.cnonce, body
     )
     if len(response) != 32 or not hmac.compare_digest(expected, response):
-        return DigestResult.WRONG_RESPONSE
-    if status is NonceStatus.STALE:
+        return DigestResult.INVALID_NONCE if status is NonceStatus.FOREIGN else DigestResult.WRONG_RESPONSE
+    if status is not NonceStatus.VALID:
+        # RFC 2617 §3.2.1: stale=TRUE when "the nonce is invalid but with a
+        # valid digest for that nonce" -- the UA knows the password and may
+        # retry with a fresh nonce without asking the user again (after our
+        # restart with a new random secret, too)
         return DigestResult.STALE
     idx = Nonces.index_of(creds.nonce or "")
     if creds.qop:
@@ -425,6 +460,6 @@ def verify(
             return DigestResult.BAD_REQUEST
         # a qop answer to a 40-char (no-qop) nonce has nothing to track:
         # accepted as SER did; a tracked nonce must present a fresh nc
-        if idx and not nonces.counts.use(idx, nc):
+        if idx and not nonces.counts.use(idx, nc, txn_key, now):
             return DigestResult.STALE
     return DigestResult.OK

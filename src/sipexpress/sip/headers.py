@@ -14,7 +14,7 @@ Via, From, To and CSeq are parsed for most messages a proxy handles.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Final
 
 from sipexpress.sip.errors import SipParseError
@@ -278,6 +278,10 @@ def _parse_port(p: str) -> int:
 
 def parse_uint(s: str, what: str, limit: int = 0xFFFFFFFF) -> int:
     """A decimal number (1*DIGIT, leading zeros allowed) not above ``limit``."""
+    if len(s) < 10 and s.isdigit() and s.isascii():
+        n = int(s)
+        if n <= limit:
+            return n
     s = s.strip()
     if not s or s.strip(_DIGITS):
         raise SipParseError(f"invalid {what}: {s!r}")
@@ -319,8 +323,10 @@ _VIA_FAST = re.compile(
 # name-addr with a plain quoted or token display name, or a bare addr-spec
 _NA_FAST = re.compile(
     r'(?:"([^"\\\x00-\x1f\x7f]*)" ?|((?:[A-Za-z0-9\-.!%*_+`\'~]+ )*[A-Za-z0-9\-.!%*_+`\'~]+) ?)?'
-    r'<([A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20<>"\x7f]+)>' + _FAST_PARAMS
-    + r'|([A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20<>"\x7f,;?]+)' + _FAST_PARAMS
+    r'<([A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20<>"\x7f]+)>'
+    + _FAST_PARAMS
+    + r'|([A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20<>"\x7f,;?]+)'
+    + _FAST_PARAMS
 )
 _CSEQ_FAST = re.compile(r"([0-9]{1,10}) (" + _T + ")")
 
@@ -692,7 +698,7 @@ def parse_date(text: str) -> datetime:
             int(m[5]),
             int(m[6]),
             int(m[7]),
-            tzinfo=timezone.utc,
+            tzinfo=UTC,
         )
     except ValueError:
         raise SipParseError(f"invalid Date {text.strip()!r}") from None

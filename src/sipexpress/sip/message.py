@@ -120,10 +120,10 @@ class SipMessage:
         "_body_start",
         "_cache",
         "_eol",
-        "_keys",
-        "_lines",
         "_fl_end",
         "_hdr_end",
+        "_keys",
+        "_lines",
         "_mod",
         "_ruri_mod",
         "is_request",
@@ -136,6 +136,12 @@ class SipMessage:
     )
 
     raw: bytes
+    _eol: bytes
+    _fl_end: int
+    _hdr_end: int
+    _body_start: int
+    _mod: bool
+    _ruri_mod: bool
     _lines: list[bytes] | None
     _keys: list[str] | None
     _cache: dict[str, Any]
@@ -260,8 +266,9 @@ class SipMessage:
         eol = self._eol
         end = self._hdr_end - len(eol)
         if end <= start:
+            keys: list[str] = []
             self._lines = []
-            self._keys = keys = []
+            self._keys = keys
             return keys
         lines = raw[start:end].split(eol)
         kc = _NAME_KEYS
@@ -295,9 +302,10 @@ class SipMessage:
             out_lines.append(line)
         return out_lines, out_keys
 
-    def _value(self, line: bytes) -> str:
+    @staticmethod
+    def _value(line: bytes) -> str:
         v = line[line.find(b":") + 1 :].strip()
-        if b"\n" in v or b"\r" in v:
+        if b"\n" in v:
             v = _unfold(v)
         return v.decode("utf-8", "surrogateescape")
 
@@ -321,6 +329,11 @@ class SipMessage:
         """Values of every header field called ``name``, in order."""
         lines, keys = self._fields()
         key = header_key(name)
+        n = keys.count(key)
+        if n == 0:
+            return []
+        if n == 1:
+            return [self._value(lines[keys.index(key)])]
         return [self._value(lines[i]) for i, k in enumerate(keys) if k == key]
 
     def values(self, name: str) -> list[str]:
@@ -355,7 +368,12 @@ class SipMessage:
         every ``name`` header field, as received (or as set)."""
         lines, keys = self._fields()
         key = header_key(name)
+        n = keys.count(key)
+        if n == 0:
+            return []
         eol = self._eol
+        if n == 1:
+            return [lines[keys.index(key)] + eol]
         return [lines[i] + eol for i, k in enumerate(keys) if k == key]
 
     @property
@@ -391,13 +409,19 @@ class SipMessage:
         v = self._cache.get("via1")
         if v is not None:
             return v  # type: ignore[no-any-return]
-        value = self._required("via", "Via")
-        if "," in value:
-            value = split_values(value, keep_empty=True)[0]
+        keys = self._keys if self._keys is not None else self._index()
         try:
-            via = Via.parse(value)
-        except SipParseError as e:
-            raise SipParseError(f"invalid Via: {e.reason}") from None
+            value = self._value(self._lines[keys.index("via")])  # type: ignore[index]
+        except ValueError:
+            raise SipParseError("missing Via header field") from None
+        if "," in value:
+            # several values in the top field: check them all while at it
+            via = self.vias[0]
+        else:
+            try:
+                via = Via.parse(value)
+            except SipParseError as e:
+                raise SipParseError(f"invalid Via: {e.reason}") from None
         self._cache["via1"] = via
         return via
 
@@ -421,7 +445,11 @@ class SipMessage:
         v = self._cache.get(key)
         if v is not None:
             return v  # type: ignore[no-any-return]
-        value = self._required(key, label)
+        keys = self._keys if self._keys is not None else self._index()
+        try:
+            value = self._value(self._lines[keys.index(key)])  # type: ignore[index]
+        except ValueError:
+            raise SipParseError(f"missing {label} header field") from None
         try:
             na = NameAddr.parse(value)
         except SipParseError as e:
@@ -608,16 +636,15 @@ class SipMessage:
         for key, label in _REQUIRED:
             n = keys.count(key)
             if n != 1:
-                raise SipParseError(f"missing {label} header field" if n == 0 else f"multiple {label} header fields")
+                raise SipParseError(
+                    f"missing {label} header field" if n == 0 else f"multiple {label} header fields"
+                )
         if keys.count("max-forwards") > 1:
             raise SipParseError("multiple Max-Forwards header fields")
         if "via" not in keys:
             raise SipParseError("missing Via header field")
-        n = keys.count("via")
-        if n == 1:
-            self.via1  # noqa: B018
-            if "," in (self._first("via") or ""):
-                self.vias  # noqa: B018
+        if keys.count("via") == 1:
+            self.via1  # noqa: B018  (all values of a multi-value field are checked)
         else:
             self.vias  # noqa: B018
         self.from_  # noqa: B018

@@ -125,6 +125,9 @@ DEFAULT_TIMERS = TimerConfig()
 
 
 class State(enum.Enum):
+    # identity hash in C: the tables are hashed on every input
+    __hash__ = object.__hash__
+
     CALLING = "Calling"
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
@@ -135,6 +138,8 @@ class State(enum.Enum):
 
 
 class Input(enum.Enum):
+    __hash__ = object.__hash__
+
     # from the network (client machines)
     PROVISIONAL = "1xx"
     SUCCESS = "2xx"

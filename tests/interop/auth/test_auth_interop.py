@@ -73,7 +73,7 @@ async def request_route(ctx):
             return 0
         if r < 0:
             return www_challenge(ctx, "{realm}", "1")
-        return save(ctx, "location")
+        return await save(ctx, "location")
     return sl_send_reply(ctx, 200, "OK")
 """
 
@@ -149,7 +149,9 @@ def users_csv(path: Path, users: list[tuple[str, str, str]]) -> Path:
     return path
 
 
-def sipsak(sp: SerProcess, user: str, password: str, extra: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+def sipsak(
+    sp: SerProcess, user: str, password: str, extra: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
     exe = need_tool("sipsak")
     args = [exe, "-U", "-C", f"sip:{user}@127.0.0.1:9", "-s", f"sip:{user}@{sp.host}:{sp.port}"]
     args += ["-u", user, "-a", password, "-x", "3600", "-H", "127.0.0.1", *(extra or [])]
@@ -265,3 +267,86 @@ def test_python_routing_script(ser_factory: StartSer, sqlite_db: str, tmp_path: 
     bad = sipsak(sp, "ghost", "secret")
     assert bad.returncode != 0
     assert "no such user 'ghost'" in sp.log()
+
+
+PROXY_CFG = """\
+debug=3
+fork=no
+log_stderror=yes
+listen=udp:{host}:{port}
+loadmodule "sl"
+loadmodule "auth"
+loadmodule "auth_db"
+loadmodule "uri"
+loadmodule "uri_db"
+loadmodule "group"
+loadmodule "domain"
+modparam("auth_db|uri_db|group|domain", "db_url", "{db_url}")
+modparam("auth", "secret", "shared-secret")
+
+route {{
+    if (method=="OPTIONS") {{ sl_send_reply("200", "OK"); break; }};
+    if (!is_uri_host_local()) {{ sl_send_reply("403", "Not local"); break; }};
+    if (!is_from_local()) {{ sl_send_reply("403", "From not local"); break; }};
+    if (!proxy_authorize("", "subscriber")) {{
+        proxy_challenge("", "1");
+        break;
+    }};
+    if (!check_from()) {{ sl_send_reply("403", "Use From=ID"); break; }};
+    consume_credentials();
+    if (uri_param("user", "phone")) {{ sl_send_reply("298", "Phone"); break; }};
+    if (is_user_in("Credentials", "voicemail") && is_user("jiri")) {{
+        sl_send_reply("299", "Voicemail jiri");
+        break;
+    }};
+    if (!does_uri_exist()) {{ sl_send_reply("404", "Not Found"); break; }};
+    sl_send_reply("200", "Would relay");
+}}
+"""
+
+
+def test_cfg_proxy_checks(ser_factory: StartSer, sqlite_db: str) -> None:
+    """Every function of the area from a compiled ser.cfg, driven over UDP."""
+    from sqlalchemy import insert
+
+    from sipexpress.db import run, schema
+    from sipexpress.sip.message import SipMessage
+    from tests.support import udp_exchange
+    from tests.unit.auth.conftest import authorization, request
+
+    prepare_db(sqlite_db, [("jiri", DOMAIN, "secret"), ("alice", DOMAIN, "wonder")], [DOMAIN])
+
+    async def grp() -> None:
+        try:
+            await run(
+                sqlite_db, lambda c: c.execute(insert(schema.grp).values(username="jiri", grp="voicemail"))
+            )
+        finally:
+            await dispose_engines()
+
+    asyncio.run(grp())
+    sp = ser_factory(PROXY_CFG, db_url=sqlite_db)
+
+    def ask(ruri: str, user: str, password: str | None, from_user: str | None = None) -> SipMessage:
+        from_uri = f"sip:{from_user or user}@{DOMAIN}"
+        first = udp_exchange(request("MESSAGE", ruri, from_uri=from_uri), sp.host, sp.port)
+        assert first is not None
+        ch = SipMessage.parse(first)
+        if password is None or ch.status != 407:
+            return ch
+        hdr = authorization(ch, user, password, "MESSAGE", ruri, hf="Proxy-Authorization")
+        second = udp_exchange(request("MESSAGE", ruri, from_uri=from_uri, extra=[hdr]), sp.host, sp.port)
+        assert second is not None
+        return SipMessage.parse(second)
+
+    assert ask("sip:alice@elsewhere.net", "jiri", "secret").status == 403
+    first = ask(f"sip:alice@{DOMAIN}", "jiri", None)
+    assert first.status == 407
+    assert (first.header("proxy-authenticate") or "").startswith(f'Digest realm="{DOMAIN}", nonce="')
+    assert ask(f"sip:alice@{DOMAIN}", "jiri", "wrong").status == 407
+    assert ask(f"sip:alice@{DOMAIN}", "jiri", "secret").status == 299
+    assert ask(f"sip:alice@{DOMAIN}", "alice", "wonder").status == 200
+    assert ask(f"sip:nobody@{DOMAIN}", "alice", "wonder").status == 404
+    assert ask(f"sip:+4930123@{DOMAIN};user=phone", "alice", "wonder").status == 298
+    spoof = ask(f"sip:bob@{DOMAIN}", "alice", "wonder", from_user="jiri")
+    assert (spoof.status, spoof.reason) == (403, "Use From=ID")

@@ -22,7 +22,7 @@ HERE = Path(__file__).parent
 RFC4475 = Path("/work/shared/rfc4475")
 
 # {port}/{workdir} are filled in by ser_factory; literal braces are doubled
-SCRIPT = '''
+SCRIPT = """
 from sipexpress.script.pyroute import save, lookup, sl_send_reply, forward
 
 OPTIONS = {{"listen": "udp:{host}:{port}", "db_url": "sqlite:///{workdir}/ser.sqlite"}}
@@ -53,7 +53,7 @@ async def request_route(ctx):
         return 0
     sl_send_reply(ctx, 302, "Moved Temporarily")
     return 0
-'''
+"""
 
 
 def start_ser(ser_factory, db_mode: int = 0, timer: int = 60, forward_invites: bool = False) -> SerProcess:  # type: ignore[no-untyped-def]
@@ -118,7 +118,9 @@ def test_sipsak_registers_and_is_found(ser_factory) -> None:  # type: ignore[no-
     assert p.returncode == 0, p.stdout + p.stderr + sp.log()
     r = where(sp, "user")
     assert r.startswith(b"SIP/2.0 302 "), r
-    assert f"Contact: <sip:me@127.0.0.1:{sp.port}>".encode() in r or f"sip:me@127.0.0.1:{sp.port}".encode() in r
+    assert (
+        f"Contact: <sip:me@127.0.0.1:{sp.port}>".encode() in r or f"sip:me@127.0.0.1:{sp.port}".encode() in r
+    )
 
 
 def test_sipp_registers_many_users_then_calls_them(ser_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -158,7 +160,10 @@ def test_sipp_registers_many_users_then_calls_them(ser_factory, tmp_path: Path) 
         # every user is now found, at its own contact
         for i in (0, n // 2, n - 1):
             r = where(sp, f"user{i:04d}")
-            assert f"<sip:user{i:04d}@127.0.0.1:{uas_port}>".encode() in r or f"sip:user{i:04d}@127.0.0.1:{uas_port}".encode() in r, r
+            assert (
+                f"<sip:user{i:04d}@127.0.0.1:{uas_port}>".encode() in r
+                or f"sip:user{i:04d}@127.0.0.1:{uas_port}".encode() in r
+            ), r
         calls = run_sipp(
             [
                 f"127.0.0.1:{sp.port}",
@@ -243,3 +248,40 @@ def test_rfc4475_registrar_cases(ser_factory) -> None:  # type: ignore[no-untype
     assert r.startswith(b"SIP/2.0 302"), r
     contact = [ln for ln in r.split(b"\r\n") if ln.lower().startswith(b"contact:")]
     assert contact == [b"Contact: sip:user@example.com?Route=%3Csip:sip.example.com%3E"], r
+
+
+CFG = """
+listen=udp:{host}:{port}
+loadmodule "/usr/local/lib/ser/modules/sl.so"
+loadmodule "/usr/local/lib/ser/modules/usrloc.so"
+loadmodule "/usr/local/lib/ser/modules/registrar.so"
+modparam("usrloc", "db_mode", 1)
+modparam("usrloc", "db_url", "sqlite:///{workdir}/ser.sqlite")
+route {{
+    if (method=="REGISTER") {{
+        save("location");
+        break;
+    }};
+    if (uri==myself & method=="OPTIONS") {{ sl_send_reply("200", "OK"); break; }};
+    if (!lookup("location")) {{
+        sl_send_reply("404", "Not Found");
+        break;
+    }};
+    sl_send_reply("302", "Moved");
+}}
+"""
+
+
+def test_ser_cfg_write_through_restart(ser_factory) -> None:  # type: ignore[no-untyped-def]
+    """The same through a ser.cfg: save()/lookup() fix-ups register the
+    table before start-up, which loads it from the database."""
+    sp: SerProcess = ser_factory(CFG, start=False)
+    asyncio.run(_create(f"sqlite:///{sp.workdir}/ser.sqlite"))
+    sp.start()
+    assert b" 200 OK" in register(sp, "carol", "sip:carol@10.0.0.7:5062", 600)
+    sp.stop(signal.SIGKILL)
+    sp.start()
+    r = where(sp, "carol")
+    assert r.startswith(b"SIP/2.0 302 Moved"), r
+    assert b"sip:carol@10.0.0.7:5062" in r
+    assert where(sp, "dave").startswith(b"SIP/2.0 404")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import free_port, need_tool, options_request, run_sipp, udp_exchange
+from tests.support import free_port, need_tool, run_sipp
 
 pytestmark = pytest.mark.interop
 
@@ -63,8 +63,14 @@ def make_ser(ser_factory: Callable[..., Any], body: str, uas2: int = 0) -> Any:
     return ser_factory(cfg.replace("{", "{{").replace("}", "}}"), port=port, suffix=".py")
 
 
-def tm_stats(ser: Any) -> None:
-    assert udp_exchange(options_request(ser.host, ser.port), ser.host, ser.port) is not None
+def counter(stdout: str, name: str) -> int | None:
+    """The cumulative value of a SIPp statistics line (last screen)."""
+    value = None
+    for line in stdout.splitlines():
+        parts = [x.strip() for x in line.split("|")]
+        if len(parts) >= 3 and parts[0] == name:
+            value = int(parts[-1].split()[0])
+    return value
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -89,8 +95,8 @@ def test_1000_calls(ser_factory: Callable[..., Any], transport: str) -> None:
     assert stop(uas) == 0, ser.log()[-2000:]
     assert res.ok, res.stdout[-3000:]
     assert "Successful call" in res.stdout
-    assert res.stats.get("Successful call") == "1000", res.stdout[-2000:]
-    assert res.stats.get("Failed call") == "0"
+    assert counter(res.stdout, "Successful call") == 1000, res.stdout[-2000:]
+    assert counter(res.stdout, "Failed call") == 0
     assert elapsed < 40
     assert ser.alive()
 
@@ -100,6 +106,8 @@ def test_486_failure_route_to_second_uas(ser_factory: Callable[..., Any]) -> Non
     body = (
         "t_on_failure(ctx, '1')\n"
         f"    ctx.set_ruri('sip:first@127.0.0.1:{busy}')\n"
+        "    if ctx.msg.method != 'INVITE':  # the dialog is with the second UAS\n"
+        f"        ctx.set_ruri('sip:second@127.0.0.1:{ok}')\n"
         "    return await t_relay(ctx)"
     )
     ser = make_ser(ser_factory, body, uas2=ok)
@@ -111,7 +119,7 @@ def test_486_failure_route_to_second_uas(ser_factory: Callable[..., Any]) -> Non
          "-m", "20", "-r", "20", "-d", "0", "-timeout", "30", "-timeout_error"],
         timeout=60,
     )
-    assert res.stats.get("Successful call") == "20", res.stdout[-3000:]
+    assert counter(res.stdout, "Successful call") == 20, res.stdout[-3000:]
     assert stop(uas_busy) == 0
     assert stop(uas_ok) == 0
 
@@ -128,5 +136,5 @@ def test_uac_cancel_while_ringing(ser_factory: Callable[..., Any]) -> None:
          "-p", str(free_port()), "-m", "10", "-r", "10", "-timeout", "30", "-timeout_error"],
         timeout=60,
     )
-    assert res.stats.get("Successful call") == "10", res.stdout[-3000:]
+    assert counter(res.stdout, "Successful call") == 10, res.stdout[-3000:]
     assert stop(uas) == 0  # the UAS saw the CANCEL of every call

@@ -119,7 +119,7 @@ def authorization(
     ncs = f"{nc:08x}"
     if use_qop:
         resp = calc_response(ha1, nonce, method, uri, "auth", ncs, cnonce)
-        extra = f", qop=auth, nc={ncs}, cnonce=\"{cnonce}\""
+        extra = f', qop=auth, nc={ncs}, cnonce="{cnonce}"'
     else:
         resp = calc_response(ha1, nonce, method, uri)
         extra = ""

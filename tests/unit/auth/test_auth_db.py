@@ -122,7 +122,9 @@ async def test_challenge_without_qop(servers: list[Server], sqlite_url: str) -> 
 async def test_realm_is_from_host_for_non_register(servers: list[Server], sqlite_url: str) -> None:
     srv = await auth_server(servers, sqlite_url)
     r = await srv.send(
-        request("MESSAGE", "sip:alice@somewhere.net", from_uri="sip:jiri@from.example", to_uri="sip:x@to.example")
+        request(
+            "MESSAGE", "sip:alice@somewhere.net", from_uri="sip:jiri@from.example", to_uri="sip:x@to.example"
+        )
     )
     assert r is not None and r.status == 401
     assert r.www_authenticate[0].get("realm") == "from.example"
@@ -191,7 +193,9 @@ async def test_missing_authorization(
     assert "no Authorization credentials for realm 'iptel.org'" in caplog.text
 
 
-async def test_wrong_password(servers: list[Server], sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:
+async def test_wrong_password(
+    servers: list[Server], sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     srv = await auth_server(servers, sqlite_url)
     ch = await challenge(srv)
     with caplog.at_level(logging.INFO, "sipexpress"):
@@ -217,7 +221,13 @@ async def test_unknown_user_in_realm(
 
 @pytest.mark.parametrize(
     "username",
-    ["' OR '1'='1", "jiri' --", "jiri'; DROP TABLE subscriber; --", "x\\\" OR 1=1 --", "%' OR username LIKE '%"],
+    [
+        "' OR '1'='1",
+        "jiri' --",
+        "jiri'; DROP TABLE subscriber; --",
+        'x\\" OR 1=1 --',
+        "%' OR username LIKE '%",
+    ],
 )
 async def test_sql_injection_in_username(
     servers: list[Server], any_db_url: str, username: str, caplog: pytest.LogCaptureFixture
@@ -256,6 +266,16 @@ async def test_replayed_nonce_count(
     assert "replayed nonce count 00000001 from 'jiri'" in caplog.text
 
 
+async def test_retransmission_is_answered_again(servers: list[Server], sqlite_url: str) -> None:
+    srv = await auth_server(servers, sqlite_url)
+    ch = await challenge(srv)
+    data = request(extra=[authorization(ch, "jiri", "secret")])
+    for _ in range(2):  # the 200 was lost: the UA sends the very same request
+        ok = await srv.send(data)
+        assert ok is not None and ok.status == 200
+    assert srv.results == [-1, 1, 1]
+
+
 async def test_stale_nonce(servers: list[Server], sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:
     srv = await auth_server(servers, sqlite_url)
     old = Nonces(SECRET, 300).generate(time.time() - 1000)  # ours, expired 700 s ago
@@ -272,7 +292,7 @@ async def test_stale_nonce(servers: list[Server], sqlite_url: str, caplog: pytes
     with caplog.at_level(logging.INFO, "sipexpress"):
         r = await srv.send(request(extra=[hdr(ha1)]))
     assert r is not None and r.status == 401
-    assert (r.header("www-authenticate") or "").endswith(', stale=true, algorithm=MD5')
+    assert (r.header("www-authenticate") or "").endswith(", stale=true, algorithm=MD5")
     assert "stale nonce" in caplog.text
     # with a wrong password the expiry is not revealed
     r = await srv.send(request(extra=[hdr(calc_ha1("jiri", DOMAIN, "nope"))]))
@@ -285,20 +305,30 @@ async def test_nonce_of_another_server(
 ) -> None:
     srv = await auth_server(servers, sqlite_url)
     foreign = Nonces("other-secret", 300).generate(time.time(), qop=True)
-    ch = await challenge(srv)
-    hdr = authorization(ch, "jiri", "secret").replace(ch.www_authenticate[0].get("nonce") or "", foreign)
-    # recompute the response for the foreign nonce so only the nonce is wrong
-    ha1 = calc_ha1("jiri", DOMAIN, "secret")
-    good = calc_response(ha1, foreign, "REGISTER", f"sip:{DOMAIN}", "auth", "00000001", "0a4f113b")
-    hdr = hdr.split('response="')[0] + f'response="{good}", algorithm=MD5, qop=auth, nc=00000001, cnonce="0a4f113b"'
+    uri = f"sip:{DOMAIN}"
+
+    def hdr(password: str) -> str:
+        ha1 = calc_ha1("jiri", DOMAIN, password)
+        resp = calc_response(ha1, foreign, "REGISTER", uri, "auth", "00000001", "0a4f113b")
+        return (
+            f'Authorization: Digest username="jiri", realm="{DOMAIN}", nonce="{foreign}", uri="{uri}", '
+            f'response="{resp}", algorithm=MD5, qop=auth, nc=00000001, cnonce="0a4f113b"'
+        )
+
     with caplog.at_level(logging.INFO, "sipexpress"):
-        r = await srv.send(request(extra=[hdr]))
-    assert r is not None and r.status == 401 and "stale" not in (r.header("www-authenticate") or "")
-    assert srv.results[-1] == -1
-    assert "invalid nonce for 'jiri'" in caplog.text
+        # a wrong password: refused, no hint
+        r = await srv.send(request(extra=[hdr("guess")]))
+        assert r is not None and r.status == 401 and "stale" not in (r.header("www-authenticate") or "")
+        assert "invalid nonce for 'jiri'" in caplog.text
+        # the right password (e.g. a nonce from before our restart): stale=true
+        r = await srv.send(request(extra=[hdr("secret")]))
+        assert r is not None and r.status == 401 and "stale=true" in (r.header("www-authenticate") or "")
+    assert srv.results == [-1, -1]
 
 
-async def test_qop_downgrade(servers: list[Server], sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:
+async def test_qop_downgrade(
+    servers: list[Server], sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     srv = await auth_server(servers, sqlite_url)
     ch = await challenge(srv)
     with caplog.at_level(logging.INFO, "sipexpress"):
@@ -375,7 +405,9 @@ async def test_database_down_gives_500(
     assert "cannot look up 'jiri'" in caplog.text
 
 
-async def test_slow_database_times_out_without_stalling_others(servers: list[Server], sqlite_url: str) -> None:
+async def test_slow_database_times_out_without_stalling_others(
+    servers: list[Server], sqlite_url: str
+) -> None:
     # a "database server" that accepts connections and never says a word
     conns: list[asyncio.StreamWriter] = []
 
@@ -448,3 +480,55 @@ class UdpOther(asyncio.DatagramProtocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+async def test_consume_only_the_used_credentials(servers: list[Server], sqlite_url: str) -> None:
+    srv = await auth_server(servers, sqlite_url, proxy=True)
+    ruri = "sip:alice@iptel.org"
+    r = await srv.send(request("INVITE", ruri, to_uri=ruri))
+    assert r is not None and r.status == 407
+    other = 'Proxy-Authorization: Digest username="x", realm="upstream.net", nonce="n", uri="u", response="r"'
+    hdr = authorization(r, "jiri", "secret", "INVITE", ruri, hf="Proxy-Authorization")
+    ok = await srv.send(request("INVITE", ruri, to_uri=ruri, extra=[other, hdr]))
+    assert ok is not None and ok.status == 200
+    assert ok.header("x-left") == "1"  # the upstream proxy's credentials stay
+
+
+async def test_rpid_from_subscriber(servers: list[Server], sqlite_url: str) -> None:
+    from sqlalchemy import update
+
+    from sipexpress.db import schema
+
+    await run(
+        sqlite_url,
+        lambda c: c.execute(
+            update(schema.subscriber).where(schema.subscriber.c.username == "jiri").values(rpid="+4930123456")
+        ),
+    )
+    ref: list[Server] = []
+
+    async def route(ctx: RequestContext) -> int:
+        auth = ctx.core.module("auth")
+        auth_db = ctx.core.module("auth_db")
+        assert isinstance(auth, AuthModule) and isinstance(auth_db, AuthDbModule)
+        r = await auth_db.www_authorize(ctx, "", "subscriber")
+        if r < 0:
+            return auth.www_challenge(ctx, "", True)
+        e164 = auth.is_rpid_user_e164(ctx)
+        auth.append_rpid_hf(ctx)
+        auth.append_rpid_hf(ctx, "<sip:", "@iptel.org>")
+        rpids = ctx.msg.header_all("remote-party-id")
+        ctx.core.send_reply(ctx, 200, "OK", [f"X-E164: {e164}", *(f"X-RPID: {v}" for v in rpids)])
+        return 1
+
+    srv = await start_server(sqlite_url, ["auth", "auth_db"], [("auth", "secret", SECRET)], route)
+    ref.append(srv)
+    servers.append(srv)
+    ch = await challenge(srv)
+    ok = await srv.send(request(extra=[authorization(ch, "jiri", "secret")]))
+    assert ok is not None and ok.status == 200
+    assert ok.header("x-e164") == "1"
+    assert ok.header_all("x-rpid") == [
+        "+4930123456;party=calling;id-type=subscriber;screen=yes",
+        "<sip:+4930123456@iptel.org>",
+    ]

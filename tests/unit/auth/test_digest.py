@@ -166,13 +166,13 @@ def test_nonce_expiry_is_stale_not_invalid() -> None:
     assert n.check(nonce, NOW + 301) is NonceStatus.STALE
 
 
-def test_nonce_of_another_secret_or_tampered_is_invalid() -> None:
+def test_nonce_of_another_secret_or_tampered_is_foreign() -> None:
     a, b = Nonces(b"one", 300), Nonces(b"two", 300)
     nonce = a.generate(NOW)
-    assert b.check(nonce, NOW) is NonceStatus.INVALID
+    assert b.check(nonce, NOW) is NonceStatus.FOREIGN
     # moving the expiry forward breaks the MAC
     forged = f"{int(NOW) + 99999:08x}" + nonce[8:]
-    assert a.check(forged, NOW) is NonceStatus.INVALID
+    assert a.check(forged, NOW) is NonceStatus.FOREIGN
     for bad in ["", "xyz", nonce[:-1], nonce + "0", "g" * 40, " " * 40, "+" + nonce[1:]]:
         assert a.check(bad, NOW) is NonceStatus.INVALID
 
@@ -180,7 +180,7 @@ def test_nonce_of_another_secret_or_tampered_is_invalid() -> None:
 def test_random_secret_per_instance() -> None:
     a, b = Nonces(None, 300), Nonces("", 300)
     assert a.secret != b.secret and len(a.secret) >= 16
-    assert b.check(a.generate(NOW), NOW) is NonceStatus.INVALID
+    assert b.check(a.generate(NOW), NOW) is NonceStatus.FOREIGN
 
 
 def test_nonce_counts_reject_replay_and_accept_reordering() -> None:
@@ -195,6 +195,18 @@ def test_nonce_counts_reject_replay_and_accept_reordering() -> None:
     assert not c.use(idx, 100 - NonceCounts.WINDOW)  # fell out of the window
     assert c.use(idx, 100 - NonceCounts.WINDOW + 1)
     assert not c.use(idx, 0)
+
+
+def test_retransmission_is_not_a_replay() -> None:
+    c = NonceCounts(8)
+    idx = c.allocate()
+    assert c.use(idx, 1, "branch1", 100.0)
+    assert c.use(idx, 1, "branch1", 101.0)  # the same request again
+    assert not c.use(idx, 1, "branch2", 101.0)  # another request, same nc
+    assert not c.use(idx, 1, None, 101.0)
+    assert not c.use(idx, 1, "branch1", 100.0 + NonceCounts.RETRANSMIT_WINDOW + 1)
+    assert c.use(idx, 2, "branch3", 102.0)
+    assert not c.use(idx, 1, "branch1", 102.0)  # only the latest one
 
 
 def test_nonce_count_slot_reuse_forgets_the_old_nonce() -> None:
@@ -280,10 +292,25 @@ def test_qop_downgrade_is_refused() -> None:
     assert verify(c, HA1, "REGISTER", n, NOW) is DigestResult.QOP_REQUIRED
 
 
-def test_foreign_nonce_is_invalid_before_the_password_is_checked() -> None:
+def test_foreign_nonce_never_gets_in() -> None:
     other = Nonces(b"other", 300)
     n = Nonces(b"k", 300)
-    c = make_creds(other)
+    # the right password: stale=true, the UA retries with one of our nonces
+    assert verify(make_creds(other), HA1, "REGISTER", n, NOW) is DigestResult.STALE
+    assert verify(make_creds(other, qop=False), HA1, "REGISTER", n, NOW) is DigestResult.STALE
+    # a wrong one: refused as an invalid nonce
+    bad = make_creds(other, password="x")
+    assert verify(bad, HA1, "REGISTER", n, NOW) is DigestResult.INVALID_NONCE
+    # a forged expiry on one of our nonces
+    c = make_creds(n)
+    forged_nonce = f"{int(NOW) + 99999:08x}" + (c.nonce or "")[8:]
+    assert verify(make_creds(n, nonce=forged_nonce), HA1, "REGISTER", n, NOW) is DigestResult.STALE
+
+
+def test_malformed_nonce_is_refused_before_the_password_is_checked() -> None:
+    n = Nonces(b"k", 300)
+    c = make_creds(n, nonce="not-a-nonce")
+    assert precheck(c, n, NOW)[0] is DigestResult.INVALID_NONCE
     assert verify(c, HA1, "REGISTER", n, NOW) is DigestResult.INVALID_NONCE
 
 

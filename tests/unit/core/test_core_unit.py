@@ -31,7 +31,9 @@ REQ = (
 )
 
 
-def ctx_for(core: Core, via: str = "192.0.2.1:5060", totag: str = "", src: str = "192.0.2.1", sport: int = 5060):
+def ctx_for(
+    core: Core, via: str = "192.0.2.1:5060", totag: str = "", src: str = "192.0.2.1", sport: int = 5060
+):
     msg = SipMessage.parse(REQ.format(via=via, totag=totag).encode())
     rcv = ReceiveInfo(Proto.UDP, src, sport, "10.1.2.3", 5060)
     return RequestContext(core, msg, rcv)

@@ -102,7 +102,7 @@ def test_pyroute_errors(tmp_path: Path) -> None:
 
     bad = tmp_path / "bad.py"
     bad.write_text("def request_route(ctx:\n")
-    with pytest.raises(ConfigError, match="bad.py:1"):
+    with pytest.raises(ConfigError, match=r"bad\.py:1"):
         load_script(bad, Core())
     nomain = tmp_path / "nomain.py"
     nomain.write_text("X = 1\n")
@@ -143,8 +143,16 @@ def test_order_naptr_and_srv() -> None:
         SrvRecord(10, 40, 5060, "b.example.com"),
         SrvRecord(10, 10, 5060, "."),
     ]
-    assert [r.target for r in order_srv(srv, rand=lambda: 0.0)] == ["b.example.com", "a.example.com", "c.example.com"]
-    assert [r.target for r in order_srv(srv, rand=lambda: 0.99)] == ["a.example.com", "b.example.com", "c.example.com"]
+    assert [r.target for r in order_srv(srv, rand=lambda: 0.0)] == [
+        "b.example.com",
+        "a.example.com",
+        "c.example.com",
+    ]
+    assert [r.target for r in order_srv(srv, rand=lambda: 0.99)] == [
+        "a.example.com",
+        "b.example.com",
+        "c.example.com",
+    ]
 
 
 def test_sip_layer_stays_sans_io() -> None:

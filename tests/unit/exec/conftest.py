@@ -3,23 +3,47 @@ RequestContext, and a started ExecModule.
 
 The exec module never calls into the core (it only reads the context), so
 the context gets a core object that refuses every use: a test fails if
-that ever changes."""
+that ever changes.
+
+Every async test runs three times: on the asyncio loop, on uvloop (the
+server's loop, whose subprocess pipes behave differently) and with the
+spawner used where ``os.pidfd_open`` is missing."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
-
-import asyncio
 
 import pytest
 import uvloop
 
 from sipexpress.core.context import Proto, ReceiveInfo, RequestContext
 from sipexpress.core.registry import RouteType
-from sipexpress.modules.exec import ExecModule
+from sipexpress.modules.exec import ExecModule, process
 from sipexpress.sip.message import SipMessage
 from tests.unit.exec.seed import SEED_REQUEST, SEED_SRC_IP, SEED_SRC_PORT
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    return {
+        "asyncio": asyncio.new_event_loop,
+        "uvloop": uvloop.new_event_loop,
+        "asyncio-nopidfd": asyncio.new_event_loop,
+    }
+
+
+@pytest.fixture(autouse=True)
+def spawner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which spawner the test uses (see sipexpress.modules.exec.process)."""
+    if "nopidfd" in request.node.name:
+        monkeypatch.setattr(process, "USE_PIDFD", False)
+        return "asyncio"
+    if not process.USE_PIDFD:
+        pytest.skip("no os.pidfd_open here")
+    return "pidfd"
 
 
 class UnusedCore:
@@ -30,13 +54,6 @@ class UnusedCore:
 
 
 MakeCtx = Callable[..., RequestContext]
-
-
-def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """Every test here runs on both loops: the server runs on uvloop,
-    whose subprocess pipes behave differently (e.g. writing to a closed
-    pipe raises RuntimeError)."""
-    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture

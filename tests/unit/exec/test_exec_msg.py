@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from sipexpress.core.errors import E_EXEC
-from sipexpress.modules import exec as exec_module
-from sipexpress.modules.exec import ExecModule
+from sipexpress.modules.exec import ExecModule, process
 from tests.unit.exec.conftest import MakeCtx, request
 from tests.unit.exec.seed import SEED_REQUEST, seed_environment
 
@@ -105,7 +104,7 @@ async def test_multiline_single_quoted_script(
 async def test_shell_that_cannot_start_sets_e_exec(
     exec_mod: ExecModule, make_ctx: MakeCtx, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(exec_module, "SHELL", "/nonexistent/sh")
+    monkeypatch.setattr(process, "SHELL", "/nonexistent/sh")
     ctx = make_ctx()
     assert await exec_mod.exec_msg(ctx, "true") == -1
     assert ctx.data["ser_error"] == E_EXEC

@@ -164,3 +164,17 @@ def test_binary_garbage_never_raises() -> None:
     p.expire()
     p.feed(b"\n\n")
     assert [x.command for x in p.feed(b":uptime:r\n\n")] == ["uptime"]
+
+
+def test_unterminated_last_line_followed_by_next_write() -> None:
+    p = parser()
+    assert p.feed(b":print:r\nno newline at end", True) == []
+    r = p.feed(b":uptime:r2\n\n", True)
+    assert [(x.command, x.params) for x in r] == [("print", ["no newline at end"]), ("uptime", [])]
+
+
+def test_continuation_of_a_long_write_is_not_split() -> None:
+    p = parser()
+    assert p.feed(b":print:r\nabc", True) == []
+    r = p.feed(b"def\n\n", False)
+    assert [(x.command, x.params) for x in r] == [("print", ["abcdef"])]

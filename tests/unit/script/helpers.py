@@ -20,7 +20,9 @@ class MiniCore:
     """Implements CoreAPI in memory: forwards, sends and replies are
     recorded; ``myself`` is 127.0.0.1/localhost:5060 plus ``aliases``."""
 
-    def __init__(self, myself: Sequence[tuple[str, int]] = (("127.0.0.1", 5060), ("localhost", 5060))) -> None:
+    def __init__(
+        self, myself: Sequence[tuple[str, int]] = (("127.0.0.1", 5060), ("localhost", 5060))
+    ) -> None:
         self.options: dict[str, Any] = normalize_options({})
         self.routes = RouteTable({}, {}, {}, {})
         self.modules: dict[str, Module] = {}
@@ -28,6 +30,7 @@ class MiniCore:
         self.forwarded: list[tuple[str | None, int | None, Proto | None, str]] = []
         self.sent: list[tuple[Proto, str, int, bytes]] = []
         self.replies: list[tuple[int, str]] = []
+        self.tasks: list[asyncio.Future[Any]] = []
 
     def update_options(self, values: dict[str, Any]) -> None:
         self.options = normalize_options(values, self.options)
@@ -45,7 +48,7 @@ class MiniCore:
         return None
 
     def spawn(self, coro: Awaitable[Any]) -> None:
-        asyncio.ensure_future(coro)
+        self.tasks.append(asyncio.ensure_future(coro))
 
     def is_myself(self, host: str, port: int | None = None, proto: Proto | None = None) -> bool:
         return (host.lower(), port or 5060) in self.myself
@@ -62,7 +65,11 @@ class MiniCore:
         return 1
 
     async def forward(
-        self, ctx: RequestContext, host: str | None = None, port: int | None = None, proto: Proto | None = None
+        self,
+        ctx: RequestContext,
+        host: str | None = None,
+        port: int | None = None,
+        proto: Proto | None = None,
     ) -> int:
         self.forwarded.append((host, port, proto, ctx.ruri))
         return 1
@@ -92,6 +99,7 @@ class ProbeModule(Module):
             ScriptFunction("probe_failure", self.probe_failure, (0,), None, RouteType.FAILURE),
             ScriptFunction("t_relay", self.t_relay, (0,), None, RouteType.ANY),
             ScriptFunction("boom", self.boom, (0,), None, RouteType.ANY),
+            ScriptFunction("t_on_failure", self.probe2, (1,), None, RouteType.ANY),
         )
 
     def probe(self, ctx: RequestContext, v: int) -> int:
@@ -176,7 +184,9 @@ class Script:
         assert isinstance(m, ProbeModule)
         return m
 
-    async def run(self, data: bytes | None = None, route: str = "0", kind: str = "request", **kw: Any) -> tuple[int, RequestContext]:
+    async def run(
+        self, data: bytes | None = None, route: str = "0", kind: str = "request", **kw: Any
+    ) -> tuple[int, RequestContext]:
         ctx = make_ctx(self.core, data or request(), **kw)
         fn = getattr(self.loaded.routes, kind)[route]
         return await fn(ctx), ctx

@@ -28,19 +28,20 @@ HDR = 'loadmodule "probe"\n'
         (HDR + 'modparam("probe", "nosuch", 10)\n', 2, 19, "has no parameter 'nosuch'"),
         (HDR + 'modparam("probe", "level", "abc")\n', 2, 19, "expects a number"),
         ("route {\n  route(7);\n}", 2, 9, "no route[7]"),
-        ("route {\n  if (uri=~\"(\") drop;\n}", 2, 12, "bad regular expression"),
+        ('route {\n  if (uri=~"(") drop;\n}', 2, 12, "bad regular expression"),
         ("route {\n  setflag(32);\n}", 2, 11, "out of range"),
-        ("route {\n  strip(\"x\");\n}", 2, 9, "must be a number"),
+        ('route {\n  strip("x");\n}', 2, 9, "must be a number"),
         ("route {\n  forward();\n}", 2, 3, "takes 1 or 2 arguments"),
-        ("route {\n  if (src_port==\"x\") drop;\n}", 2, 17, "a number is expected"),
-        ("route {\n  if (method>\"x\") drop;\n}", 2, 13, "cannot be used with method"),
+        ('route {\n  if (src_port=="x") drop;\n}', 2, 17, "a number is expected"),
+        ('route {\n  if (method>"x") drop;\n}', 2, 13, "cannot be used with method"),
         ("route {\n  if (proto==sctp) drop;\n}", 2, 14, "udp, tcp or tls"),
         ("route {\n  if (return) drop;\n}", 2, 7, "cannot be used in a condition"),
         (HDR + "route {\n  probe_failure();\n}", 3, 3, "Command cannot be used in the block"),
         ("nosuchoption=3\n", 1, 1, "unknown option 'nosuchoption'"),
+        (HDR + 'route {\n  t_on_failure("3");\n}', 3, 16, "there is no failure_route[3] block"),
         ("debug=abc\n", 1, 7, "expects a number"),
         ("listen=udp:1.2.3.4:99999\n", 1, 8, "port out of range"),
-        ("route {\n  append_branch(\"sip:a@b\", \"2\");\n}", 2, 28, "out of range"),
+        ('route {\n  append_branch("sip:a@b", "2");\n}', 2, 28, "out of range"),
     ],
 )
 def test_located_compile_errors(text: str, line: int, col: int, needle: str) -> None:
@@ -55,6 +56,11 @@ def test_located_compile_errors(text: str, line: int, col: int, needle: str) -> 
 
 def test_function_allowed_in_its_block() -> None:
     Script(HDR + "failure_route[1] { probe_failure(); }")
+
+
+def test_route_references_that_exist() -> None:
+    Script(HDR + 'route { t_on_failure("1"); t_on_failure("0"); } failure_route[1] { ; }')
+    Script(HDR + 'route { t_on_failure("2"); } reply_route[2] { ; }')
 
 
 def test_options_are_normalized() -> None:

@@ -15,7 +15,8 @@ from sipexpress.modules import CATALOGUE, module_name_from_path
 from sipexpress.script.parser import parse_config
 
 ROOT = Path(__file__).resolve().parents[3]
-EXAMPLES = sorted((ROOT / "examples" / "cfg").glob("*.cfg"))
+EXAMPLES = sorted((ROOT / "examples" / "cfg").rglob("*.cfg"))
+CONFIGS = [*EXAMPLES, ROOT / "etc" / "ser.cfg"]
 MODDIR = Path(modpkg.__file__).parent
 
 
@@ -49,10 +50,10 @@ def ser_check(path: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def results() -> dict[Path, subprocess.CompletedProcess[str]]:
     with ThreadPoolExecutor(4) as pool:
-        return dict(zip(EXAMPLES + [ROOT / "etc" / "ser.cfg"], pool.map(ser_check, EXAMPLES + [ROOT / "etc" / "ser.cfg"])))
+        return dict(zip(CONFIGS, pool.map(ser_check, CONFIGS), strict=True))
 
 
-@pytest.mark.parametrize("path", EXAMPLES + [ROOT / "etc" / "ser.cfg"], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_ser_check(path: Path, results: dict[Path, subprocess.CompletedProcess[str]]) -> None:
     p = results[path]
     missing = first_missing(path)

@@ -11,7 +11,7 @@ from sipexpress.script.errors import CfgError
 from sipexpress.script.parser import parse_config, strip_comments, unquote
 
 ROOT = Path(__file__).resolve().parents[3]
-EXAMPLES = sorted((ROOT / "examples" / "cfg").glob("*.cfg"))
+EXAMPLES = sorted((ROOT / "examples" / "cfg").rglob("*.cfg"))
 
 
 def first_stmt(text: str) -> ast.Stmt:
@@ -19,7 +19,9 @@ def first_stmt(text: str) -> ast.Stmt:
     return cfg.routes[0].body[0]
 
 
-@pytest.mark.parametrize("path", EXAMPLES + [ROOT / "etc" / "ser.cfg"], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [*EXAMPLES, ROOT / "etc" / "ser.cfg"], ids=lambda p: str(p.relative_to(ROOT))
+)
 def test_every_example_parses(path: Path) -> None:
     cfg = parse_config(path.read_text(), str(path))
     assert cfg.routes, "every example has a route block"
@@ -34,7 +36,7 @@ def test_nested_comments_keep_positions() -> None:
 
 def test_unterminated_comment_is_located() -> None:
     with pytest.raises(CfgError) as ei:
-        parse_config('route {\n /* open /* nested */\n}', "x.cfg")
+        parse_config("route {\n /* open /* nested */\n}", "x.cfg")
     assert (ei.value.line, ei.value.col) == (2, 2)
     assert "unterminated" in str(ei.value)
 
@@ -67,7 +69,9 @@ def test_numbers(text: str, value: int) -> None:
 
 
 def test_options_and_listen_list() -> None:
-    cfg = parse_config("fork=no\nlisten=udp:127.0.0.1:5060 tcp:[::1]:5070 foo.bar\nport=5062\nfifo=\"/tmp/f\"\n")
+    cfg = parse_config(
+        'fork=no\nlisten=udp:127.0.0.1:5060 tcp:[::1]:5070 foo.bar\nport=5062\nfifo="/tmp/f"\n'
+    )
     names = [o.name for o in cfg.options]
     assert names == ["fork", "listen", "port", "fifo"]
     assert len(cfg.options[1].values) == 3
@@ -123,7 +127,7 @@ def test_all_operators_parse() -> None:
     st = first_stmt(
         'if (method=="X" | method!=Y & uri=~"a" || uri!~"b" || src_port>1 || dst_port<2'
         " || af>=2 || msg:len<=max_len || src_ip==1.2.3.0/24 || dst_ip!=10.0.0.0/255.0.0.0"
-        " || myself==uri || from_uri==myself || to_uri=~\"x\" || proto==udp || status==\"200\""
+        ' || myself==uri || from_uri==myself || to_uri=~"x" || proto==udp || status=="200"'
         " || src_ip==backup.foo.bar || af==inet6 || 1) drop;"
     )
     assert isinstance(st, ast.If)
@@ -138,7 +142,11 @@ def test_keyword_args() -> None:
 
 
 def test_bare_keywords_and_extensions() -> None:
-    body = parse_config("route { drop; break; revert_uri; append_branch; return; return -1; exit 2; }").routes[0].body
+    body = (
+        parse_config("route { drop; break; revert_uri; append_branch; return; return -1; exit 2; }")
+        .routes[0]
+        .body
+    )
     assert [type(s).__name__ for s in body] == ["Call", "Call", "Call", "Call", "Return", "Return", "Return"]
     assert isinstance(body[5], ast.Return) and body[5].value == -1
 

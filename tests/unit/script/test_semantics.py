@@ -108,7 +108,9 @@ async def test_status_in_onreply_route() -> None:
 
 
 async def test_uri_compares_rewritten_uri() -> None:
-    s = Script('route { rewriteuri("sip:x@other.org"); if (uri==myself) setflag(1); if (uri=~"other") setflag(2); }')
+    s = Script(
+        'route { rewriteuri("sip:x@other.org"); if (uri==myself) setflag(1); if (uri=~"other") setflag(2); }'
+    )
     _, ctx = await s.run()
     assert not ctx.isflagset(1) and ctx.isflagset(2)
 
@@ -143,7 +145,7 @@ async def test_zero_as_condition_stops_regardless_of_operators(cond: str) -> Non
 
 async def test_zero_in_condition_inside_subroute_only_ends_it() -> None:
     s = Script(HDR + 'route { route(1); setflag(2); } route[1] { if (!probe("0")) setflag(1); setflag(3); }')
-    r, ctx = await s.run()
+    _, ctx = await s.run()
     assert ctx.isflagset(2) and not ctx.isflagset(1) and not ctx.isflagset(3)
 
 
@@ -154,7 +156,9 @@ async def test_negative_result_continues_and_is_false() -> None:
 
 
 async def test_short_circuit() -> None:
-    s = Script(HDR + 'route { if (probe("-1") && probe("5")) drop; if (probe("1") || probe("6")) setflag(1); }')
+    s = Script(
+        HDR + 'route { if (probe("-1") && probe("5")) drop; if (probe("1") || probe("6")) setflag(1); }'
+    )
     _, ctx = await s.run()
     assert s.probe.calls == ["-1", "1"]
     assert ctx.isflagset(1)
@@ -170,7 +174,7 @@ async def test_async_function_is_awaited() -> None:
 
 async def test_route_value_mapping() -> None:
     s = Script(
-        HDR + 'route { if (route(1)) setflag(1); if (route(2)) setflag(2); if (!route(3)) setflag(3); }'
+        HDR + "route { if (route(1)) setflag(1); if (route(2)) setflag(2); if (!route(3)) setflag(3); }"
         'route[1] { break; } route[2] { probe("5"); } route[3] { probe("-4"); }'
     )
     _, ctx = await s.run()
@@ -184,7 +188,9 @@ async def test_if_statement_value_is_last_branch_action() -> None:
 
 
 async def test_return_and_exit_extensions() -> None:
-    s = Script("route { route(1); setflag(2); exit 7; setflag(3); } route[1] { setflag(1); return -1; setflag(4); }")
+    s = Script(
+        "route { route(1); setflag(2); exit 7; setflag(3); } route[1] { setflag(1); return -1; setflag(4); }"
+    )
     r, ctx = await s.run()
     assert r == 7
     assert ctx.isflagset(1) and ctx.isflagset(2) and not ctx.isflagset(3) and not ctx.isflagset(4)
@@ -200,7 +206,9 @@ async def test_same_numbered_blocks_are_concatenated() -> None:
 
 
 async def test_named_routes() -> None:
-    s = Script('route { route(check); route("check2"); } route[check] { setflag(1); } route[check2] { setflag(2); }')
+    s = Script(
+        'route { route(check); route("check2"); } route[check] { setflag(1); } route[check2] { setflag(2); }'
+    )
     _, ctx = await s.run()
     assert ctx.isflagset(1) and ctx.isflagset(2)
 
@@ -221,7 +229,9 @@ async def test_runtime_error_is_logged_with_location(caplog: pytest.LogCaptureFi
 
 
 async def test_reply_route_auto_relays_new_branches() -> None:
-    s = Script(HDR + 'reply_route[1] { append_branch("sip:x@y"); } failure_route[2] { append_branch("sip:x@y"); }')
+    s = Script(
+        HDR + 'reply_route[1] { append_branch("sip:x@y"); } failure_route[2] { append_branch("sip:x@y"); }'
+    )
     await s.run(route="1", kind="failure")
     assert s.probe.relayed == 1
     await s.run(route="2", kind="failure")
@@ -254,3 +264,30 @@ def _module_exists(name: str) -> bool:
 
     base = Path(m.__file__).parent
     return (base / f"{name}.py").exists() or (base / name / "__init__.py").exists()
+
+
+@pytest.mark.parametrize(
+    ("cond", "expected"),
+    [
+        # missing From: the comparison is an error, which passes through "!"
+        # and stops "||" (route.c eval_expr); an error is false for "if"
+        ('!from_uri=="sip:x@y"', False),
+        ('!(from_uri=~"x")', False),
+        ("!from_uri==myself", False),
+        ('from_uri=="x" || 1', False),
+        ('1 || from_uri=="x"', True),
+        ('!(from_uri=="x" && 1)', False),
+        ('!(0 && from_uri=="x")', True),
+        ('not not from_uri=="x" || 1', False),
+    ],
+)
+async def test_comparison_errors_propagate(cond: str, expected: bool) -> None:
+    data = request().replace(b"From: <sip:bob@example.com>;tag=abc\r\n", b"")
+    assert await flag_of(cond, data) is expected
+
+
+async def test_unparsable_uri_is_neither_myself_nor_foreign() -> None:
+    data = request("sip:a@b:99999")
+    s = Script("route { if (uri==myself) setflag(1); if (!uri==myself) setflag(2); if (uri!=myself) setflag(3); }")
+    _, ctx = await s.run(data)
+    assert ctx.flags == 0

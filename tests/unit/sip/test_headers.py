@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -33,16 +33,24 @@ def test_compact_table() -> None:
 
 @pytest.mark.parametrize(
     "name,canon",
-    [("call-id", "Call-ID"), ("i", "Call-ID"), ("CSEQ", "CSeq"), ("via", "Via"), ("www-authenticate", "WWW-Authenticate"),
-     ("x-foo-bar", "X-Foo-Bar"), ("content-length", "Content-Length"), ("l", "Content-Length"),
-     ("record-route", "Record-Route")],
+    [
+        ("call-id", "Call-ID"),
+        ("i", "Call-ID"),
+        ("CSEQ", "CSeq"),
+        ("via", "Via"),
+        ("www-authenticate", "WWW-Authenticate"),
+        ("x-foo-bar", "X-Foo-Bar"),
+        ("content-length", "Content-Length"),
+        ("l", "Content-Length"),
+        ("record-route", "Record-Route"),
+    ],
 )
 def test_canonical_name(name: str, canon: str) -> None:
     assert canonical_name(name) == canon
 
 
 def test_split_values() -> None:
-    assert split_values('a, "b,c" <sip:x,y>;p=1 ,d') == ['a', '"b,c" <sip:x,y>;p=1', "d"]
+    assert split_values('a, "b,c" <sip:x,y>;p=1 ,d') == ["a", '"b,c" <sip:x,y>;p=1', "d"]
     assert split_values("a,,b") == ["a", "b"]
     assert split_values("a,,b", keep_empty=True) == ["a", "", "b"]
     assert split_values('"x\\",y", z') == ['"x\\",y"', "z"]
@@ -56,7 +64,7 @@ def test_unquote() -> None:
 
 
 def test_params() -> None:
-    assert parse_params("a=1 ; B = x ;c;d=\"q;s\"") == {"a": "1", "b": "x", "c": None, "d": '"q;s"'}
+    assert parse_params('a=1 ; B = x ;c;d="q;s"') == {"a": "1", "b": "x", "c": None, "d": '"q;s"'}
     for bad in ("", "a=", "=1", "a;;b", "a b=1", "a=x y"):
         with pytest.raises(SipParseError):
             parse_params(bad)
@@ -64,11 +72,22 @@ def test_params() -> None:
 
 class TestVia:
     def test_basic(self) -> None:
-        v = Via.parse("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;rport;received=192.0.2.9;maddr=224.2.0.1;ttl=16")
+        v = Via.parse(
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;rport;received=192.0.2.9;maddr=224.2.0.1;ttl=16"
+        )
         assert (v.protocol, v.transport, v.host, v.port) == ("SIP/2.0", "UDP", "192.0.2.1", 5060)
-        assert (v.branch, v.rport, v.received, v.maddr, v.ttl) == ("z9hG4bK1", "", "192.0.2.9", "224.2.0.1", "16")
+        assert (v.branch, v.rport, v.received, v.maddr, v.ttl) == (
+            "z9hG4bK1",
+            "",
+            "192.0.2.9",
+            "224.2.0.1",
+            "16",
+        )
         assert v.sent_by == "192.0.2.1:5060"
-        assert str(v) == "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;rport;received=192.0.2.9;maddr=224.2.0.1;ttl=16"
+        assert (
+            str(v)
+            == "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;rport;received=192.0.2.9;maddr=224.2.0.1;ttl=16"
+        )
 
     def test_rport_value_and_absent(self) -> None:
         assert Via.parse("SIP/2.0/UDP h;rport=5061").rport == "5061"
@@ -76,7 +95,13 @@ class TestVia:
 
     def test_whitespace_and_case(self) -> None:
         v = Via.parse("sip / 2.0 / tcp   host.example.com : 5070 ; Branch = z9hG4bKx ;rport")
-        assert (v.transport, v.host, v.port, v.branch, v.rport) == ("TCP", "host.example.com", 5070, "z9hG4bKx", "")
+        assert (v.transport, v.host, v.port, v.branch, v.rport) == (
+            "TCP",
+            "host.example.com",
+            5070,
+            "z9hG4bKx",
+            "",
+        )
 
     def test_ipv6(self) -> None:
         v = Via.parse("SIP/2.0/UDP [2001:db8::9]:5080;received=2001:db8::1;branch=z9hG4bKa")
@@ -84,9 +109,21 @@ class TestVia:
 
     @pytest.mark.parametrize(
         "text",
-        ["", "SIP/2.0", "SIP/2.0/UDP", "SIP/2.0/UDP ", "HTTP/2.0/UDP h", "SIP/2.0/UDP h:", "SIP/2.0/UDP h:70000",
-         "SIP/2.0/UDP h;", "SIP/2.0/UDP h;;", "SIP/2.0/UDP h;branch=", "SIP/2.0/UDP [::1", "SIP/2.0/UDP h h",
-         "SIP/2.0/UDP h;a b"],
+        [
+            "",
+            "SIP/2.0",
+            "SIP/2.0/UDP",
+            "SIP/2.0/UDP ",
+            "HTTP/2.0/UDP h",
+            "SIP/2.0/UDP h:",
+            "SIP/2.0/UDP h:70000",
+            "SIP/2.0/UDP h;",
+            "SIP/2.0/UDP h;;",
+            "SIP/2.0/UDP h;branch=",
+            "SIP/2.0/UDP [::1",
+            "SIP/2.0/UDP h h",
+            "SIP/2.0/UDP h;a b",
+        ],
     )
     def test_invalid(self, text: str) -> None:
         with pytest.raises(SipParseError):
@@ -116,8 +153,20 @@ class TestNameAddr:
 
     @pytest.mark.parametrize(
         "text",
-        ["", '"open <sip:a@b>', "Bell, A <sip:a@b>", "< sip:a@b >", "<sip:a@b", "sip:a@b?x=y", "<sip:a@b> x",
-         "<sip:a@b>;", "nocolon", "<sip:a@b>;tag=", '"x" sip:a@b', "<1sip:a>"],
+        [
+            "",
+            '"open <sip:a@b>',
+            "Bell, A <sip:a@b>",
+            "< sip:a@b >",
+            "<sip:a@b",
+            "sip:a@b?x=y",
+            "<sip:a@b> x",
+            "<sip:a@b>;",
+            "nocolon",
+            "<sip:a@b>;tag=",
+            '"x" sip:a@b',
+            "<1sip:a>",
+        ],
     )
     def test_invalid(self, text: str) -> None:
         with pytest.raises(SipParseError):
@@ -145,7 +194,7 @@ def test_auth_header() -> None:
 
 
 def test_date() -> None:
-    assert parse_date("Sat, 13 Nov 2010 23:29:00 GMT") == datetime(2010, 11, 13, 23, 29, tzinfo=timezone.utc)
+    assert parse_date("Sat, 13 Nov 2010 23:29:00 GMT") == datetime(2010, 11, 13, 23, 29, tzinfo=UTC)
     for bad in ("Fri, 01 Jan 2010 16:00:00 EST", "Sat, 31 Feb 2010 00:00:00 GMT", "yesterday"):
         with pytest.raises(SipParseError):
             parse_date(bad)
@@ -158,7 +207,8 @@ _sp = st.sampled_from(["", " ", "  "])
 _hosts = st.sampled_from(["h", "a.example.com", "192.0.2.1", "[2001:db8::1]", "h_x", "bad host", "[::1", ""])
 _ports = st.sampled_from(["", ":5060", ":0", ":65535", ":65536", ":99999", ":", ":12a"])
 _params = st.lists(
-    st.tuples(_tok, st.one_of(st.none(), _tok, st.sampled_from(['"q v"', "", "a b", "2001:db8::1"]))), max_size=3
+    st.tuples(_tok, st.one_of(st.none(), _tok, st.sampled_from(['"q v"', "", "a b", "2001:db8::1"]))),
+    max_size=3,
 ).map(lambda ps: "".join(f";{n}" if v is None else f";{n}={v}" for n, v in ps))
 
 
@@ -171,15 +221,25 @@ def _outcome(fn: object, text: str) -> object:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(["SIP/2.0/", "SIP/2.0/ ", "sip/2.0/", "SIP/2.1/"]), st.sampled_from(["UDP", "tcp", "x-y", ""]),
-       st.sampled_from([" ", "  ", "\t"]), _hosts, _ports, _params)
+@given(
+    st.sampled_from(["SIP/2.0/", "SIP/2.0/ ", "sip/2.0/", "SIP/2.1/"]),
+    st.sampled_from(["UDP", "tcp", "x-y", ""]),
+    st.sampled_from([" ", "  ", "\t"]),
+    _hosts,
+    _ports,
+    _params,
+)
 def test_via_fast_path_agrees(proto: str, tr: str, sep: str, host: str, port: str, params: str) -> None:
     text = f"{proto}{tr}{sep}{host}{port}{params}"
     assert _outcome(Via.parse, text) == _outcome(Via._parse, text)
 
 
-_displays = st.sampled_from(["", '"Alice" ', '"Al\\"ice" ', "Alice ", "Alice Smith ", "Al,ice ", '"x"', "a  b ", '"\x01" '])
-_uris = st.sampled_from(["sip:a@b", "sips:a@b:5061;lr", "tel:+1", "sip:a@b?x=y", "1x:a", "sip:", "sip:a b", "sip:a,b"])
+_displays = st.sampled_from(
+    ["", '"Alice" ', '"Al\\"ice" ', "Alice ", "Alice Smith ", "Al,ice ", '"x"', "a  b ", '"\x01" ']
+)
+_uris = st.sampled_from(
+    ["sip:a@b", "sips:a@b:5061;lr", "tel:+1", "sip:a@b?x=y", "1x:a", "sip:", "sip:a b", "sip:a,b"]
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -139,7 +139,9 @@ class TestHeaders:
             b"v: SIP/2.0/TCP proxy.example.net;branch=z9hG4bKab, SIP/2.0/UDP [2001:db8::1]:5070;"
             b"branch=z9hG4bKcd;received=2001:db8::2\r\n",
         ]
-        assert m.raw_header_lines("route") == [b"Route: <sip:p1.example.com;lr>,\r\n <sip:p2.example.com;lr>\r\n"]
+        assert m.raw_header_lines("route") == [
+            b"Route: <sip:p1.example.com;lr>,\r\n <sip:p2.example.com;lr>\r\n"
+        ]
         assert m.raw_header_lines("expires") == []
 
     def test_non_utf8_value_round_trips(self) -> None:
@@ -250,7 +252,7 @@ class TestTyped:
         m = parse(
             b"REGISTER sip:x SIP/2.0\r\n"
             b'Authorization: Digest username="bob", realm="a.com", nonce="n,1", uri="sip:x", '
-            b"response=\"0123\", qop=auth, nc=00000001, cnonce=\"c\"\r\n"
+            b'response="0123", qop=auth, nc=00000001, cnonce="c"\r\n'
             b'WWW-Authenticate: Digest realm="a.com", nonce="xyz", qop="auth,auth-int", stale=FALSE\r\n'
             b"l: 0\r\n\r\n"
         )
@@ -390,8 +392,14 @@ class TestBuild:
         m = build_request(
             "MESSAGE",
             "sip:bob@example.com",
-            [("Via", "SIP/2.0/UDP h;branch=z9hG4bK1"), ("From", "<sip:a@b>;tag=1"), ("To", "<sip:bob@example.com>"),
-             ("Call-ID", "x"), ("CSeq", "1 MESSAGE"), ("Max-Forwards", "70")],
+            [
+                ("Via", "SIP/2.0/UDP h;branch=z9hG4bK1"),
+                ("From", "<sip:a@b>;tag=1"),
+                ("To", "<sip:bob@example.com>"),
+                ("Call-ID", "x"),
+                ("CSeq", "1 MESSAGE"),
+                ("Max-Forwards", "70"),
+            ],
             body=b"hi",
             content_type="text/plain",
         )

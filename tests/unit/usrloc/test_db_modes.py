@@ -183,3 +183,37 @@ async def test_database_outage_does_not_stall(tmp_path) -> None:  # type: ignore
         srv.close()
         await h.stop()
         await db.dispose_engines()
+
+
+async def test_too_long_for_the_table_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'len.sqlite'}"
+    await db.create_all(url)
+    h = Harness()
+    await h.start(ul={"db_mode": 1, "db_url": url})
+    try:
+        r = await h.send(h.register("long", ["<sip:" + "x" * 260 + "@10.0.0.1>"], 600))
+        assert r.status == 400 and r.header("p-registrar-error") == "Contact parse error"
+        r = await h.send(h.register("u" * 70, ["<sip:a@10.0.0.1>"], 600))
+        assert r.status == 500 and r.header("p-registrar-error") == "Address Of Record too long"
+        assert await _rows(url) == []
+    finally:
+        await h.stop()
+        await db.dispose_engines()
+
+
+async def test_refused_row_does_not_block_flush(db_url: str) -> None:
+    await db.create_all(db_url)
+    h = Harness()
+    await h.start(ul={"db_mode": 2, "db_url": db_url, "timer_interval": 3600})
+    try:
+        long_uri = "sip:" + "y" * 300 + "@10.0.0.1"
+        assert (await h.ul.ul_add(["location", "bad", long_uri, "600", "1"])).code == 200
+        assert (await h.ul.ul_add(["location", "good", "sip:g@10.0.0.2", "600", "1"])).code == 200
+        await h.ul.ul_flush([])
+        rows = await _rows(db_url)
+        assert ("good", "sip:g@10.0.0.2") in rows
+        if not db_url.startswith("sqlite"):  # SQLite does not enforce varchar sizes
+            assert [r for r in rows if r[0] == "bad"] == []
+        assert h.ul.domain("location").dirty == {}  # type: ignore[union-attr]
+    finally:
+        await h.stop()

@@ -177,3 +177,34 @@ async def test_mgmt_use_domain() -> None:
         assert rep.text.startswith("<sip:j@10.0.0.1>;q=;expires=")
     finally:
         await hh.stop()
+
+
+async def test_received_sets_dst_uri_and_nat_flag(h: Harness) -> None:
+    r = await h.send(
+        h.register(
+            "nat",
+            ['<sip:nat@192.168.1.2:5060>;q=0.9;received="sip:198.51.100.7:40000"', "<sip:nat@10.9.9.9>;q=0.1"],
+            600,
+        )
+    )
+    assert r.status == 200
+    assert 'received="sip:198.51.100.7:40000"' in (r.header("contact") or "")
+    await h.send(h.invite("nat"))
+    rc, ruri, dst, branches = h.lookups[-1]
+    assert (rc, ruri, dst) == (1, "sip:nat@192.168.1.2:5060", "sip:198.51.100.7:40000")
+    assert branches == [("sip:nat@10.9.9.9", 100, None)]
+
+
+async def test_append_branches_off_and_max_contacts() -> None:
+    hh = Harness()
+    await hh.start(reg={"append_branches": 0, "max_contacts": 2, "retry_after": 30})
+    try:
+        await hh.send(hh.register("m", ["<sip:m@10.0.0.1>", "<sip:m@10.0.0.2>"], 600))
+        r = await hh.send(hh.register("m", ["<sip:m@10.0.0.3>"], 600))
+        assert (r.status, r.reason) == (503, "Service Unavailable")
+        assert r.header("p-registrar-error") == "Too many registered contacts"
+        assert r.header("retry-after") == "30"
+        await hh.send(hh.invite("m"))
+        assert hh.lookups[-1][3] == []  # no branches
+    finally:
+        await hh.stop()

@@ -106,6 +106,42 @@ class _Resume:
                     return stop.value
 
 
+_VIA_LINE = re.compile(rb"\n(?:via|v)[ \t]*:", re.IGNORECASE)
+_BRANCH = re.compile(r";[ \t]*branch[ \t]*=[ \t]*([^;, \t]+)", re.IGNORECASE)
+
+
+def _top_branch(msg: SipMessage) -> str | None:
+    """The branch parameter of the top Via, without parsing the whole Via
+    (the reply fast path)."""
+    v = msg.header("via")
+    if v is None:
+        return None
+    comma = v.find(",")
+    m = _BRANCH.search(v, 0, comma if comma > 0 else len(v))
+    return m.group(1) if m is not None else None
+
+
+def _strip_top_via(msg: SipMessage) -> bytes:
+    """A received reply without its top Via (ours): the raw bytes with that
+    line cut out when it holds a single value."""
+    lines = msg.raw_header_lines("via")
+    if lines and b"," not in lines[0]:
+        raw = msg.serialize()
+        i = raw.find(lines[0])
+        if i > 0:
+            return raw[:i] + raw[i + len(lines[0]) :]
+    msg.remove_top_via()
+    return msg.serialize()
+
+
+def _insert_via(data: bytes, via: str) -> bytes:
+    """``data`` with ``Via: <via>`` inserted above its first Via line."""
+    m = _VIA_LINE.search(data)
+    line = b"Via: " + via.encode() + b"\r\n"
+    i = data.find(b"\n") + 1 if m is None else m.start() + 1
+    return data[:i] + line + data[i:]
+
+
 class Branch:
     """One outgoing leg (SER's ``struct ua_client``)."""
 
@@ -283,6 +319,8 @@ class TransactionLayer:
         self.client: dict[str, Branch] = {}
         self.timers = TimerHeap(core.now, core.call_later)
         self.on_complete: list[Callable[[Transaction, int], None]] = []
+        # run when a transaction is created from a request (acc marks flagged INVITEs noisy)
+        self.on_create: list[Callable[[Transaction], None]] = []
         self._label = 0
         self._secret = secrets.token_hex(3)
         self.to_tag_prefix = zlib.crc32(f"tm-{os.getpid()}-{self._secret}".encode()) & 0xFFFFFFFF
@@ -376,10 +414,7 @@ class TransactionLayer:
 
     def reply_hook(self, msg: SipMessage, rcv: ReceiveInfo) -> bool:
         """A reply from downstream: ours if its top Via branch is."""
-        try:
-            bid = msg.via1.branch
-        except SipParseError:
-            return False
+        bid = _top_branch(msg)
         if bid is None:
             return False
         br = self.client.get(bid)
@@ -482,6 +517,8 @@ class TransactionLayer:
         self.server[key] = t
         self.stats.created(slot, False)
         ctx.transaction = t
+        for cb in self.on_create:
+            cb(t)
         return t
 
     def create_local(self, msg: SipMessage, rcv: ReceiveInfo) -> Transaction:
@@ -730,18 +767,7 @@ class TransactionLayer:
         via_host = (f"[{adv}]" if ":" in str(adv) else str(adv)) if adv else lst.via_host
         br.via = f"SIP/2.0/{dproto.name} {via_host}:{adv_port or lst.port};branch={bid}"
         br.dst = (dproto, dip, dport)
-        msg = t.request
-        orig = msg.ruri
-        rewritten = uri != orig
-        if rewritten:
-            msg.set_ruri(uri)
-        msg.add_via(br.via)
-        try:
-            br.data = msg.serialize()
-        finally:
-            msg.remove_top_via()
-            if rewritten:
-                msg.set_ruri(orig)
+        br.data = _insert_via(self._outgoing(t, uri), br.via)
         reliable = dproto is not Proto.UDP
         if t.is_invite:
             br.machine = ClientInvite(br.data, reliable, self.client_timers, partial(self._ack_for, br))
@@ -765,6 +791,23 @@ class TransactionLayer:
                 self._branch_actions(br, [a], now)
         self.timers.update(br)
         return 1
+
+    def _outgoing(self, t: Transaction, uri: str) -> bytes:
+        """The relayed request with Request-URI ``uri``, before our Via
+        (serialized once per transaction for the unchanged URI)."""
+        msg = t.request
+        orig = msg.ruri
+        if uri == orig:
+            base: bytes | None = t.ctx_data.get("_out")
+            if base is None:
+                base = msg.serialize()
+                t.ctx_data["_out"] = base
+            return base
+        msg.set_ruri(uri)
+        try:
+            return msg.serialize()
+        finally:
+            msg.set_ruri(orig)
 
     # hop-by-hop requests built from the branch's request (RFC 3261 §9.1, §17.1.1.3)
     def _hop_request(self, br: Branch, method: str, to_line: bytes | None) -> bytes:
@@ -923,9 +966,7 @@ class TransactionLayer:
             return
         if t.final_status and not (status < 300 and t.is_invite and t.final_status < 300):
             return
-        out = msg.copy()
-        out.remove_top_via()
-        data = out.serialize()
+        data = _strip_top_via(msg)
         self.core.stats.fwd_replies += 1  # type: ignore[attr-defined]
         if self._respond(t, status, data, local=False) < 0 and status < 300:
             # e.g. a 2xx after we sent a negative final: still end to end

@@ -24,7 +24,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from sipexpress.db.engine import DbError
+from sipexpress.db.engine import DbDataError, DbError
 from sipexpress.modules.usrloc.records import FL_MEM, CState, Ucontact, Urecord
 from sipexpress.modules.usrloc.store import LocationStore
 
@@ -182,6 +182,11 @@ class Udomain:
         dels = [k for k, c in batch.items() if c is None]
         try:
             await self.store.write(self.name, ups, dels)
+        except DbDataError as e:
+            # one bad row must not block every later flush: write them one
+            # by one and drop (log) those the database refuses
+            log.error("usrloc %s: batch write refused (%s); writing row by row", self.name, e)
+            await self._write_each(ups, dels)
         except DbError:
             for k, c in batch.items():  # keep newer changes made meanwhile
                 self.dirty.setdefault(k, c)
@@ -189,6 +194,19 @@ class Udomain:
         for c in ups:
             if self.dirty.get((c.aor, c.uri)) is None:
                 c.state = CState.CS_SYNC
+
+    async def _write_each(self, ups: Sequence[Ucontact], dels: Sequence[tuple[str, str]]) -> None:
+        assert self.store is not None
+        for key in dels:
+            try:
+                await self.store.write(self.name, (), [key])
+            except DbDataError as e:
+                log.error("usrloc %s: dropping delete of %s: %s", self.name, key, e)
+        for c in ups:
+            try:
+                await self.store.write(self.name, [c], ())
+            except DbDataError as e:
+                log.error("usrloc %s: dropping binding %s of %s: %s", self.name, c.uri, c.aor, e)
 
     async def load(self, now: float) -> int:
         """Fill memory from the store (start-up, modes 1 and 2)."""
