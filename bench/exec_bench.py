@@ -4,11 +4,13 @@ an exec call adds.
 Three measurements, all with ``true`` as the command:
 
 1. **in-process** (uvloop, the seed INVITE in a real RequestContext):
-   * ``spawn``: bare ``asyncio.create_subprocess_exec("/bin/sh", "-c",
-     "true")`` with the request written to stdin -- the floor any
-     implementation pays;
-   * ``exec_msg``: the module's full call (SIP_* environment, own process
-     group, concurrency slot, status);
+   * ``asyncio``: bare ``asyncio.create_subprocess_exec("/bin/sh", "-c",
+     "true")`` with the request written to stdin (what the module would
+     cost on asyncio's subprocess transport);
+   * ``spawn``: the module's spawner (``process.spawn`` + ``communicate``,
+     Popen + pidfd) with the server's plain environment -- the floor;
+   * ``exec_msg``: the module's full call (SIP_* environment, concurrency
+     slot, bookkeeping, status);
    * ``env``: building the SIP_* environment alone;
    the difference ``exec_msg - spawn`` is the module's own overhead.
 2. **throughput**: ``--concurrency`` calls in flight at once -> calls/s.
@@ -43,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from tests.unit.exec.seed import SEED_REQUEST  # noqa: E402
 
 from sipexpress.core.context import Proto, ReceiveInfo, RequestContext  # noqa: E402
-from sipexpress.modules.exec import ExecModule, sip_environment  # noqa: E402
+from sipexpress.modules.exec import ExecModule, process, sip_environment  # noqa: E402
 from sipexpress.sip.message import SipMessage  # noqa: E402
 
 CFG = """
@@ -71,7 +73,15 @@ def _ctx() -> RequestContext:
     return RequestContext(_NoCore(), msg, rcv)  # type: ignore[arg-type]
 
 
-async def _spawn_true() -> int:
+async def _spawner_true() -> int:
+    child = await process.spawn("true", dict(os.environ), True, False)
+    try:
+        return await child.communicate(SEED_REQUEST, None)
+    finally:
+        child.close()
+
+
+async def _asyncio_true() -> int:
     p = await asyncio.create_subprocess_exec(
         "/bin/sh", "-c", "true", stdin=asyncio.subprocess.PIPE, start_new_session=True
     )
@@ -98,19 +108,25 @@ async def in_process(n: int, concurrency: int) -> dict[str, float]:
     out["env_us"] = (time.perf_counter() - t) / n * 1e6
 
     for _ in range(20):  # warm up
-        await _spawn_true()
+        await _asyncio_true()
+        await _spawner_true()
         await mod.exec_msg(ctx, "true")
 
+    lat_asyncio: list[float] = []
     lat_spawn: list[float] = []
     lat_exec: list[float] = []
-    for _ in range(n):  # interleaved, so both see the same machine load
+    for _ in range(n):  # interleaved, so all see the same machine load
         t = time.perf_counter()
-        await _spawn_true()
+        await _asyncio_true()
+        lat_asyncio.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        await _spawner_true()
         lat_spawn.append(time.perf_counter() - t)
         t = time.perf_counter()
         r = await mod.exec_msg(ctx, "true")
         lat_exec.append(time.perf_counter() - t)
         assert r == 1
+    out["asyncio_ms"] = statistics.median(lat_asyncio) * 1e3
     out["spawn_ms"] = statistics.median(lat_spawn) * 1e3
     out["exec_ms"] = statistics.median(lat_exec) * 1e3
     out["exec_p90_ms"] = statistics.quantiles(lat_exec, n=10)[-1] * 1e3
@@ -210,7 +226,8 @@ def main() -> None:
     print(f"exec bench: n={args.n}, concurrency={args.concurrency}, {os.cpu_count()} CPUs (shared)")
     r = uvloop.run(in_process(args.n, args.concurrency))
     print(f"  SIP_* environment build      {r['env_us']:8.1f} us/call")
-    print(f"  bare spawn of sh -c true     {r['spawn_ms']:8.2f} ms (median)")
+    print(f"  asyncio subprocess, sh -c true {r['asyncio_ms']:6.2f} ms (median; for comparison)")
+    print(f"  module's spawner, sh -c true {r['spawn_ms']:8.2f} ms (median)")
     print(f"  exec_msg('true')             {r['exec_ms']:8.2f} ms (median), p90 {r['exec_p90_ms']:.2f} ms")
     print(f"  module overhead over spawn   {r['exec_ms'] - r['spawn_ms']:8.2f} ms/call")
     print(f"  sequential                   {r['seq_calls_s']:8.0f} calls/s")

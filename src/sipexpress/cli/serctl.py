@@ -739,7 +739,7 @@ def _start(c: Ctx, wait: float = 15.0) -> None:
         if pid is not None:
             emit(f"started pid({pid})\n")
             return
-        if proc.poll() is not None:
+        if proc.poll():  # exit 0 is ser daemonizing: keep waiting for its PID file
             break
         time.sleep(0.1)
     emit("\n")

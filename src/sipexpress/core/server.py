@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import ipaddress
 import logging
@@ -405,6 +406,10 @@ class Core:
         for m in self.module_list:
             await m.start()
         await self._start_mgmt()
+        # everything allocated so far lives as long as the server: keep it out
+        # of the collector's way (fewer, cheaper collections on the hot path)
+        gc.collect()
+        gc.freeze()
         self._running = True
 
     async def _add_reverse_names(self) -> None:
@@ -412,8 +417,11 @@ class Core:
         to ``myself``; bounded so a dead DNS cannot stall start-up."""
         assert self.loop is not None
         names: set[str] = set()
-        with contextlib.suppress(OSError):
-            names.add(socket.gethostname())
+        specs = self.options.get("listen") or []
+        if not specs or any(sp.host in ("0.0.0.0", "::") for sp in specs):
+            # listening on every interface: the host's own name is ours too
+            with contextlib.suppress(OSError):
+                names.add(socket.gethostname())
         ips = {lst.ip for lst in self.udp_listeners}
         if self.tcp is not None:
             ips |= {lst.ip for lst in self.tcp.listeners}

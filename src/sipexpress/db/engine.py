@@ -189,7 +189,16 @@ async def run(
     except (DataError, IntegrityError, ProgrammingError) as e:
         raise DbDataError(f"database {redact(url)}: {_short(e)}") from e
     except (DBAPIError, OSError, SQLAlchemyError) as e:
+        if _is_data_error(e):
+            raise DbDataError(f"database {redact(url)}: {_short(e)}") from e
         raise DbUnavailable(f"database {redact(url)}: {_short(e)}") from e
+
+
+def _is_data_error(e: BaseException) -> bool:
+    """SQLSTATE class 22 (data), 23 (constraint) or 42 (syntax/schema), as
+    asyncpg reports them through a generic DBAPIError."""
+    state = getattr(getattr(e, "orig", None), "sqlstate", None)
+    return isinstance(state, str) and state[:2] in ("22", "23", "42")
 
 
 def _short(e: BaseException) -> str:

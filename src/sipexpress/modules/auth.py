@@ -37,6 +37,13 @@ servers that must accept each other's nonces), ``nonce_expire`` (300 s),
 ``nc_slots`` (65536: nonces with ``qop`` whose nonce counts are tracked at
 once; an older one is answered with ``stale=true``).
 
+2003 compatibility: before auth_db and group existed, this module also
+exported ``www_authorize``, ``proxy_authorize``, ``is_user_in`` and
+``is_in_group`` and took ``db_url`` (``sql://`` = ``mysql://``),
+``calculate_ha1``, ``password_column`` … itself.  They are accepted: the
+functions run auth_db's / group's code (the loaded module, or a private
+instance configured from these parameters).
+
 Every refusal is logged with the reason, the digest username, the realm and
 the source address (NOTICE; a request without credentials, the normal first
 step of every registration, at INFO); passwords and responses never are.
@@ -138,11 +145,22 @@ class AuthModule(Module):
         ),
         Param("realm_prefix", str, "", "prefix removed from a realm taken from To/From"),
         Param("nc_slots", int, 65536, "qop nonces whose nonce counts are tracked at once"),
+        # 2003: one auth module with the database part (see the module doc)
+        Param("db_url", str, "", "2003: database of www_authorize/proxy_authorize/is_user_in"),
+        Param("db_timeout", int, 3000, "2003: milliseconds one query may take"),
+        Param("user_column", str, "username", "2003: digest username column"),
+        Param("username_column", str, "", "2003: digest username column"),
+        Param("domain_column", str, "domain", "2003: realm column"),
+        Param("password_column", str, "ha1", "2003: HA1 (or password) column"),
+        Param("password_column_2", str, "ha1b", "2003: HA1B column"),
+        Param("calculate_ha1", int, 0, "2003: 1 = password_column holds the clear-text password"),
+        Param("use_domain", int, 0, "2003: match the realm too"),
     )
 
     def __init__(self, core: CoreAPI) -> None:
         super().__init__(core)
         self.nonces: Nonces = Nonces()
+        self._legacy: dict[str, Module] = {}
 
     def functions(self) -> Sequence[ScriptFunction]:
         r = RouteType.REQUEST
@@ -174,7 +192,69 @@ class AuthModule(Module):
             ScriptFunction(
                 "append_rpid_hf", self.append_rpid_hf, (0, 2), None, r, False, "add Remote-Party-ID"
             ),
+            *self._legacy_functions(),
         )
+
+    # -- 2003 compatibility ---------------------------------------------------
+    def _legacy_functions(self) -> tuple[ScriptFunction, ...]:
+        """The functions the pre-0.8 auth module exported itself
+        (``examples/cfg/2003/pstn.cfg``).  Each one runs the function of
+        auth_db / group when that module is loaded, and otherwise a private
+        instance of it configured from this module's 2003 parameters."""
+        from sipexpress.modules.auth_db import _fixup_authorize
+        from sipexpress.modules.group import _fixup_group, _fixup_is_user_in
+
+        r = RouteType.REQUEST
+        old = "2003 auth: as auth_db's / group's"
+        return (
+            ScriptFunction("www_authorize", self._www_authorize, (2,), _fixup_authorize, r, True, old),
+            ScriptFunction("proxy_authorize", self._proxy_authorize, (2,), _fixup_authorize, r, True, old),
+            ScriptFunction("is_user_in", self._is_user_in, (2,), _fixup_is_user_in, r, True, old),
+            ScriptFunction("is_in_group", self._is_in_group, (1,), _fixup_group, r, True, old),
+        )
+
+    def _delegate(self, name: str) -> Any:
+        mod = self.core.module(name)
+        if mod is not None:
+            return mod
+        mod = self._legacy.get(name)
+        if mod is None:
+            from sipexpress.modules.auth_db import AuthDbModule
+            from sipexpress.modules.group import GroupModule
+
+            mod = AuthDbModule(self.core) if name == "auth_db" else GroupModule(self.core)
+            v = self.values
+            url = str(v["db_url"])
+            if url.startswith("sql://"):  # 2003 spelling of mysql://
+                url = "mysql://" + url[6:]
+            shared = {"db_url": url, "db_timeout": v["db_timeout"], "use_domain": v["use_domain"]}
+            if name == "auth_db":
+                shared.update(
+                    user_column=v["username_column"] or v["user_column"],
+                    domain_column=v["domain_column"],
+                    password_column=v["password_column"],
+                    password_column_2=v["password_column_2"],
+                    calculate_ha1=v["calculate_ha1"],
+                    avps_column_int="",
+                    avps_column_str="",
+                )
+            for k, val in shared.items():
+                mod.set_param(k, val)
+            mod.prepare(self) if isinstance(mod, AuthDbModule) else mod.prepare()
+            self._legacy[name] = mod
+        return mod
+
+    async def _www_authorize(self, ctx: RequestContext, realm: str, table: str) -> int:
+        return int(await self._delegate("auth_db").www_authorize(ctx, realm, table))
+
+    async def _proxy_authorize(self, ctx: RequestContext, realm: str, table: str) -> int:
+        return int(await self._delegate("auth_db").proxy_authorize(ctx, realm, table))
+
+    async def _is_user_in(self, ctx: RequestContext, source: Any, group: str) -> int:
+        return int(await self._delegate("group").is_user_in(ctx, source, group))
+
+    async def _is_in_group(self, ctx: RequestContext, group: str) -> int:
+        return int(await self._delegate("group").is_in_group(ctx, group))
 
     async def start(self) -> None:
         expire = int(self.values["nonce_expire"])

@@ -118,6 +118,11 @@ class AuthDbModule(Module):
         auth = self.core.module("auth")
         if not isinstance(auth, AuthModule):
             raise ConfigError('auth_db needs the auth module (loadmodule "auth.so" first)')
+        self.prepare(auth)
+        await self.db.check_versions({"subscriber": 3})
+
+    def prepare(self, auth: AuthModule) -> None:
+        """Bind to auth and check the parameters (start without the version check)."""
         self._auth = auth
         v = self.values
         if v["username_column"]:
@@ -126,7 +131,6 @@ class AuthDbModule(Module):
             v[name] = ident(str(v[name]))
         self._avps = _split_cols(str(v["avps_column_int"])) + _split_cols(str(v["avps_column_str"]))
         self.db.configure()
-        await self.db.check_versions({"subscriber": 3})
 
     # -- script functions ---------------------------------------------------
     async def www_authorize(self, ctx: RequestContext, realm: str, table: str) -> int:

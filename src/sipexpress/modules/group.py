@@ -94,10 +94,14 @@ class GroupModule(Module):
         )
 
     async def start(self) -> None:
+        self.prepare()
+        await self.db.check_versions({self.values["table"]: 2} if self.values["table"] == "grp" else {})
+
+    def prepare(self) -> None:
+        """Check the parameters (start without the version check)."""
         for name in ("table", "user_column", "domain_column", "group_column"):
             self.values[name] = ident(str(self.values[name]))
         self.db.configure()
-        await self.db.check_versions({self.values["table"]: 2} if self.values["table"] == "grp" else {})
 
     async def is_in_group(self, ctx: RequestContext, group: str) -> int:
         return await self.is_user_in(ctx, Source.CREDENTIALS, group)

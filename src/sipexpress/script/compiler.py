@@ -61,10 +61,9 @@ _KINDS: dict[str, tuple[str, RouteType]] = {
 }
 
 # options that are accepted (SER knew them) but change nothing here
+# ("children" is reported by the core itself: one asyncio worker)
 _NO_EFFECT = {
-    "children",
     "memlog",
-    "maxbuffer",
     "mhomed",
     "syn_branch",
     "user",
@@ -705,8 +704,10 @@ class _Compiler:
             if ref.isdigit():
                 ref = str(int(ref))
             if ref != "0" and (ref_kind, ref) not in self.blocks:
-                block = {"failure": "failure_route", "onreply": "onreply_route", "branch": "branch_route"}[ref_kind]
-                raise self.err(f"{st.name}(\"{ref}\"): there is no {block}[{ref}] block", st.args[0])
+                block = {"failure": "failure_route", "onreply": "onreply_route", "branch": "branch_route"}[
+                    ref_kind
+                ]
+                raise self.err(f'{st.name}("{ref}"): there is no {block}[{ref}] block', st.args[0])
         args: list[Any] = []
         for a in st.args:
             if isinstance(a, ast.Str):
@@ -736,7 +737,7 @@ class _Compiler:
             if modname in loaded:
                 continue
             try:
-                inst = load_module_class(modname)(self.core)
+                inst = load_module_class(modname)(CheckCore())  # type: ignore[arg-type]
                 if any(f.name == name for f in inst.functions()):
                     return f"unknown function '{name}' (it is exported by module '{modname}', which is not loaded)"
             except Exception:
@@ -906,7 +907,12 @@ _URI_OPERANDS = {"uri", "status", "from_uri", "to_uri"}
 # comparisons whose helper returns None for "cannot evaluate" (SER's -1)
 _ERR_HELPERS = ("_rt.str_", "_rt.re_", "_rt.ruri_myself", "_rt.value_myself")
 # module functions whose argument names a route block ("0" disarms)
-_ROUTE_REFS = {"t_on_failure": "failure", "t_on_negative": "failure", "t_on_reply": "onreply", "t_on_branch": "branch"}
+_ROUTE_REFS = {
+    "t_on_failure": "failure",
+    "t_on_negative": "failure",
+    "t_on_reply": "onreply",
+    "t_on_branch": "branch",
+}
 
 
 def _flip(code: str) -> str | None:

@@ -401,11 +401,17 @@ def _conv_tcp_alias(args: list[ast.Value], call: ast.Call) -> tuple[Any, ...]:
 
 
 def force_tcp_alias(ctx: RequestContext, port: int = 0) -> int:
-    """Remember that the TCP connection is an alias for the Via host:port
-    (the core consults ``ctx.data["tcp_alias"]``)."""
+    """Remember that the TCP connection also serves the source address
+    with the Via's port (the core consults ``ctx.data["tcp_alias"]`` when
+    it sends)."""
     if ctx.rcv.proto not in (Proto.TCP, Proto.TLS):
         return 1
-    ctx.data["tcp_alias"] = port or ctx.rcv.src_port
+    if not port:  # SER: the port of the top Via (5060 when absent)
+        try:
+            port = ctx.msg.via1.port or 5060
+        except Exception:
+            port = 5060
+    ctx.data["tcp_alias"] = port
     return 1
 
 

@@ -16,7 +16,9 @@ A routing script is a Python module that defines::
 and optionally ``route_<n>``/``route_<name>``, ``failure_route_<n>``,
 ``onreply_route_<n>``, ``branch_route_<n>`` (``async def`` or plain
 ``def``; a plain function returning an int never suspends and is the
-cheapest).  Module names are resolved at load time.
+cheapest), and ``init(core)``, called once after the modules are loaded
+and their parameters set (e.g. to add ``core.reply_hooks``).  Module
+names are resolved at load time.
 
 Every script function of a loaded module and every core action
 (``forward``, ``rewritehost``, ``setflag``, ``log`` …) can be imported from
@@ -210,6 +212,16 @@ def load_script(path: str | Path, core: Any) -> RouteTable:
             raise ConfigError(f"{p}: MODPARAMS entries are (module, param, value): {item!r}")
         mname, param, value = item
         core.set_modparam(mname, param, value)
+    init = getattr(mod, "init", None)
+    if callable(init):
+        # ``def init(core)``: after modules and parameters, before routes
+        # (register hooks, precompute state ...)
+        try:
+            init(core)
+        except ConfigError:
+            raise
+        except Exception as e:
+            raise ConfigError(f"{p}: init(core) failed: {type(e).__name__}: {e}") from e
     table = RouteTable({}, {}, {}, {})
     kinds = {
         "request": table.request,

@@ -367,6 +367,17 @@ class _Machine:
 
     TABLE: ClassVar[Table] = {}
     INITIAL: ClassVar[State] = State.TERMINATED
+    # TABLE with effect names resolved to functions, once per class
+    _COMPILED: ClassVar[
+        dict[tuple[State, Input], tuple[State, tuple[Callable[[Any, float], None], ...]]]
+    ] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        cls._COMPILED = {
+            key: (nxt, tuple(getattr(cls, "_e_" + e) for e in effects))
+            for key, (nxt, effects) in cls.TABLE.items()
+        }
 
     __slots__ = (
         "_actions",
@@ -427,7 +438,7 @@ class _Machine:
     # -- dispatch -------------------------------------------------------------
     def _fire(self, inp: Input, now: float, status: int = 0, msg: Any = None) -> list[Action]:
         try:
-            nxt, effects = self.TABLE[(self.state, inp)]
+            nxt, effects = self._COMPILED[(self.state, inp)]
         except KeyError:
             if inp.name.startswith("TIMER_"):
                 return []  # a timer that no longer applies (stale deadline)
@@ -441,7 +452,7 @@ class _Machine:
         self._status = status
         self._msg = msg
         for eff in effects:
-            getattr(self, "_e_" + eff)(now)
+            eff(self, now)
         if nxt is State.TERMINATED and prev is not State.TERMINATED:
             self.timers.clear()
             actions.append(Terminated())

@@ -121,22 +121,17 @@ def test_sigterm_and_sigint_stop_cleanly(ser_factory: SerFactory) -> None:
         assert not pidfile.exists()
 
 
-def test_sl_stats_over_fifo(ser_factory: SerFactory) -> None:
-    ser = ser_factory(ROUTES, suffix=".py")
-    udp_exchange(
-        options_request(ser.host, ser.port, ruri=f"sip:x@{ser.host}").replace(b"OPTIONS", b"INFO"),
-        ser.host,
-        ser.port,
-    )
+def fifo_call(fifo: str, command: str, timeout: float = 5.0) -> str:
+    """One FIFO request, SER style: create a reply FIFO, write, read to EOF."""
     name = f"ser_reply_{uuid.uuid4().hex[:8]}"
     reply_path = Path("/tmp") / name
     os.mkfifo(reply_path, 0o666)
+    out = b""
     try:
         fd = os.open(reply_path, os.O_RDONLY | os.O_NONBLOCK)
-        with open(ser.fifo, "w") as f:
-            f.write(f":sl_stats:{name}\n\n")
-        deadline = time.monotonic() + 5
-        out = b""
+        with open(fifo, "w") as f:
+            f.write(f":{command}:{name}\n\n")
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 chunk = os.read(fd, 65536)
@@ -151,10 +146,23 @@ def test_sl_stats_over_fifo(ser_factory: SerFactory) -> None:
         os.close(fd)
     finally:
         reply_path.unlink()
-    text = out.decode()
+    return out.decode()
+
+
+def test_sl_stats_and_ps_over_fifo(ser_factory: SerFactory) -> None:
+    ser = ser_factory(ROUTES, suffix=".py")
+    info = options_request(ser.host, ser.port, ruri=f"sip:x@{ser.host}").replace(b"OPTIONS", b"INFO")
+    assert udp_exchange(info, ser.host, ser.port) is not None
+    text = fifo_call(ser.fifo, "sl_stats")
     assert text.startswith("200 ok\n200: ")
-    # the start-up probe(s) were answered 200; one INFO request is no OPTIONS: 404
-    assert " 404: 0 " not in text and "failures: 0" in text
+    # the start-up probe(s) were answered 200 OK; the INFO got a 404
+    lines = text.splitlines()
+    assert lines[1].startswith("200: ") and not lines[1].startswith("200: 0 ")
+    assert " 404: 1 " in lines[3] and lines[-1].startswith("failures: 0")
+    ps = fifo_call(ser.fifo, "ps")
+    assert ps.startswith("200 ok\n")
+    assert f"receiver child=0 sock= {ser.host}:{ser.port}" in ps
+    assert "fifo server" in ps
 
 
 def test_check_config_and_errors(tmp_path: Path) -> None:
@@ -258,3 +266,29 @@ def test_cfg_file_and_default_config(ser_factory: SerFactory) -> None:
     assert reply is not None and reply.startswith(b"SIP/2.0 200 OK from cfg\r\n")
     p = subprocess.run(ser_cmd("-c"), capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert p.returncode == 0, p.stderr
+
+
+def test_daemon_mode(tmp_path: Path) -> None:
+    """Without -D ser double-forks: the command returns, the daemon serves
+    and writes its pid file; SIGTERM stops it."""
+    port = free_port()
+    cfg = tmp_path / "r.py"
+    cfg.write_text(ROUTES.format(host="127.0.0.1", port=port, fifo=""))
+    pidfile = tmp_path / "ser.pid"
+    p = subprocess.run(ser_cmd("-f", str(cfg), "-P", str(pidfile)), cwd=ROOT, timeout=30, capture_output=True)
+    assert p.returncode == 0
+    deadline = time.monotonic() + 15
+    reply = None
+    while time.monotonic() < deadline and reply is None:
+        reply = udp_exchange(options_request("127.0.0.1", port), "127.0.0.1", port, 0.3)
+    assert reply is not None and reply.startswith(b"SIP/2.0 200 OK")
+    pid = int(pidfile.read_text())
+    assert Path(f"/proc/{pid}").exists()
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and pidfile.exists():
+        time.sleep(0.1)
+    assert not pidfile.exists()
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.1)
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]

@@ -24,9 +24,10 @@ RFC4475 = Path("/work/shared/rfc4475")
 # {port}/{workdir} are filled in by ser_factory; literal braces are doubled
 SCRIPT = """
 from sipexpress.script.pyroute import save, lookup, sl_send_reply, forward
+{tm_import}
 
 OPTIONS = {{"listen": "udp:{host}:{port}", "db_url": "sqlite:///{workdir}/ser.sqlite"}}
-MODULES = ["sl", "usrloc", "registrar"]
+MODULES = ["sl", "usrloc", "registrar"{tm_module}]
 MODPARAMS = [
     ("usrloc", "db_mode", {db_mode}),
     ("usrloc", "timer_interval", {timer}),
@@ -49,16 +50,26 @@ async def request_route(ctx):
         sl_send_reply(ctx, 404, "Not Found " + str(rc))
         return 0
     if m.method == "INVITE" and {forward_invites}:
-        await forward(ctx)
+        await {relay}(ctx)
         return 0
     sl_send_reply(ctx, 302, "Moved Temporarily")
     return 0
 """
 
 
-def start_ser(ser_factory, db_mode: int = 0, timer: int = 60, forward_invites: bool = False) -> SerProcess:  # type: ignore[no-untyped-def]
+def start_ser(
+    ser_factory, db_mode: int = 0, timer: int = 60, forward_invites: bool = False, tm: bool = False
+) -> SerProcess:  # type: ignore[no-untyped-def]
     sp: SerProcess = ser_factory(
-        SCRIPT, suffix=".py", start=False, db_mode=db_mode, timer=timer, forward_invites=forward_invites
+        SCRIPT,
+        suffix=".py",
+        start=False,
+        db_mode=db_mode,
+        timer=timer,
+        forward_invites=forward_invites,
+        tm_import="from sipexpress.script.pyroute import t_relay" if tm else "",
+        tm_module=', "tm"' if tm else "",
+        relay="t_relay" if tm else "forward",
     )
     if db_mode:
         asyncio.run(_create(f"sqlite:///{sp.workdir}/ser.sqlite"))
@@ -123,10 +134,13 @@ def test_sipsak_registers_and_is_found(ser_factory) -> None:  # type: ignore[no-
     )
 
 
-def test_sipp_registers_many_users_then_calls_them(ser_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("relay", ["forward", "t_relay"])
+def test_sipp_registers_many_users_then_calls_them(ser_factory, tmp_path: Path, relay: str) -> None:  # type: ignore[no-untyped-def]
+    """Distinct users register (SIPp, injection file), then each is called
+    through lookup() and a stateless forward() or tm's t_relay()."""
     need_tool("sipp")
     n = 200
-    sp = start_ser(ser_factory, forward_invites=True)
+    sp = start_ser(ser_factory, forward_invites=True, tm=relay == "t_relay")
     uas_port = free_port()
     csv = tmp_path / "users.csv"
     csv.write_text("SEQUENTIAL\n" + "".join(f"user{i:04d};{uas_port}\n" for i in range(n)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from sipexpress.mgmt.client import fifo_request
 from tests.support import free_port, need_tool, run_sipp
 
 pytestmark = pytest.mark.interop
@@ -18,7 +20,7 @@ SCENARIOS = Path(__file__).parent / "scenarios"
 
 ROUTES = """
 from sipexpress.script.pyroute import t_relay, t_relay_to_tcp, t_newtran, t_reply, t_on_failure
-OPTIONS = {{"listen": ["udp:{host}:{port}", "tcp:{host}:{port}"]}}
+OPTIONS = {{"listen": ["udp:{host}:{port}", "tcp:{host}:{port}"], "fifo": "{fifo}"}}
 MODULES = ["tm"]
 MODPARAMS = [("tm", "wt_timer", 2)]
 
@@ -57,9 +59,9 @@ def stop(p: subprocess.Popen[str]) -> int | None:
         return None
 
 
-def make_ser(ser_factory: Callable[..., Any], body: str, uas2: int = 0) -> Any:
+def make_ser(ser_factory: Callable[..., Any], body: str, uas2: int = 0, fifo: str = "") -> Any:
     port = free_port()
-    cfg = ROUTES.format(host="127.0.0.1", port=port, body=body, uas2=uas2)
+    cfg = ROUTES.format(host="127.0.0.1", port=port, body=body, uas2=uas2, fifo=fifo)
     return ser_factory(cfg.replace("{", "{{").replace("}", "}}"), port=port, suffix=".py")
 
 
@@ -74,14 +76,15 @@ def counter(stdout: str, name: str) -> int | None:
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
-def test_1000_calls(ser_factory: Callable[..., Any], transport: str) -> None:
+def test_1000_calls(ser_factory: Callable[..., Any], transport: str, tmp_path: Path) -> None:
     uas_port = free_port()
     relay = "t_relay_to_tcp" if transport == "tcp" else "t_relay_to_udp"
     body = (
         f"from sipexpress.script.pyroute import {relay}\n"
         f"    return await {relay}(ctx, '127.0.0.1', '{uas_port}')"
     )
-    ser = make_ser(ser_factory, body)
+    fifo = str(tmp_path / "ser_fifo")
+    ser = make_ser(ser_factory, body, fifo=fifo)
     t = "t1" if transport == "tcp" else "u1"
     uas = start_uas(uas_port, 1000, t)
     time.sleep(0.3)
@@ -99,6 +102,17 @@ def test_1000_calls(ser_factory: Callable[..., Any], transport: str) -> None:
     assert counter(res.stdout, "Failed call") == 0
     assert elapsed < 40
     assert ser.alive()
+    # completed transactions are reclaimed after wt_timer (2 s here)
+    time.sleep(3)
+    text = fifo_request(fifo, "t_stats")
+    lines = text.splitlines()
+    assert lines[0] == "200 ok"
+    m = re.match(r"Current: (\d+) \((\d+) waiting\) Total: (\d+) \(0 local\) {6}$", lines[1])
+    assert m is not None, text
+    assert int(m.group(1)) == 0 and int(m.group(2)) == 0
+    assert int(m.group(3)) >= 2000  # INVITE + BYE of every call
+    m2 = re.search(r"4xx: (\d+), 3xx: (\d+),2xx: (\d+)", text)
+    assert m2 is not None and int(m2.group(3)) >= 2000 and int(m2.group(1)) == 0
 
 
 def test_486_failure_route_to_second_uas(ser_factory: Callable[..., Any]) -> None:

@@ -532,3 +532,47 @@ async def test_rpid_from_subscriber(servers: list[Server], sqlite_url: str) -> N
         "+4930123456;party=calling;id-type=subscriber;screen=yes",
         "<sip:+4930123456@iptel.org>",
     ]
+
+
+async def test_2003_auth_module_with_its_own_database_part(servers: list[Server], sqlite_url: str) -> None:
+    """examples/cfg/2003/pstn.cfg: only auth.so, with db_url/calculate_ha1/
+    password_column on it, and www_authorize/is_in_group/is_user_in."""
+    from sqlalchemy import insert
+
+    from sipexpress.db import schema
+
+    await run(sqlite_url, lambda c: c.execute(insert(schema.grp).values(username="jiri", grp="local")))
+    ref: list[Server] = []
+
+    async def route(ctx: RequestContext) -> int:
+        auth = ctx.core.module("auth")
+        assert isinstance(auth, AuthModule) and ctx.core.module("auth_db") is None
+        names = {f.name: f for f in auth.functions()}
+        r = await names["www_authorize"].handler(ctx, "", "subscriber")
+        if r < 0:
+            return auth.www_challenge(ctx, "", False)
+        grp = await names["is_in_group"].handler(ctx, "local")
+        src = names["is_user_in"].fixup(("Credentials", "ld"), None)  # type: ignore[misc, arg-type]
+        ld = await names["is_user_in"].handler(ctx, *src)
+        ctx.core.send_reply(ctx, 200, "OK", [f"X-Groups: {grp} {ld}"])
+        return 1
+
+    srv = await start_server(
+        sqlite_url,
+        ["auth"],
+        [
+            ("auth", "db_url", sqlite_url),
+            ("auth", "calculate_ha1", 1),
+            ("auth", "password_column", "password"),
+        ],
+        route,
+    )
+    ref.append(srv)
+    servers.append(srv)
+    ch = await challenge(srv)
+    assert "qop" not in (ch.header("www-authenticate") or "")
+    bad = await srv.send(request(extra=[authorization(ch, "jiri", "nope")]))
+    assert bad is not None and bad.status == 401
+    ok = await srv.send(request(extra=[authorization(ch, "jiri", "secret")]))
+    assert ok is not None and ok.status == 200
+    assert ok.header("x-groups") == "1 -6"

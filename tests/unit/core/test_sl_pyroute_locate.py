@@ -86,6 +86,8 @@ def test_pyroute_loads_script(tmp_path: Path) -> None:
         "    return 1\n"
         "def failure_route_1(ctx):\n"
         "    return 1\n"
+        "def init(core):\n"
+        "    core.reply_hooks.append(lambda msg, rcv: True)\n"
     )
     from sipexpress.script.pyroute import load_script
 
@@ -95,6 +97,7 @@ def test_pyroute_loads_script(tmp_path: Path) -> None:
     assert core.is_myself("127.0.0.1", 5999)
     assert isinstance(core.module("sl"), SlModule) and core.module("sl_module") is core.module("sl")
     assert set(table.request) == {"0", "2"} and set(table.failure) == {"1"}
+    assert len(core.reply_hooks) == 1  # init(core) ran
 
 
 def test_pyroute_errors(tmp_path: Path) -> None:

@@ -241,7 +241,9 @@ async def _big(params: list[str]) -> MgmtReply:
 @pytest.fixture
 async def manager_x(tmp_path: Path) -> Manager:
     extra = [MgmtCommand("slow", _slow), MgmtCommand("t_hash_like", _big)]
-    m = Manager({"fifo": str(tmp_path / "ser_fifo"), "fifo_dir": f"{tmp_path}/", "fifo_timeout": 0.2}, (), extra)
+    m = Manager(
+        {"fifo": str(tmp_path / "ser_fifo"), "fifo_dir": f"{tmp_path}/", "fifo_timeout": 0.2}, (), extra
+    )
     await m.start()
     yield m  # type: ignore[misc]
     await m.stop()

@@ -65,7 +65,9 @@ async def test_errors_carry_ser_code(rpc: Manager) -> None:
         "message": "command 'foobar' not available",
         "data": {"ser_code": 500, "reason": "command 'foobar' not available"},
     }
-    r = await post(rpc, {"jsonrpc": "2.0", "method": "ul_show_contact", "params": ["location", "jiri"], "id": 2})
+    r = await post(
+        rpc, {"jsonrpc": "2.0", "method": "ul_show_contact", "params": ["location", "jiri"], "id": 2}
+    )
     err = r.json()["error"]
     assert err["code"] == 404 and err["message"] == "Username jiri in table location not found"
     assert err["data"]["ser_code"] == 404
@@ -112,7 +114,9 @@ async def test_batch_and_notification(rpc: Manager) -> None:
 async def test_keep_alive_many_requests(rpc: Manager) -> None:
     async with httpx.AsyncClient() as c:
         for i in range(50):
-            r = await c.post(url(rpc), json={"jsonrpc": "2.0", "method": "print", "params": [str(i)], "id": i})
+            r = await c.post(
+                url(rpc), json={"jsonrpc": "2.0", "method": "print", "params": [str(i)], "id": i}
+            )
             assert r.json()["result"] == str(i)
 
 
@@ -134,8 +138,14 @@ async def test_non_local_http_needs_auth() -> None:
 
 
 async def test_shared_secret_and_basic_auth() -> None:
-    m = Manager({"jsonrpc_http": "127.0.0.1:0", "jsonrpc_secret": "s3cret", "jsonrpc_user": "admin",
-                 "jsonrpc_password": "pw"})
+    m = Manager(
+        {
+            "jsonrpc_http": "127.0.0.1:0",
+            "jsonrpc_secret": "s3cret",
+            "jsonrpc_user": "admin",
+            "jsonrpc_password": "pw",
+        }
+    )
     await m.start()
     try:
         body = {"jsonrpc": "2.0", "method": "print", "params": ["ok"], "id": 1}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -83,11 +84,11 @@ async def test_call_maps_errors() -> None:
 
 
 async def test_start_gathers_core_modules(tmp_path: Path) -> None:
-    class Core:
-        options = {"fifo": str(tmp_path / "f"), "fifo_dir": f"{tmp_path}/"}
-        modules = {"usrloc": FakeUsrloc(None), "tm": FakeTm(None)}  # type: ignore[arg-type]
-
-    mgr = await start(Core())
+    core = SimpleNamespace(
+        options={"fifo": str(tmp_path / "f"), "fifo_dir": f"{tmp_path}/"},
+        modules={"usrloc": FakeUsrloc(None), "tm": FakeTm(None)},  # type: ignore[arg-type]
+    )
+    mgr = await start(core)
     try:
         assert "t_stats" in mgr.registry and "ul_flush" in mgr.registry
         assert mgr.fifo is not None and (tmp_path / "f").exists()

@@ -99,7 +99,7 @@ class ProbeModule(Module):
             ScriptFunction("probe_failure", self.probe_failure, (0,), None, RouteType.FAILURE),
             ScriptFunction("t_relay", self.t_relay, (0,), None, RouteType.ANY),
             ScriptFunction("boom", self.boom, (0,), None, RouteType.ANY),
-            ScriptFunction("t_on_failure", self.probe2, (1,), None, RouteType.ANY),
+            ScriptFunction("t_on_failure", self.t_on_failure, (1,), None, RouteType.ANY),
         )
 
     def probe(self, ctx: RequestContext, v: int) -> int:
@@ -120,6 +120,10 @@ class ProbeModule(Module):
 
     def t_relay(self, ctx: RequestContext) -> int:
         self.relayed += 1
+        return 1
+
+    def t_on_failure(self, ctx: RequestContext, name: str) -> int:
+        ctx.data["failure_route"] = name
         return 1
 
     def boom(self, ctx: RequestContext) -> int:

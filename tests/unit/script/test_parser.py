@@ -170,3 +170,10 @@ def test_syntax_errors_are_located(text: str, line: int, col: int, needle: str) 
     rendered = str(e).splitlines()
     assert rendered[0].startswith(f"bad.cfg:{line}:{col}: ")
     assert rendered[2].index("^") == 4 + col - 1
+
+
+def test_packaged_default_config_is_etc_ser_cfg() -> None:
+    from importlib import resources
+
+    packaged = resources.files("sipexpress").joinpath("etc/ser.cfg").read_text()
+    assert packaged == (ROOT / "etc" / "ser.cfg").read_text()

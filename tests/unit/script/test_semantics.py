@@ -288,6 +288,8 @@ async def test_comparison_errors_propagate(cond: str, expected: bool) -> None:
 
 async def test_unparsable_uri_is_neither_myself_nor_foreign() -> None:
     data = request("sip:a@b:99999")
-    s = Script("route { if (uri==myself) setflag(1); if (!uri==myself) setflag(2); if (uri!=myself) setflag(3); }")
+    s = Script(
+        "route { if (uri==myself) setflag(1); if (!uri==myself) setflag(2); if (uri!=myself) setflag(3); }"
+    )
     _, ctx = await s.run(data)
     assert ctx.flags == 0

@@ -217,3 +217,34 @@ async def test_refused_row_does_not_block_flush(db_url: str) -> None:
         assert h.ul.domain("location").dirty == {}  # type: ignore[union-attr]
     finally:
         await h.stop()
+
+
+async def test_database_down_at_start(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """usrloc starts without its database (serving from memory) and loads
+    the stored bindings once the database answers."""
+    url = f"sqlite:///{tmp_path / 'later.sqlite'}"
+    await db.create_all(url)
+
+    async def pre(conn):  # type: ignore[no-untyped-def]
+        await conn.execute(
+            schema.location.insert().values(
+                username="pre", domain="", contact="sip:pre@10.0.0.5", expires=text("'2099-01-01 00:00:00'")
+            )
+        )
+
+    await db.run(url, pre)
+    h = Harness()
+    await h.start(ul={"db_mode": 1, "db_url": _dead_url(), "db_timeout": 1})
+    try:
+        r = await h.send(h.register("live", ["<sip:live@10.0.0.6>"], 600))
+        assert r.status == 200
+        assert (await h.send(h.invite("pre"))).reason == "Not Found -3"
+        store = h.ul.store
+        assert isinstance(store, SqlLocationStore)
+        store.url = url  # the database is back
+        await h.ul.run_timer()
+        assert (await h.send(h.invite("pre"))).status == 302
+        assert ("live", "sip:live@10.0.0.6") in await _rows(url)
+    finally:
+        await h.stop()
+        await db.dispose_engines()

@@ -183,7 +183,10 @@ async def test_received_sets_dst_uri_and_nat_flag(h: Harness) -> None:
     r = await h.send(
         h.register(
             "nat",
-            ['<sip:nat@192.168.1.2:5060>;q=0.9;received="sip:198.51.100.7:40000"', "<sip:nat@10.9.9.9>;q=0.1"],
+            [
+                '<sip:nat@192.168.1.2:5060>;q=0.9;received="sip:198.51.100.7:40000"',
+                "<sip:nat@10.9.9.9>;q=0.1",
+            ],
             600,
         )
     )

@@ -135,7 +135,7 @@ class TmModule(Module):
         return self.layer.lookup(msg)
 
     def t_newtran(self, ctx: RequestContext) -> int:
-        return self._newtran(ctx)
+        return self._t_newtran(ctx)
 
     def t_reply(
         self,
@@ -289,9 +289,12 @@ class TmModule(Module):
         )
 
     def commands(self) -> Sequence[MgmtCommand]:
+        from sipexpress.uac.t_uac_dlg import t_uac_dlg_command
+
         return (
             MgmtCommand("t_stats", self._cmd_t_stats, "transaction statistics"),
             MgmtCommand("t_hash", self._cmd_t_hash, "transaction hash table occupancy"),
+            t_uac_dlg_command(self),
         )
 
     async def _cmd_t_stats(self, params: list[str]) -> MgmtReply:
@@ -329,7 +332,10 @@ class TmModule(Module):
         return 1
 
     def _t_newtran(self, ctx: RequestContext) -> int:
-        return self._newtran(ctx)
+        r = self._newtran(ctx)
+        if r > 0 and ctx.transaction is not None:
+            self.layer.arm_guard(ctx.transaction)
+        return r
 
     async def _t_relay(self, ctx: RequestContext) -> int:
         return await self._relay(ctx, None, None, None)

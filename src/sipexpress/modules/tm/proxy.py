@@ -216,6 +216,7 @@ class Transaction:
         "failure_running",
         "final_status",
         "flags",
+        "guard",
         "hash_index",
         "is_invite",
         "key",
@@ -284,6 +285,7 @@ class Transaction:
         self.uac_future: Any = None
         self.waiting = False
         self.deleted = False
+        self.guard = math.inf  # t_newtran without a reply: give up then
         self.sched = math.inf
 
     def __repr__(self) -> str:
@@ -291,9 +293,17 @@ class Transaction:
 
     # timer protocol (server side)
     def next_timer(self) -> float | None:
-        return self.uas.next_timer() if self.uas is not None else None
+        t = self.uas.next_timer() if self.uas is not None else None
+        if self.guard < math.inf and not self.final_status and not self.relayed:
+            return self.guard if t is None else min(t, self.guard)
+        return t
 
     def on_timer(self, now: float) -> None:
+        if now >= self.guard and not self.final_status and not self.relayed:
+            log.info("tm: %r created by t_newtran got no reply: released", self)
+            self.guard = math.inf
+            self.layer.release(self)
+            return
         if self.uas is not None:
             self.layer._uas_actions(self, self.uas.handle_timer(now))
 
@@ -549,6 +559,12 @@ class TransactionLayer:
                 br.cancel = None
             br.machine = None
         self.stats.freed(t.hash_index, t.waiting)
+
+    def arm_guard(self, t: Transaction) -> None:
+        """A transaction the script handles itself (``t_newtran``): release
+        it if neither a reply nor a relay happens within fr_inv_timer."""
+        t.guard = self.core.now() + self.client_timers.value("C")
+        self.timers.update(t)
 
     def release(self, t: Transaction) -> None:
         """``t_release``: stop everything and let the transaction go."""

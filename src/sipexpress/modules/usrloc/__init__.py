@@ -141,6 +141,7 @@ class UsrlocModule(Module):
 
             raise ConfigError(f"usrloc: invalid db_mode {self.db_mode}")
         if self.db_mode != NO_DB:
+            from sipexpress.db.engine import SchemaVersionError
             from sipexpress.db.manage import check_versions
 
             store = self._get_store()
@@ -148,10 +149,13 @@ class UsrlocModule(Module):
             try:
                 # SER's check: location >= 6 (7 here: + socket/path columns)
                 await check_versions(self.db_url, {"location": 7}, float(self.values["db_timeout"]))
-            except DbError as e:
+            except SchemaVersionError as e:
                 from sipexpress.core.registry import ConfigError
 
                 raise ConfigError(f"usrloc: database {redact(self.db_url)}: {e}") from e
+            except DbError as e:
+                # unreachable: serve from memory, load when it comes back
+                log.error("usrloc: database not available at start (%s); will retry loading", e)
             for d in list(self.domains.values()):
                 await self._load(d)
         self._started = True
@@ -162,11 +166,7 @@ class UsrlocModule(Module):
             n = await d.load(self.clock())
             log.info("usrloc: loaded %d contacts into table '%s'", n, d.name)
         except DbError as e:
-            log.error("usrloc: loading table '%s' failed: %s", d.name, e)
-            if not self._started:
-                from sipexpress.core.registry import ConfigError
-
-                raise ConfigError(f"usrloc: loading table '{d.name}': {e}") from e
+            log.error("usrloc: loading table '%s' failed (%s); retrying on the timer", d.name, e)
 
     async def stop(self) -> None:
         if self._timer is not None:
@@ -190,6 +190,8 @@ class UsrlocModule(Module):
     async def run_timer(self) -> None:
         now = self.clock()
         for d in list(self.domains.values()):
+            if not d.loaded and (d.load_task is None or d.load_task.done()):
+                await self._load(d)
             try:
                 await d.timer(now)
             except DbError as e:

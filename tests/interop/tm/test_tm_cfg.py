@@ -1,0 +1,110 @@
+"""tm driven by a ser.cfg script: t_relay, failure_route with
+t_check_status and serial forking, t_newtran/t_reply, t_stats over FIFO."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sipexpress.mgmt.client import fifo_request
+from tests.interop.tm.phone import Phone, reply_addr, reply_to
+from tests.support import free_port
+
+pytestmark = pytest.mark.interop
+
+CFG = """
+debug=3
+listen=udp:127.0.0.1:{port}
+fifo="{fifo}"
+loadmodule "/usr/local/lib/ser/modules/sl.so"
+loadmodule "/usr/local/lib/ser/modules/tm.so"
+modparam("tm", "fr_inv_timer", 10)
+
+route {
+    if (method=="OPTIONS" && uri=~"^sip:127\\.0\\.0\\.1") {
+        if (!t_newtran()) { sl_reply_error(); break; };
+        t_reply("200", "Alive");
+        break;
+    };
+    rewritehostport("127.0.0.1:UAS1");
+    t_on_failure("1");
+    t_on_reply("1");
+    if (!t_relay()) {
+        sl_reply_error();
+    };
+}
+
+onreply_route[1] {
+    if (status=~"18[0-9]") {
+        log(1, "tm-test: ringing\\n");
+    };
+}
+
+failure_route[1] {
+    if (t_check_status("486")) {
+        rewritehostport("127.0.0.1:UAS2");
+        append_branch();
+        t_relay();
+        break;
+    };
+    t_reply("480", "Nobody Home");
+}
+"""
+
+
+@pytest.fixture
+def phones() -> Any:
+    ps = [Phone(), Phone(), Phone()]
+    yield ps
+    for p in ps:
+        p.close()
+
+
+def start(ser_factory: Callable[..., Any], tmp_path: Path, uas1: int, uas2: int) -> tuple[Any, str]:
+    fifo = str(tmp_path / "fifo")
+    port = free_port()
+    text = CFG.replace("UAS1", str(uas1)).replace("UAS2", str(uas2)).replace("{port}", str(port))
+    text = text.replace("{fifo}", fifo)
+    ser = ser_factory(text.replace("{", "{{").replace("}", "}}"), port=port)
+    return ser, fifo
+
+
+def test_cfg_failure_route_serial_fork(ser_factory: Callable[..., Any], tmp_path: Path, phones: Any) -> None:
+    uac, uas1, uas2 = phones
+    ser, fifo = start(ser_factory, tmp_path, uas1.port, uas2.port)
+    proxy = (ser.host, ser.port)
+    uac.send(uac.invite(f"sip:callee@127.0.0.1:{ser.port}"), proxy)
+    assert uac.expect(100).reason == "trying -- your call is important to us"
+    r1 = uas1.expect("INVITE")
+    uas1.send(reply_to(r1, 180, "Ringing"), reply_addr(r1))
+    uac.expect(180)
+    uas1.send(reply_to(r1, 486, "Busy Here"), reply_addr(r1))
+    uas1.expect("ACK")
+    r2 = uas2.expect("INVITE")
+    assert r2.ruri == f"sip:callee@127.0.0.1:{uas2.port}"
+    uas2.send(reply_to(r2, 200, "OK", to_tag="second"), reply_addr(r2))
+    assert uac.expect(200).to.params["tag"] == "second"
+    assert "tm-test: ringing" in ser.log()
+    text = fifo_request(fifo, "t_stats")
+    assert re.search(r"Completion status 6xx: 0, 5xx: 0, 4xx: 0, 3xx: 0,2xx: 1 {6}\n", text), text
+
+
+def test_cfg_failure_route_t_reply(ser_factory: Callable[..., Any], tmp_path: Path, phones: Any) -> None:
+    uac, uas1, uas2 = phones
+    ser, fifo = start(ser_factory, tmp_path, uas1.port, uas2.port)
+    uac.send(uac.invite(f"sip:callee@127.0.0.1:{ser.port}"), (ser.host, ser.port))
+    r1 = uas1.expect("INVITE")
+    uas1.send(reply_to(r1, 404, "Not Found"), reply_addr(r1))
+    r = uac.expect(480)
+    assert r.reason == "Nobody Home"
+    text = fifo_request(fifo, "t_stats")
+    assert "Replied localy: " in text
+    n = int(re.search(r"Replied localy: (\d+)", text).group(1))  # type: ignore[union-attr]
+    assert n >= 1
+    hash_text = fifo_request(fifo, "t_hash")
+    assert hash_text.startswith("200 ok\n\tcurrent\ttotal\n0.\t")
+    assert len(hash_text.splitlines()) == 65538

@@ -1,0 +1,59 @@
+"""t_stats / t_hash texts as SER printed them (fifo.md §6.1)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sipexpress.core.server import Core
+from sipexpress.modules.tm import TmModule
+from sipexpress.modules.tm.stats import TmStats
+
+
+def test_t_stats_text_exact() -> None:
+    st = TmStats()
+    for slot in (1, 1, 7):
+        st.created(slot, local=False)
+    st.created(9, local=True)
+    st.waiting += 2
+    st.completion(200)
+    st.completion(486)
+    st.completion(603)
+    st.replied_locally = 1
+    st.freed(1, waited=True)
+    assert st.t_stats_text() == (
+        "Current: 3 (1 waiting) Total: 4 (1 local)      \n"
+        "Replied localy: 1      \n"
+        "Completion status 6xx: 1, 5xx: 0, 4xx: 1, 3xx: 0,2xx: 1      \n"
+    )
+    text = st.t_hash_text()
+    lines = text.splitlines()
+    assert lines[0] == "\tcurrent\ttotal"
+    assert len(lines) == 65537
+    assert lines[2] == "1.\t1\t2"
+    assert lines[8] == "7.\t1\t1"
+    assert st.t_hash_data() == [
+        {"slot": 1, "current": 1, "total": 2},
+        {"slot": 7, "current": 1, "total": 1},
+        {"slot": 9, "current": 1, "total": 1},
+    ]
+
+
+def test_commands_declared_and_reply() -> None:
+    core = Core()
+    tm = TmModule(core)
+    names = {c.name for c in tm.commands()}
+    assert {"t_stats", "t_hash"} <= names
+    cmd = {c.name: c for c in tm.commands()}["t_stats"]
+    reply = asyncio.run(cmd.handler([]))
+    assert reply.code == 200 and reply.reason == "ok"
+    assert reply.text.startswith("Current: 0 (0 waiting) Total: 0 (0 local)")
+    assert reply.data["total"] == 0
+
+
+def test_functions_declared() -> None:
+    tm = TmModule(Core())
+    names = {f.name for f in tm.functions()}
+    for n in ("t_relay", "t_relay_to_udp", "t_relay_to_tcp", "t_newtran", "t_reply", "t_release",
+              "t_on_failure", "t_on_negative", "t_on_reply", "t_check_status", "t_lookup_request",
+              "t_retransmit_reply"):
+        assert n in names
