@@ -50,7 +50,6 @@ STATEFUL = 'return await t_relay_to_udp(ctx, "127.0.0.1", "{uas}")'
 STATELESS = 'return await forward(ctx, "127.0.0.1", "{uas}")'
 
 
-
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -97,7 +96,7 @@ def main() -> int:
     script = work / "routes.py"
     relay = (STATELESS if args.stateless else STATEFUL).format(uas=uas_port)
     script.write_text(SCRIPT.format(port=port, relay=relay))
-    log = open(work / "ser.log", "wb")
+    log = open(work / "ser.log", "wb")  # noqa: SIM115 - closed in finally
     ser = subprocess.Popen(
         [sys.executable, "-m", "sipexpress.cli.ser", "-f", str(script), "-D", "-E"],
         stdout=log,
@@ -113,11 +112,25 @@ def main() -> int:
             return 1
         rss0 = rss_kib(ser.pid)
         print(f"ser pid {ser.pid}, RSS at start {rss0} KiB")
-        print(f"{'rate':>6} {'calls':>6} {'ok':>6} {'failed':>6} {'secs':>6} {'calls/s':>8} {'cpu s/1000':>10} {'RSS KiB':>8}")
+        print(
+            f"{'rate':>6} {'calls':>6} {'ok':>6} {'failed':>6} {'secs':>6} {'calls/s':>8} {'cpu s/1000':>10} {'RSS KiB':>8}"
+        )
         for rate in [int(r) for r in args.rates.split(",")]:
             uas = subprocess.Popen(
-                [sipp, "-sf", str(SCEN / "tm_uas.xml"), "-i", "127.0.0.1", "-p", str(uas_port),
-                 "-m", str(args.calls), "-nostdin", "-timeout", "120"],
+                [
+                    sipp,
+                    "-sf",
+                    str(SCEN / "tm_uas.xml"),
+                    "-i",
+                    "127.0.0.1",
+                    "-p",
+                    str(uas_port),
+                    "-m",
+                    str(args.calls),
+                    "-nostdin",
+                    "-timeout",
+                    "120",
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -125,10 +138,30 @@ def main() -> int:
             c0 = cpu_seconds(ser.pid)
             t0 = time.monotonic()
             res = subprocess.run(
-                [sipp, "-sf", str(SCEN / "tm_uac.xml"), f"127.0.0.1:{port}", "-i", "127.0.0.1",
-                 "-p", str(free_port()), "-m", str(args.calls), "-r", str(rate), "-l", str(rate * 3),
-                 "-d", "0", "-nostdin", "-timeout", "120", "-timeout_error"],
-                capture_output=True, text=True,
+                [
+                    sipp,
+                    "-sf",
+                    str(SCEN / "tm_uac.xml"),
+                    f"127.0.0.1:{port}",
+                    "-i",
+                    "127.0.0.1",
+                    "-p",
+                    str(free_port()),
+                    "-m",
+                    str(args.calls),
+                    "-r",
+                    str(rate),
+                    "-l",
+                    str(rate * 3),
+                    "-d",
+                    "0",
+                    "-nostdin",
+                    "-timeout",
+                    "120",
+                    "-timeout_error",
+                ],
+                capture_output=True,
+                text=True,
             )
             secs = time.monotonic() - t0
             cpu = cpu_seconds(ser.pid) - c0

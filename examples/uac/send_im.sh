@@ -27,3 +27,4 @@ Content-Type: text/plain; charset=UTF-8
 .
 Hello world!!!! $@
 .
+EOF

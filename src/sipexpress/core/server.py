@@ -543,6 +543,7 @@ class Core:
         except Exception:  # a parser bug must not take the server down
             log.exception("parser failed on a message from %s:%d", rcv.src_ip, rcv.src_port)
             return
+        ctx: RequestContext | None = None
         try:
             if msg.is_request:
                 self.stats.rcv_requests += 1
@@ -566,7 +567,10 @@ class Core:
                         return
                 self.forward_reply(msg, rcv)
         except SipParseError as e:
-            self._malformed(e, rcv, msg)
+            if ctx is not None:
+                self._route_parse_error(e, ctx)
+            else:
+                self._malformed(e, rcv, msg)
         except Exception:
             log.exception("error processing message from %s:%d", rcv.src_ip, rcv.src_port)
 
@@ -578,7 +582,7 @@ class Core:
         except StopIteration:
             return
         except SipParseError as e:
-            self._malformed(e, ctx.rcv, ctx.msg)
+            self._route_parse_error(e, ctx)
             return
         except Exception:
             log.exception("route failed for %s from %s:%d", ctx.msg.method, ctx.rcv.src_ip, ctx.rcv.src_port)
@@ -592,7 +596,7 @@ class Core:
         try:
             await _Resume(coro, first)
         except SipParseError as e:
-            self._malformed(e, ctx.rcv, ctx.msg)
+            self._route_parse_error(e, ctx)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -616,6 +620,15 @@ class Core:
         port = int(ctx.data.pop("tcp_alias", 0) or 0)
         if isinstance(conn, TcpConnection) and self.tcp is not None and port:
             self.tcp.add_alias(conn, ctx.rcv.src_ip, port)
+
+    def _route_parse_error(self, e: SipParseError, ctx: RequestContext) -> None:
+        """A header the route used is malformed: 400 unless it replied."""
+        if ctx.data.get("_replied"):
+            log.info(
+                "malformed header in %s from %s:%d: %s", ctx.msg.method, ctx.rcv.src_ip, ctx.rcv.src_port, e
+            )
+            return
+        self._malformed(e, ctx.rcv, ctx.msg)
 
     def _malformed(self, e: SipParseError, rcv: ReceiveInfo, msg: SipMessage | None = None) -> None:
         self.stats.bad_msgs += 1
@@ -1092,6 +1105,8 @@ class Core:
             stats.sl_failures += 1
             return -1
         stats.sl_replies[code] += 1
+        if code >= 200:
+            ctx.data["_replied"] = True  # a later parse error must not add a 400
         if code >= 300 and self.loop is not None:
             self.last_negative_reply = self.loop.time()
         return 1

@@ -74,7 +74,10 @@ def bind_socket(ip: str, port: int, kind: int, rcvbuf: int = 0) -> socket.socket
     af = family_of(ip)
     sock = socket.socket(af, kind)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if kind == socket.SOCK_STREAM:
+            # TIME_WAIT only; on UDP SO_REUSEADDR would let two servers share
+            # a port silently
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if af == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if rcvbuf and kind == socket.SOCK_DGRAM:

@@ -153,11 +153,13 @@ def test_sl_stats_and_ps_over_fifo(ser_factory: SerFactory) -> None:
     ser = ser_factory(ROUTES, suffix=".py")
     info = options_request(ser.host, ser.port, ruri=f"sip:x@{ser.host}").replace(b"OPTIONS", b"INFO")
     assert udp_exchange(info, ser.host, ser.port) is not None
+    assert udp_exchange(options_request(ser.host, ser.port), ser.host, ser.port) is not None
     text = fifo_call(ser.fifo, "sl_stats")
     assert text.startswith("200 ok\n200: ")
-    # the start-up probe(s) were answered 200 OK; the INFO got a 404
+    # our OPTIONS (and maybe start-up probes) got 200 OK; the INFO got a 404
     lines = text.splitlines()
-    assert lines[1].startswith("200: ") and not lines[1].startswith("200: 0 ")
+    assert len(lines) == 8, text
+    assert lines[1].startswith("200: ") and not lines[1].startswith("200: 0 "), text
     assert " 404: 1 " in lines[3] and lines[-1].startswith("failures: 0")
     ps = fifo_call(ser.fifo, "ps")
     assert ps.startswith("200 ok\n")

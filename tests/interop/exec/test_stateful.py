@@ -24,18 +24,19 @@ pytestmark = pytest.mark.interop
 
 
 @pytest.mark.parametrize(
-    ("user", "code", "reason", "n_mails"),
+    ("cfg", "user", "code", "reason", "n_mails"),
     [
-        ("jiri", 600, b"No messages for this user", 1),
-        ("nobody", 404, b"User does not exist", 0),
+        ("step4-stateful/ser.cfg", "jiri", 600, b"No messages for this user", 1),
+        ("step4-stateful/ser.cfg", "nobody", 404, b"User does not exist", 0),
+        ("step4-stateful/routes.py", "jiri", 600, b"No messages for this user", 1),
     ],
 )
 def test_step4_retransmissions_run_the_command_once(
-    start_ser: StartSer, tmp_path: Path, user: str, code: int, reason: bytes, n_mails: int
+    start_ser: StartSer, tmp_path: Path, cfg: str, user: str, code: int, reason: bytes, n_mails: int
 ) -> None:
     db = tmp_path / "ser.sqlite"
     sqlite_subscribers(db, {"jiri": "jiri@example.com"})
-    ser = start_ser("step4-stateful/ser.cfg", env={"SER_SQLITE_DB": str(db)})
+    ser = start_ser(cfg, env={"SER_SQLITE_DB": str(db)})
     phone = Phone(ser.port)
     try:
         inv = phone.request("INVITE", f"sip:{user}@127.0.0.1:{ser.port}", body=SDP)

@@ -221,6 +221,10 @@ def test_serctl_when_server_not_running(tmp_path: Path) -> None:
 
 
 def test_help_on_every_command() -> None:
+    from click.testing import CliRunner
+
+    from sipexpress.cli.serctl import cli
+
     cmds = [
         "fifo",
         "rpc",
@@ -241,6 +245,7 @@ def test_help_on_every_command() -> None:
         "rm",
         "mail",
         "showdb",
+        "userdb",
         "acl",
         "acl show",
         "acl grant",
@@ -253,12 +258,10 @@ def test_help_on_every_command() -> None:
         "restart",
     ]
     for c in ["", *cmds]:
-        r = subprocess.run(
-            [sys.executable, "-m", "sipexpress.cli.serctl", *c.split(), "--help"],
-            capture_output=True,
-            text=True,
-        )
-        assert r.returncode == 0 and "Usage:" in r.stdout, c
+        r = CliRunner().invoke(cli, [*c.split(), "--help"])
+        assert r.exit_code == 0 and "Usage:" in r.output, c
+    r = CliRunner().invoke(cli, ["nonsense"])
+    assert r.exit_code == 2 and "No such command" in r.output
 
 
 def test_start_stop_restart_with_pid_file(tmp_path: Path) -> None:

@@ -93,7 +93,9 @@ class Phone:
         )
 
 
-def reply_to(req: SipMessage, status: int, reason: str, to_tag: str | None = "uas1", extra: str = "") -> bytes:
+def reply_to(
+    req: SipMessage, status: int, reason: str, to_tag: str | None = "uas1", extra: str = ""
+) -> bytes:
     """A UAS reply: the request's Via/From/To/Call-ID/CSeq copied."""
     lines = [f"SIP/2.0 {status} {reason}\r\n".encode()]
     lines += req.raw_header_lines("via")

@@ -144,8 +144,8 @@ def test_200_relayed_and_ack_end_to_end(env_factory: Callable[..., Env]) -> None
     r = e.uac.expect(200)
     e.uas1.send(ok, reply_addr(req))  # 2xx retransmission from the UAS is relayed too
     assert e.uac.expect(200).status == 200
-    ack = (
-        e.uac.hop_request("ACK", r.header("to")).replace(e.uac.branch, e.uac.branch + "ack2xx")
+    ack = e.uac.hop_request("ACK", r.header("to")).replace(
+        e.uac.branch, e.uac.branch + "ack2xx"
     )  # a new transaction
     e.uac.send(ack, e.proxy)
     got = e.uas1.expect("ACK")
@@ -294,3 +294,16 @@ def test_all_branches_fail_lowest_wins(env_factory: Callable[..., Env]) -> None:
     assert [m for m in e.uac.drain(0.2) if not m.is_request and m.status >= 300] == []  # waits for all
     e.uas2.send(reply_to(r2, 404, "Not Found", to_tag="uas2"), reply_addr(r2))
     assert e.uac.expect(404).status == 404
+
+
+def test_loose_route_next_hop_is_top_route(env_factory: Callable[..., Env]) -> None:
+    e = env_factory()
+    inv = e.invite().replace(
+        "Max-Forwards: 70\r\n", f"Max-Forwards: 70\r\nRoute: <sip:127.0.0.1:{e.uas2.port};lr>\r\n"
+    )
+    e.uac.send(inv, e.proxy)
+    req = e.uas2.expect("INVITE")  # sent to the Route, Request-URI kept
+    assert req.ruri == f"sip:callee@127.0.0.1:{e.uas1.port}"
+    assert req.header("route") == f"<sip:127.0.0.1:{e.uas2.port};lr>"
+    assert int(req.header("max-forwards") or 0) == 69
+    assert e.uas1.drain(0.2) == []

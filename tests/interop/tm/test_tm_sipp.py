@@ -38,12 +38,28 @@ async def failure_route_1(ctx):
 """
 
 
-def start_uas(port: int, calls: int, transport: str = "u1", scenario: str | None = None) -> subprocess.Popen[str]:
+def start_uas(
+    port: int, calls: int, transport: str = "u1", scenario: str | None = None
+) -> subprocess.Popen[str]:
     sipp = need_tool("sipp")
     scen = ["-sf", str(SCENARIOS / scenario)] if scenario else ["-sn", "uas"]
     return subprocess.Popen(
-        [sipp, *scen, "-i", "127.0.0.1", "-p", str(port), "-t", transport, "-m", str(calls), "-nostdin",
-         "-timeout", "60", "-timeout_error"],
+        [
+            sipp,
+            *scen,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-t",
+            transport,
+            "-m",
+            str(calls),
+            "-nostdin",
+            "-timeout",
+            "60",
+            "-timeout_error",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -90,8 +106,28 @@ def test_1000_calls(ser_factory: Callable[..., Any], transport: str, tmp_path: P
     time.sleep(0.3)
     t0 = time.monotonic()
     res = run_sipp(
-        ["-sn", "uac", f"{ser.host}:{ser.port}", "-i", "127.0.0.1", "-p", str(free_port()), "-t", t,
-         "-m", "1000", "-r", "100", "-l", "200", "-d", "0", "-timeout", "60", "-timeout_error"],
+        [
+            "-sn",
+            "uac",
+            f"{ser.host}:{ser.port}",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(free_port()),
+            "-t",
+            t,
+            "-m",
+            "1000",
+            "-r",
+            "100",
+            "-l",
+            "200",
+            "-d",
+            "0",
+            "-timeout",
+            "60",
+            "-timeout_error",
+        ],
         timeout=90,
     )
     elapsed = time.monotonic() - t0
@@ -129,8 +165,24 @@ def test_486_failure_route_to_second_uas(ser_factory: Callable[..., Any]) -> Non
     uas_ok = start_uas(ok, 20)
     time.sleep(0.3)
     res = run_sipp(
-        ["-sn", "uac", f"{ser.host}:{ser.port}", "-i", "127.0.0.1", "-p", str(free_port()),
-         "-m", "20", "-r", "20", "-d", "0", "-timeout", "30", "-timeout_error"],
+        [
+            "-sn",
+            "uac",
+            f"{ser.host}:{ser.port}",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(free_port()),
+            "-m",
+            "20",
+            "-r",
+            "20",
+            "-d",
+            "0",
+            "-timeout",
+            "30",
+            "-timeout_error",
+        ],
         timeout=60,
     )
     assert counter(res.stdout, "Successful call") == 20, res.stdout[-3000:]
@@ -146,8 +198,22 @@ def test_uac_cancel_while_ringing(ser_factory: Callable[..., Any]) -> None:
     uas = start_uas(uas_port, 10, scenario="tm_uas_ring_cancel.xml")
     time.sleep(0.3)
     res = run_sipp(
-        ["-sf", str(SCENARIOS / "tm_uac_cancel.xml"), f"{ser.host}:{ser.port}", "-i", "127.0.0.1",
-         "-p", str(free_port()), "-m", "10", "-r", "10", "-timeout", "30", "-timeout_error"],
+        [
+            "-sf",
+            str(SCENARIOS / "tm_uac_cancel.xml"),
+            f"{ser.host}:{ser.port}",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(free_port()),
+            "-m",
+            "10",
+            "-r",
+            "10",
+            "-timeout",
+            "30",
+            "-timeout_error",
+        ],
         timeout=60,
     )
     assert counter(res.stdout, "Successful call") == 10, res.stdout[-3000:]

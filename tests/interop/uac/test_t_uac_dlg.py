@@ -22,6 +22,7 @@ from tests.support import free_port, need_tool
 
 ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT / "tests" / "data" / "sipp"
+SIPP_TAIL = ["-timeout", "30", "-trace_msg"]
 
 CFG = """
 listen=udp:127.0.0.1:{port}
@@ -82,8 +83,7 @@ class Phone:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [sipp, "-i", "127.0.0.1", "-p", str(self.port), "-mp", str(free_port()), "-m", "1"]
-            + ["-nostdin", "-timeout", "30", "-sf", str(DATA / scenario), "-trace_msg"],
+            [sipp, "-i", "127.0.0.1", "-p", str(self.port), "-mp", str(free_port()), "-m", "1", "-nostdin", *SIPP_TAIL, "-sf", str(DATA / scenario)],
             cwd=workdir,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

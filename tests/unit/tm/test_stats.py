@@ -53,7 +53,18 @@ def test_commands_declared_and_reply() -> None:
 def test_functions_declared() -> None:
     tm = TmModule(Core())
     names = {f.name for f in tm.functions()}
-    for n in ("t_relay", "t_relay_to_udp", "t_relay_to_tcp", "t_newtran", "t_reply", "t_release",
-              "t_on_failure", "t_on_negative", "t_on_reply", "t_check_status", "t_lookup_request",
-              "t_retransmit_reply"):
+    for n in (
+        "t_relay",
+        "t_relay_to_udp",
+        "t_relay_to_tcp",
+        "t_newtran",
+        "t_reply",
+        "t_release",
+        "t_on_failure",
+        "t_on_negative",
+        "t_on_reply",
+        "t_check_status",
+        "t_lookup_request",
+        "t_retransmit_reply",
+    ):
         assert n in names

@@ -225,7 +225,9 @@ CLIENT_INPUTS = st.lists(
 
 
 @given(st.booleans(), st.booleans(), CLIENT_INPUTS)
-def test_client_machines_never_crash(invite: bool, reliable: bool, steps: list[tuple[str, int, float]]) -> None:
+def test_client_machines_never_crash(
+    invite: bool, reliable: bool, steps: list[tuple[str, int, float]]
+) -> None:
     """Any sequence of network, timer and cancel inputs: no exception,
     at most one Terminated, and no final response is passed up twice unless
     it is a 2xx to an INVITE (forking)."""
@@ -260,7 +262,10 @@ def test_client_machines_never_crash(invite: bool, reliable: bool, steps: list[t
 
 @given(
     st.booleans(),
-    st.lists(st.tuples(st.sampled_from(["req", "ack", "timer", "resp", "error"]), st.integers(100, 699)), max_size=30),
+    st.lists(
+        st.tuples(st.sampled_from(["req", "ack", "timer", "resp", "error"]), st.integers(100, 699)),
+        max_size=30,
+    ),
 )
 def test_server_machines_tu_errors_only(invite: bool, steps: list[tuple[str, int]]) -> None:
     """Network and timer inputs never raise; TU responses raise only

@@ -62,7 +62,7 @@ def killpg(child: Child, sig: int) -> None:
         os.killpg(child.pid, sig)
 
 
-async def spawn(cmd: str, env: dict[str, str], stdin: bool, stdout: bool) -> Child:
+async def spawn(cmd: str, env: dict[bytes, bytes], stdin: bool, stdout: bool) -> Child:
     """Start ``/bin/sh -c cmd``.  Raises OSError/ValueError when it cannot."""
     if USE_PIDFD:
         return _PidfdChild(

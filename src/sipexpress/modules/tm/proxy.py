@@ -702,14 +702,7 @@ class TransactionLayer:
         if not targets:
             return errors.E_NO_DESTINATION
         t.relayed = True
-        route_hop: str | None = None
-        if first and msg.has_header("route"):
-            try:
-                routes = msg.routes
-            except SipParseError:
-                routes = []
-            if routes and _LR.search(routes[0].uri):
-                route_hop = routes[0].uri
+        route_hop = self._route_hop(t.request) if t.request.has_header("route") else None
         sent = 0
         err = errors.E_BUG
         for uri, dst in targets:
@@ -721,6 +714,27 @@ class TransactionLayer:
         if sent == 0:
             return err
         return 1
+
+    def _route_hop(self, msg: SipMessage) -> str | None:
+        """Loose routing (RFC 3261 §16.12): the next hop is the top Route
+        URI when it has ``;lr`` and is not ourselves (the rr module's
+        ``loose_route`` normally removes our own entry and sets dst_uri)."""
+        try:
+            routes = msg.routes
+        except SipParseError:
+            return None
+        if not routes or not _LR.search(routes[0].uri):
+            return None
+        uri = routes[0].uri
+        from sipexpress.sip.uri import SipUri
+
+        try:
+            u = SipUri.parse(uri)
+        except (SipParseError, SipError):
+            return None
+        if self.core.is_myself(u.host, u.port):
+            return None
+        return uri
 
     async def _resolve(
         self, uri_text: str, host: str | None, port: int | None, proto: Proto | None, rproto: Proto
