@@ -74,7 +74,7 @@ def _ctx() -> RequestContext:
 
 
 async def _spawner_true() -> int:
-    child = await process.spawn("true", dict(os.environ), True, False)
+    child = await process.spawn("true", dict(os.environb), True, False)
     try:
         return await child.communicate(SEED_REQUEST, None)
     finally:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from sipexpress.mgmt.client import fifo_request  # noqa: E402
+from sipexpress.mgmt.client import fifo_request
 
 CLK = os.sysconf("SC_CLK_TCK")
 

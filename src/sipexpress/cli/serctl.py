@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -50,6 +51,7 @@ T = TypeVar("T")
 DEFAULT_ACL_GROUPS = "local ld int voicemail free-pstn prepaid"
 URI_RE = re.compile(r"^sip(s)?:([a-zA-Z0-9_]+@)?.*\..*")
 OK_RE = re.compile(r"^200 ok", re.IGNORECASE)
+STATUS_RE = re.compile(r"^[0-9]{3} ")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -214,7 +216,9 @@ def table(rows: list[dict[str, Any]], columns: list[str], c: Ctx, title: str | N
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="seconds to wait for a reply")
 @click.option("--domain", envvar="SIP_DOMAIN", help="default domain for user names [$SIP_DOMAIN]")
 @click.option("--db-url", envvar="SER_DB_URL", help="database URL [$SER_DB_URL]")
-@click.option("-c", "--config", type=click.Path(dir_okay=False), help="ser.cfg to read db_url from")
+@click.option(
+    "-c", "--config", type=click.Path(dir_okay=False), help="ser.cfg to read fifo, fifo_dir, db_url from"
+)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--rpc-url", envvar="SER_RPC_URL", default="http://127.0.0.1:5080/", show_default=True)
 @click.option("--rpc-socket", envvar="SER_RPC_SOCKET", help="JSON-RPC Unix socket (instead of HTTP)")
@@ -240,10 +244,16 @@ def cli(
 ) -> None:
     """SER control utility: users, ACLs, aliases, user location, monitoring.
 
-    Commands that talk to the running server use its FIFO ($SER_FIFO);
-    add/passwd/rm/mail/showdb/acl use the database (--db-url, $SER_DB_URL
-    or db_url from --config).
+    Commands that talk to the running server use its FIFO (--fifo,
+    $SER_FIFO, or fifo= from --config); add/passwd/rm/mail/showdb/acl use
+    the database (--db-url, $SER_DB_URL or db_url from --config).
     """
+    if config:  # the server's own settings, unless given explicitly
+        default = click.core.ParameterSource.DEFAULT
+        if ctx.get_parameter_source("fifo") == default:
+            fifo = _cfg_value(config, "fifo") or fifo
+        if ctx.get_parameter_source("reply_dir") == default:
+            reply_dir = _cfg_value(config, "fifo_dir") or reply_dir
     ctx.obj = Ctx(
         fifo,
         reply_dir,
@@ -329,7 +339,13 @@ def online_cmd(c: Ctx) -> None:
 
 
 def _section(c: Ctx, cmd: str) -> str:
-    return filter_fl(fifo(c, cmd)[1])
+    """One FIFO reply for the monitor screen; when the server does not
+    answer the screen says so and the monitor goes on (sc kept cycling)."""
+    try:
+        text = fifo_request(c.fifo, cmd, [], reply_dir=c.reply_dir, timeout=c.timeout)
+    except (MgmtClientError, OSError) as e:
+        return f"[{cmd}: {e}]\n"
+    return filter_fl(text)
 
 
 @cli.command("monitor")
@@ -360,6 +376,30 @@ def monitor_cmd(c: Ctx, cycles: int | None) -> None:
                 time.sleep(period)
     except KeyboardInterrupt:
         emit("\nserctl monitor ^C-ed\n")
+
+
+@cli.command("ping")
+@click.argument("uri")
+@pass_ctx
+def ping_cmd(c: Ctx, uri: str) -> None:
+    """Send OPTIONS to URI from the server (FIFO t_uac_dlg); print the reply's status line."""
+    params = [
+        "OPTIONS",
+        uri,
+        ".",
+        f"From: sip:daemon@{socket.gethostname()}",
+        f"To: <{uri}>",
+        "Contact: <sip:daemon@!!>",
+        ".",
+        ".",
+    ]
+    c.timeout = max(c.timeout, 40.0)  # the reply comes when the transaction ends (Timer F: 32 s)
+    code, text = fifo(c, "t_uac_dlg", params)
+    lines = filter_fl(text).splitlines()
+    first = lines[0] if lines else ""
+    # sc: the filter removed a "200 OK" status line; anything else is printed
+    emit((first if STATUS_RE.match(first) else "200 OK") + "\n")
+    sys.exit(0 if 200 <= code < 300 else 1)
 
 
 # -- user location and aliases ----------------------------------------------
@@ -651,6 +691,137 @@ def acl_revoke(c: Ctx, user: str, group: str | None) -> None:
 
     db(c, q)
     _acl_show(c, user)
+
+
+# -- domains and remote-party IDs ------------------------------------------------
+
+
+def _sql(c: Ctx, op: Callable[[Any], Awaitable[Any]], write: bool = True) -> Any:
+    """Run one statement block; sc printed ``SQL Error`` when mysql failed."""
+    from sipexpress.db import DbError, dispose_engines, run
+
+    async def go() -> Any:
+        try:
+            return await run(db_url(c), op, write=write)
+        finally:
+            await dispose_engines()
+
+    try:
+        return asyncio.run(go())
+    except DbError as e:
+        fail(f"SQL Error: {e}", 2)
+
+
+@cli.group("domain")
+def domain_grp() -> None:
+    """Domains served (table domain; the domain module with db_mode=1)."""
+
+
+@domain_grp.command("show")
+@pass_ctx
+def domain_show(c: Ctx) -> None:
+    """The server's cached domain list (FIFO domain_dump)."""
+    sys.exit(print_fifo(c, "domain_dump", []))
+
+
+def _domain_change(c: Ctx, domain: str, add: bool) -> None:
+    from datetime import datetime
+
+    from sqlalchemy import delete, insert
+
+    from sipexpress.db import schema
+
+    t = schema.domain
+
+    async def op(conn: Any) -> None:
+        if add:
+            now = datetime.now().replace(microsecond=0)
+            await conn.execute(insert(t).values(domain=domain, last_modified=now))
+        else:
+            await conn.execute(delete(t).where(t.c.domain == domain))
+
+    _sql(c, op)
+    sys.exit(print_fifo(c, "domain_reload", []))
+
+
+@domain_grp.command("add")
+@click.argument("domain")
+@pass_ctx
+def domain_add(c: Ctx, domain: str) -> None:
+    """Add DOMAIN, then make the server reload the table."""
+    _domain_change(c, domain, True)
+
+
+@domain_grp.command("rm")
+@click.argument("domain")
+@pass_ctx
+def domain_rm(c: Ctx, domain: str) -> None:
+    """Remove DOMAIN, then make the server reload the table."""
+    _domain_change(c, domain, False)
+
+
+@cli.group("rpid")
+def rpid_grp() -> None:
+    """Remote-Party-ID of subscribers (subscriber.rpid)."""
+
+
+def _set_rpid(c: Ctx, user: str, rpid: str | None) -> None:
+    from sqlalchemy import update
+
+    from sipexpress.db import schema
+
+    u, d = set_user(c, user)
+    sub = schema.subscriber
+
+    async def op(conn: Any) -> int:
+        r = await conn.execute(update(sub).where(sub.c.username == u, sub.c.domain == d).values(rpid=rpid))
+        return int(r.rowcount)
+
+    if not _sql(c, op):
+        fail("non-existent user")
+    _rpid_show(c, user)
+
+
+def _rpid_show(c: Ctx, user: str | None) -> None:
+    from sqlalchemy import select
+
+    from sipexpress.db import schema
+
+    sub = schema.subscriber
+    q = select(sub.c.username, sub.c.rpid).order_by(sub.c.username)
+    if user is not None:
+        u, d = set_user(c, user)
+        q = q.where(sub.c.username == u, sub.c.domain == d)
+
+    async def op(conn: Any) -> list[dict[str, Any]]:
+        return [dict(r._mapping) for r in await conn.execute(q)]
+
+    table(_sql(c, op, write=False), ["username", "rpid"], c)
+
+
+@rpid_grp.command("add")
+@click.argument("user")
+@click.argument("rpid")
+@pass_ctx
+def rpid_add(c: Ctx, user: str, rpid: str) -> None:
+    """Set USER's Remote-Party-ID to RPID."""
+    _set_rpid(c, user, rpid)
+
+
+@rpid_grp.command("rm")
+@click.argument("user")
+@pass_ctx
+def rpid_rm(c: Ctx, user: str) -> None:
+    """Clear USER's Remote-Party-ID."""
+    _set_rpid(c, user, None)
+
+
+@rpid_grp.command("show")
+@click.argument("user", required=False)
+@pass_ctx
+def rpid_show(c: Ctx, user: str | None) -> None:
+    """Remote-Party-IDs of USER (all users without USER)."""
+    _rpid_show(c, user)
 
 
 # -- the database schema -------------------------------------------------------

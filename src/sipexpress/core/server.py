@@ -406,6 +406,11 @@ class Core:
         for m in self.module_list:
             await m.start()
         await self._start_mgmt()
+        # --- web interface hook (sipexpress.web, option web_listen): uvicorn in this loop ---
+        if self.options.get("web_listen"):
+            from sipexpress.web import start_in_core
+
+            self._tasks.add(await start_in_core(self))
         # everything allocated so far lives as long as the server: keep it out
         # of the collector's way (fewer, cheaper collections on the hot path)
         gc.collect()
@@ -634,7 +639,7 @@ class Core:
         self.stats.bad_msgs += 1
         if msg is None:
             msg = e.msg
-        if msg is None or not msg.is_request or msg.method == "ACK":
+        if msg is None or not msg.is_request or msg.method == "ACK" or not _has_via(msg):
             log.info("dropping malformed message from %s:%d: %s", rcv.src_ip, rcv.src_port, e)
             return
         log.info("bad request from %s:%d: %s", rcv.src_ip, rcv.src_port, e)
@@ -1135,6 +1140,14 @@ def via_destination(via: Any, proto: Proto) -> tuple[str, int]:
         except ValueError:
             pass
     return _norm_host(ip), via.port or (SIPS_PORT if proto is Proto.TLS else SIP_PORT)
+
+
+def _has_via(msg: SipMessage) -> bool:
+    """A reply needs the request's Via (RFC 3261 §8.2.6.2)."""
+    try:
+        return bool(msg.raw_header_lines("via"))
+    except SipParseError:
+        return False
 
 
 def _resolve_now(host: str) -> list[str]:

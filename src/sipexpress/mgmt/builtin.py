@@ -16,11 +16,10 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import Callable
 from typing import Protocol
 
 from sipexpress import __version__
-from sipexpress.core.registry import MgmtCommand, MgmtError, MgmtReply
+from sipexpress.core.registry import MgmtCommand, MgmtError, MgmtHandler, MgmtReply
 from sipexpress.mgmt.registry import CommandRegistry
 
 PRINT_MAX = 255  # SER's print buffer: MAX_PRINT_TEXT 256 including the NUL
@@ -88,18 +87,20 @@ def builtin_commands(host: BuiltinHost, allow_kill: bool = False) -> list[MgmtCo
         asyncio.get_running_loop().call_later(KILL_DELAY, _terminate_group)
         return MgmtReply(200, "killing now...", data="killing now...", eol=False)
 
-    cmds: list[tuple[str, Callable[[list[str]], object], str, str]] = [
-        ("print", print_, "echo the parameter line", "text"),
-        ("uptime", uptime, "server's current time, start time and running time", ""),
-        ("version", version, "server version", ""),
-        ("pwd", pwd, "server's working directory", ""),
-        ("arg", arg, "server's command line", ""),
-        ("which", which, "list of available management commands", ""),
-        ("ps", ps, "server processes: index, pid, description", ""),
+    cmds: list[tuple[str, MgmtHandler, str]] = [
+        ("print", print_, "echo the parameter line"),
+        ("uptime", uptime, "server's current time, start time and running time"),
+        ("version", version, "server version"),
+        ("pwd", pwd, "server's working directory"),
+        ("arg", arg, "server's command line"),
+        ("which", which, "list of available management commands"),
+        ("ps", ps, "server processes: index, pid, description"),
     ]
     if allow_kill:
-        cmds.append(("kill", kill, "terminate the server (SIGTERM to its process group)", ""))
-    return [MgmtCommand(name, h, doc=doc, params_doc=p) for name, h, doc, p in cmds]  # type: ignore[arg-type]
+        cmds.append(("kill", kill, "terminate the server (SIGTERM to its process group)"))
+    return [
+        MgmtCommand(name, h, doc=doc, params_doc="text" if name == "print" else "") for name, h, doc in cmds
+    ]
 
 
 def _terminate_group() -> None:

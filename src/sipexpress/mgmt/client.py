@@ -61,11 +61,8 @@ def fifo_request(
     *,
     reply_dir: str = "/tmp/",
     timeout: float = 10.0,
-    raw: bytes | None = None,
 ) -> str:
-    """Send one request to SER's FIFO and return the whole reply text.
-    ``raw`` replaces the built request (its reply name must be the one
-    this function chose: use ``{reply}`` in it)."""
+    """Send one request to SER's FIFO and return the whole reply text."""
     try:
         st = os.stat(fifo)
     except OSError:
@@ -83,8 +80,7 @@ def fifo_request(
         os.chmod(path, 0o666)  # sc: chmod a+w
         rfd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         try:
-            data = raw.replace(b"{reply}", name.encode()) if raw is not None else None
-            _write_request(fifo, data if data is not None else build_request(command, params or [], name))
+            _write_request(fifo, build_request(command, params or [], name))
             return _read_reply(rfd, timeout).decode("utf-8", "surrogateescape")
         finally:
             os.close(rfd)

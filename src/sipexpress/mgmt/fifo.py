@@ -334,8 +334,11 @@ def prepare_fifo(path: str, mode: int, user: str | int | None = None, group: str
     except OSError as e:
         raise FifoError(f"cannot create FIFO {path}: {e.strerror}") from None
     if user is not None or group is not None:
-        uid = pwd.getpwnam(user).pw_uid if isinstance(user, str) else (-1 if user is None else user)
-        gid = grp.getgrnam(group).gr_gid if isinstance(group, str) else (-1 if group is None else group)
+        try:
+            uid = pwd.getpwnam(user).pw_uid if isinstance(user, str) else (-1 if user is None else user)
+            gid = grp.getgrnam(group).gr_gid if isinstance(group, str) else (-1 if group is None else group)
+        except KeyError as e:
+            raise FifoError(f"fifo_user/fifo_group: no such user or group {e}") from None
         try:
             os.chown(path, uid, gid)
         except OSError as e:
@@ -479,6 +482,12 @@ class FifoServer:
             self._resume()
 
     async def _serve(self, req: FifoRequest) -> None:
+        try:
+            await self._serve_one(req)
+        except Exception:  # never lose a task's error silently
+            log.exception("FIFO: serving '%s' failed", req.command)
+
+    async def _serve_one(self, req: FifoRequest) -> None:
         if req.error is not None:
             if req.reply is None:
                 log.error("FIFO: request '%s' dropped: %s", req.command, req.error)

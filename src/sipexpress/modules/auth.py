@@ -11,7 +11,8 @@ Script functions (request route):
 
     ``qop`` "1" (any non-zero number) offers ``qop="auth"``; ``stale=true``
     is added when the credentials just checked were right but their nonce
-    had expired or their nonce count was replayed.  Returns **0** (the
+    had expired, was not made by us (before a restart, by another server)
+    or its nonce count was replayed (RFC 2617 §3.2.1).  Returns **0** (the
     script stops), −1 if the reply could not be sent.
 ``consume_credentials()``
     Remove the header field holding the authorized credentials → 1, −1

@@ -32,6 +32,7 @@ semantics (a 0 return becomes 1).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import sys
@@ -88,7 +89,10 @@ def _find(core: Any, name: str, nargs: int) -> _Bound:
 
 
 def _fix(core: Any, b: _Bound, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    fixed = b.fixed.get(args)
+    try:
+        fixed = b.fixed.get(args)
+    except TypeError:  # unhashable arguments: fix them up every time
+        fixed = None
     if fixed is None:
         sargs = [str(a) if isinstance(a, (int, float)) and not isinstance(a, bool) else a for a in args]
         if b.func.fixup is not None:
@@ -96,7 +100,10 @@ def _fix(core: Any, b: _Bound, args: tuple[Any, ...]) -> tuple[Any, ...]:
             fixed = tuple(b.func.fixup(sargs, env))
         else:
             fixed = tuple(sargs)
-        b.fixed[args] = fixed
+        if len(b.fixed) >= 1024:  # arguments computed per message: do not grow
+            b.fixed.clear()
+        with contextlib.suppress(TypeError):
+            b.fixed[args] = fixed
     return fixed
 
 
@@ -104,18 +111,16 @@ def call(ctx: RequestContext, name: str, *args: Any) -> Any:
     """Call the script function ``name`` of a loaded module."""
     core = ctx.core
     b = _BOUND.get((id(core), name, len(args))) or _find(core, name, len(args))
-    fixed = b.fixed.get(args)
-    if fixed is None:
-        fixed = _fix(core, b, args)
-    return b.func.handler(ctx, *fixed)
+    return b.func.handler(ctx, *_fix(core, b, args))
 
 
 def _module_function(name: str) -> Callable[..., Any]:
     def fn(ctx: RequestContext, *args: Any) -> Any:
         core = ctx.core
         b = _BOUND.get((id(core), name, len(args))) or _find(core, name, len(args))
-        fixed = b.fixed.get(args)
-        if fixed is None:
+        try:
+            fixed = b.fixed[args]
+        except (KeyError, TypeError):
             fixed = _fix(core, b, args)
         return b.func.handler(ctx, *fixed)
 

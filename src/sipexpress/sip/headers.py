@@ -122,6 +122,7 @@ TOKEN_CHARS: Final = ALNUM + "-.!%*_+`'~"
 #: (IPv6 references, and unbracketed IPv6 in ``received``)
 _PVALUE_CHARS: Final = TOKEN_CHARS + ":[]"
 _HOST_CHARS: Final = ALNUM + "-._"
+_DISPLAY_CHARS: Final = TOKEN_CHARS + " \t"
 _IPV6_CHARS: Final = "0123456789abcdefABCDEF:."
 _DIGITS: Final = "0123456789"
 _SCHEME_CHARS: Final = ALNUM + "+-."
@@ -314,13 +315,16 @@ def check_uri_text(uri: str) -> str:
 # else takes the general parser below.  A fast match never accepts what the
 # general parser would reject, and both give the same result (property-
 # tested in tests/unit/sip/test_headers.py).
-_T = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_T = r"[A-Za-z0-9\-.!%*_+`'~]+"  # token
+# *( SEMI generic-param ), generic-param = token [ EQUAL token ]  (no LWS)
 _FAST_PARAMS = rf"((?:;{_T}(?:={_T})?)*)"
-# via-parm: SIP/2.0/transport SP host[:port] *(;param)
+# via-parm = sent-protocol LWS sent-by *( SEMI via-params )
+# sent-protocol = "SIP" SLASH "2.0" SLASH transport; sent-by = host [ COLON port ]
 _VIA_FAST = re.compile(
-    r"SIP/2\.0/([A-Za-z0-9]+) ([A-Za-z0-9.\-_]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?" + _FAST_PARAMS
+    r"SIP/2\.0/([A-Za-z0-9]+) ([A-Za-z0-9.\-_]+|\[[0-9A-Fa-f:.]{2,}\])(?::([0-9]{1,5}))?" + _FAST_PARAMS
 )
-# name-addr with a plain quoted or token display name, or a bare addr-spec
+# name-addr = [ display-name ] LAQUOT addr-spec RAQUOT, display-name =
+# *(token LWS) / quoted-string; or addr-spec alone -- each *( SEMI param )
 _NA_FAST = re.compile(
     r'(?:"([^"\\\x00-\x1f\x7f]*)" ?|((?:[A-Za-z0-9\-.!%*_+`\'~]+ )*[A-Za-z0-9\-.!%*_+`\'~]+) ?)?'
     r'<([A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20<>"\x7f]+)>'
@@ -328,6 +332,7 @@ _NA_FAST = re.compile(
     + r'|([A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20<>"\x7f,;?]+)'
     + _FAST_PARAMS
 )
+# CSeq = 1*DIGIT LWS Method
 _CSEQ_FAST = re.compile(r"([0-9]{1,10}) (" + _T + ")")
 
 
@@ -509,9 +514,13 @@ class NameAddr:
             lt = t.find("<")
             if lt > 0:
                 disp = t[:lt].strip()
-                for word in disp.split():
-                    if word.strip(TOKEN_CHARS):
-                        raise SipParseError(f"invalid display name {disp!r}")
+                # *(token LWS): ASCII separators (',', ';', '"' ...) are errors
+                # (RFC 4475 baddn); unquoted non-ASCII text is tolerated as
+                # many UAs send UTF-8 display names without quotes
+                if disp.strip(_DISPLAY_CHARS) and any(
+                    ch not in _DISPLAY_CHARS and ord(ch) < 128 for ch in disp
+                ):
+                    raise SipParseError(f"invalid display name {disp!r}")
                 display = disp
                 rest = t[lt:]
             else:

@@ -77,6 +77,8 @@ _NAME_KEYS: dict[bytes, str] = {}
 
 #: header fields every request and response carries exactly once
 _REQUIRED: Final = (("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
+#: header key -> the typed-value cache entries computed from it
+_CACHED_FROM: Final = {"via": ("via1", "vias"), "contact": ("contacts",)}
 _SCHEME_CHARS: Final = "abcdefghijklmnopqrstuvwxyz0123456789+-."
 
 
@@ -683,11 +685,17 @@ class SipMessage:
             raise SipParseError(f"invalid Request-URI {r[:60]!r}")
 
     # -- modification ----------------------------------------------------------
-    def _edit(self) -> tuple[list[bytes], list[str]]:
+    def _edit(self, *changed: str) -> tuple[list[bytes], list[str]]:
+        """Prepare an edit of the fields called ``changed`` (keys): only
+        their cached typed values are dropped."""
         if self._keys is None:
             self._index()
         self._mod = True
-        self._cache = {}
+        cache = self._cache
+        if cache:
+            for key in changed:
+                for entry in _CACHED_FROM.get(key, (key,)):
+                    cache.pop(entry, None)
         return self._lines, self._keys  # type: ignore[return-value]
 
     def set_ruri(self, uri: str) -> None:
@@ -702,14 +710,15 @@ class SipMessage:
     def insert_header(self, name: str, value: str, first: bool = True) -> None:
         """Add ``name: value`` at the top (``first``) or the bottom of the
         header block."""
-        lines, keys = self._edit()
+        key = header_key(name)
+        lines, keys = self._edit(key)
         line = _encode(f"{name}: {value}")
         if first:
             lines.insert(0, line)
-            keys.insert(0, header_key(name))
+            keys.insert(0, key)
         else:
             lines.append(line)
-            keys.append(header_key(name))
+            keys.append(key)
 
     def append_header_raw(self, text: str | bytes) -> None:
         """Append complete header line(s) (``"Name: value\\r\\n"``, several
@@ -730,7 +739,7 @@ class SipMessage:
             if colon <= 0:
                 raise SipError(f"not a header line: {line!r}")
             new_keys.append(_name_key(line[: colon + 1]))
-        lines, keys = self._edit()
+        lines, keys = self._edit(*new_keys)
         lines.extend(new_lines)
         keys.extend(new_keys)
 
@@ -740,7 +749,7 @@ class SipMessage:
         keys = self._keys if self._keys is not None else self._index()
         n = keys.count(key)
         if n:
-            lines, keys = self._edit()
+            lines, keys = self._edit(key)
             pairs = [(ln, k) for ln, k in zip(lines, keys, strict=True) if k != key]
             lines[:] = [p[0] for p in pairs]
             keys[:] = [p[1] for p in pairs]
@@ -752,7 +761,7 @@ class SipMessage:
         keys = self._keys if self._keys is not None else self._index()
         if key not in keys:
             return False
-        lines, keys = self._edit()
+        lines, keys = self._edit(key)
         i = keys.index(key)
         del lines[i]
         del keys[i]
@@ -762,7 +771,7 @@ class SipMessage:
         """Set ``name`` to one field with ``value``: the first existing field
         is replaced in place, any others removed; appended if absent."""
         key = header_key(name)
-        lines, keys = self._edit()
+        lines, keys = self._edit(key)
         line = _encode(f"{name}: {value}")
         try:
             i = keys.index(key)
@@ -782,7 +791,7 @@ class SipMessage:
     def add_via(self, value: str) -> None:
         """Insert a Via (the value, e.g. ``SIP/2.0/UDP host;branch=..``)
         above the current topmost one."""
-        lines, keys = self._edit()
+        lines, keys = self._edit("via")
         try:
             i = keys.index("via")
         except ValueError:
@@ -802,7 +811,7 @@ class SipMessage:
         """Remove the topmost Via value (only that value when a field holds
         several)."""
         i, vals = self._top_via_values()
-        lines, keys = self._edit()
+        lines, keys = self._edit("via")
         if len(vals) <= 1:
             del lines[i]
             del keys[i]
@@ -817,7 +826,7 @@ class SipMessage:
             return
         i, vals = self._top_via_values()
         vals[0] = value
-        lines, keys = self._edit()
+        lines, keys = self._edit("via")
         lines[i] = _encode("Via: " + ", ".join(vals))
 
     def set_body(self, body: bytes, content_type: str | None = None) -> None:
@@ -919,22 +928,23 @@ def build_reply(
     3581: rport is filled in only when the request asked for it)."""
     lines, keys = req._fields()
     out = [b"SIP/2.0 %d %s\r\n" % (status, _encode(reason))]
-    first_via = True
-    for i, k in enumerate(keys):
-        if k == "via":
-            line = lines[i]
-            if first_via and (received is not None or rport is not None):
-                vals = split_values(req._value(line), keep_empty=True)
-                v = Via.parse(vals[0])
-                if received is not None:
-                    v.params["received"] = received
-                if rport is not None and "rport" in v.params:
-                    v.params["rport"] = str(rport)
-                vals[0] = str(v)
-                line = _encode("Via: " + ", ".join(vals))
-            first_via = False
-            out.append(line)
-            out.append(b"\r\n")
+    if keys.count("via") == 1:
+        vias = [lines[keys.index("via")]]
+    else:
+        vias = [lines[i] for i, k in enumerate(keys) if k == "via"]
+    if vias and (received is not None or rport is not None):
+        vals = split_values(req._value(vias[0]), keep_empty=True)
+        top = req.via1  # parsed and cached already on the usual path
+        v = Via(top.transport, top.host, top.port, dict(top.params), top.protocol)
+        if received is not None:
+            v.params["received"] = received
+        if rport is not None and "rport" in v.params:
+            v.params["rport"] = str(rport)
+        vals[0] = str(v)
+        vias[0] = _encode("Via: " + ", ".join(vals))
+    for line in vias:
+        out.append(line)
+        out.append(b"\r\n")
     for key in ("from", "to", "call-id", "cseq"):
         try:
             line = lines[keys.index(key)]

@@ -206,9 +206,11 @@ def test_sipp_registers_users_from_csv(ser_factory: StartSer, backend_url: str, 
     assert dump.startswith("200")
     for u, _, _ in users:
         assert f"'{u}" in dump, u
-    # the domain module (db_mode 1) read the same database
-    assert fifo_cmd(sp, "domain_dump").startswith("200 OK\n")
-    assert DOMAIN in fifo_cmd(sp, "domain_dump")
+    # the domain module (db_mode 1) read the same database (fifo.md §6.4)
+    from sipexpress.modules.domain import ser_hash
+
+    assert fifo_cmd(sp, "domain_dump") == f"200 OK\n{ser_hash(DOMAIN):4d} {DOMAIN}\n"
+    assert fifo_cmd(sp, "domain_reload") == "200 OK\n"
 
 
 def test_sipp_wrong_password_never_gets_200(ser_factory: StartSer, sqlite_db: str, tmp_path: Path) -> None:

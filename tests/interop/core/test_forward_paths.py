@@ -155,3 +155,21 @@ def test_forward_by_ruri_and_max_forwards(ser_factory: Callable[..., SerProcess]
         uas.settimeout(0.5)
         with pytest.raises(TimeoutError):
             uas.recvfrom(65535)
+
+
+def test_tcp_connect_failure_is_survived(ser_factory: Callable[..., SerProcess]) -> None:
+    dead = free_port()  # nobody listens there
+    ser = ser_factory(ROUTES, suffix=".py", hop=dead)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as uac:
+        uac.bind(("127.0.0.1", 0))
+        uac.settimeout(0.5)
+        uac.sendto(request("MESSAGE", f"sip:b@127.0.0.1:{ser.port}", "127.0.0.1", 9), (ser.host, ser.port))
+        with pytest.raises(TimeoutError):
+            uac.recvfrom(65535)
+    assert ser.alive()
+    assert f"tcp connect to 127.0.0.1:{dead} failed" in ser.log()
+    opts = request("OPTIONS", f"sip:127.0.0.1:{ser.port}", "127.0.0.1", 9)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        s.sendto(opts, (ser.host, ser.port))
+        assert s.recvfrom(65535)[0].startswith(b"SIP/2.0 200 OK")

@@ -294,3 +294,12 @@ def test_daemon_mode(tmp_path: Path) -> None:
     while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
         time.sleep(0.1)
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def test_port_option_applies_to_listen_without_port(ser_factory: SerFactory) -> None:
+    port = free_port()
+    script = ROUTES.replace('"listen": "udp:{host}:{port} tcp:{host}:{port}"', '"listen": "{host}"')
+    ser = ser_factory(script, port=port, suffix=".py", extra_args=["-p", str(port)])
+    reply = udp_exchange(options_request(ser.host, port), ser.host, port)
+    assert reply is not None and reply.startswith(b"SIP/2.0 200 OK")
+    assert tcp_exchange(options_request(ser.host, port), ser.host, port).startswith(b"SIP/2.0 200 OK")

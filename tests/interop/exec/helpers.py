@@ -282,11 +282,19 @@ def children_of(ppid: int) -> list[tuple[int, str]]:
     return out
 
 
-def group_members(pgid: int) -> list[tuple[int, str]]:
+def group_members(pgid: int) -> list[tuple[int, str, int]]:
+    """(pid, state, ppid) of every process in process group pgid."""
     out = []
     for d in os.listdir("/proc"):
         if d.isdigit():
             st = proc_stat(int(d))
             if st is not None and st[2] == pgid:
-                out.append((int(d), st[0]))
+                out.append((int(d), st[0], st[1]))
     return out
+
+
+def group_dead(pgid: int, parent: int) -> bool:
+    """No process of the group alive and no zombie of it left to
+    ``parent`` (a killed grandchild re-parented to init may stay a zombie
+    until init reaps it: not parent's, not an orphan)."""
+    return all(state == "Z" and ppid != parent for _, state, ppid in group_members(pgid))

@@ -124,6 +124,10 @@ def test_all_malformed_requests_then_uptime(mgmt_proc: MgmtProc, tmp_path: Path)
         fd = os.open(mgmt_proc.fifo, os.O_WRONLY)
         os.write(fd, data)
         os.close(fd)
+    # The unterminated last line must not meet the next client's request in
+    # the pipe buffer before the server reads it: nothing could tell them
+    # apart (SER would have swallowed the next request's first line).
+    time.sleep(0.5)
     r = fifo_request(mgmt_proc.fifo, "uptime", reply_dir=mgmt_proc.reply_dir, timeout=5)
     assert UPTIME_RE.match(r)
     assert mgmt_proc.alive()

@@ -136,10 +136,18 @@ def test_serctl_ul_and_alias_add(ser: SerProcess) -> None:
     assert r.stdout.startswith("<sip:bob@10.0.0.1>;q=")
     r = serctl(ser, "ul", "add", "bob", "not-a-uri")
     assert r.returncode == 1 and "error: invalid URI: not-a-uri" in r.stderr
-    r = serctl(
-        ser, "alias", "add", "bobby", "sip:bob@iptel.org", env={"SER_DB_URL": f"sqlite:///{ser.workdir}/db"}
-    )
-    assert r.returncode == 2 or "Added to table" in r.stdout  # no database there: clear error
+    db = {"SER_DB_URL": f"sqlite:///{ser.workdir}/db.sqlite"}
+    r = serctl(ser, "alias", "add", "bobby", "sip:bob@iptel.org", env=db)
+    assert r.returncode == 2 and "database error" in r.stderr  # no tables yet: said clearly
+    assert serctl(ser, "db", "create", env=db).returncode == 0
+    r = serctl(ser, "alias", "add", "bobby", "sip:bob@iptel.org", env=db)
+    assert r.returncode == 0 and r.stdout.startswith("200 Added to table\n"), r.stdout + r.stderr
+    r = serctl(ser, "alias", "show", "bobby")
+    assert r.stdout.startswith("<sip:bob@iptel.org>;q=")
+    r = serctl(ser, "ul", "add", "bobby", "sip:bob@10.0.0.2")
+    assert r.returncode == 1 and "error: Overlap with an existing alias" in r.stderr
+    r = serctl(ser, "alias", "rm", "bobby")
+    assert r.stdout == "200 user (aliases, bobby@iptel.org) deleted\n"
     r = serctl(ser, "ul", "add", "x", "sip:x@a.b", env={"SIP_DOMAIN": ""})
     assert r.returncode == 1 and "domain unknown" in r.stderr
 
@@ -281,10 +289,6 @@ def test_start_stop_restart_with_pid_file(tmp_path: Path) -> None:
         str(pid_file),
         "-c",
         str(cfg),
-        "--fifo",
-        str(fifo),
-        "--fifo-dir",
-        f"{tmp_path}/",
     ]
     pid = None
     try:
@@ -313,3 +317,70 @@ def test_start_stop_restart_with_pid_file(tmp_path: Path) -> None:
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 15)
+
+
+def test_seed_shell_im_via_fifo(ser: SerProcess) -> None:
+    """The seed's "Sending IM From Shell Script": a dotted t_uac_dlg request
+    written with a heredoc and no final empty line."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ua:
+        ua.bind(("127.0.0.1", 0))
+        ua.settimeout(5)
+        target = f"sip:receiver@127.0.0.1:{ua.getsockname()[1]}"
+        script = (
+            f"cat > {ser.fifo} <<EOF\n"
+            ":t_uac_dlg:hh\n"
+            "MESSAGE\n"
+            "$1\n"
+            ".\n"
+            "From: sip:originator@foo.bar\n"
+            "To: $1\n"
+            "foo: bar_special_header\n"
+            "x: y\n"
+            "p_header: p_value\n"
+            "Contact: <sip:devnull@foo.bar:5060;user=phone;transport=udp>\n"
+            "Content-Type: text/plain; charset=UTF-8\n"
+            ".\n"
+            "Hello world!!!! $2\n"
+            ".\n"
+            "EOF\n"
+        )
+        r = subprocess.run(["bash", "-c", script, "im", target, "from shell"], timeout=10)
+        assert r.returncode == 0
+        data, addr = ua.recvfrom(65535)
+        text = data.decode()
+        assert text.startswith(f"MESSAGE {target} SIP/2.0\r\n")
+        assert "foo: bar_special_header\r\n" in text and "p_header: p_value\r\n" in text
+        assert text.endswith("\r\n\r\nHello world!!!! from shell\r\n")
+        # answer it, so the transaction completes
+        head = text.split("\r\n\r\n")[0].split("\r\n")
+        keep = [h for h in head[1:] if h.split(":")[0].lower() in ("via", "from", "to", "call-id", "cseq")]
+        ua.sendto(("SIP/2.0 200 OK\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n").encode(), addr)
+    r = serctl(ser, "fifo", "uptime")
+    assert "Up time:" in r.stdout
+
+
+@pytest.mark.parametrize("status", ["200 OK", "486 Busy Here"])
+def test_serctl_ping(ser: SerProcess, status: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ua:
+        ua.bind(("127.0.0.1", 0))
+        ua.settimeout(10)
+        uri = f"sip:pinged@127.0.0.1:{ua.getsockname()[1]}"
+        p = subprocess.Popen(
+            [sys.executable, "-m", "sipexpress.cli.serctl", "ping", uri],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, SER_FIFO=ser.fifo, SER_FIFO_DIR=f"{ser.workdir}/"),
+        )
+        data, addr = ua.recvfrom(65535)
+        text = data.decode()
+        assert text.startswith(f"OPTIONS {uri} SIP/2.0\r\n")
+        assert f"Contact: <sip:daemon@127.0.0.1:{ser.port}>\r\n" in text  # !! substituted
+        head = text.split("\r\n\r\n")[0].split("\r\n")
+        keep = [h for h in head[1:] if h.split(":")[0].lower() in ("via", "from", "to", "call-id", "cseq")]
+        ua.sendto(
+            (f"SIP/2.0 {status}\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n").encode(), addr
+        )
+        out, err = p.communicate(timeout=20)
+    assert out == status + "\n", err
+    assert p.returncode == (0 if status.startswith("2") else 1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -33,7 +34,9 @@ loadmodule "usrloc"
 loadmodule "registrar"
 loadmodule "auth"
 loadmodule "auth_db"
-modparam("auth_db", "db_url", "{db_url}")
+loadmodule "domain"
+modparam("auth_db|domain", "db_url", "{db_url}")
+modparam("domain", "db_mode", 1)
 route {{
     if (method=="REGISTER") {{
         if (!www_authorize("iptel.org", "subscriber")) {{
@@ -130,6 +133,19 @@ def test_serctl_users_acl_and_registration(ser_factory: Callable[..., SerProcess
     r = serctl(sp, url, "showdb", "jiri")
     assert r.returncode == 0 and "jiri@iptel.org" in r.stdout
     assert r.stdout.endswith("Note: Due to usage of cache, server's list may differ from DB list.\n")
+
+    r = serctl(sp, url, "--json", "rpid", "add", "jiri", "<sip:+49301234@iptel.org>")
+    assert json.loads(r.stdout) == [{"username": "jiri", "rpid": "<sip:+49301234@iptel.org>"}]
+    r = serctl(sp, url, "--json", "rpid", "rm", "jiri")
+    assert json.loads(r.stdout) == [{"username": "jiri", "rpid": None}]
+    assert serctl(sp, url, "rpid", "add", "nobody", "x").returncode == 1
+
+    r = serctl(sp, url, "domain", "add", "iptel.org")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = serctl(sp, url, "domain", "show")
+    assert re.fullmatch(r" {0,3}\d+ iptel\.org\n", r.stdout), r.stdout
+    serctl(sp, url, "domain", "rm", "iptel.org")
+    assert serctl(sp, url, "domain", "show").stdout == ""
 
     r = serctl(sp, url, "rm", "jiri")
     assert r.returncode == 0, r.stderr

@@ -53,7 +53,7 @@ def proxy(ser_factory, hop):  # type: ignore[no-untyped-def]
 
 
 def request(
-    port: int,
+    via_port: int,
     ruri: str,
     extra: str = "",
     max_forwards: str | None = "70",
@@ -62,7 +62,7 @@ def request(
     mf = f"Max-Forwards: {max_forwards}\r\n" if max_forwards is not None else ""
     return (
         f"{method} {ruri} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{uuid.uuid4().hex[:12]}\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{via_port};branch=z9hG4bK{uuid.uuid4().hex[:12]}\r\n"
         f"{mf}"
         f"From: <sip:alice@example.com>;tag=a1b2\r\n"
         f"To: <sip:bob@example.com>\r\n"
@@ -180,3 +180,51 @@ def test_strict_next_hop_swaps_uri(proxy, hop) -> None:  # type: ignore[no-untyp
     fwd = exchange(proxy, hop, request(proxy.port, "sip:bob@192.0.2.1", routes, method="BYE"))
     assert fwd.ruri == f"sip:strict@127.0.0.1:{nxt}"
     assert [r.uri for r in fwd.routes] == ["sip:bob@192.0.2.1"]
+
+
+def test_headers_as_seen_by_a_sipp_uas(ser_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """append_hf / remove_hf on a request forwarded to a real SIPp phone."""
+    import subprocess
+    from pathlib import Path
+
+    from tests.support import need_tool
+
+    data = Path(__file__).resolve().parents[2] / "data" / "sipp"
+    port = free_port()
+    phone = subprocess.Popen(
+        [
+            need_tool("sipp"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-mp",
+            str(free_port()),
+            "-m",
+            "1",
+            "-nostdin",
+        ]
+        + ["-timeout", "20", "-trace_msg", "-sf", str(data / "uas_message.xml")],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        proxy = ser_factory(CFG, next_port=port)
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.settimeout(5)
+        client.bind(("127.0.0.1", 0))
+        client.sendto(
+            request(client.getsockname()[1], "sip:bob@example.com", "X-Search: yes\r\nX-Remove-Me: 1\r\n"),
+            (proxy.host, proxy.port),
+        )
+        assert SipMessage.parse(client.recvfrom(65535)[0]).status == 200  # the phone's answer, relayed back
+        client.close()
+        assert phone.wait(10) == 0
+    finally:
+        if phone.poll() is None:
+            phone.kill()
+    seen = next(tmp_path.glob("*_messages.log")).read_text()
+    got = seen.split("message received", 1)[1].split("-----", 1)[0]
+    assert "P-hint: found" in got
+    assert "X-Remove-Me" not in got

@@ -223,6 +223,18 @@ def test_contacts_survive_kill9(ser_factory, db_mode: int) -> None:  # type: ign
     assert r.startswith(b"SIP/2.0 404 Not Found -3"), r
 
 
+def wait_started(sp: SerProcess, timeout: float = 10.0) -> None:
+    """The core answers as soon as its sockets are bound, before start-up
+    completes and before SIGTERM is handled; wait for the 'started' line of
+    this process so that a SIGTERM means a clean stop."""
+    assert sp.proc is not None
+    mark = f"started (pid {sp.proc.pid})"
+    deadline = time.monotonic() + timeout
+    while mark not in sp.log():
+        assert time.monotonic() < deadline, sp.log()
+        time.sleep(0.05)
+
+
 def test_write_back_loses_only_unflushed(ser_factory) -> None:  # type: ignore[no-untyped-def]
     sp = start_ser(ser_factory, db_mode=2, timer=30)
     assert b" 200 OK" in register(sp, "bob", "sip:bob@10.0.0.1")
@@ -230,9 +242,10 @@ def test_write_back_loses_only_unflushed(ser_factory) -> None:  # type: ignore[n
     sp.start()
     assert where(sp, "bob").startswith(b"SIP/2.0 404 Not Found -3")
     assert b" 200 OK" in register(sp, "bob", "sip:bob@10.0.0.1")
+    wait_started(sp)
     sp.stop()  # a clean stop flushes
     sp.start()
-    assert where(sp, "bob").startswith(b"SIP/2.0 302")
+    assert where(sp, "bob").startswith(b"SIP/2.0 302"), sp.log()
 
 
 def _torture(sp: SerProcess, name: str) -> bytes:

@@ -220,8 +220,8 @@ def test_cancel_before_any_reply(env_factory: Callable[..., Env]) -> None:
     req = e.uas1.expect("INVITE")
     e.uac.expect(100)
     e.uac.send(e.uac.hop_request("CANCEL"), e.proxy)
-    assert e.uac.expect(200).cseq.method == "CANCEL"
-    assert e.uac.expect(487).cseq.method == "INVITE"
+    got = [(m.status, m.cseq.method) for m in e.uac.drain(0.5) if not m.is_request]
+    assert (200, "CANCEL") in got and (487, "INVITE") in got
     # the branch answers late: now it gets the CANCEL (RFC 3261 §9.1)
     e.uas1.send(reply_to(req, 180, "Ringing"), reply_addr(req))
     cancel = e.uas1.expect("CANCEL")

@@ -547,12 +547,12 @@ async def test_2003_auth_module_with_its_own_database_part(servers: list[Server]
     async def route(ctx: RequestContext) -> int:
         auth = ctx.core.module("auth")
         assert isinstance(auth, AuthModule) and ctx.core.module("auth_db") is None
-        names = {f.name: f for f in auth.functions()}
+        names: dict[str, Any] = {f.name: f for f in auth.functions()}
         r = await names["www_authorize"].handler(ctx, "", "subscriber")
         if r < 0:
             return auth.www_challenge(ctx, "", False)
         grp = await names["is_in_group"].handler(ctx, "local")
-        src = names["is_user_in"].fixup(("Credentials", "ld"), None)  # type: ignore[misc, arg-type]
+        src = names["is_user_in"].fixup(("Credentials", "ld"), None)
         ld = await names["is_user_in"].handler(ctx, *src)
         ctx.core.send_reply(ctx, 200, "OK", [f"X-Groups: {grp} {ld}"])
         return 1

@@ -163,3 +163,24 @@ def test_sip_layer_stays_sans_io() -> None:
 
     src = Path(locate.__file__).read_text()
     assert "import asyncio" not in src and "import socket" not in src
+
+
+def test_pyroute_calls_module_functions_and_core_actions() -> None:
+    from sipexpress.script import pyroute
+
+    core = Core({"listen": "127.0.0.1"})
+    core.load_module("maxfwd")
+    msg = SipMessage.parse(
+        b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n"
+        b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\nCall-ID: c\r\n"
+        b"CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    )
+    ctx = RequestContext(core, msg, ReceiveInfo(Proto.UDP, "192.0.2.1", 5060, "127.0.0.1", 5060))
+    # a module function by its cfg name; numbers are passed through the fix-up as text
+    assert pyroute.mf_process_maxfwd_header(ctx, 10) > 0
+    assert msg.max_forwards == 10
+    # a core action
+    assert pyroute.rewritehost(ctx, "192.0.2.55") == 1
+    assert ctx.ruri == "sip:bob@192.0.2.55"
+    with pytest.raises(ConfigError, match="no_such_function"):
+        pyroute.no_such_function(ctx)

@@ -141,3 +141,14 @@ async def test_command_exiting_at_once(exec_mod: ExecModule, make_ctx: MakeCtx) 
     for _ in range(5):
         assert await exec_mod.exec_msg(ctx, "exit 1") == -1
         assert await exec_mod.exec_msg(ctx, "exec 0<&-; exit 0") == 1
+
+
+async def test_exec_stats_command(exec_mod: ExecModule, make_ctx: MakeCtx) -> None:
+    (cmd,) = exec_mod.commands()
+    assert cmd.name == "exec_stats"
+    await exec_mod.exec_msg(make_ctx(), "true")
+    await exec_mod.exec_msg(make_ctx(), "false")
+    reply = await cmd.handler([])
+    assert reply.code == 200
+    assert reply.data["started"] == 2 and reply.data["running"] == 0
+    assert "started: 2\n" in reply.text

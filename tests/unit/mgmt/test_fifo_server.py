@@ -276,3 +276,25 @@ async def test_client_not_reading_big_reply_is_dropped(manager_x: Manager, tmp_p
         assert UPTIME_RE.match(await ask(manager_x, "uptime"))
     finally:
         os.close(rfd)
+
+
+async def test_fifo_user_and_group(tmp_path: Path) -> None:
+    import grp
+    import pwd
+
+    if os.geteuid() == 0:
+        user = pwd.getpwnam("nobody")
+        group = grp.getgrgid(user.pw_gid)
+    else:
+        user = pwd.getpwuid(os.geteuid())
+        group = grp.getgrgid(os.getegid())
+    m = Manager({"fifo": str(tmp_path / "f"), "sock_user": user.pw_name, "fifo_group": group.gr_name})
+    await m.start()
+    st = os.stat(tmp_path / "f")
+    await m.stop()
+    assert (st.st_uid, st.st_gid) == (user.pw_uid, group.gr_gid)
+
+
+async def test_unknown_fifo_user_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(MgmtStartError, match="no such user or group"):
+        await Manager({"fifo": str(tmp_path / "f"), "fifo_user": "no_such_user_xyz"}).start()

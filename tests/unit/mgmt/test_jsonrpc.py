@@ -157,3 +157,11 @@ async def test_shared_secret_and_basic_auth() -> None:
         assert (await post(m, body, auth=("admin", "nope"))).status_code == 401
     finally:
         await m.stop()
+
+
+async def test_deeply_nested_json_is_a_parse_error(rpc: Manager) -> None:
+    r = await post(rpc, {"jsonrpc": "2.0", "method": "print", "params": ["x"], "id": 1})
+    assert r.status_code == 200
+    async with httpx.AsyncClient() as c:
+        r = await c.post(url(rpc), content=b"[" * 100000 + b"]" * 100000)
+    assert r.json()["error"]["code"] == -32700

@@ -143,6 +143,8 @@ class TestNameAddr:
             ('"" <sip:a@b>', "", "sip:a@b", {}),
             ("<tel:+123>;expires=5", None, "tel:+123", {"expires": "5"}),
             ("<sip:a@b?subject=x,y>", None, "sip:a@b?subject=x,y", {}),
+            # unquoted UTF-8 display names are tolerated (common in the wild)
+            ("Jürgen Müller <sip:j@x>", "Jürgen Müller", "sip:j@x", {}),
         ],
     )
     def test_valid(self, text: str, display: str | None, uri: str, params: dict[str, str]) -> None:
@@ -204,7 +206,9 @@ def test_date() -> None:
 
 _tok = st.text("abcXYZ019-.!%*_+`'~", min_size=1, max_size=6)
 _sp = st.sampled_from(["", " ", "  "])
-_hosts = st.sampled_from(["h", "a.example.com", "192.0.2.1", "[2001:db8::1]", "h_x", "bad host", "[::1", ""])
+_hosts = st.sampled_from(
+    ["h", "a.example.com", "192.0.2.1", "[2001:db8::1]", "h_x", "bad host", "[::1", "", "[:]", "[ab]"]
+)
 _ports = st.sampled_from(["", ":5060", ":0", ":65535", ":65536", ":99999", ":", ":12a"])
 _params = st.lists(
     st.tuples(_tok, st.one_of(st.none(), _tok, st.sampled_from(['"q v"', "", "a b", "2001:db8::1"]))),

@@ -92,6 +92,12 @@ class TestParse:
         m = parse(b"OPTIONS sip:x@y SIP/2.0\r\nCall-ID: abc\r\n")
         assert m.call_id == "abc" and m.body == b""
 
+    def test_index_built_on_first_header_access(self) -> None:
+        m = parse()
+        assert m._keys is None  # parse() only framed the message
+        m.header("via")
+        assert m._keys is not None and len(m._keys) == 12
+
     def test_parse_is_lazy(self) -> None:
         # a broken header line is only noticed when headers are used
         m = parse(b"OPTIONS sip:x@y SIP/2.0\r\nno colon here\r\n\r\n")
@@ -356,6 +362,17 @@ class TestModify:
         m = parse(b"MESSAGE sip:x@y SIP/2.0\r\nl: 2\r\n\r\nhiJUNK")
         m.insert_header("X", "1")
         assert m.serialize() == b"MESSAGE sip:x@y SIP/2.0\r\nX: 1\r\nl: 2\r\n\r\nhi"
+
+    def test_edits_drop_only_affected_cached_values(self) -> None:
+        m = parse()
+        fr, cs, via = m.from_, m.cseq, m.via1
+        m.set_top_via("SIP/2.0/UDP 192.0.2.77;branch=z9hG4bKq;received=1.2.3.4")
+        assert m.from_ is fr and m.cseq is cs  # still cached
+        assert m.via1 is not via and m.via1.received == "1.2.3.4"
+        m.replace_header("From", "<sip:new@example.com>;tag=9")
+        assert m.from_.tag == "9" and m.cseq is cs
+        m.append_header_raw("Contact: <sip:z@z>\r\n")
+        assert [c.uri for c in m.contacts][-1] == "sip:z@z"
 
     def test_copy_is_independent(self) -> None:
         m = parse()

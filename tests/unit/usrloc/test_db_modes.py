@@ -248,3 +248,31 @@ async def test_database_down_at_start(tmp_path) -> None:  # type: ignore[no-unty
     finally:
         await h.stop()
         await db.dispose_engines()
+
+
+async def test_requests_before_startup_wait_for_the_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The core may route requests while modules are still starting: a
+    lookup issued then waits for the stored bindings instead of missing."""
+    url = f"sqlite:///{tmp_path / 'early.sqlite'}"
+    await db.create_all(url)
+
+    async def pre(conn):  # type: ignore[no-untyped-def]
+        await conn.execute(
+            schema.location.insert().values(
+                username="early", domain="", contact="sip:e@10.0.0.8", expires=text("'2099-01-01 00:00:00'")
+            )
+        )
+
+    await db.run(url, pre)
+    h = Harness()
+    h.core.set_modparam("usrloc", "db_mode", 2)
+    h.core.set_modparam("usrloc", "db_url", url)
+    loc = h.table("location")
+    early = asyncio.create_task(loc.fetch("early"))
+    await asyncio.sleep(0.05)
+    assert not early.done()
+    await h.ul.start()
+    rec = await asyncio.wait_for(early, 5)
+    assert rec is not None and rec.contacts[0].uri == "sip:e@10.0.0.8"
+    await h.ul.stop()
+    await db.dispose_engines()

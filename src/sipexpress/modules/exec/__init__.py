@@ -31,8 +31,8 @@ fields merged with ``,`` in SER's order: first, then the others reversed),
 Parameters: ``setvars`` (1), ``time_to_kill`` (0 = never; otherwise a
 command still running after that many seconds is killed together with its
 process group and the function returns false), ``max_concurrent`` (64:
-commands running at once; further calls wait for a free slot and a warning
-is logged).
+commands running at once, 0 = no limit; further calls wait for a free slot
+and a warning is logged, once per episode).
 
 Improvement over SER
 --------------------
@@ -123,7 +123,7 @@ class ExecModule(Module):
             "max_concurrent",
             int,
             64,
-            "commands running at once; further exec calls wait for a free slot (a warning is logged)",
+            "commands running at once (0: no limit); further exec calls wait for a free slot (logged)",
         ),
     )
 

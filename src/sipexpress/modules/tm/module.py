@@ -210,7 +210,7 @@ class TmModule(Module):
             return UacResult(code, reason, None, t)
         status: int = await fut
         reply = t.ctx_data.get("reply")
-        reason = reply.reason if reply is not None else (t.branches[0].local_reason or "Request Timeout")
+        reason = reply.reason if reply is not None else (t.ctx_data.get("reason") or "Request Timeout")
         return UacResult(status, reason, reply, t)
 
     # -- script functions -------------------------------------------------
@@ -386,9 +386,10 @@ class TmModule(Module):
         if msg.method == "CANCEL":
             inv = layer.lookup(msg, "INVITE")
             if inv is not None and not inv.local:
-                pending = layer.cancel_transaction(inv)
+                pending = sum(1 for br in inv.branches if not br.final)
                 reason = "canceling" if pending else "ok -- no more pending branches"
                 layer.send_local_reply(t, 200, reason, ctx, local=True)
+                layer.cancel_transaction(inv)
                 return 1
         elif t.is_invite and t.uas is not None and not t.uas.last_status:
             layer.send_local_reply(t, 100, TRYING_REASON, ctx, local=False)

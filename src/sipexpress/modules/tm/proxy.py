@@ -192,6 +192,8 @@ class Branch:
         return min(a, b)
 
     def on_timer(self, now: float) -> None:
+        if self.machine is None and self.cancel is None:
+            return  # freed
         layer = self.trans.layer
         if self.machine is not None:
             layer._branch_actions(self, self.machine.handle_timer(now), now)
@@ -472,7 +474,10 @@ class TransactionLayer:
                     self._branch_actions(br, br.machine.transport_error(now), now)
                     return
             elif isinstance(a, PassResponse):
-                self._drive(self._on_reply(br, a.status, a.msg))
+                if t.on_reply is None and a.status < 300:
+                    self._on_reply_sync(br, a.status, a.msg)  # nothing to await
+                else:
+                    self._drive(self._on_reply(br, a.status, a.msg))
             elif isinstance(a, Timeout):
                 self._on_timeout(br, a.timer, now)
             elif isinstance(a, TransportError):
@@ -555,9 +560,11 @@ class TransactionLayer:
             del self.server[t.key]
         for br in t.branches:
             self.client.pop(br.id, None)
-            if br.cancel is not None:
-                br.cancel = None
-            br.machine = None
+            br.cancel = None
+            br.machine = None  # its build_ack refers back to the branch
+            br.reply = None
+        t.branches = []  # no reference cycles left: freed without the GC
+        t.ctx_data.pop("_out", None)
         self.stats.freed(t.hash_index, t.waiting)
 
     def arm_guard(self, t: Transaction) -> None:
@@ -946,37 +953,42 @@ class TransactionLayer:
 
     async def _on_reply(self, br: Branch, status: int, msg: SipMessage) -> None:
         t = br.trans
-        br.last_status = status
         if t.on_reply is not None:
             await self._run_onreply(t, msg, t.on_reply)
+        if self._on_reply_sync(br, status, msg):
+            await self._check_all_final(t)
+
+    def _on_reply_sync(self, br: Branch, status: int, msg: SipMessage) -> bool:
+        """The relay rules; True when a negative final reply was recorded
+        and the caller must check whether every branch is final."""
+        t = br.trans
+        br.last_status = status
         if status < 200:
             if br.cancel_pending:
                 # CANCELled before it answered (RFC 3261 §9.1): cancel now
                 self._send_cancel(br, self.core.now())
-            if status == 100 or t.final_status or br.final:
-                return
-            if t.local:
-                return
+            if status == 100 or t.final_status or br.final or t.local:
+                return False
             self._relay_reply(t, msg, status)
-            return
+            return False
         if br.final:
             # already given a local final (e.g. 408 after fr_inv_timer, 487 on
             # CANCEL): a late reply; a 2xx is still relayed end to end.
             if status < 300 and t.is_invite:
                 self._relay_reply(t, msg, status)
-            return
+            return False
         br.final = True
         br.status = status
         br.reply = msg
         if status < 300:
             if t.local:
                 self._uac_done(t, status, msg)
-                return
-            self._relay_reply(t, msg, status)
-            return
+            else:
+                self._relay_reply(t, msg, status)
+            return False
         if status >= 600 and t.is_invite:
             self._cancel_pending(t)
-        await self._check_all_final(t)
+        return True
 
     async def _run_onreply(self, t: Transaction, msg: SipMessage, route: str) -> None:
         rcv = t.rcv
@@ -1026,6 +1038,7 @@ class TransactionLayer:
         if t.local:
             w = self.pick_winner(t)
             if w is not None:
+                t.ctx_data["reason"] = w.local_reason
                 self._uac_done(t, w.status, w.reply)
             return
         winner = self.pick_winner(t)

@@ -93,6 +93,7 @@ class UsrlocModule(Module):
         self.store: LocationStore | None = None
         self.db_url = ""
         self._timer: asyncio.Task[None] | None = None
+        self._load_tasks: set[asyncio.Task[None]] = set()
         self._started = False
 
     # -- API for registrar and others ----------------------------------------
@@ -113,7 +114,9 @@ class UsrlocModule(Module):
                 name, self.db_mode, self._get_store(), bool(self.values["desc_time_order"])
             )
             if self._started and d.db_mode != NO_DB:
-                d.load_task = asyncio.get_running_loop().create_task(self._load(d))
+                task = asyncio.get_running_loop().create_task(self._load(d))
+                self._load_tasks.add(task)
+                task.add_done_callback(self._load_tasks.discard)
         return d
 
     def domain(self, name: str) -> Udomain | None:
@@ -167,8 +170,12 @@ class UsrlocModule(Module):
             log.info("usrloc: loaded %d contacts into table '%s'", n, d.name)
         except DbError as e:
             log.error("usrloc: loading table '%s' failed (%s); retrying on the timer", d.name, e)
+        finally:
+            d.ready.set()  # serve from memory rather than wait for a dead database
 
     async def stop(self) -> None:
+        for task in list(self._load_tasks):
+            task.cancel()
         if self._timer is not None:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -190,7 +197,7 @@ class UsrlocModule(Module):
     async def run_timer(self) -> None:
         now = self.clock()
         for d in list(self.domains.values()):
-            if not d.loaded and (d.load_task is None or d.load_task.done()):
+            if not d.loaded and d.ready.is_set():
                 await self._load(d)
             try:
                 await d.timer(now)

@@ -50,15 +50,14 @@ class Udomain:
         self.dirty: dict[tuple[str, str], Ucontact | None] = {}
         self.expired = 0  # contacts removed by the timer (ul_stats)
         self.db_users = 0  # mode 3: AOR count as of the last timer run
-        self.loaded = db_mode == NO_DB
-        # a table first used after start-up (Python routing scripts fix up
-        # lazily) is loaded in the background; readers wait for it
-        self.load_task: asyncio.Task[None] | None = None
-
-    async def _wait_loaded(self) -> None:
-        t = self.load_task
-        if t is not None and not t.done():
-            await asyncio.shield(t)
+        self.loaded = self.db_mode == NO_DB
+        # Set once the first load attempt is over (success or not).  The
+        # core may hand us requests before the modules' start-up finished,
+        # and Python routing scripts register tables lazily: readers and
+        # writers wait for the stored bindings instead of missing them.
+        self.ready = asyncio.Event()
+        if self.db_mode in (NO_DB, DB_ONLY):
+            self.ready.set()
 
     # -- reading -------------------------------------------------------------
     @property
@@ -72,8 +71,8 @@ class Udomain:
     async def fetch(self, aor: str) -> Urecord | None:
         """The record, from memory or (mode 3) from the store.  In mode 3
         the result is a snapshot.  Raises DbError in mode 3."""
-        if self.load_task is not None:
-            await self._wait_loaded()
+        if not self.ready.is_set():
+            await self.ready.wait()
         if self.db_mode != DB_ONLY:
             return self.records.get(aor)
         assert self.store is not None
@@ -90,8 +89,8 @@ class Udomain:
         """Replace/insert ``upserts`` and remove the contacts ``deletes`` of
         ``aor`` (memory first, then the store per db_mode).  Raises
         DbError only in mode 3."""
-        if self.load_task is not None:
-            await self._wait_loaded()
+        if not self.ready.is_set():
+            await self.ready.wait()
         if self.db_mode != DB_ONLY:
             rec = self.records.get(aor)
             if rec is None and upserts:

@@ -1,0 +1,822 @@
+"""The serweb successor: user self-care and administration pages.
+
+Like serweb it is an application *of* the server: real-time data and
+actions go through ser's management commands (``ul_show_contact``,
+``ul_add``, ``ul_rm_contact``, ``t_uac_dlg``, ``t_stats`` …, here over
+JSON-RPC), stored data through the SER tables (subscriber, grp, acc,
+missed_calls, phonebook, pending).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from sipexpress import __version__
+from sipexpress.db.engine import DbError, DbUnavailable
+from sipexpress.db.users import UserExists, add_user, set_password
+from sipexpress.uac import flows
+from sipexpress.web import security as sec
+from sipexpress.web.config import WebConfig
+from sipexpress.web.mail import send_mail
+from sipexpress.web.monitor import Monitor, svg_chart
+from sipexpress.web.serclient import SerClient, SerDown, SerError
+from sipexpress.web.store import DISABLED_GROUP, SORTABLE, Store
+
+log = logging.getLogger("sipexpress.web")
+HERE = Path(__file__).resolve().parent
+MAX_FORM = 16384
+EXPIRY_CHOICES = {"permanent": 0, "3600": 3600, "86400": 86400, "604800": 604800}
+FL_PERMANENT = 128  # usrloc's permanent contact flag
+
+
+class FormError(Exception):
+    """A user-correctable problem with a submitted form."""
+
+
+class CsrfError(Exception):
+    pass
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class WebApp:
+    def __init__(self, cfg: WebConfig, ser: SerClient | None = None) -> None:
+        self.cfg = cfg
+        self.ser = ser or SerClient(cfg.jsonrpc, cfg.jsonrpc_secret)
+        self.store = Store(cfg.db_url)
+        self.limiter = sec.RateLimiter(cfg.login_attempts, cfg.login_window)
+        self.monitor = Monitor(self.ser, cfg.sample_interval)
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(HERE / "templates")),
+            autoescape=True,
+        )
+        env.filters["dt"] = _fmt_dt
+        env.filters["duration"] = _fmt_duration
+        self.templates = Jinja2Templates(env=env)
+
+    # -- plumbing ------------------------------------------------------------------
+    def render(self, request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        sess = request.session
+        flash = sess.pop("flash", [])
+        ctx.setdefault("errors", [])
+        ctx.setdefault("form", {})
+        base = {
+            "csrf": sec.csrf_token(sess),
+            "me": sess.get("user"),
+            "is_admin": bool(sess.get("admin")),
+            "flash": flash,
+            "version": __version__,
+            "path": request.url.path,
+            "cfg": self.cfg,
+        }
+        base.update(ctx)
+        resp = self.templates.TemplateResponse(request, name, base, status_code=status)
+        return resp  # type: ignore[return-value]
+
+    @staticmethod
+    def flash(request: Request, text: str, kind: str = "ok") -> None:
+        request.session.setdefault("flash", []).append([kind, text])
+
+    @staticmethod
+    def redirect(url: str) -> RedirectResponse:
+        return RedirectResponse(url, status_code=303)
+
+    async def form(self, request: Request) -> FormData:
+        """The POSTed form after the CSRF check (raises :class:`CsrfError`)."""
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_FORM:
+            raise FormError("The form is too large.")
+        form = await request.form(max_files=0, max_fields=50)
+        if not sec.csrf_ok(request.session, form.get("csrf")):
+            raise CsrfError
+        return form
+
+    @staticmethod
+    def field(form: FormData, name: str) -> str:
+        v = form.get(name)
+        return v.strip() if isinstance(v, str) else ""
+
+    def user(self, request: Request) -> tuple[str, str]:
+        u = request.session.get("user")
+        if not isinstance(u, list) or len(u) != 2:
+            raise _LoginRequired
+        return str(u[0]), str(u[1])
+
+    def admin(self, request: Request) -> tuple[str, str]:
+        me = self.user(request)
+        if not request.session.get("admin"):
+            raise HTTPException(403, "This page is for administrators.")
+        return me
+
+    @staticmethod
+    def aor(user: str, domain: str) -> str:
+        return f"{user}@{domain}"
+
+    # -- log-in ----------------------------------------------------------------------
+    async def login(self, request: Request) -> Response:
+        form_values = {
+            "domain": self.cfg.domain,
+            "username": "",
+            "next": request.query_params.get("next", ""),
+        }
+        if request.method == "GET":
+            if request.session.get("user"):
+                return self.redirect("/account")
+            return self.render(request, "login.html", form=form_values)
+        form = await self.form(request)
+        username, domain = self.field(form, "username"), self.field(form, "domain") or self.cfg.domain
+        password = form.get("password")
+        password = password if isinstance(password, str) else ""
+        form_values.update(username=username, domain=domain, next=self.field(form, "next"))
+        errors = [e for e in (sec.check_username(username), sec.check_domain(domain)) if e]
+        if not password:
+            errors.append("Please enter your password.")
+        if errors:
+            return self.render(request, "login.html", 400, errors=errors, form=form_values)
+        ip = request.client.host if request.client else "?"
+        keys = (f"ip:{ip}", f"user:{username.lower()}@{domain.lower()}")
+        wait = self.limiter.blocked(*keys)
+        if wait:
+            msg = f"Too many failed log-ins. Try again in {int(wait // 60) + 1} minute(s)."
+            return self.render(request, "login.html", 429, errors=[msg], form=form_values)
+        ok = await self.store.check_password(username, domain, password)
+        if ok and DISABLED_GROUP in await self.store.groups(username, domain):
+            return self.render(
+                request, "login.html", 403, errors=["This account is disabled."], form=form_values
+            )
+        if not ok:
+            self.limiter.fail(*keys)
+            return self.render(
+                request, "login.html", 401, errors=["Wrong user name or password."], form=form_values
+            )
+        self.limiter.reset(keys[1])
+        is_admin = self.aor(username, domain).lower() in self.cfg.admins or await self.store.is_admin(
+            username, domain
+        )
+        request.session.clear()  # new session: no fixation
+        request.session.update(user=[username, domain], admin=is_admin, t=int(time.time()))
+        sec.csrf_token(request.session)
+        nxt = form_values["next"]
+        return self.redirect(nxt if nxt.startswith("/") and not nxt.startswith("//") else "/account")
+
+    async def logout(self, request: Request) -> Response:
+        await self.form(request)
+        request.session.clear()
+        self.flash(request, "You are logged out.")
+        return self.redirect("/login")
+
+    # -- sign-up ---------------------------------------------------------------------
+    async def signup(self, request: Request) -> Response:
+        values = {"username": "", "domain": self.cfg.domain, "email": "", "first_name": "", "last_name": ""}
+        if request.method == "GET":
+            return self.render(request, "signup.html", form=values)
+        form = await self.form(request)
+        for k in values:
+            values[k] = self.field(form, k)
+        values["domain"] = values["domain"] or self.cfg.domain
+        pw = form.get("password")
+        pw2 = form.get("password2")
+        pw = pw if isinstance(pw, str) else ""
+        errors = [
+            e
+            for e in (
+                sec.check_username(values["username"]),
+                sec.check_domain(values["domain"]),
+                sec.check_password(pw, pw2 if isinstance(pw2, str) else ""),
+                sec.check_email(values["email"]),
+                sec.check_text(values["first_name"], "the first name", 25),
+                sec.check_text(values["last_name"], "the last name", 45),
+            )
+            if e
+        ]
+        if values["domain"] != self.cfg.domain:
+            errors.append(f"Sign-up is open for the domain {self.cfg.domain} only.")
+        if not errors and await self.store.name_taken(values["username"], values["domain"]):
+            errors.append(f"The user name {values['username']} is already taken; please choose another.")
+        if errors:
+            return self.render(request, "signup.html", 400, errors=errors, form=values)
+        code = await self.store.add_pending(
+            values["username"],
+            values["domain"],
+            pw,
+            values["email"],
+            values["first_name"],
+            values["last_name"],
+        )
+        base = self.cfg.base_url or str(request.base_url)
+        link = base.rstrip("/") + "/confirm?" + urlencode({"nr": code})
+        body = (
+            f"We are reserving the following SIP address for you: "
+            f"sip:{values['username']}@{values['domain']}\n\n"
+            f"To confirm the registration, open the following URL within 24 hours:\n{link}\n"
+        )
+        try:
+            await send_mail(self.cfg.smtp, self.cfg.mail_from, values["email"], "Your SIP account", body)
+        except Exception as e:
+            log.error("sign-up mail to %s failed: %s", values["email"], e)
+            return self.render(
+                request,
+                "signup.html",
+                502,
+                errors=["The confirmation e-mail could not be sent; please try again later."],
+                form=values,
+            )
+        return self.render(request, "signup_sent.html", email=values["email"])
+
+    async def confirm(self, request: Request) -> Response:
+        code = request.query_params.get("nr", "")
+        if not code or len(code) > 64:
+            return self.render(
+                request,
+                "message.html",
+                400,
+                title="Confirmation",
+                error="The confirmation link is incomplete.",
+            )
+        try:
+            done = await self.store.confirm(code)
+        except UserExists:
+            done = None
+        if done is None:
+            return self.render(
+                request,
+                "message.html",
+                404,
+                title="Confirmation",
+                error="This confirmation link is unknown or has expired (links are valid for 24 hours).",
+            )
+        self.flash(request, f"Your account sip:{done[0]}@{done[1]} is ready. Please log in.")
+        return self.redirect("/login")
+
+    # -- my account ------------------------------------------------------------------
+    async def account(self, request: Request) -> Response:
+        u, d = self.user(request)
+        info = await self.store.user(u, d)
+        if info is None:
+            request.session.clear()
+            return self.redirect("/login")
+        groups = await self.store.groups(u, d)
+        return self.render(request, "account.html", info=info, groups=groups)
+
+    async def account_profile(self, request: Request) -> Response:
+        u, d = self.user(request)
+        return await self._profile(request, u, d, "/account")
+
+    async def _profile(self, request: Request, u: str, d: str, back: str) -> Response:
+        form = await self.form(request)
+        vals = {k: self.field(form, k) for k in ("first_name", "last_name", "email_address")}
+        errors = [
+            e
+            for e in (
+                sec.check_text(vals["first_name"], "the first name", 25),
+                sec.check_text(vals["last_name"], "the last name", 45),
+                sec.check_email(vals["email_address"], required=False),
+            )
+            if e
+        ]
+        if errors:
+            for e in errors:
+                self.flash(request, e, "error")
+            return self.redirect(back)
+        await self.store.update_profile(u, d, **vals)
+        self.flash(request, "Your details were saved." if back == "/account" else "The details were saved.")
+        return self.redirect(back)
+
+    async def account_password(self, request: Request) -> Response:
+        u, d = self.user(request)
+        form = await self.form(request)
+        old, new, new2 = (form.get(k) for k in ("old", "new", "new2"))
+        old = old if isinstance(old, str) else ""
+        err = None if old else "Please enter your current password."
+        if err is None and not await self.store.check_password(u, d, old):
+            err = "Your current password is wrong."
+        err = err or sec.check_password(
+            new if isinstance(new, str) else "", new2 if isinstance(new2, str) else ""
+        )
+        if err:
+            self.flash(request, err, "error")
+            return self.redirect("/account")
+        await set_password(self.cfg.db_url, u, d, str(new))
+        self.flash(request, "Your password was changed. Use the new one on your phones too.")
+        return self.redirect("/account")
+
+    # -- contacts (usrloc over management commands) -----------------------------------
+    async def contacts(self, request: Request) -> Response:
+        u, d = self.user(request)
+        rows = await self._contacts(u, d)
+        return self.render(request, "contacts.html", contacts=rows, choices=EXPIRY_CHOICES)
+
+    async def _contacts(self, u: str, d: str) -> list[dict[str, Any]]:
+        try:
+            res = await self.ser.call("ul_show_contact", ["location", self.aor(u, d)])
+        except SerError as e:
+            if e.code == 404:
+                return []
+            raise
+        rows = []
+        for c in res if isinstance(res, list) else []:
+            flags = int(c.get("flags") or 0)
+            rows.append(
+                {
+                    "contact": c.get("contact", ""),
+                    "q": c.get("q", ""),
+                    "expires": int(c.get("expires") or 0),
+                    "permanent": bool(flags & FL_PERMANENT),
+                }
+            )
+        return rows
+
+    async def contacts_add(self, request: Request) -> Response:
+        u, d = self.user(request)
+        form = await self.form(request)
+        uri, exp = self.field(form, "contact"), self.field(form, "expires")
+        err = sec.check_uri(uri, 255)
+        if err is None and exp not in EXPIRY_CHOICES:
+            err = "Please choose how long the contact stays."
+        if err:
+            self.flash(request, err, "error")
+            return self.redirect("/contacts")
+        seconds = EXPIRY_CHOICES[exp]
+        params = ["location", self.aor(u, d), uri, str(seconds), "1.00", "0"]
+        if seconds == 0:
+            params.append(str(FL_PERMANENT))
+        await self.ser.call("ul_add", params)
+        self.flash(request, f"Contact {uri} added.")
+        return self.redirect("/contacts")
+
+    async def contacts_remove(self, request: Request) -> Response:
+        u, d = self.user(request)
+        form = await self.form(request)
+        uri = self.field(form, "contact")
+        if not uri or len(uri) > 255:
+            self.flash(request, "No contact was chosen.", "error")
+            return self.redirect("/contacts")
+        try:
+            await self.ser.call("ul_rm_contact", ["location", self.aor(u, d), uri])
+        except SerError as e:
+            if e.code != 404:
+                raise
+            self.flash(request, f"Contact {uri} was not found (it may have expired).", "error")
+            return self.redirect("/contacts")
+        self.flash(request, f"Contact {uri} removed.")
+        return self.redirect("/contacts")
+
+    # -- instant messages ------------------------------------------------------------
+    async def im(self, request: Request) -> Response:
+        u, d = self.user(request)
+        values = {"to": request.query_params.get("to", "")[:128], "text": ""}
+        if request.method == "GET":
+            return self.render(request, "im.html", form=values)
+        form = await self.form(request)
+        values = {"to": self.field(form, "to"), "text": self.field(form, "text")}
+        errors = [
+            e
+            for e in (
+                sec.check_uri(values["to"]),
+                sec.check_text(values["text"], "a message", self.cfg.im_length, required=True),
+            )
+            if e
+        ]
+        if errors:
+            return self.render(request, "im.html", 400, errors=errors, form=values)
+        # a line holding just "." would end the body in t_uac_dlg's line format
+        text = "\n".join(" ." if line == "." else line for line in values["text"].splitlines())
+        send = self.ser.t_uac_dlg_sender(self.cfg.outbound)
+        res = await asyncio.to_thread(flows.instant_message, send, values["to"], text, f"<sip:{u}@{d}>", None)
+        if res.code == 503 and not res.headers:
+            raise SerDown(res.reason)
+        if res.ok:
+            self.flash(request, f"Message delivered to {values['to']} ({res.status}).")
+            return self.redirect("/im")
+        return self.render(
+            request, "im.html", 502, errors=[f"The message was not delivered: {res.status}."], form=values
+        )
+
+    # -- phonebook and click-to-dial ---------------------------------------------------
+    async def phonebook(self, request: Request) -> Response:
+        u, d = self.user(request)
+        entries = await self.store.phonebook(u, d)
+        return self.render(request, "phonebook.html", entries=entries)
+
+    async def phonebook_add(self, request: Request) -> Response:
+        u, d = self.user(request)
+        form = await self.form(request)
+        fname, lname, uri = self.field(form, "fname"), self.field(form, "lname"), self.field(form, "sip_uri")
+        errors = [
+            e
+            for e in (
+                sec.check_text(fname, "the first name", 32),
+                sec.check_text(lname, "the last name", 32),
+                sec.check_uri(uri),
+            )
+            if e
+        ]
+        if not fname and not lname and not errors:
+            errors.append("Please enter a name.")
+        if errors:
+            entries = await self.store.phonebook(u, d)
+            values = {"fname": fname, "lname": lname, "sip_uri": uri}
+            return self.render(request, "phonebook.html", 400, entries=entries, errors=errors, form=values)
+        await self.store.phonebook_add(u, d, fname, lname, uri)
+        self.flash(request, f"{fname} {lname} added to the phonebook.")
+        return self.redirect("/phonebook")
+
+    def _entry_id(self, request: Request) -> int:
+        try:
+            return int(request.path_params["entry"])
+        except ValueError:
+            raise HTTPException(404) from None
+
+    async def phonebook_delete(self, request: Request) -> Response:
+        u, d = self.user(request)
+        await self.form(request)
+        await self.store.phonebook_delete(u, d, self._entry_id(request))
+        self.flash(request, "Entry removed.")
+        return self.redirect("/phonebook")
+
+    async def phonebook_dial(self, request: Request) -> Response:
+        u, d = self.user(request)
+        await self.form(request)
+        entry = await self.store.phonebook_entry(u, d, self._entry_id(request))
+        if entry is None:
+            raise HTTPException(404, "No such phonebook entry.")
+        send = self.ser.t_uac_dlg_sender(self.cfg.outbound)
+        res = await asyncio.to_thread(
+            flows.click_to_dial, send, f"sip:{u}@{d}", entry["sip_uri"], flows.CONTROLLER, "."
+        )
+        if res.ok:
+            self.flash(request, f"Your phone rings; answer it to call {entry['sip_uri']}.")
+        else:
+            steps = ", ".join(f"{n}: {s}" for n, _, s in res.steps)
+            self.flash(request, f"Click-to-dial failed ({steps}). Is your phone registered?", "error")
+        return self.redirect("/phonebook")
+
+    # -- calls -----------------------------------------------------------------------
+    async def calls(self, request: Request) -> Response:
+        u, d = self.user(request)
+        which = "acc" if request.query_params.get("list") == "history" else "missed_calls"
+        page = _page(request)
+        data = await self.store.calls(which, u, d, page, self.cfg.page_size)
+        return self.render(request, "calls.html", data=data, which=which)
+
+    # -- administration --------------------------------------------------------------
+    async def admin_users(self, request: Request) -> Response:
+        self.admin(request)
+        qp = request.query_params
+        q = qp.get("q", "").strip()[:64]
+        sort = qp.get("sort", "username")
+        sort = sort if sort in SORTABLE else "username"
+        desc = qp.get("dir") == "desc"
+        page = _page(request)
+        data = await self.store.search_users(q, page, self.cfg.page_size, sort, desc)
+        return self.render(
+            request, "admin_users.html", data=data, q=q, sort=sort, desc=desc, sortable=SORTABLE,
+            form={"domain": self.cfg.domain},
+        )  # fmt: skip
+
+    async def admin_users_add(self, request: Request) -> Response:
+        self.admin(request)
+        form = await self.form(request)
+        u, d, email = self.field(form, "username"), self.field(form, "domain"), self.field(form, "email")
+        pw = form.get("password")
+        pw = pw if isinstance(pw, str) else ""
+        errors = [
+            e
+            for e in (
+                sec.check_username(u),
+                sec.check_domain(d),
+                sec.check_password(pw),
+                sec.check_email(email, False),
+            )
+            if e
+        ]
+        if not errors:
+            try:
+                await add_user(self.cfg.db_url, u, d, pw, email)
+            except UserExists:
+                errors.append(f"The user {u}@{d} already exists.")
+        if errors:
+            data = await self.store.search_users("", 1, self.cfg.page_size)
+            return self.render(
+                request, "admin_users.html", 400, data=data, q="", sort="username", desc=False,
+                sortable=SORTABLE, errors=errors, form={"username": u, "domain": d, "email": email},
+            )  # fmt: skip
+        self.flash(request, f"User {u}@{d} added.")
+        return self.redirect(_user_url(u, d))
+
+    async def _target(self, request: Request) -> tuple[str, str, dict[str, Any]]:
+        self.admin(request)
+        u, d = request.path_params["username"], request.path_params["domain"]
+        info = await self.store.user(u, d)
+        if info is None:
+            raise HTTPException(404, f"There is no user {u}@{d}.")
+        return u, d, info
+
+    async def admin_user(self, request: Request) -> Response:
+        u, d, info = await self._target(request)
+        groups = await self.store.groups(u, d)
+        try:
+            contacts = await self._contacts(u, d)
+            ser_error = None
+        except SerError as e:
+            contacts, ser_error = [], _ser_message(e)
+        return self.render(
+            request, "admin_user.html", info=info, groups=groups, contacts=contacts, ser_error=ser_error
+        )
+
+    async def admin_user_profile(self, request: Request) -> Response:
+        u, d, _ = await self._target(request)
+        return await self._profile(request, u, d, _user_url(u, d))
+
+    async def admin_user_password(self, request: Request) -> Response:
+        u, d, _ = await self._target(request)
+        form = await self.form(request)
+        pw = form.get("password")
+        err = sec.check_password(pw if isinstance(pw, str) else "")
+        if err:
+            self.flash(request, err, "error")
+        else:
+            await set_password(self.cfg.db_url, u, d, str(pw))
+            self.flash(request, f"Password of {u}@{d} changed.")
+        return self.redirect(_user_url(u, d))
+
+    async def admin_user_group(self, request: Request) -> Response:
+        u, d, _ = await self._target(request)
+        form = await self.form(request)
+        group, action = self.field(form, "group"), self.field(form, "action")
+        if not sec.GROUP_RE.fullmatch(group) or action not in ("grant", "revoke"):
+            self.flash(request, "A group name is 1-50 letters, digits, '_', '.' or '-'.", "error")
+        else:
+            await self.store.set_group(u, d, group, action == "grant")
+            verb = "added to" if action == "grant" else "removed from"
+            self.flash(request, f"{u}@{d} {verb} group {group}.")
+        return self.redirect(_user_url(u, d))
+
+    async def admin_user_delete(self, request: Request) -> Response:
+        u, d, _ = await self._target(request)
+        await self.form(request)
+        with contextlib.suppress(SerError):  # no contacts, or ser down: the rows go anyway
+            await self.ser.call("ul_rm", ["location", self.aor(u, d)])
+        await self.store.delete_user(u, d)
+        self.flash(request, f"User {u}@{d} deleted.")
+        return self.redirect("/admin/users")
+
+    async def admin_online(self, request: Request) -> Response:
+        self.admin(request)
+        res = await self.ser.call("ul_dump")
+        rows = []
+        for dom in res if isinstance(res, list) else []:
+            for rec in dom.get("records", []):
+                for c in rec.get("contacts", []):
+                    if int(c.get("expires") or 0) > 0 or int(c.get("flags") or 0) & FL_PERMANENT:
+                        rows.append({"table": dom.get("domain"), "aor": rec.get("aor"), **c})
+        rows.sort(key=lambda r: (str(r["aor"]), str(r["contact"])))
+        return self.render(request, "admin_online.html", rows=rows)
+
+    async def _health_data(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for cmd in ("version", "uptime", "t_stats", "sl_stats", "ul_stats", "ps"):
+            out[cmd] = await self.ser.call(cmd)
+        return out
+
+    async def admin_health(self, request: Request) -> Response:
+        self.admin(request)
+        data = await self._health_data()
+        return self.render(request, "admin_health.html", h=data, chart=svg_chart(self.monitor.series()))
+
+    async def admin_health_json(self, request: Request) -> Response:
+        self.admin(request)
+        try:
+            data = await self._health_data()
+        except SerError as e:
+            return JSONResponse({"error": _ser_message(e)}, status_code=503)
+        data["chart"] = svg_chart(self.monitor.series())
+        return JSONResponse(data)
+
+    async def admin_command(self, request: Request) -> Response:
+        self.admin(request)
+        values = {"command": "", "params": ""}
+        if request.method == "GET":
+            try:
+                names = await self.ser.call("which")
+            except SerError:
+                names = []
+            return self.render(request, "admin_command.html", form=values, names=names, reply=None)
+        form = await self.form(request)
+        values = {"command": self.field(form, "command"), "params": str(form.get("params") or "")}
+        errors = []
+        if not values["command"]:
+            errors.append("Please enter a command name.")
+        elif not sec.GROUP_RE.fullmatch(values["command"]):
+            errors.append("A command name is letters, digits, '_', '.' or '-'.")
+        if len(values["params"]) > 8000:
+            errors.append("The parameters may have at most 8000 characters.")
+        reply: dict[str, Any] | None = None
+        if not errors:
+            params = values["params"].replace("\r\n", "\n").split("\n")
+            while params and params[-1] == "":
+                params.pop()
+            try:
+                result = await self.ser.call(values["command"], params)
+                reply = {"ok": True, "status": "200", "body": _pretty(result)}
+            except SerDown:
+                raise
+            except SerError as e:
+                reply = {"ok": False, "status": f"{e.code} {e.reason}", "body": e.text}
+        try:
+            names = await self.ser.call("which")
+        except SerError:
+            names = []
+        status = 400 if errors else 200
+        return self.render(
+            request, "admin_command.html", status, errors=errors, form=values, names=names, reply=reply
+        )
+
+    async def index(self, request: Request) -> Response:
+        return self.redirect("/account" if request.session.get("user") else "/login")
+
+
+class _LoginRequired(Exception):
+    pass
+
+
+def _user_url(u: str, d: str) -> str:
+    from urllib.parse import quote
+
+    return f"/admin/users/{quote(d, safe='')}/{quote(u, safe='')}"
+
+
+def _page(request: Request) -> int:
+    try:
+        return max(1, min(100000, int(request.query_params.get("page", "1"))))
+    except ValueError:
+        return 1
+
+
+def _pretty(result: Any) -> str:
+    if isinstance(result, str):
+        return result
+    return json.dumps(result, indent=2, ensure_ascii=False, default=str)
+
+
+def _fmt_dt(v: Any) -> str:
+    if isinstance(v, datetime):
+        return v.strftime("%Y-%m-%d %H:%M:%S")
+    return str(v or "")
+
+
+def _fmt_duration(v: Any) -> str:
+    s = int(v or 0)
+    if s >= 86400:
+        return f"{s // 86400} d {s % 86400 // 3600} h"
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s} s"
+
+
+def _ser_message(e: SerError) -> str:
+    if isinstance(e, SerDown):
+        return "The SIP server is not reachable right now; please try again in a moment."
+    return f"The SIP server answered: {e.code} {e.reason}"
+
+
+def create_app(cfg: WebConfig, ser: SerClient | None = None) -> Starlette:
+    web = WebApp(cfg, ser)
+
+    def guard(fn: Handler) -> Handler:
+        async def wrapped(request: Request) -> Response:
+            try:
+                return await fn(request)
+            except _LoginRequired:
+                if request.method == "GET":
+                    return web.redirect("/login?" + urlencode({"next": request.url.path}))
+                return web.redirect("/login")
+            except CsrfError:
+                return web.render(
+                    request,
+                    "message.html",
+                    403,
+                    title="Form rejected",
+                    error="The form's security token is missing or wrong (the page may have expired). "
+                    "Please reload the page and try again.",
+                )
+            except FormError as e:
+                return web.render(request, "message.html", 400, title="Form rejected", error=str(e))
+            except SerError as e:
+                log.warning("web: %s %s: ser: %s %s", request.method, request.url.path, e, e.text[:200])
+                return web.render(request, "message.html", 503 if isinstance(e, SerDown) else 502,
+                                  title="SIP server", error=_ser_message(e))  # fmt: skip
+            except DbUnavailable as e:
+                log.error("web: database: %s", e)
+                return web.render(request, "message.html", 503, title="Database",
+                                  error="The database is not reachable right now; please try again later.")  # fmt: skip
+            except DbError as e:
+                log.error("web: database: %s", e)
+                return web.render(request, "message.html", 400, title="Database",
+                                  error="The database refused the data (too long or duplicate?).")  # fmt: skip
+
+        return wrapped
+
+    def r(path: str, fn: Handler, methods: list[str] | None = None) -> Route:
+        return Route(path, guard(fn), methods=methods or ["GET"])
+
+    post = ["POST"]
+    routes = [
+        r("/", web.index),
+        r("/login", web.login, ["GET", "POST"]),
+        r("/logout", web.logout, post),
+        r("/signup", web.signup, ["GET", "POST"]),
+        r("/confirm", web.confirm),
+        r("/account", web.account),
+        r("/account/profile", web.account_profile, post),
+        r("/account/password", web.account_password, post),
+        r("/contacts", web.contacts),
+        r("/contacts/add", web.contacts_add, post),
+        r("/contacts/remove", web.contacts_remove, post),
+        r("/im", web.im, ["GET", "POST"]),
+        r("/phonebook", web.phonebook),
+        r("/phonebook/add", web.phonebook_add, post),
+        r("/phonebook/{entry}/delete", web.phonebook_delete, post),
+        r("/phonebook/{entry}/dial", web.phonebook_dial, post),
+        r("/calls", web.calls),
+        r("/admin/users", web.admin_users),
+        r("/admin/users/add", web.admin_users_add, post),
+        r("/admin/users/{domain}/{username}", web.admin_user),
+        r("/admin/users/{domain}/{username}/profile", web.admin_user_profile, post),
+        r("/admin/users/{domain}/{username}/password", web.admin_user_password, post),
+        r("/admin/users/{domain}/{username}/group", web.admin_user_group, post),
+        r("/admin/users/{domain}/{username}/delete", web.admin_user_delete, post),
+        r("/admin/online", web.admin_online),
+        r("/admin/health", web.admin_health),
+        r("/admin/health.json", web.admin_health_json),
+        r("/admin/command", web.admin_command, ["GET", "POST"]),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        title = {403: "Forbidden", 404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
+        detail = exc.detail if exc.detail and exc.status_code != 404 else "There is no such page."
+        if exc.status_code == 404 and exc.detail and exc.detail != "Not Found":
+            detail = exc.detail
+        return web.render(request, "message.html", exc.status_code, title=title, error=detail)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("web: %s %s failed", request.method, request.url.path, exc_info=exc)
+        return HTMLResponse(
+            "<!doctype html><title>Error</title><p>Something went wrong on our side. "
+            "The error was logged; please try again later.</p>",
+            status_code=500,
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        web.monitor.start()
+        try:
+            yield
+        finally:
+            await web.monitor.stop()
+            await web.ser.close()
+
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(sec.SecurityHeaders),
+            Middleware(
+                SessionMiddleware,
+                secret_key=cfg.secret,
+                session_cookie="serweb_session",
+                max_age=8 * 3600,
+                same_site="strict",
+                https_only=bool(cfg.base_url and cfg.base_url.startswith("https:")),
+            ),
+        ],
+        exception_handlers={HTTPException: http_error, 500: server_error},
+        lifespan=lifespan,
+    )
+    app.state.web = web
+    return app

@@ -1,0 +1,143 @@
+"""SER 0.9's default script (etc/ser.cfg) with SIPp phones: calls between
+two registered phones whose ACK and BYE come back through the proxy along
+the record-routed path, a strict-routing caller, Max-Forwards 0."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sipexpress.sip.message import SipMessage
+from tests.support import free_port, need_tool, udp_exchange
+
+ROOT = Path(__file__).resolve().parents[3]
+DATA = ROOT / "tests" / "data" / "sipp"
+
+
+def default_cfg() -> str:
+    """etc/ser.cfg as shipped, moved to a free port and a private FIFO."""
+    text = (ROOT / "etc" / "ser.cfg").read_text()
+    text = re.sub(r"(?m)^port=5060.*$", "listen=udp:127.0.0.1:{port}", text)
+    text = text.replace('fifo="/tmp/ser_fifo"', 'fifo="{fifo}"')
+    assert "{port}" in text and "{fifo}" in text
+    return (
+        text.replace("{", "{{").replace("}", "}}").replace("{{port}}", "{port}").replace("{{fifo}}", "{fifo}")
+    )
+
+
+def sipp(args: list[str], cwd: Path, wait: bool = True) -> subprocess.Popen[bytes]:
+    exe = need_tool("sipp")
+    cwd.mkdir(parents=True, exist_ok=True)
+    p = subprocess.Popen(
+        [exe, "-i", "127.0.0.1", "-mp", str(free_port()), "-nostdin", "-timeout", "30", "-trace_msg", *args],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    if wait:
+        assert p.wait(30) == 0, f"sipp {args} failed"
+    return p
+
+
+def register(proxy_port: int, user: str, phone_port: int, cwd: Path) -> None:
+    sipp(
+        [
+            "-p",
+            str(phone_port),
+            "-sf",
+            str(DATA / "register.xml"),
+            "-s",
+            user,
+            "-m",
+            "1",
+            f"127.0.0.1:{proxy_port}",
+        ],
+        cwd,
+    )
+
+
+def messages(cwd: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in sorted(cwd.glob("*_messages.log")))
+
+
+def received(log: str, method: str) -> str:
+    """The first request of that method a phone received."""
+    for block in log.split("-----------------------------------------------"):
+        if "message received" in block and f"\n{method} sip:" in block:
+            return block
+    raise AssertionError(f"{method} never received")
+
+
+@pytest.mark.parametrize("caller", ["uac_rr.xml", "uac_strict.xml"])
+def test_call_between_registered_phones(ser_factory, tmp_path: Path, caller: str) -> None:  # type: ignore[no-untyped-def]
+    proxy = ser_factory(default_cfg())
+    callee_port, caller_port = free_port(), free_port()
+    register(proxy.port, "bob", callee_port, tmp_path / "reg-bob")
+    register(proxy.port, "alice", caller_port, tmp_path / "reg-alice")
+    callee = sipp(
+        ["-p", str(callee_port), "-sf", str(DATA / "uas_rr.xml"), "-m", "1"], tmp_path / "bob", wait=False
+    )
+    try:
+        sipp(
+            [
+                "-p",
+                str(caller_port),
+                "-sf",
+                str(DATA / caller),
+                "-s",
+                "bob",
+                "-m",
+                "1",
+                f"127.0.0.1:{proxy.port}",
+            ],
+            tmp_path / "alice",
+        )
+        assert callee.wait(15) == 0
+    finally:
+        if callee.poll() is None:
+            callee.kill()
+    log = messages(tmp_path / "bob")
+    invite = received(log, "INVITE")
+    assert "P-hint: usrloc applied" in invite
+    assert f"Record-Route: <sip:127.0.0.1:{proxy.port};" in invite and "lr=on" in invite
+    for method in ("ACK", "BYE"):
+        req = received(log, method)
+        # it came through the proxy, which loose-routed it ...
+        assert f"Via: SIP/2.0/UDP 127.0.0.1:{proxy.port};branch=" in req, req
+        assert "P-hint: rr-enforced" in req, req
+        # ... to the callee's contact, with no Route of ours left
+        assert f"{method} sip:callee@127.0.0.1:{callee_port}" in req, req
+        assert not re.search(rf"(?m)^Route: <sip:127\.0\.0\.1:{proxy.port}", req), req
+
+
+def test_max_forwards_zero_gets_483(ser_factory) -> None:  # type: ignore[no-untyped-def]
+    proxy = ser_factory(default_cfg())
+    data = (
+        f"OPTIONS sip:bob@127.0.0.1:{proxy.port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{uuid.uuid4().hex[:10]}\r\n"
+        "Max-Forwards: 0\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:bob@127.0.0.1>\r\n"
+        f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    rep = udp_exchange(data, proxy.host, proxy.port)
+    assert rep is not None
+    msg = SipMessage.parse(rep)
+    assert (msg.status, msg.reason) == (483, "Too Many Hops")
+
+
+def test_unknown_user_gets_404(ser_factory) -> None:  # type: ignore[no-untyped-def]
+    proxy = ser_factory(default_cfg())
+    data = (
+        f"INVITE sip:nobody@127.0.0.1:{proxy.port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{uuid.uuid4().hex[:10]}\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:nobody@127.0.0.1>\r\n"
+        f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    rep = udp_exchange(data, proxy.host, proxy.port)
+    assert rep is not None
+    msg = SipMessage.parse(rep)
+    assert (msg.status, msg.reason) == (404, "Not Found")
+    assert msg.to.tag
