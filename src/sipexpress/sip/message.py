@@ -288,20 +288,25 @@ class SipMessage:
         eol = self._eol
         out_lines: list[bytes] = []
         out_keys: list[str] = []
+        field: list[bytes] = []  # the current field's physical lines
         for line in lines:
             if not line:
                 raise SipParseError("empty line inside header block")
             c = line[0]
             if c == 32 or c == 9:  # folded continuation of the previous field
-                if not out_lines:
+                if not field:
                     raise SipParseError("continuation line before the first header field")
-                out_lines[-1] = out_lines[-1] + eol + line
+                field.append(line)
                 continue
             colon = line.find(b":")
             if colon < 0:
                 raise SipParseError(f"header line without colon: {_decode(line[:40])!r}")
             out_keys.append(_name_key(line[: colon + 1]))
-            out_lines.append(line)
+            if field:
+                out_lines.append(field[0] if len(field) == 1 else eol.join(field))
+            field = [line]
+        if field:
+            out_lines.append(field[0] if len(field) == 1 else eol.join(field))
         return out_lines, out_keys
 
     @staticmethod
