@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +59,18 @@ def serctl(
     )
 
 
-@pytest.fixture
-def ser(ser_factory: Callable[..., SerProcess]) -> SerProcess:
-    sp = ser_factory(CFG, rpc_port=free_port())
-    return sp
+@pytest.fixture(scope="module")
+def ser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SerProcess]:
+    """One server for this module's tests (they use distinct users)."""
+    workdir = tmp_path_factory.mktemp("ser_mgmt")
+    port = free_port()
+    cfg = workdir / "ser.cfg"
+    fifo = workdir / "ser_fifo"
+    cfg.write_text(CFG.format(port=port, fifo=fifo, workdir=workdir, rpc_port=free_port()))
+    sp = SerProcess(cfg, "127.0.0.1", port, workdir)
+    sp.start()
+    yield sp
+    sp.stop()
 
 
 def rpc_port(sp: SerProcess) -> int:

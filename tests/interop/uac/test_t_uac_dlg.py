@@ -83,7 +83,21 @@ class Phone:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [sipp, "-i", "127.0.0.1", "-p", str(self.port), "-mp", str(free_port()), "-m", "1", "-nostdin", *SIPP_TAIL, "-sf", str(DATA / scenario)],
+            [
+                sipp,
+                "-i",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-mp",
+                str(free_port()),
+                "-m",
+                "1",
+                "-nostdin",
+                *SIPP_TAIL,
+                "-sf",
+                str(DATA / scenario),
+            ],
             cwd=workdir,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -269,3 +283,28 @@ def test_completion_reply_shape(ser, phones, tmp_path: Path) -> None:  # type: i
     assert parse_completion(text).code == 200
     got = phone.received()
     assert f"Contact: <sip:alice@127.0.0.1:{ser.port}>" in got  # "!!" became our address
+
+
+@pytest.mark.parametrize(("scenario", "expected", "rc"), [
+    ("uas_ctd_caller.xml", ["invitation succeeded", "refer succeeded", "bye succeeded"], 0),
+    ("uas_busy.xml", ["invitation failed"], 1),
+])  # fmt: skip
+def test_ctd_shell_example(ser, phones, tmp_path: Path, scenario: str, expected: list[str], rc: int) -> None:  # type: ignore[no-untyped-def]
+    """examples/uac/ctd.sh: the same flow through the FIFO alone."""
+    caller = Phone(scenario, tmp_path / "caller")
+    phones.append(caller)
+    register(ser.port, "frank", caller.port)
+    p = subprocess.run(
+        [
+            "/bin/sh",
+            str(ROOT / "examples" / "uac" / "ctd.sh"),
+            f"sip:frank@127.0.0.1:{ser.port}",
+            "sip:bob@example.com",
+        ],
+        env=dict(os.environ, SER_FIFO=ser.fifo),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert p.stdout.split("\n")[:-1] == expected, (p.stdout, p.stderr)
+    assert p.returncode == rc

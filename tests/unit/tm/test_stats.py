@@ -68,3 +68,24 @@ def test_functions_declared() -> None:
         "t_retransmit_reply",
     ):
         assert n in names
+
+
+def test_strip_top_via_fast_paths() -> None:
+    from sipexpress.modules.tm.proxy import _insert_via, _strip_top_via, _top_branch
+    from sipexpress.sip.message import SipMessage
+
+    head = b"SIP/2.0 180 Ringing\r\n"
+    tail = (
+        b"From: <sip:a@b>;tag=1\r\nTo: <sip:b@c>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    )
+    two_lines = b"Via: SIP/2.0/UDP p:5060;branch=z9hG4bKours\r\nv: SIP/2.0/UDP u:5;branch=z9hG4bKu\r\n"
+    one_line = b"Via: SIP/2.0/UDP p:5060;Branch=z9hG4bKours , SIP/2.0/UDP u:5;branch=z9hG4bKu\r\n"
+    for vias in (two_lines, one_line):
+        m = SipMessage.parse(head + vias + tail)
+        assert _top_branch(m) == "z9hG4bKours"
+        out = SipMessage.parse(_strip_top_via(m))
+        assert [v.branch for v in out.vias] == ["z9hG4bKu"]
+        assert out.call_id == "x"
+    req = b"INVITE sip:b@c SIP/2.0\r\nv: SIP/2.0/UDP u:5;branch=z9hG4bKu\r\n" + tail[:-4] + b"\r\n\r\n"
+    m = SipMessage.parse(_insert_via(req, "SIP/2.0/UDP p:5060;branch=z9hG4bKours"))
+    assert [v.branch for v in m.vias] == ["z9hG4bKours", "z9hG4bKu"]

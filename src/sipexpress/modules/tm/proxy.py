@@ -125,11 +125,18 @@ def _strip_top_via(msg: SipMessage) -> bytes:
     """A received reply without its top Via (ours): the raw bytes with that
     line cut out when it holds a single value."""
     lines = msg.raw_header_lines("via")
-    if lines and b"," not in lines[0]:
+    if lines and b'"' not in lines[0]:
+        first = lines[0]
         raw = msg.serialize()
-        i = raw.find(lines[0])
+        i = raw.find(first)
         if i > 0:
-            return raw[:i] + raw[i + len(lines[0]) :]
+            comma = first.find(b",")
+            if comma < 0:
+                return raw[:i] + raw[i + len(first) :]
+            # "Via: ours, theirs" (SIPp writes its Vias so): keep the rest
+            colon = first.find(b":")
+            rest = first[comma + 1 :].lstrip(b" \t")
+            return raw[:i] + first[: colon + 1] + b" " + rest + raw[i + len(first) :]
     msg.remove_top_via()
     return msg.serialize()
 
