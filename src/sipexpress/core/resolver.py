@@ -4,7 +4,8 @@ resolver for A/AAAA so that ``/etc/hosts`` works).
 The pure decisions live in :mod:`sipexpress.sip.locate`; this module asks
 the questions it names and caches answers by their TTL (60 s for system
 resolver answers, which carry none).  Numeric hosts and ``localhost`` never
-touch DNS.
+touch DNS.  With explicit ``nameservers`` every question (A/AAAA too) goes
+to them instead of the system resolver.
 """
 
 from __future__ import annotations
@@ -34,9 +35,17 @@ _NEGATIVE_TTL = 10.0
 
 
 class Resolver:
-    def __init__(self, timeout: float = 3.0, supported: tuple[str, ...] = ("udp", "tcp")) -> None:
+    def __init__(
+        self,
+        timeout: float = 3.0,
+        supported: tuple[str, ...] = ("udp", "tcp"),
+        nameservers: list[str] | None = None,
+        dns_port: int = 53,
+    ) -> None:
         self.timeout = timeout
         self.supported = supported
+        self.nameservers = nameservers  # None: from /etc/resolv.conf
+        self.dns_port = dns_port
         self._dns: Any = None
         self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
 
@@ -55,11 +64,16 @@ class Resolver:
         if self._dns is None:
             import dns.asyncresolver
 
-            try:
-                r = dns.asyncresolver.Resolver()
-            except Exception:  # no resolv.conf: no DNS at all
+            if self.nameservers is not None:
                 r = dns.asyncresolver.Resolver(configure=False)
-                r.nameservers = ["127.0.0.1"]
+                r.nameservers = list(self.nameservers)
+            else:
+                try:
+                    r = dns.asyncresolver.Resolver()
+                except Exception:  # no resolv.conf: no DNS at all
+                    r = dns.asyncresolver.Resolver(configure=False)
+                    r.nameservers = ["127.0.0.1"]
+            r.port = self.dns_port
             r.lifetime = self.timeout
             self._dns = r
         return self._dns
@@ -74,6 +88,11 @@ class Resolver:
         cached = self._cached("A", h)
         if cached is not None:
             return list(cached)
+        if self.nameservers is not None:
+            # explicitly configured name servers answer A/AAAA too
+            found = [str(r.address) for t in ("A", "AAAA") for r in await self._query(h, t)]
+            self._store("A", h, found, _HOSTS_TTL if found else _NEGATIVE_TTL)
+            return found
         loop = asyncio.get_running_loop()
         try:
             infos = await asyncio.wait_for(

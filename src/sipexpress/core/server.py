@@ -719,7 +719,8 @@ class Core:
         msg = ctx.msg
         rcv = ctx.rcv
         via = msg.via1
-        need_received = not self._same_ip(via.host, rcv.src_ip)
+        host = via.host
+        need_received = host != rcv.src_ip and not self._same_ip(host, rcv.src_ip)
         need_rport = via.rport == "" or (ctx.force_rport and via.rport != str(rcv.src_port))
         if not need_received and not need_rport:
             return
@@ -1098,6 +1099,8 @@ class Core:
             proto = _PROTO_BY_NAME.get(msg.via1.transport.upper(), rcv.proto)
             ip, port = via_destination(msg.via1, proto)
             ok = self.send(proto, ip, port, data, rcv)
+        elif rcv.proto is Proto.UDP and rcv.transport is not None:
+            ok = rcv.transport.sendto(data, rcv.src_ip, rcv.src_port)  # the common case
         else:
             conn = rcv.transport
             if rcv.proto is Proto.TCP and (not isinstance(conn, TcpConnection) or conn.closed):

@@ -465,6 +465,9 @@ class FifoServer:
 
     def _on_idle(self) -> None:
         self._idle = None
+        if not self._reading:  # paused: the rest of the request may be waiting in the pipe
+            self._arm_idle()
+            return
         for req in self.parser.expire():
             self._dispatch(req)
 

@@ -146,7 +146,8 @@ def contact_expires(spec: ContactSpec, expires_hdr: int | None, cfg: RegisterCon
     param counts as 3600 (SER ``sip_msg.c``)."""
     if spec.expires is not None:
         v = unquote(spec.expires).strip()
-        return int(v) if v.isdigit() else 3600
+        # SER's str2int: anything but a 32-bit unsigned number counts as 3600
+        return int(v) if v.isdigit() and len(v) <= 10 and int(v) <= 0xFFFFFFFF else 3600
     if expires_hdr is not None:
         return expires_hdr
     return cfg.default_expires

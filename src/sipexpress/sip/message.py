@@ -912,6 +912,34 @@ def build_request(
     return SipMessage.parse(b"".join(parts))
 
 
+def _patched_top_via(req: SipMessage, line: bytes, received: str | None, rport: int | None) -> bytes:
+    """The first Via line with ``received=`` / ``rport=`` set on its first
+    value.  The usual case (one value, no received yet, bare or no rport) is
+    patched as text; anything else is rebuilt from the parsed Via."""
+    top = req.via1  # parsed and cached already on the usual path
+    value = req._value(line)
+    if "," not in value and "received" not in top.params and "\n" not in value:
+        text = value
+        if rport is not None and top.rport == "":
+            i = text.find(";rport")
+            if i >= 0 and text[i + 6 : i + 7] in ("", ";"):
+                text = f"{text[: i + 6]}={rport}{text[i + 6 :]}"
+            else:
+                text = ""
+        if text:
+            if received is not None:
+                text += ";received=" + received
+            return _encode("Via: " + text)
+    vals = split_values(value, keep_empty=True)
+    v = Via(top.transport, top.host, top.port, dict(top.params), top.protocol)
+    if received is not None:
+        v.params["received"] = received
+    if rport is not None and "rport" in v.params:
+        v.params["rport"] = str(rport)
+    vals[0] = str(v)
+    return _encode("Via: " + ", ".join(vals))
+
+
 def build_reply(
     req: SipMessage,
     status: int,
@@ -938,15 +966,7 @@ def build_reply(
     else:
         vias = [lines[i] for i, k in enumerate(keys) if k == "via"]
     if vias and (received is not None or rport is not None):
-        vals = split_values(req._value(vias[0]), keep_empty=True)
-        top = req.via1  # parsed and cached already on the usual path
-        v = Via(top.transport, top.host, top.port, dict(top.params), top.protocol)
-        if received is not None:
-            v.params["received"] = received
-        if rport is not None and "rport" in v.params:
-            v.params["rport"] = str(rport)
-        vals[0] = str(v)
-        vias[0] = _encode("Via: " + ", ".join(vals))
+        vias[0] = _patched_top_via(req, vias[0], received, rport)
     for line in vias:
         out.append(line)
         out.append(b"\r\n")

@@ -116,3 +116,60 @@ def test_cfg_failure_route_t_reply(ser_factory: Callable[..., Any], tmp_path: Pa
     hash_text = fifo_request(fifo, "t_hash")
     assert hash_text.startswith("200 ok\n\tcurrent\ttotal\n0.\t")
     assert len(hash_text.splitlines()) == 65538
+
+
+CFG_LOOKUP = """
+listen=udp:127.0.0.1:{port}
+loadmodule "sl"
+loadmodule "tm"
+loadmodule "usrloc"
+loadmodule "registrar"
+modparam("usrloc", "db_mode", 0)
+
+route {
+    if (method=="OPTIONS" && uri=~"^sip:127\\.0\\.0\\.1") {
+        sl_send_reply("200", "Alive");
+        break;
+    };
+    if (method=="REGISTER") {
+        save("location");
+        break;
+    };
+    if (!lookup("location")) {
+        sl_send_reply("404", "Not Found");
+        break;
+    };
+    t_relay();
+}
+"""
+
+
+def test_cfg_lookup_then_t_relay_parallel_fork(ser_factory: Callable[..., Any], phones: Any) -> None:
+    """Two registered contacts of one user: lookup() fills the destination
+    set, t_relay() forks to both, the first 200 wins, the other is CANCELled."""
+    uac, ua1, ua2 = phones
+    port = free_port()
+    ser = ser_factory(
+        CFG_LOOKUP.replace("{port}", str(port)).replace("{", "{{").replace("}", "}}"), port=port
+    )
+    proxy = (ser.host, ser.port)
+    for i, ua in enumerate((ua1, ua2)):
+        reg = (
+            f"REGISTER sip:127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{ua.port};branch=z9hG4bKreg{i}\r\n"
+            f"From: <sip:bob@127.0.0.1>;tag=r{i}\r\nTo: <sip:bob@127.0.0.1>\r\n"
+            f"Call-ID: reg{i}-{port}\r\nCSeq: 1 REGISTER\r\n"
+            f"Contact: <sip:bob@127.0.0.1:{ua.port}>\r\nExpires: 60\r\nContent-Length: 0\r\n\r\n"
+        )
+        ua.send(reg, proxy)
+        assert ua.expect(200).cseq.method == "REGISTER"
+    uac.send(uac.invite("sip:bob@127.0.0.1"), proxy)
+    r1 = ua1.expect("INVITE")
+    r2 = ua2.expect("INVITE")
+    assert {r1.ruri, r2.ruri} == {f"sip:bob@127.0.0.1:{ua1.port}", f"sip:bob@127.0.0.1:{ua2.port}"}
+    ua2.send(reply_to(r2, 180, "Ringing", to_tag="two"), reply_addr(r2))
+    uac.expect(180)
+    ua1.send(reply_to(r1, 200, "OK", to_tag="one"), reply_addr(r1))
+    assert uac.expect(200).to.params["tag"] == "one"
+    cancel = ua2.expect("CANCEL")
+    assert cancel.via1.branch == r2.via1.branch

@@ -307,3 +307,31 @@ def test_loose_route_next_hop_is_top_route(env_factory: Callable[..., Env]) -> N
     assert req.header("route") == f"<sip:127.0.0.1:{e.uas2.port};lr>"
     assert int(req.header("max-forwards") or 0) == 69
     assert e.uas1.drain(0.2) == []
+
+
+def test_cancelled_transaction_gets_no_new_branches(env_factory: Callable[..., Env]) -> None:
+    e = env_factory()
+    e.uac.send(e.invite("failover"), e.proxy)
+    req = e.uas1.expect("INVITE")
+    e.uas1.send(reply_to(req, 180, "Ringing"), reply_addr(req))
+    e.uac.expect(180)
+    e.uac.send(e.uac.hop_request("CANCEL"), e.proxy)
+    cancel = e.uas1.expect("CANCEL")
+    e.uas1.send(reply_to(cancel, 200, "OK"), reply_addr(cancel))
+    e.uas1.send(reply_to(req, 487, "Request Terminated"), reply_addr(req))
+    assert e.uac.expect(487).cseq.method == "INVITE"
+    assert [m for m in e.uas2.drain(0.3) if m.is_request] == []  # failure_route could not fork
+    assert e.counts()["failure"] == 1
+
+
+def test_6xx_cancels_other_branches_and_wins(env_factory: Callable[..., Env]) -> None:
+    e = env_factory()
+    e.uac.send(e.invite("fork"), e.proxy)
+    r1 = e.uas1.expect("INVITE")
+    r2 = e.uas2.expect("INVITE")
+    e.uas2.send(reply_to(r2, 180, "Ringing", to_tag="uas2"), reply_addr(r2))
+    e.uas1.send(reply_to(r1, 603, "Decline"), reply_addr(r1))
+    cancel = e.uas2.expect("CANCEL")
+    e.uas2.send(reply_to(cancel, 200, "OK", to_tag="uas2"), reply_addr(cancel))
+    e.uas2.send(reply_to(r2, 487, "Request Terminated", to_tag="uas2"), reply_addr(r2))
+    assert e.uac.expect(603).reason == "Decline"  # 6xx beats the lower 487

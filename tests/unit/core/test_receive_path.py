@@ -146,3 +146,34 @@ async def test_reply_forwarded_by_second_via() -> None:
         rcv,
     )
     assert len(cap.sent) == 1
+
+
+async def test_sl_reply_error_uses_last_error() -> None:
+    from sipexpress.core import errors
+
+    async def route(ctx: RequestContext) -> int:
+        sl: Any = ctx.core.module("sl")
+        if ctx.msg.method == "INFO":
+            # forwarding to a name that cannot resolve fails with E_BAD_ADDRESS
+            res = await ctx.core.forward(ctx, "no-such-host.invalid", 5060)
+            assert res == errors.E_BAD_ADDRESS
+        return int(sl.sl_reply_error(ctx))
+
+    core, cap, rcv = make(route)
+    core.loop = asyncio.get_running_loop()
+    # a name server on a loopback port where nobody answers: no traffic leaves
+    from sipexpress.core.resolver import Resolver
+    from tests.support import free_port
+
+    core.resolver = Resolver(timeout=0.5, nameservers=["127.0.0.1"], dns_port=free_port())
+    core.receive(request("INFO"), rcv)
+    core.receive(request("MESSAGE"), rcv)
+    for _ in range(100):
+        if len(cap.sent) == 2:
+            break
+        await asyncio.sleep(0.05)
+    firsts = sorted(SipMessage.parse(d).first_line for d, _, _ in cap.sent)
+    assert firsts == [
+        "SIP/2.0 478 Unresolvable destination (478/SL)",
+        "SIP/2.0 500 I'm terribly sorry, server error occurred (1/SL)",
+    ]

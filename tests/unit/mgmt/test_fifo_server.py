@@ -298,3 +298,32 @@ async def test_fifo_user_and_group(tmp_path: Path) -> None:
 async def test_unknown_fifo_user_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(MgmtStartError, match="no such user or group"):
         await Manager({"fifo": str(tmp_path / "f"), "fifo_user": "no_such_user_xyz"}).start()
+
+
+async def test_backpressure_when_too_many_requests_run(manager_x: Manager, tmp_path: Path) -> None:
+    assert manager_x.fifo is not None
+    manager_x.fifo.max_inflight = 2
+    fds = []
+    for i in range(6):
+        os.mkfifo(tmp_path / f"bp{i}")
+        fds.append(os.open(tmp_path / f"bp{i}", os.O_RDONLY | os.O_NONBLOCK))
+    try:
+        await send_raw(manager_x, b"".join(f":slow:bp{i}\n0.2\n\n".encode() for i in range(6)))
+        await asyncio.sleep(0.1)
+        assert not manager_x.fifo._reading  # two run, the rest wait in the pipe
+        deadline = time.monotonic() + 5
+        got: dict[int, bytes] = {}
+        while len(got) < 6 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            for i, fd in enumerate(fds):
+                try:
+                    data = os.read(fd, 100)
+                except BlockingIOError:
+                    continue
+                if data:
+                    got[i] = data
+        assert got == {i: b"200 ok\nslept\n" for i in range(6)}
+        assert manager_x.fifo._reading
+    finally:
+        for fd in fds:
+            os.close(fd)

@@ -460,3 +460,35 @@ class TestStreamFramer:
         with pytest.raises(SipParseError) as ei:
             f.feed(b"OPTIONS sip:x SIP/2.0\r\n" + b"X: y\r\n" * 40)
         assert ei.value.status == 413
+
+
+@pytest.mark.parametrize(
+    "via,received,rport,expected",
+    [
+        (
+            "SIP/2.0/UDP h:5060;branch=z9hG4bK1;rport",
+            "1.2.3.4",
+            7,
+            "SIP/2.0/UDP h:5060;branch=z9hG4bK1;rport=7;received=1.2.3.4",
+        ),
+        ("SIP/2.0/UDP h;rport;branch=z9hG4bK1", None, 7, "SIP/2.0/UDP h;rport=7;branch=z9hG4bK1"),
+        ("SIP/2.0/UDP h;branch=z9hG4bK1", "1.2.3.4", 7, "SIP/2.0/UDP h;branch=z9hG4bK1;received=1.2.3.4"),
+        ("SIP/2.0/UDP h;branch=z9hG4bK1;rport=5", None, 7, "SIP/2.0/UDP h;branch=z9hG4bK1;rport=5"),
+        # not the simple case: rebuilt from the parsed Via
+        ("SIP/2.0/UDP h;received=9.9.9.9;rport", "1.2.3.4", 7, "SIP/2.0/UDP h;received=1.2.3.4;rport=7"),
+        ("SIP/2.0/UDP h ; rport", "1.2.3.4", 7, "SIP/2.0/UDP h;rport=7;received=1.2.3.4"),
+        (
+            "SIP/2.0/UDP h;rport, SIP/2.0/UDP g",
+            "1.2.3.4",
+            7,
+            "SIP/2.0/UDP h;rport=7;received=1.2.3.4, SIP/2.0/UDP g",
+        ),
+    ],
+)
+def test_build_reply_patches_top_via(via: str, received: str | None, rport: int, expected: str) -> None:
+    m = parse(
+        f"OPTIONS sip:x@y SIP/2.0\r\nVia: {via}\r\nVia: SIP/2.0/UDP z\r\nFrom: <sip:a@b>;tag=1\r\n"
+        f"To: <sip:c@d>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n".encode()
+    )
+    r = SipMessage.parse(build_reply(m, 200, "OK", received=received, rport=rport))
+    assert r.header_all("via") == [expected, "SIP/2.0/UDP z"]

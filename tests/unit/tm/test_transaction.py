@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sipexpress.sip import transaction as tx
@@ -224,6 +224,7 @@ CLIENT_INPUTS = st.lists(
 )
 
 
+@settings(deadline=None)
 @given(st.booleans(), st.booleans(), CLIENT_INPUTS)
 def test_client_machines_never_crash(
     invite: bool, reliable: bool, steps: list[tuple[str, int, float]]
@@ -260,6 +261,7 @@ def test_client_machines_never_crash(
         assert m.next_timer() is None
 
 
+@settings(deadline=None)
 @given(
     st.booleans(),
     st.lists(
@@ -296,3 +298,41 @@ def test_server_machines_tu_errors_only(invite: bool, steps: list[tuple[str, int
                     final_sent = True
     assert m.state in set(State)
     assert Input.ACK  # enum sanity
+
+
+ALL_MACHINES = [
+    lambda: ClientInvite(REQ, build_ack=lambda r: b"ACK"),
+    lambda: ClientNonInvite(REQ),
+    ServerInvite,
+    ServerNonInvite,
+]
+
+
+@settings(deadline=None)
+@given(st.sampled_from(range(4)), st.sampled_from(list(State)), st.sampled_from(list(Input)), st.booleans())
+def test_every_state_input_pair(which: int, state: State, inp: Input, reliable: bool) -> None:
+    """(state, input) from the whole product: network and timer inputs never
+    raise; a TU input missing from the table raises TransactionStateError;
+    the result state is the table's."""
+    m = ALL_MACHINES[which]()
+    client = isinstance(m, tx.ClientTransaction)
+    applicable = set(tx.NETWORK_INPUTS["client" if client else "server"]) | {
+        i for i in Input if i.name.startswith("TIMER_")
+    }
+    applicable |= {Input.TU_CANCEL} if client else {Input.TU_PROVISIONAL, Input.TU_SUCCESS, Input.TU_FAILURE}
+    states = {s0 for s0, _ in m.TABLE} | {nxt for nxt, _ in m.TABLE.values()}
+    if inp not in applicable or state not in states:
+        return
+    m.reliable = reliable
+    m.state = state
+    key = (state, inp)
+    tu = inp.name.startswith("TU_") and inp is not Input.TU_CANCEL
+    if tu and key not in m.TABLE:
+        with pytest.raises(TransactionStateError):
+            m._fire(inp, 1.0, 200, b"x")
+        return
+    acts = m._fire(inp, 1.0, 486 if inp is Input.FAILURE else 200, b"x")
+    if key in m.TABLE:
+        assert m.state is m.TABLE[key][0]
+    else:
+        assert m.state is state and acts == []

@@ -276,3 +276,23 @@ async def test_requests_before_startup_wait_for_the_load(tmp_path) -> None:  # t
     assert rec is not None and rec.contacts[0].uri == "sip:e@10.0.0.8"
     await h.ul.stop()
     await db.dispose_engines()
+
+
+async def test_any_table_name_persists(db_url: str) -> None:
+    """A usrloc table the schema does not know (save("office")) is created."""
+    await db.create_all(db_url)
+    for round_ in (1, 2):
+        h = Harness()
+        h.core.set_modparam("usrloc", "db_mode", 1)
+        h.core.set_modparam("usrloc", "db_url", db_url)
+        h.table("office")
+        await h.start()
+        try:
+            if round_ == 1:
+                rep = await h.ul.ul_add(["office", "desk", "sip:desk@10.0.0.4", "600", "1"])
+                assert rep.code == 200
+            else:
+                rep = await h.ul.ul_show_contact(["office", "desk"])
+                assert rep.text.startswith("<sip:desk@10.0.0.4>;q=1;expires=")
+        finally:
+            await h.stop()

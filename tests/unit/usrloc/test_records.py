@@ -93,6 +93,8 @@ def test_expires_precedence() -> None:
     # unparsable param counts as 3600 (SER)
     p = plan_register(None, _req(ContactSpec("sip:a", expires="soon")), NOW, CFG)
     assert p.upserts[0].expires - int(NOW) == 3600
+    p = plan_register(None, _req(ContactSpec("sip:a", expires="99999999999999999999")), NOW, CFG)
+    assert p.upserts[0].expires - int(NOW) == 3600
 
 
 def test_min_expires_423_and_clamping() -> None:

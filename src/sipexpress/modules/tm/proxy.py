@@ -708,6 +708,10 @@ class TransactionLayer:
             targets.append((ctx.ruri, ctx.dst_uri))
             targets += [(b.uri, b.dst_uri) for b in ctx.branches]
         else:
+            if t.ctx_data.get("cancelled"):
+                ctx.branches = []
+                log.info("tm: %r was cancelled: no new branches", t)
+                return errors.E_UNSPEC
             targets += [(b.uri, b.dst_uri) for b in ctx.branches]
             if not targets and ctx.new_uri is not None and ctx.new_uri != t.ruri_at_relay:
                 targets.append((ctx.ruri, ctx.dst_uri))
@@ -910,6 +914,7 @@ class TransactionLayer:
         pending."""
         now = self.core.now()
         pending = 0
+        t.ctx_data["cancelled"] = True  # RFC 3261 §16.10: no new branches from now on
         for br in t.branches:
             if not br.final:
                 pending += 1

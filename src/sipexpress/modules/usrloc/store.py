@@ -25,6 +25,11 @@ from sipexpress.modules.usrloc.records import FL_PERMANENT, CState, Ucontact
 class LocationStore(Protocol):
     """Persistent bindings of one or more usrloc tables."""
 
+    async def prepare(self, table: str) -> None:
+        """Make sure ``table`` can be used (SQL: create a usrloc table a
+        script names that the schema does not have)."""
+        ...
+
     async def load(self, table: str, now: float) -> list[Ucontact]:
         """Every binding of ``table`` still valid at ``now``."""
         ...
@@ -161,6 +166,14 @@ class SqlLocationStore:
         return cond
 
     # -- LocationStore ------------------------------------------------------
+    async def prepare(self, table: str) -> None:
+        t = self.table(table)
+
+        async def op(conn: AsyncConnection) -> None:
+            await conn.run_sync(lambda c: t.create(c, checkfirst=True))
+
+        await run(self.url, op, max(self.timeout, 10.0))
+
     async def load(self, table: str, now: float) -> list[Ucontact]:
         t = self.table(table)
         cond = (self._c(t, "expires") > epoch_to_dt(now)) | (self._c(t, "flags").op("&")(FL_PERMANENT) != 0)

@@ -209,10 +209,13 @@ class Udomain:
 
     async def load(self, now: float) -> int:
         """Fill memory from the store (start-up, modes 1 and 2)."""
-        if self.db_mode in (NO_DB, DB_ONLY) or self.store is None:
+        if self.db_mode == NO_DB or self.store is None:
             self.loaded = True
-            if self.db_mode == DB_ONLY and self.store is not None:
-                self.db_users = await self.store.count_aors(self.name)
+            return 0
+        await self.store.prepare(self.name)
+        if self.db_mode == DB_ONLY:
+            self.db_users = await self.store.count_aors(self.name)
+            self.loaded = True
             return 0
         rows = await self.store.load(self.name, now)
         for c in sorted(rows, key=lambda c: -c.q):

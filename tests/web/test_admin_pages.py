@@ -1,0 +1,176 @@
+"""The administrator's pages in a real browser: find a user, grant a
+group, add/delete users, who is online, live statistics while SIPp places
+calls, the management command page; and serweb run on its own."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from sipexpress.db import add_user
+from sipexpress.mgmt.client import rpc_call
+from tests.support import free_port
+from tests.web.conftest import DOMAIN, WebServer, run_async, shot
+from tests.web.test_user_pages import alert, login, status
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
+
+
+def wait_until(cond: Any, timeout: float = 10.0) -> None:
+    """Poll a page condition from Python (the CSP forbids the eval that
+    Playwright's wait_for_function needs)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.2)
+
+
+def test_non_admin_is_refused(page: Any, web: WebServer) -> None:
+    run_async(lambda: add_user(web.db_url, "plain", DOMAIN, "plain-pass1"))
+    login(page, "plain", "plain-pass1")
+    page.wait_for_url("**/account")
+    assert page.get_by_role("link", name="Users").count() == 0
+    resp = page.goto("/admin/users")
+    assert resp.status == 403
+    assert "for administrators" in alert(page)
+
+
+def test_admin_users_groups_and_command(page: Any, web: WebServer) -> None:
+    async def many() -> None:
+        for i in range(60):
+            await add_user(web.db_url, f"user{i:03d}", DOMAIN, "pw-123456", f"u{i}@example.org")
+
+    run_async(many)
+    login(page, "admin", "heslo")
+    page.wait_for_url("**/account")
+    page.get_by_role("link", name="Users").click()
+    assert "Page 1 of" in page.locator(".pager").inner_text()
+    assert page.locator("thead th[aria-sort=ascending]").inner_text().startswith("User")
+    # sort by user name, descending
+    page.locator("thead th a", has_text="User").click()
+    page.wait_for_url("**dir=desc")
+    assert page.locator("thead th[aria-sort=descending]").count() == 1
+    first = page.locator("tbody tr td").first.inner_text()
+    assert first >= "user059"
+    page.get_by_label("Search").fill("user04")
+    page.get_by_role("button", name="Search").click()
+    assert page.locator("tbody tr").count() == 10
+    page.get_by_label("Search").fill("u42@example")
+    page.get_by_role("button", name="Search").click()
+    assert page.locator("tbody tr").count() == 1
+    shot(page, "admin_users")
+    page.get_by_role("link", name="user042").click()
+    page.get_by_label("Group", exact=True).fill("bad group!")
+    page.get_by_role("button", name="Grant").click()
+    assert "A group name is" in alert(page)
+    page.get_by_label("Group", exact=True).fill("ld")
+    page.get_by_role("button", name="Grant").click()
+    assert "user042@127.0.0.1 added to group ld" in status(page)
+    shot(page, "admin_user")
+    page.get_by_role("link", name="All users").click()
+    page.get_by_label("Search").fill("user042")
+    page.get_by_role("button", name="Search").click()
+    assert "ld" in page.locator("tbody tr").first.inner_text()
+    # add: duplicate, bad input, then a good one and delete it
+    page.locator("#new-username").fill("user001")
+    page.locator("#new-domain").fill(DOMAIN)
+    page.locator("#new-password").fill("secret-1")
+    page.get_by_role("button", name="Add user").click()
+    assert "The user user001@127.0.0.1 already exists." in alert(page)
+    page.locator("#new-username").fill("zed")
+    page.locator("#new-password").fill("x")
+    page.get_by_role("button", name="Add user").click()
+    assert "at least 6 characters" in alert(page)
+    page.locator("#new-password").fill("zed-pass-1")
+    page.get_by_role("button", name="Add user").click()
+    assert "User zed@127.0.0.1 added." in status(page)
+    page.get_by_role("button", name="Delete zed@127.0.0.1").click()
+    assert "User zed@127.0.0.1 deleted." in status(page)
+    page.get_by_label("Search").fill("zed")
+    page.get_by_role("button", name="Search").click()
+    assert page.get_by_text("No user matches.").is_visible()
+    # the command page: good, unknown, bad
+    page.get_by_role("link", name="Command").click()
+    page.get_by_label("Command").fill("ul_add")
+    page.get_by_label("Parameters").fill("location\nuser007@127.0.0.1\nsip:user007@127.0.0.1:5999\n600\n1.00")
+    page.get_by_role("button", name="Send").click()
+    assert page.locator("#reply-status").inner_text() == "200"
+    page.get_by_label("Command").fill("no_such_cmd")
+    page.get_by_label("Parameters").fill("")
+    page.get_by_role("button", name="Send").click()
+    assert "not available" in page.locator("#reply-status").inner_text()
+    page.get_by_label("Command").fill("version")
+    page.get_by_role("button", name="Send").click()
+    assert "sipexpress" in page.locator("#reply-body").inner_text()
+    shot(page, "admin_command")
+    page.get_by_role("link", name="Online").click()
+    assert page.locator("tbody tr", has_text="sip:user007@127.0.0.1:5999").count() == 1
+
+
+def test_statistics_change_while_sipp_calls(page: Any, web: WebServer, phones: Any) -> None:
+    uas = phones(["-sn", "uas", "-m", "5", "-timeout", "30"], "uas")
+    rpc_call("ul_add", ["location", "callee@127.0.0.1", f"sip:callee@127.0.0.1:{uas.port}", "600", "1.00"],
+             url=web.rpc_url)  # fmt: skip
+    login(page, "admin", "heslo")
+    page.wait_for_url("**/account")
+    page.get_by_role("link", name="Server").click()
+    before = int(page.locator("#t-total").inner_text())
+    wait_until(lambda: page.locator("#h-live").inner_text().startswith("live, updated"))
+    uac = phones([f"127.0.0.1:{web.ser.port}", "-sn", "uac", "-s", "callee", "-m", "5", "-r", "5", "-d", "500",
+                  "-timeout", "30"], "uac")  # fmt: skip
+    # the page updates itself (no reload) while the calls go on
+    wait_until(lambda: int(page.locator("#t-total").inner_text()) >= before + 5, 20)
+    assert uac.wait(30) == 0
+    assert int(page.locator("#t-2xx").inner_text()) >= 5
+    wait_until(lambda: page.locator("#h-chart polyline").count() == 2)
+    shot(page, "admin_health")
+
+
+def test_serweb_runs_on_its_own(web: WebServer) -> None:
+    port = free_port()
+    cmd = [sys.executable, "-m", "sipexpress.web", "--listen", f"127.0.0.1:{port}", "--jsonrpc", web.rpc_url,
+           "--db-url", web.db_url, "--domain", DOMAIN, "--admins", "admin@127.0.0.1",
+           "--secret-file", str(web.workdir / "standalone.secret")]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 15
+        with httpx.Client(base_url=base, timeout=5) as c:
+            while True:
+                try:
+                    r = c.get("/login")
+                    break
+                except httpx.HTTPError:
+                    assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                    assert time.monotonic() < deadline
+                    time.sleep(0.2)
+            assert r.status_code == 200
+            for h in ("content-security-policy", "x-frame-options", "x-content-type-options", "referrer-policy"):
+                assert h in r.headers
+            csrf = re.search(r'name="csrf" value="([^"]+)"', r.text)
+            assert csrf
+            # without the token: refused
+            r = c.post("/login", data={"username": "admin", "domain": DOMAIN, "password": "heslo"})
+            assert r.status_code == 403
+            r = c.post("/login", data={"username": "admin", "domain": DOMAIN, "password": "heslo",
+                                       "csrf": csrf.group(1)})  # fmt: skip
+            assert r.status_code == 303
+            r = c.get("/admin/health")
+            assert r.status_code == 200 and "sipexpress" in r.text and 'id="t-total"' in r.text
+            # rate limit: five wrong passwords, then even the right one waits
+            for _ in range(5):
+                r = c.post("/login", data={"username": "user001", "domain": DOMAIN, "password": "wrong",
+                                           "csrf": csrf.group(1)})  # fmt: skip
+                assert r.status_code == 401
+            r = c.post("/login", data={"username": "user001", "domain": DOMAIN, "password": "pw-123456",
+                                       "csrf": csrf.group(1)})  # fmt: skip
+            assert r.status_code == 429 and "Too many failed log-ins" in r.text
+    finally:
+        proc.terminate()
+        proc.wait(10)
