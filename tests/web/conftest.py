@@ -144,9 +144,13 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
     cfg = workdir / "ser.cfg"
     cfg.write_text(
         CFG.format(
-            port=port, rpc_port=rpc_port, web_port=web_port, db_url=db_url,
-            fifo=workdir / "ser_fifo", workdir=workdir,
-        )  # fmt: skip
+            port=port,
+            rpc_port=rpc_port,
+            web_port=web_port,
+            db_url=db_url,
+            fifo=workdir / "ser_fifo",
+            workdir=workdir,
+        )
     )
     sp = SerProcess(cfg, "127.0.0.1", port, workdir)
     sp.start()

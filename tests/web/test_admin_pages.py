@@ -115,15 +115,34 @@ def test_admin_users_groups_and_command(page: Any, web: WebServer) -> None:
 
 def test_statistics_change_while_sipp_calls(page: Any, web: WebServer, phones: Any) -> None:
     uas = phones(["-sn", "uas", "-m", "5", "-timeout", "30"], "uas")
-    rpc_call("ul_add", ["location", "callee@127.0.0.1", f"sip:callee@127.0.0.1:{uas.port}", "600", "1.00"],
-             url=web.rpc_url)  # fmt: skip
+    rpc_call(
+        "ul_add",
+        ["location", "callee@127.0.0.1", f"sip:callee@127.0.0.1:{uas.port}", "600", "1.00"],
+        url=web.rpc_url,
+    )
     login(page, "admin", "heslo")
     page.wait_for_url("**/account")
     page.get_by_role("link", name="Server").click()
     before = int(page.locator("#t-total").inner_text())
     wait_until(lambda: page.locator("#h-live").inner_text().startswith("live, updated"))
-    uac = phones([f"127.0.0.1:{web.ser.port}", "-sn", "uac", "-s", "callee", "-m", "5", "-r", "5", "-d", "500",
-                  "-timeout", "30"], "uac")  # fmt: skip
+    uac = phones(
+        [
+            f"127.0.0.1:{web.ser.port}",
+            "-sn",
+            "uac",
+            "-s",
+            "callee",
+            "-m",
+            "5",
+            "-r",
+            "5",
+            "-d",
+            "500",
+            "-timeout",
+            "30",
+        ],
+        "uac",
+    )
     # the page updates itself (no reload) while the calls go on
     wait_until(lambda: int(page.locator("#t-total").inner_text()) >= before + 5, 20)
     assert uac.wait(30) == 0
@@ -134,9 +153,23 @@ def test_statistics_change_while_sipp_calls(page: Any, web: WebServer, phones: A
 
 def test_serweb_runs_on_its_own(web: WebServer) -> None:
     port = free_port()
-    cmd = [sys.executable, "-m", "sipexpress.web", "--listen", f"127.0.0.1:{port}", "--jsonrpc", web.rpc_url,
-           "--db-url", web.db_url, "--domain", DOMAIN, "--admins", "admin@127.0.0.1",
-           "--secret-file", str(web.workdir / "standalone.secret")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "sipexpress.web",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--jsonrpc",
+        web.rpc_url,
+        "--db-url",
+        web.db_url,
+        "--domain",
+        DOMAIN,
+        "--admins",
+        "admin@127.0.0.1",
+        "--secret-file",
+        str(web.workdir / "standalone.secret"),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -151,25 +184,48 @@ def test_serweb_runs_on_its_own(web: WebServer) -> None:
                     assert time.monotonic() < deadline
                     time.sleep(0.2)
             assert r.status_code == 200
-            for h in ("content-security-policy", "x-frame-options", "x-content-type-options", "referrer-policy"):
+            for h in (
+                "content-security-policy",
+                "x-frame-options",
+                "x-content-type-options",
+                "referrer-policy",
+            ):
                 assert h in r.headers
             csrf = re.search(r'name="csrf" value="([^"]+)"', r.text)
             assert csrf
             # without the token: refused
             r = c.post("/login", data={"username": "admin", "domain": DOMAIN, "password": "heslo"})
             assert r.status_code == 403
-            r = c.post("/login", data={"username": "admin", "domain": DOMAIN, "password": "heslo",
-                                       "csrf": csrf.group(1)})  # fmt: skip
+            r = c.post(
+                "/login",
+                data={"username": "admin", "domain": DOMAIN, "password": "heslo", "csrf": csrf.group(1)},
+            )
             assert r.status_code == 303
             r = c.get("/admin/health")
             assert r.status_code == 200 and "sipexpress" in r.text and 'id="t-total"' in r.text
+            csrf = re.search(r'name="csrf" value="([^"]+)"', r.text)  # a new session, a new token
+            assert csrf
             # rate limit: five wrong passwords, then even the right one waits
             for _ in range(5):
-                r = c.post("/login", data={"username": "user001", "domain": DOMAIN, "password": "wrong",
-                                           "csrf": csrf.group(1)})  # fmt: skip
+                r = c.post(
+                    "/login",
+                    data={
+                        "username": "user001",
+                        "domain": DOMAIN,
+                        "password": "wrong",
+                        "csrf": csrf.group(1),
+                    },
+                )
                 assert r.status_code == 401
-            r = c.post("/login", data={"username": "user001", "domain": DOMAIN, "password": "pw-123456",
-                                       "csrf": csrf.group(1)})  # fmt: skip
+            r = c.post(
+                "/login",
+                data={
+                    "username": "user001",
+                    "domain": DOMAIN,
+                    "password": "pw-123456",
+                    "csrf": csrf.group(1),
+                },
+            )
             assert r.status_code == 429 and "Too many failed log-ins" in r.text
     finally:
         proc.terminate()

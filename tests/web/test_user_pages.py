@@ -42,10 +42,23 @@ def status(page: Any) -> str:
 
 def register_phone(web: WebServer, phones: Any, user: str, password: str) -> Any:
     ph = phones(
-        [f"127.0.0.1:{web.ser.port}", "-sf", str(SCEN / "register.xml"), "-s", user,
-         "-au", user, "-ap", password, "-m", "1", "-timeout", "10"],
+        [
+            f"127.0.0.1:{web.ser.port}",
+            "-sf",
+            str(SCEN / "register.xml"),
+            "-s",
+            user,
+            "-au",
+            user,
+            "-ap",
+            password,
+            "-m",
+            "1",
+            "-timeout",
+            "10",
+        ],
         "reg",
-    )  # fmt: skip
+    )
     return ph
 
 
@@ -142,7 +155,9 @@ def test_signup_confirm_login_password_phone_contacts(page: Any, web: WebServer,
 def test_im_reaches_a_sipp_phone_and_bad_input_is_rejected(page: Any, web: WebServer, phones: Any) -> None:
     make_user(web, "ivan", "ivan-pass1")
     make_user(web, "olga", "olga-pass1")
-    uas = phones(["-sf", str(SIPP_DATA / "uas_message.xml"), "-m", "1", "-timeout", "30", "-trace_msg"], "uas")
+    uas = phones(
+        ["-sf", str(SIPP_DATA / "uas_message.xml"), "-m", "1", "-timeout", "30", "-trace_msg"], "uas"
+    )
     reg = register_phone(web, phones, "olga", "olga-pass1")
     reg.proc.kill()  # we only need olga's contact: point it at the UAS instead
     login(page, "olga", "olga-pass1")
@@ -192,7 +207,9 @@ def test_im_reaches_a_sipp_phone_and_bad_input_is_rejected(page: Any, web: WebSe
 
 def test_phonebook_click_to_dial_and_missed_calls(page: Any, web: WebServer, phones: Any) -> None:
     make_user(web, "petr", "petr-pass1")
-    caller = phones(["-sf", str(SCEN / "ctd_caller.xml"), "-m", "1", "-timeout", "30", "-trace_msg"], "caller")
+    caller = phones(
+        ["-sf", str(SCEN / "ctd_caller.xml"), "-m", "1", "-timeout", "30", "-trace_msg"], "caller"
+    )
     callee = phones(["-sn", "uas", "-m", "1", "-timeout", "30", "-trace_msg"], "callee")
     login(page, "petr", "petr-pass1")
     # petr's phone is the SIPp caller; carol's is the SIPp callee
@@ -204,8 +221,11 @@ def test_phonebook_click_to_dial_and_missed_calls(page: Any, web: WebServer, pho
     make_user(web, "carol", "carol-pass1")
     from sipexpress.mgmt.client import rpc_call
 
-    rpc_call("ul_add", ["location", "carol@127.0.0.1", f"sip:carol@127.0.0.1:{callee.port}", "600", "1.00"],
-             url=web.rpc_url)  # fmt: skip
+    rpc_call(
+        "ul_add",
+        ["location", "carol@127.0.0.1", f"sip:carol@127.0.0.1:{callee.port}", "600", "1.00"],
+        url=web.rpc_url,
+    )
     page.goto("/phonebook")
     page.evaluate("document.querySelector('form[action=\"/phonebook/add\"]').noValidate = true")
     page.get_by_role("button", name="Add").click()
@@ -225,7 +245,9 @@ def test_phonebook_click_to_dial_and_missed_calls(page: Any, web: WebServer, pho
     assert "Subject: referred call" in callee.messages()
     # a missed call: somebody calls petr's colleague who has no phone on-line
     make_user(web, "mira", "mira-pass1")
-    miss = phones([f"127.0.0.1:{web.ser.port}", "-sn", "uac", "-s", "mira", "-m", "1", "-timeout", "10"], "miss")
+    miss = phones(
+        [f"127.0.0.1:{web.ser.port}", "-sn", "uac", "-s", "mira", "-m", "1", "-timeout", "10"], "miss"
+    )
     miss.wait(20)
     page.get_by_role("button", name="Log out").click()
     login(page, "mira", "mira-pass1")

@@ -45,6 +45,7 @@ from sipexpress.mgmt.client import (
     rpc_call,
     split_reply,
 )
+from sipexpress.uac.flows import CONTROLLER, click_to_dial, instant_message
 
 T = TypeVar("T")
 
@@ -400,6 +401,61 @@ def ping_cmd(c: Ctx, uri: str) -> None:
     # sc: the filter removed a "200 OK" status line; anything else is printed
     emit((first if STATUS_RE.match(first) else "200 OK") + "\n")
     sys.exit(0 if 200 <= code < 300 else 1)
+
+
+# -- applications on t_uac_dlg: instant messages, click-to-dial -------------
+
+
+def _uac_send(c: Ctx) -> Callable[[list[str]], str]:
+    c.timeout = max(c.timeout, 190.0)  # the reply comes when the transaction ends (fr_inv_timer 120 s)
+    return lambda lines: fifo(c, "t_uac_dlg", lines)[1]
+
+
+@cli.command("im")
+@click.argument("uri")
+@click.argument("text", nargs=-1, required=True)
+@click.option("--from", "sender", default=None, help="From URI (default: sip:serctl@<SIP_DOMAIN or host>)")
+@pass_ctx
+def im_cmd(c: Ctx, uri: str, text: tuple[str, ...], sender: str | None) -> None:
+    """Send TEXT to URI as an instant message (MESSAGE through the server's
+    FIFO t_uac_dlg); print the final reply as the FIFO returned it."""
+    if not uri.startswith(("sip:", "sips:")):
+        fail(f"'{uri}' is not a SIP URI (sip:user@host)")
+    sender = sender or f"<sip:serctl@{c.domain or socket.gethostname()}>"
+    send = _uac_send(c)
+    raw: list[str] = []
+
+    def keep(lines: list[str]) -> str:
+        raw.append(send(lines))
+        return raw[-1]
+
+    res = instant_message(keep, uri, " ".join(text), sender)
+    if c.json:
+        emit(json.dumps({"code": res.code, "reason": res.reason}) + "\n")
+    else:
+        emit(raw[-1] if raw[-1].endswith("\n") else raw[-1] + "\n")
+    sys.exit(0 if res.ok else 1)
+
+
+@cli.command("ctd")
+@click.argument("caller")
+@click.argument("callee")
+@click.option("--controller", default=CONTROLLER, show_default=True, help="From of the wrapper call")
+@click.option("--outbound", default=".", help="outbound proxy URI for the wrapper call ('.' = none)")
+@pass_ctx
+def ctd_cmd(c: Ctx, caller: str, callee: str, controller: str, outbound: str) -> None:
+    """Click-to-dial: call CALLER, then REFER it to CALLEE, then hang up the
+    wrapper call (the seed's flow #1-#7, as examples/uac/ctd.sh)."""
+    for u in (caller, callee):
+        if not u.startswith(("sip:", "sips:", "tel:")):
+            fail(f"'{u}' is not a SIP URI (sip:user@host)")
+    result = click_to_dial(_uac_send(c), caller, callee, controller, outbound)
+    if c.json:
+        emit(json.dumps({"ok": result.ok, "steps": [list(s) for s in result.steps]}) + "\n")
+    else:
+        for (_name, ok, status), line in zip(result.steps, result.report(), strict=True):
+            emit(line + ("" if ok else f" ({status})") + "\n")
+    sys.exit(0 if result.ok else 1)
 
 
 # -- user location and aliases ----------------------------------------------

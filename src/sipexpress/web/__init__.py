@@ -51,7 +51,14 @@ def _server(cfg: WebConfig) -> Any:
 async def serve(cfg: WebConfig) -> None:
     """Serve until cancelled (then shut down gracefully)."""
     server = _server(cfg)
-    inner = asyncio.ensure_future(server.serve())
+
+    async def run() -> None:
+        try:
+            await server.serve()
+        except SystemExit:  # uvicorn exits the process when it cannot bind
+            raise OSError(f"web interface could not listen on {cfg.host}:{cfg.port}") from None
+
+    inner = asyncio.ensure_future(run())
     try:
         await asyncio.shield(inner)
     except asyncio.CancelledError:

@@ -66,7 +66,9 @@ class WebApp:
         self.cfg = cfg
         self.ser = ser or SerClient(cfg.jsonrpc, cfg.jsonrpc_secret)
         self.store = Store(cfg.db_url)
-        self.limiter = sec.RateLimiter(cfg.login_attempts, cfg.login_window)
+        # failed log-ins: per user name, and (more leniently: NAT) per address
+        self.user_limiter = sec.RateLimiter(cfg.login_attempts, cfg.login_window)
+        self.ip_limiter = sec.RateLimiter(cfg.login_attempts * 4, cfg.login_window)
         self.monitor = Monitor(self.ser, cfg.sample_interval)
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(HERE / "templates")),
@@ -156,8 +158,8 @@ class WebApp:
         if errors:
             return self.render(request, "login.html", 400, errors=errors, form=form_values)
         ip = request.client.host if request.client else "?"
-        keys = (f"ip:{ip}", f"user:{username.lower()}@{domain.lower()}")
-        wait = self.limiter.blocked(*keys)
+        user_key = f"{username.lower()}@{domain.lower()}"
+        wait = max(self.ip_limiter.blocked(ip), self.user_limiter.blocked(user_key))
         if wait:
             msg = f"Too many failed log-ins. Try again in {int(wait // 60) + 1} minute(s)."
             return self.render(request, "login.html", 429, errors=[msg], form=form_values)
@@ -167,11 +169,12 @@ class WebApp:
                 request, "login.html", 403, errors=["This account is disabled."], form=form_values
             )
         if not ok:
-            self.limiter.fail(*keys)
+            self.ip_limiter.fail(ip)
+            self.user_limiter.fail(user_key)
             return self.render(
                 request, "login.html", 401, errors=["Wrong user name or password."], form=form_values
             )
-        self.limiter.reset(keys[1])
+        self.user_limiter.reset(user_key)
         is_admin = self.aor(username, domain).lower() in self.cfg.admins or await self.store.is_admin(
             username, domain
         )
@@ -492,9 +495,15 @@ class WebApp:
         page = _page(request)
         data = await self.store.search_users(q, page, self.cfg.page_size, sort, desc)
         return self.render(
-            request, "admin_users.html", data=data, q=q, sort=sort, desc=desc, sortable=SORTABLE,
+            request,
+            "admin_users.html",
+            data=data,
+            q=q,
+            sort=sort,
+            desc=desc,
+            sortable=SORTABLE,
             form={"domain": self.cfg.domain},
-        )  # fmt: skip
+        )
 
     async def admin_users_add(self, request: Request) -> Response:
         self.admin(request)
@@ -520,9 +529,17 @@ class WebApp:
         if errors:
             data = await self.store.search_users("", 1, self.cfg.page_size)
             return self.render(
-                request, "admin_users.html", 400, data=data, q="", sort="username", desc=False,
-                sortable=SORTABLE, errors=errors, form={"username": u, "domain": d, "email": email},
-            )  # fmt: skip
+                request,
+                "admin_users.html",
+                400,
+                data=data,
+                q="",
+                sort="username",
+                desc=False,
+                sortable=SORTABLE,
+                errors=errors,
+                form={"username": u, "domain": d, "email": email},
+            )
         self.flash(request, f"User {u}@{d} added.")
         return self.redirect(_user_url(u, d))
 
@@ -728,16 +745,31 @@ def create_app(cfg: WebConfig, ser: SerClient | None = None) -> Starlette:
                 return web.render(request, "message.html", 400, title="Form rejected", error=str(e))
             except SerError as e:
                 log.warning("web: %s %s: ser: %s %s", request.method, request.url.path, e, e.text[:200])
-                return web.render(request, "message.html", 503 if isinstance(e, SerDown) else 502,
-                                  title="SIP server", error=_ser_message(e))  # fmt: skip
+                return web.render(
+                    request,
+                    "message.html",
+                    503 if isinstance(e, SerDown) else 502,
+                    title="SIP server",
+                    error=_ser_message(e),
+                )
             except DbUnavailable as e:
                 log.error("web: database: %s", e)
-                return web.render(request, "message.html", 503, title="Database",
-                                  error="The database is not reachable right now; please try again later.")  # fmt: skip
+                return web.render(
+                    request,
+                    "message.html",
+                    503,
+                    title="Database",
+                    error="The database is not reachable right now; please try again later.",
+                )
             except DbError as e:
                 log.error("web: database: %s", e)
-                return web.render(request, "message.html", 400, title="Database",
-                                  error="The database refused the data (too long or duplicate?).")  # fmt: skip
+                return web.render(
+                    request,
+                    "message.html",
+                    400,
+                    title="Database",
+                    error="The database refused the data (too long or duplicate?).",
+                )
 
         return wrapped
 

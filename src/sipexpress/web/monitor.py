@@ -73,21 +73,30 @@ class Monitor:
         return {"rate": rate, "registered": [(x.t, float(x.registered)) for x in s]}
 
 
+def _label(seconds: float) -> str:
+    return f"-{seconds / 60:.0f} min" if seconds >= 120 else f"-{seconds:.0f} s"
+
+
 def svg_chart(series: dict[str, list[tuple[float, float]]], now: float | None = None) -> str:
-    """Two polylines on a one-hour time axis; plain SVG (no scripts)."""
+    """Two polylines on a time axis of the last hour (or less, while the
+    samples do not reach back that far); plain SVG, no scripts."""
     now = now or time.time()
+    first = min((pts[0][0] for pts in series.values() if pts), default=now)
+    span = min(HOUR, max(60.0, now - first))
     w, h, pad = 600, 180, 30
-    t0 = now - HOUR
+    t0 = now - span
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" role="img" '
         'aria-labelledby="chart-title" class="chart">',
-        '<title id="chart-title">Transactions per minute and registered contacts, last hour</title>',
+        '<title id="chart-title">Transactions per minute and registered contacts, '
+        f"last {span / 60:.0f} min</title>",
         f'<rect x="0" y="0" width="{w}" height="{h}" fill="#fff"/>',
         f'<line x1="{pad}" y1="{h - pad}" x2="{w - 5}" y2="{h - pad}" stroke="#888"/>',
         f'<line x1="{pad}" y1="5" x2="{pad}" y2="{h - pad}" stroke="#888"/>',
     ]
-    for i, label in enumerate(("-60 min", "-45", "-30", "-15", "now")):
+    for i in range(5):
         x = pad + i * (w - pad - 5) / 4
+        label = "now" if i == 4 else _label(span * (4 - i) / 4)
         parts.append(
             f'<text x="{x:.0f}" y="{h - 10}" font-size="11" text-anchor="middle" fill="#444">{label}</text>'
         )
@@ -96,7 +105,7 @@ def svg_chart(series: dict[str, list[tuple[float, float]]], now: float | None = 
     for n, (key, pts) in enumerate(series.items()):
         peak = max((v for _, v in pts), default=0.0) or 1.0
         coords = " ".join(
-            f"{pad + (t - t0) / HOUR * (w - pad - 5):.1f},{h - pad - v / peak * (h - pad - 15):.1f}"
+            f"{pad + (t - t0) / span * (w - pad - 5):.1f},{h - pad - v / peak * (h - pad - 25):.1f}"
             for t, v in pts
             if t >= t0
         )

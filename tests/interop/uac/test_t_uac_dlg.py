@@ -308,3 +308,43 @@ def test_ctd_shell_example(ser, phones, tmp_path: Path, scenario: str, expected:
     )
     assert p.stdout.split("\n")[:-1] == expected, (p.stdout, p.stderr)
     assert p.returncode == rc
+
+
+def serctl(fifo: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [shutil.which("serctl") or "serctl", *args],
+        env=dict(os.environ, SER_FIFO=fifo),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_serctl_im(ser, phones, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    phone = Phone("uas_message.xml", tmp_path / "gina")
+    phones.append(phone)
+    register(ser.port, "gina", phone.port)
+    p = serctl(ser.fifo, "im", f"sip:gina@127.0.0.1:{ser.port}", "hello", "from", "serctl")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("200 OK\n")
+    assert "Hello" not in p.stdout and "hello from serctl" in phone.received()
+    p = serctl(ser.fifo, "im", f"sip:nobody@127.0.0.1:{ser.port}", "hi")
+    assert p.returncode == 1
+    assert p.stdout.startswith("404 Not Found\n")
+    p = serctl(ser.fifo, "im", "not-a-uri", "hi")
+    assert p.returncode == 1 and "is not a SIP URI" in p.stderr
+
+
+def test_serctl_ctd(ser, phones, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    caller = Phone("uas_ctd_caller.xml", tmp_path / "hank")
+    phones.append(caller)
+    register(ser.port, "hank", caller.port)
+    p = serctl(ser.fifo, "ctd", f"sip:hank@127.0.0.1:{ser.port}", "sip:bob@example.com")
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert p.stdout == "invitation succeeded\nrefer succeeded\nbye succeeded\n"
+    busy = Phone("uas_busy.xml", tmp_path / "ivan")
+    phones.append(busy)
+    register(ser.port, "ivan", busy.port)
+    p = serctl(ser.fifo, "ctd", f"sip:ivan@127.0.0.1:{ser.port}", "sip:bob@example.com")
+    assert p.returncode == 1
+    assert p.stdout == "invitation failed (486 Busy Here)\n"

@@ -132,6 +132,7 @@ class ExecModule(Module):
         self._sem: asyncio.Semaphore | None = None
         self._running: set[process.Child] = set()
         self._saturated = False
+        self._stopping = False
         self.started = 0
         self.failed = 0
         self.killed = 0
@@ -171,12 +172,14 @@ class ExecModule(Module):
 
     # -- life cycle ---------------------------------------------------------
     async def start(self) -> None:
+        self._stopping = False
         limit = int(self.values["max_concurrent"])
         self._sem = asyncio.Semaphore(limit if limit > 0 else 1 << 30)
 
     async def stop(self) -> None:
         """Terminate what still runs (SIGTERM, SIGKILL after 1 s) so that
         no command outlives the server as an orphan."""
+        self._stopping = True
         children = [c for c in self._running if c.returncode is None]
         if not children:
             return
@@ -277,6 +280,8 @@ class ExecModule(Module):
                 return None
             self.started += 1
             self._running.add(child)
+            if self._stopping:  # started while stop() ran: it did not see this one
+                process.killpg(child, signal.SIGKILL)
             timeout = int(self.values["time_to_kill"])
             try:
                 if timeout > 0:

@@ -515,7 +515,14 @@ class TransactionLayer:
         except Exception:
             log.exception("tm: reply processing failed")
             return
-        self.core.spawn(_Resume(coro, first))  # type: ignore[arg-type]
+        self.core.spawn(self._continue(coro, first))
+
+    @staticmethod
+    async def _continue(coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        try:
+            await _Resume(coro, first)
+        except Exception:
+            log.exception("tm: reply processing failed")
 
     # ------------------------------------------------------------------
     # transaction life cycle
@@ -685,6 +692,10 @@ class TransactionLayer:
         first = not t.relayed
         core: Any = self.core
         targets: list[tuple[str, str | None]] = []
+        if first and t.ctx_data.get("cancelled"):
+            # CANCELled while the script was still working on the INVITE
+            self.send_local_reply(t, 487, "Request Terminated", ctx)
+            return 0
         if first:
             if not ctx.data.get("maxfwd"):
                 mf = msg.max_forwards

@@ -1,0 +1,120 @@
+"""The web app's pure parts: validation, CSRF tokens, the log-in rate
+limit, settings from ser.cfg options, the t_uac_dlg completion adapter and
+the SVG chart."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from sipexpress.uac.flows import parse_completion
+from sipexpress.web import security as sec
+from sipexpress.web.config import WebConfig, load_secret, parse_listen
+from sipexpress.web.monitor import svg_chart
+from sipexpress.web.serclient import completion_text
+
+
+@pytest.mark.parametrize(
+    ("uri", "ok"),
+    [
+        ("sip:bob@example.com", True),
+        ("sips:bob@example.com:5061;transport=tcp", True),
+        ("tel:+420123456", True),
+        ("bob", False),
+        ("http://example.com", False),
+        ("sip:bob@example.com?subject=x", False),
+        ("sip:bob @example.com", False),
+        ("sip:" + "a" * 200 + "@x", False),
+        ("", False),
+    ],
+)
+def test_check_uri(uri: str, ok: bool) -> None:
+    assert (sec.check_uri(uri) is None) is ok
+
+
+def test_field_checks() -> None:
+    assert sec.check_username("jan.novak+1") is None
+    assert sec.check_username("-x") and sec.check_username("a b") and sec.check_username("")
+    assert sec.check_password("short") == "The password must have at least 6 characters."
+    assert sec.check_password("a" * 26) == "The password may have at most 25 characters."
+    assert sec.check_password("goodpass", "other") == "The two passwords differ."
+    assert sec.check_email("a@b.cz") is None and sec.check_email("nope")
+    assert sec.check_email("", required=False) is None
+    assert sec.check_text("x" * 1301, "a message", 1300) == "A message may have at most 1300 characters."
+    assert sec.check_text("a\x00b", "a message", 10)
+
+
+def test_csrf_tokens() -> None:
+    session: dict[str, object] = {}
+    tok = sec.csrf_token(session)
+    assert sec.csrf_token(session) == tok
+    assert sec.csrf_ok(session, tok)
+    assert not sec.csrf_ok(session, tok + "x") and not sec.csrf_ok(session, None)
+    assert not sec.csrf_ok({}, tok)
+
+
+def test_rate_limiter() -> None:
+    rl = sec.RateLimiter(3, 60)
+    for _ in range(3):
+        assert rl.blocked("ip:1", "user:a") == 0
+        rl.fail("ip:1", "user:a")
+    assert 0 < rl.blocked("ip:1") <= 60
+    assert rl.blocked("ip:2", "user:a") > 0  # the user is blocked from any address
+    assert rl.blocked("ip:2", "user:b") == 0
+    rl.reset("user:a")
+    assert rl.blocked("ip:2", "user:a") == 0
+
+
+def test_config_from_ser_options(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = WebConfig.from_options(
+        {
+            "web_listen": "[::1]:8081",
+            "jsonrpc_http": "0.0.0.0:5090",
+            "web_admins": "Admin@Example.org, root@x",
+            "web_secret_file": str(tmp_path / "k"),
+            "db_url": "sqlite:///x.db",
+        }
+    )
+    assert (cfg.host, cfg.port) == ("::1", 8081)
+    assert cfg.jsonrpc == "http://127.0.0.1:5090/"
+    assert cfg.admins == {"admin@example.org", "root@x"}
+    assert cfg.db_url == "sqlite:///x.db"
+    assert cfg.secret == load_secret(str(tmp_path / "k"))  # generated once, then kept
+    assert (tmp_path / "k").stat().st_mode & 0o777 == 0o600
+    assert (
+        WebConfig.from_options({"jsonrpc_socket": "/run/ser.sock", "web_secret": "s"}).jsonrpc
+        == "unix:/run/ser.sock"
+    )
+    assert parse_listen("yes") == ("127.0.0.1", 8080)
+
+
+def test_completion_text_round_trip() -> None:
+    res = {
+        "code": 200,
+        "reason": "OK",
+        "ruri": "sip:caller@127.0.0.1:5070",
+        "next_hop": "sip:127.0.0.1:5060;lr",
+        "route": ["<sip:127.0.0.1:5060;lr>"],
+        "headers": [["Via", "SIP/2.0/UDP 127.0.0.1"], ["To", "<sip:a@b>;tag=x1"], ["CSeq", "1 INVITE"]],
+    }
+    c = parse_completion(completion_text(res))
+    assert (c.code, c.reason, c.ruri, c.next_hop) == (
+        200,
+        "OK",
+        "sip:caller@127.0.0.1:5070",
+        "sip:127.0.0.1:5060;lr",
+    )
+    assert c.route == "Route: <sip:127.0.0.1:5060;lr>"
+    assert c.header("To") == "<sip:a@b>;tag=x1"
+    assert parse_completion(completion_text({"code": 408, "reason": "Request Timeout"})).code == 408
+
+
+def test_svg_chart() -> None:
+    now = time.time()
+    svg = svg_chart(
+        {"rate": [(now - 30, 5.0), (now, 10.0)], "registered": [(now - 30, 1.0), (now, 2.0)]}, now
+    )
+    assert svg.startswith("<svg") and svg.count("<polyline") == 2
+    assert "transactions/min: 10 (max 10)" in svg and "<script" not in svg
+    assert svg_chart({"rate": [], "registered": []}, now).count("<polyline") == 0
