@@ -118,3 +118,37 @@ def test_svg_chart() -> None:
     assert svg.startswith("<svg") and svg.count("<polyline") == 2
     assert "transactions/min: 10 (max 10)" in svg and "<script" not in svg
     assert svg_chart({"rate": [], "registered": []}, now).count("<polyline") == 0
+
+
+async def test_server_down_and_database_errors_are_pages_not_tracebacks(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    import httpx
+
+    from sipexpress.db import add_user, create_all, dispose_engines
+    from sipexpress.web.app import create_app
+    from tests.support import free_port
+
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    await create_all(url)
+    await add_user(url, "eva", "example.org", "eva-pass-1")
+    dead = f"http://127.0.0.1:{free_port()}/"  # nothing listens there
+    app = create_app(WebConfig(db_url=url, domain="example.org", secret="s", jsonrpc=dead))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            tok = re.search(r'name="csrf" value="([^"]+)"', (await c.get("/login")).text)
+            assert tok
+            r = await c.post(
+                "/login",
+                data={"username": "eva", "domain": "example.org", "password": "eva-pass-1", "csrf": tok[1]},
+            )
+            assert r.status_code == 303
+            r = await c.get("/contacts")
+            assert r.status_code == 503
+            assert "The SIP server is not reachable right now" in r.text and "Traceback" not in r.text
+            r = await c.get("/no/such/page")
+            assert r.status_code == 404 and "There is no such page." in r.text
+            r = await c.post("/contacts/add", data={"contact": "sip:a@b", "expires": "3600"})  # no token
+            assert r.status_code == 403 and "security token" in r.text
+    finally:
+        await dispose_engines()

@@ -348,3 +348,70 @@ def test_serctl_ctd(ser, phones, tmp_path: Path) -> None:  # type: ignore[no-unt
     p = serctl(ser.fifo, "ctd", f"sip:ivan@127.0.0.1:{ser.port}", "sip:bob@example.com")
     assert p.returncode == 1
     assert p.stdout == "invitation failed (486 Busy Here)\n"
+
+
+def test_t_uac_dlg_over_json_rpc(ser_factory, phones, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from sipexpress.mgmt.client import RpcError, rpc_call
+
+    rpc_port = free_port()
+    srv = ser_factory(
+        CFG.replace('fifo="{fifo}"', 'fifo="{fifo}"\njsonrpc_http="127.0.0.1:{rpc_port}"'), rpc_port=rpc_port
+    )
+    phone = Phone("uas_message.xml", tmp_path / "json")
+    phones.append(phone)
+    register(srv.port, "judy", phone.port)
+    url = f"http://127.0.0.1:{rpc_port}/"
+    lines = [
+        "MESSAGE",
+        f"sip:judy@127.0.0.1:{srv.port}",
+        ".",
+        "From: <sip:alice@example.com>",
+        f"To: <sip:judy@127.0.0.1:{srv.port}>",
+        "Content-Type: text/plain",
+        ".",
+        "over json",
+        ".",
+    ]
+    result = rpc_call("t_uac_dlg", lines, url=url, timeout=20)
+    assert result["code"] == 200 and result["reason"] == "OK"
+    assert ["CSeq", "10 MESSAGE"] in result["headers"]
+    assert result["to_tag"]
+    assert "over json" in phone.received()
+    with pytest.raises(RpcError) as e:
+        rpc_call("t_uac_dlg", ["MESSAGE", "garbage", ".", ".", "."], url=url)
+    assert e.value.code == 400
+
+
+PROXY_B = """
+listen=udp:127.0.0.1:{port}
+loadmodule "sl"
+loadmodule "tm"
+loadmodule "rr"
+route {{
+    if (method == "OPTIONS" && uri == myself) {{ sl_send_reply("200", "ok"); break; }};
+    if (loose_route()) {{ t_relay(); break; }};
+    record_route();
+    t_relay_to_udp("127.0.0.1", "{phone_port}");
+}}
+"""
+
+
+def test_click_to_dial_through_two_record_routing_proxies(ser, ser_factory, phones, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The caller's phone sits behind a second ser that record-routes too:
+    the route set has two entries and REFER/BYE follow both (RFC 3261
+    §12.2.1.1: the route set is the Record-Route list reversed)."""
+    caller = Phone("uas_ctd_caller.xml", tmp_path / "kate")
+    phones.append(caller)
+    b = ser_factory(PROXY_B, phone_port=caller.port)
+    register(ser.port, "kate", b.port)  # kate's contact is proxy B
+    result = click_to_dial(send_via(ser.fifo), f"sip:kate@127.0.0.1:{ser.port}", "sip:bob@example.com")
+    assert result.ok, result.steps
+    assert caller.wait() == 0
+    got = caller.received()
+    invite = got.split("\nINVITE sip:", 1)[1].split("-----", 1)[0]
+    assert invite.count("Record-Route:") == 2
+    for method in ("REFER", "BYE"):
+        block = got.split(f"\n{method} sip:", 1)[1].split("-----", 1)[0]
+        vias = [ln for ln in block.splitlines() if ln.startswith("Via:")]
+        # REFER/BYE passed B, then A (their Vias top-down), then left A's UAC
+        assert f"127.0.0.1:{b.port};" in vias[0] and f"127.0.0.1:{ser.port};" in vias[1], vias
