@@ -45,6 +45,8 @@ DEFAULTS: dict[str, Any] = {
     "fifo_user": None,
     "fifo_group": None,
     "fifo_db_url": None,
+    # the default database of every module whose db_url is empty (sipexpress.db.engine)
+    "db_url": None,
     # sipexpress management extensions (documented in sipexpress.mgmt)
     "fifo_timeout": 0.5,
     "jsonrpc_http": None,

@@ -126,11 +126,19 @@ class WebApp:
             raise _LoginRequired
         return str(u[0]), str(u[1])
 
-    def admin(self, request: Request) -> tuple[str, str]:
+    async def admin(self, request: Request) -> tuple[str, str]:
+        """The logged-in administrator; the right is checked again on every
+        request, so revoking it (or deleting the account) takes effect at once."""
         me = self.user(request)
-        if not request.session.get("admin"):
-            raise HTTPException(403, "This page is for administrators.")
-        return me
+        if request.session.get("admin") and await self.is_admin(*me):
+            return me
+        request.session["admin"] = False
+        raise HTTPException(403, "This page is for administrators.")
+
+    async def is_admin(self, username: str, domain: str) -> bool:
+        if self.aor(username, domain).lower() in self.cfg.admins:
+            return True
+        return await self.store.is_admin(username, domain)
 
     @staticmethod
     def aor(user: str, domain: str) -> str:
@@ -175,9 +183,7 @@ class WebApp:
                 request, "login.html", 401, errors=["Wrong user name or password."], form=form_values
             )
         self.user_limiter.reset(user_key)
-        is_admin = self.aor(username, domain).lower() in self.cfg.admins or await self.store.is_admin(
-            username, domain
-        )
+        is_admin = await self.is_admin(username, domain)
         request.session.clear()  # new session: no fixation
         request.session.update(user=[username, domain], admin=is_admin, t=int(time.time()))
         sec.csrf_token(request.session)
@@ -486,7 +492,7 @@ class WebApp:
 
     # -- administration --------------------------------------------------------------
     async def admin_users(self, request: Request) -> Response:
-        self.admin(request)
+        await self.admin(request)
         qp = request.query_params
         q = qp.get("q", "").strip()[:64]
         sort = qp.get("sort", "username")
@@ -506,7 +512,7 @@ class WebApp:
         )
 
     async def admin_users_add(self, request: Request) -> Response:
-        self.admin(request)
+        await self.admin(request)
         form = await self.form(request)
         u, d, email = self.field(form, "username"), self.field(form, "domain"), self.field(form, "email")
         pw = form.get("password")
@@ -544,7 +550,7 @@ class WebApp:
         return self.redirect(_user_url(u, d))
 
     async def _target(self, request: Request) -> tuple[str, str, dict[str, Any]]:
-        self.admin(request)
+        await self.admin(request)
         u, d = request.path_params["username"], request.path_params["domain"]
         info = await self.store.user(u, d)
         if info is None:
@@ -601,7 +607,7 @@ class WebApp:
         return self.redirect("/admin/users")
 
     async def admin_online(self, request: Request) -> Response:
-        self.admin(request)
+        await self.admin(request)
         res = await self.ser.call("ul_dump")
         rows = []
         for dom in res if isinstance(res, list) else []:
@@ -619,12 +625,12 @@ class WebApp:
         return out
 
     async def admin_health(self, request: Request) -> Response:
-        self.admin(request)
+        await self.admin(request)
         data = await self._health_data()
         return self.render(request, "admin_health.html", h=data, chart=svg_chart(self.monitor.series()))
 
     async def admin_health_json(self, request: Request) -> Response:
-        self.admin(request)
+        await self.admin(request)
         try:
             data = await self._health_data()
         except SerError as e:
@@ -633,7 +639,7 @@ class WebApp:
         return JSONResponse(data)
 
     async def admin_command(self, request: Request) -> Response:
-        self.admin(request)
+        await self.admin(request)
         values = {"command": "", "params": ""}
         if request.method == "GET":
             try:

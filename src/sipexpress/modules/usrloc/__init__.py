@@ -336,7 +336,7 @@ class UsrlocModule(Module):
             except DbError as e:
                 log.error("ul_flush: %s", e)
         # SER's reply has no trailing newline: "200 ul_flush completed"
-        return MgmtReply(200, "ul_flush completed", None, "")
+        return MgmtReply(200, "ul_flush completed", None, "", eol=False)
 
     async def ul_add(self, params: list[str]) -> MgmtReply:
         names = ("table name", "aor name", None, "contact", "expires", "q")
