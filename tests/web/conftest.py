@@ -77,6 +77,7 @@ route {{
     }};
     if (method == "INVITE") {{ record_route(); setflag(1); setflag(2); }};
     if (uri == myself) {{
+        lookup("aliases");
         if (!lookup("location")) {{
             if (method == "INVITE") {{ acc_db_request("404 Not Found", "missed_calls"); }};
             sl_send_reply("404", "Not Found");
@@ -96,12 +97,12 @@ class WebServer:
     rpc_url: str
     workdir: Path
 
-    def mail_link(self, email: str, timeout: float = 5.0) -> str:
-        """The confirmation link of the last mail to ``email`` (from ser's log)."""
+    def mail_link(self, email: str, path: str = "/confirm?nr=", timeout: float = 5.0) -> str:
+        """The link in the last mail to ``email`` (from ser's log)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = re.findall(
-                rf"serweb mail \(no web_smtp set\) to <{re.escape(email)}>:.*?(http://\S+/confirm\?nr=\S+)",
+                rf"serweb mail \(no web_smtp set\) to <{re.escape(email)}>:.*?(http://\S+{re.escape(path)}\S+)",
                 self.ser.log(),
                 re.S,
             )

@@ -72,11 +72,28 @@ def test_admin_users_groups_and_command(page: Any, web: WebServer) -> None:
     page.get_by_label("Group", exact=True).fill("ld")
     page.get_by_role("button", name="Grant").click()
     assert "user042@127.0.0.1 added to group ld" in status(page)
+    # an alias (usrloc table "aliases", as serweb's numeric aliases)
+    page.get_by_label("New alias").fill("82042")
+    page.get_by_role("button", name="Add alias").click()
+    assert "Alias 82042@127.0.0.1 added." in status(page)
+    got = rpc_call("ul_show_contact", ["aliases", "82042@127.0.0.1"], url=web.rpc_url)
+    assert got[0]["contact"] == "sip:user042@127.0.0.1"
     shot(page, "admin_user")
+    page.get_by_label("New alias").fill("user001")
+    page.get_by_role("button", name="Add alias").click()
+    assert "user001@127.0.0.1 is a user name already." in alert(page)
     page.get_by_role("link", name="All users").click()
     page.get_by_label("Search").fill("user042")
     page.get_by_role("button", name="Search").click()
     assert "ld" in page.locator("tbody tr").first.inner_text()
+    # disabled: no more log-in
+    page.get_by_role("link", name="user042").click()
+    page.get_by_label("Group", exact=True).fill("disabled")
+    page.get_by_role("button", name="Grant").click()
+    assert "added to group disabled" in status(page)
+    page.get_by_role("button", name="Remove alias 82042").click()
+    assert "Alias 82042@127.0.0.1 removed." in status(page)
+    page.get_by_role("link", name="All users").click()
     # add: duplicate, bad input, then a good one and delete it
     page.locator("#new-username").fill("user001")
     page.locator("#new-domain").fill(DOMAIN)
@@ -111,6 +128,9 @@ def test_admin_users_groups_and_command(page: Any, web: WebServer) -> None:
     shot(page, "admin_command")
     page.get_by_role("link", name="Online").click()
     assert page.locator("tbody tr", has_text="sip:user007@127.0.0.1:5999").count() == 1
+    page.get_by_role("button", name="Log out").click()
+    login(page, "user042", "pw-123456")
+    assert alert(page) == "This account is disabled."
 
 
 def test_statistics_change_while_sipp_calls(page: Any, web: WebServer, phones: Any) -> None:

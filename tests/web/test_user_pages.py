@@ -235,6 +235,7 @@ def test_phonebook_click_to_dial_and_missed_calls(page: Any, web: WebServer, pho
     page.get_by_label("SIP address").fill("sip:carol@127.0.0.1")
     page.get_by_role("button", name="Add").click()
     assert "Carol Callee added" in status(page)
+    assert "on-line" in page.locator("tbody tr", has_text="Carol").inner_text()
     shot(page, "phonebook")
     page.get_by_role("button", name="Call Carol Callee").click()
     assert "Your phone rings" in status(page), page.content()
@@ -262,3 +263,31 @@ def test_phonebook_click_to_dial_and_missed_calls(page: Any, web: WebServer, pho
     assert page.get_by_text("No calls.").is_visible()
     _ = time.monotonic()
     _ = Path
+
+
+def test_forgotten_password_link(page: Any, web: WebServer) -> None:
+    make_user(web, "zoe", "zoe-pass-1")
+    page.goto("/login")
+    page.get_by_role("link", name="Forgotten password?").click()
+    page.get_by_label("User name").fill("nobody-at-all")
+    page.get_by_role("button", name="Send the link").click()
+    answer = status(page)
+    assert "If that account exists" in answer
+    page.goto("/forgot")
+    page.get_by_label("User name").fill("zoe")
+    page.get_by_role("button", name="Send the link").click()
+    assert status(page) == answer  # no hint whether the account exists
+    link = web.mail_link("zoe@example.com", "/reset?t=")
+    page.goto(link + "x")
+    assert "invalid, used or older than one hour" in alert(page)
+    page.goto(link)
+    page.locator("#new").fill("zoe-new-pw")
+    page.get_by_label("New password again").fill("zoe-new-pw")
+    page.get_by_role("button", name="Set password").click()
+    assert "Your password was changed" in status(page)
+    page.goto(link)  # used: the password it was made for is gone
+    assert "invalid, used or older than one hour" in alert(page)
+    login(page, "zoe", "zoe-pass-1")
+    assert alert(page) == "Wrong user name or password."
+    login(page, "zoe", "zoe-new-pw")
+    page.wait_for_url("**/account")

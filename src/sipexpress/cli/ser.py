@@ -212,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         what = load_config(core, args.cfg)
         core.update_options({})  # re-apply command-line overrides
     except (ConfigError, OptionError) as e:
-        print(f"ERROR: bad config file ({e})", file=sys.stderr)
+        # "FILE:LINE:COL: what is wrong" and the offending line come first
+        print(e, file=sys.stderr)
+        print("ERROR: bad config file", file=sys.stderr)
         return 1
     except Exception as e:
         print(f"ERROR: bad config file ({type(e).__name__}: {e})", file=sys.stderr)

@@ -356,7 +356,8 @@ class Core:
     async def start(self) -> None:
         """Bind the listeners, start the modules and the management layer."""
         self.loop = loop = asyncio.get_running_loop()
-        self._stop_event = asyncio.Event()
+        if self._stop_event is None:
+            self._stop_event = asyncio.Event()
         max_size = int(self.options.get("max_msg_size") or 65535)
         sockets = self.listen_specs()
         if not sockets:
@@ -520,11 +521,19 @@ class Core:
         """Start, run until SIGTERM/SIGINT (or :meth:`request_stop`), stop."""
         import signal
 
-        await self.start()
-        assert self.loop is not None and self._stop_event is not None
+        # handlers first: a SIGTERM while modules start still shuts down
+        # cleanly (usrloc's write-back flush, the FIFO file removed)
+        self._stop_event = asyncio.Event()
+        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                self.loop.add_signal_handler(sig, self.request_stop)
+                loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        assert self.loop is not None and self._stop_event is not None
         log.log(25, "sipexpress %s started (pid %d)", __version__, os.getpid())
         if ready is not None:
             ready()
@@ -1049,13 +1058,13 @@ class Core:
         (SER's ``print_dset``)."""
         items: list[str] = []
         if ctx.new_uri is not None:
-            items.append(ctx.new_uri)
+            items.append(_contact_uri(ctx.new_uri))
         for b in ctx.branches:
             if b.q >= 0:
                 q = f"{b.q / 1000:.3f}".rstrip("0").rstrip(".") if b.q % 1000 else str(b.q // 1000)
                 items.append(f"<{b.uri}>;q={q}")
             else:
-                items.append(b.uri)
+                items.append(_contact_uri(b.uri))
         if not items:
             return None
         return ("Contact: " + ", ".join(items) + "\r\n").encode("utf-8", "surrogateescape")
@@ -1118,6 +1127,12 @@ class Core:
         if code >= 300 and self.loop is not None:
             self.last_negative_reply = self.loop.time()
         return 1
+
+
+def _contact_uri(uri: str) -> str:
+    """A bare URI as SER printed it, unless it holds characters that would
+    be read as header parameters or a list separator (RFC 3261 §20.10)."""
+    return f"<{uri}>" if any(c in uri for c in ";?,") else uri
 
 
 def via_with(via: Any, received: str | None, rport: int | None) -> str:

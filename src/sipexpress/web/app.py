@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -21,6 +23,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -35,6 +38,8 @@ from starlette.templating import Jinja2Templates
 from sipexpress import __version__
 from sipexpress.db.engine import DbError, DbUnavailable
 from sipexpress.db.users import UserExists, add_user, set_password
+from sipexpress.sip.errors import SipError
+from sipexpress.sip.uri import SipUri
 from sipexpress.uac import flows
 from sipexpress.web import security as sec
 from sipexpress.web.config import WebConfig
@@ -69,6 +74,8 @@ class WebApp:
         # failed log-ins: per user name, and (more leniently: NAT) per address
         self.user_limiter = sec.RateLimiter(cfg.login_attempts, cfg.login_window)
         self.ip_limiter = sec.RateLimiter(cfg.login_attempts * 4, cfg.login_window)
+        self.mail_limiter = sec.RateLimiter(3, 3600)
+        self.resets = URLSafeTimedSerializer(cfg.secret, salt="serweb-password-reset")
         self.monitor = Monitor(self.ser, cfg.sample_interval)
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(HERE / "templates")),
@@ -279,6 +286,94 @@ class WebApp:
         self.flash(request, f"Your account sip:{done[0]}@{done[1]} is ready. Please log in.")
         return self.redirect("/login")
 
+    # -- forgotten password: a one-hour link, void once the password changed --------
+    @staticmethod
+    def _reset_mark(ha1: str) -> str:
+        return hashlib.sha256(ha1.encode()).hexdigest()[:16]
+
+    def _reset_token(self, u: str, d: str, ha1: str) -> str:
+        return self.resets.dumps([u, d, self._reset_mark(ha1)])
+
+    async def _reset_user(self, token: str) -> tuple[str, str] | None:
+        """The account a reset link is for, if the link is genuine, younger
+        than an hour and the password has not changed since it was sent."""
+        try:
+            u, d, mark = self.resets.loads(token, max_age=3600)
+        except (BadSignature, ValueError, TypeError):
+            return None
+        info = await self.store.reset_info(str(u), str(d))
+        if info is None or not hmac.compare_digest(str(mark), self._reset_mark(info[1])):
+            return None
+        return str(u), str(d)
+
+    async def forgot(self, request: Request) -> Response:
+        values = {"username": "", "domain": self.cfg.domain}
+        if request.method == "GET":
+            return self.render(request, "forgot.html", form=values)
+        form = await self.form(request)
+        values = {
+            "username": self.field(form, "username"),
+            "domain": self.field(form, "domain") or self.cfg.domain,
+        }
+        errors = [
+            e for e in (sec.check_username(values["username"]), sec.check_domain(values["domain"])) if e
+        ]
+        if errors:
+            return self.render(request, "forgot.html", 400, errors=errors, form=values)
+        key = f"{values['username'].lower()}@{values['domain'].lower()}"
+        if not self.mail_limiter.blocked(key):
+            self.mail_limiter.fail(key)
+            info = await self.store.reset_info(values["username"], values["domain"])
+            if info is not None and info[0]:
+                token = self._reset_token(values["username"], values["domain"], info[1])
+                link = (
+                    (self.cfg.base_url or str(request.base_url)).rstrip("/")
+                    + "/reset?"
+                    + urlencode({"t": token})
+                )
+                body = f"To set a new password for sip:{key}, open this link within one hour:\n{link}\n"
+                try:
+                    await send_mail(self.cfg.smtp, self.cfg.mail_from, info[0], "Your SIP password", body)
+                except Exception as e:
+                    log.error("password mail for %s failed: %s", key, e)
+        # the same answer whether or not the account exists
+        self.flash(
+            request,
+            "If that account exists and has an e-mail address, a link to set a new password is on its way.",
+        )
+        return self.redirect("/login")
+
+    async def reset(self, request: Request) -> Response:
+        if request.method == "GET":
+            token = request.query_params.get("t", "")
+            if await self._reset_user(token) is None:
+                return self.render(
+                    request,
+                    "message.html",
+                    400,
+                    title="New password",
+                    error="This link is invalid, used or older than one hour.",
+                )
+            return self.render(request, "reset.html", token=token)
+        form = await self.form(request)
+        token = self.field(form, "t")
+        who = await self._reset_user(token)
+        if who is None:
+            return self.render(
+                request,
+                "message.html",
+                400,
+                title="New password",
+                error="This link is invalid, used or older than one hour.",
+            )
+        new, new2 = form.get("new"), form.get("new2")
+        err = sec.check_password(new if isinstance(new, str) else "", new2 if isinstance(new2, str) else "")
+        if err:
+            return self.render(request, "reset.html", 400, token=token, errors=[err])
+        await set_password(self.cfg.db_url, who[0], who[1], str(new))
+        self.flash(request, "Your password was changed. Please log in.")
+        return self.redirect("/login")
+
     # -- my account ------------------------------------------------------------------
     async def account(self, request: Request) -> Response:
         u, d = self.user(request)
@@ -287,7 +382,11 @@ class WebApp:
             request.session.clear()
             return self.redirect("/login")
         groups = await self.store.groups(u, d)
-        return self.render(request, "account.html", info=info, groups=groups)
+        try:
+            aliases = await self._aliases(u, d) or []
+        except SerError:
+            aliases = []
+        return self.render(request, "account.html", info=info, groups=groups, aliases=aliases)
 
     async def account_profile(self, request: Request) -> Response:
         u, d = self.user(request)
@@ -427,7 +526,29 @@ class WebApp:
     async def phonebook(self, request: Request) -> Response:
         u, d = self.user(request)
         entries = await self.store.phonebook(u, d)
+        await self._presence(entries[:100])
         return self.render(request, "phonebook.html", entries=entries)
+
+    async def _presence(self, entries: list[dict[str, Any]]) -> None:
+        """serweb's on-line status: ``ul_show_contact`` for entries in our
+        domain (200 = on-line); others stay unknown."""
+
+        async def one(e: dict[str, Any]) -> None:
+            try:
+                uri = SipUri.parse(e["sip_uri"])
+            except SipError:
+                return
+            if uri.host.lower() != self.cfg.domain.lower() or not uri.user:
+                return
+            try:
+                await self.ser.call("ul_show_contact", ["location", f"{uri.user}@{uri.host}"])
+                e["online"] = True
+            except SerDown:
+                return
+            except SerError:
+                e["online"] = False
+
+        await asyncio.gather(*(one(e) for e in entries))
 
     async def phonebook_add(self, request: Request) -> Response:
         u, d = self.user(request)
@@ -560,13 +681,21 @@ class WebApp:
     async def admin_user(self, request: Request) -> Response:
         u, d, info = await self._target(request)
         groups = await self.store.groups(u, d)
+        aliases: list[str] | None = None
         try:
             contacts = await self._contacts(u, d)
+            aliases = await self._aliases(u, d)
             ser_error = None
         except SerError as e:
             contacts, ser_error = [], _ser_message(e)
         return self.render(
-            request, "admin_user.html", info=info, groups=groups, contacts=contacts, ser_error=ser_error
+            request,
+            "admin_user.html",
+            info=info,
+            groups=groups,
+            contacts=contacts,
+            aliases=aliases,
+            ser_error=ser_error,
         )
 
     async def admin_user_profile(self, request: Request) -> Response:
@@ -596,6 +725,46 @@ class WebApp:
             verb = "added to" if action == "grant" else "removed from"
             self.flash(request, f"{u}@{d} {verb} group {group}.")
         return self.redirect(_user_url(u, d))
+
+    async def _aliases(self, u: str, d: str) -> list[str] | None:
+        """The user's aliases: AORs of usrloc table ``aliases`` whose contact
+        is ``sip:user@domain`` (None: ser has no such table)."""
+        res = await self.ser.call("ul_dump")
+        target = f"sip:{u}@{d}".lower()
+        for dom in res if isinstance(res, list) else []:
+            if dom.get("domain") == "aliases":
+                return sorted(
+                    str(rec.get("aor"))
+                    for rec in dom.get("records", [])
+                    if any(str(c.get("contact", "")).lower() == target for c in rec.get("contacts", []))
+                )
+        return None
+
+    async def admin_user_alias(self, request: Request) -> Response:
+        u, d, _ = await self._target(request)
+        form = await self.form(request)
+        alias, action = self.field(form, "alias"), self.field(form, "action")
+        back = _user_url(u, d)
+        err = sec.check_username(alias) if action in ("add", "remove") else "Unknown action."
+        err = err.replace("user name", "alias") if err else None
+        if err is None and action == "add" and await self.store.name_taken(alias, d):
+            err = f"{alias}@{d} is a user name already."
+        if err:
+            self.flash(request, err, "error")
+            return self.redirect(back)
+        aor, contact = f"{alias}@{d}", f"sip:{u}@{d}"
+        try:
+            if action == "add":
+                await self.ser.call("ul_add", ["aliases", aor, contact, "0", "1.00", "0", str(FL_PERMANENT)])
+            else:
+                await self.ser.call("ul_rm_contact", ["aliases", aor, contact])
+        except SerError as e:
+            if isinstance(e, SerDown):
+                raise
+            self.flash(request, f"The alias was not changed: {e.code} {e.reason}", "error")
+            return self.redirect(back)
+        self.flash(request, f"Alias {aor} {'added' if action == 'add' else 'removed'}.")
+        return self.redirect(back)
 
     async def admin_user_delete(self, request: Request) -> Response:
         u, d, _ = await self._target(request)
@@ -789,6 +958,8 @@ def create_app(cfg: WebConfig, ser: SerClient | None = None) -> Starlette:
         r("/logout", web.logout, post),
         r("/signup", web.signup, ["GET", "POST"]),
         r("/confirm", web.confirm),
+        r("/forgot", web.forgot, ["GET", "POST"]),
+        r("/reset", web.reset, ["GET", "POST"]),
         r("/account", web.account),
         r("/account/profile", web.account_profile, post),
         r("/account/password", web.account_password, post),
@@ -807,6 +978,7 @@ def create_app(cfg: WebConfig, ser: SerClient | None = None) -> Starlette:
         r("/admin/users/{domain}/{username}/profile", web.admin_user_profile, post),
         r("/admin/users/{domain}/{username}/password", web.admin_user_password, post),
         r("/admin/users/{domain}/{username}/group", web.admin_user_group, post),
+        r("/admin/users/{domain}/{username}/alias", web.admin_user_alias, post),
         r("/admin/users/{domain}/{username}/delete", web.admin_user_delete, post),
         r("/admin/online", web.admin_online),
         r("/admin/health", web.admin_health),

@@ -121,6 +121,21 @@ class Store:
 
         return await run(self.url, op, write=False)
 
+    async def reset_info(self, username: str, domain: str) -> tuple[str, str] | None:
+        """(e-mail address, ha1) for a password-reset link."""
+
+        async def op(c: AsyncConnection) -> tuple[str, str] | None:
+            row = (
+                await c.execute(
+                    select(sub.c.email_address, sub.c.ha1).where(
+                        sub.c.username == username, sub.c.domain == domain
+                    )
+                )
+            ).first()
+            return (str(row[0] or ""), str(row[1] or "")) if row else None
+
+        return await run(self.url, op, write=False)
+
     async def update_profile(self, username: str, domain: str, **values: str) -> None:
         async def op(c: AsyncConnection) -> None:
             await c.execute(

@@ -274,7 +274,8 @@ def test_rfc4475_registrar_cases(ser_factory) -> None:  # type: ignore[no-untype
     r = where(sp, "user")
     assert r.startswith(b"SIP/2.0 302"), r
     contact = [ln for ln in r.split(b"\r\n") if ln.lower().startswith(b"contact:")]
-    assert contact == [b"Contact: sip:user@example.com?Route=%3Csip:sip.example.com%3E"], r
+    # a URI with "?" is written in <> so its headers are not read as Contact params
+    assert contact == [b"Contact: <sip:user@example.com?Route=%3Csip:sip.example.com%3E>"], r
 
 
 CFG = """

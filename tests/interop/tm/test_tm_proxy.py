@@ -16,7 +16,8 @@ from tests.support import free_port, options_request, udp_exchange
 pytestmark = pytest.mark.interop
 
 ROUTES = """
-from sipexpress.script.pyroute import t_relay, t_newtran, t_reply, t_on_failure, t_on_reply
+import asyncio
+from sipexpress.script.pyroute import t_relay, t_newtran, t_reply, t_on_failure, t_on_reply, t_replicate
 OPTIONS = {{"listen": ["udp:{host}:{port}", "tcp:{host}:{port}"], "sip_warning": False}}
 MODULES = ["tm"]
 MODPARAMS = [("tm", "fr_timer", {fr}), ("tm", "fr_inv_timer", {fr_inv}), ("tm", "noisy_ctimer", {noisy})]
@@ -36,6 +37,7 @@ async def request_route(ctx):
 
 async def failure_route_1(ctx):
     count("failure")
+    await asyncio.sleep(0.01)  # a failure route that really suspends
     if ctx.isflagset(3):
         return t_reply(ctx, 404, "Not Here Either")
     ctx.append_branch("sip:second@127.0.0.1:{uas2}")
@@ -47,6 +49,9 @@ def onreply_route_1(ctx):
 """
 
 RELAY = """
+    if m == "REGISTER":
+        await t_replicate(ctx, "127.0.0.1", "{uas2}")
+        return t_reply(ctx, 200, "Saved")
     ctx.set_ruri("sip:callee@127.0.0.1:{uas1}")
     if "fork" in (ctx.msg.header("subject") or ""):
         ctx.append_branch("sip:second@127.0.0.1:{uas2}")
@@ -335,3 +340,19 @@ def test_6xx_cancels_other_branches_and_wins(env_factory: Callable[..., Env]) ->
     e.uas2.send(reply_to(cancel, 200, "OK", to_tag="uas2"), reply_addr(cancel))
     e.uas2.send(reply_to(r2, 487, "Request Terminated", to_tag="uas2"), reply_addr(r2))
     assert e.uac.expect(603).reason == "Decline"  # 6xx beats the lower 487
+
+
+def test_t_replicate_copy_replies_not_relayed(env_factory: Callable[..., Env]) -> None:
+    e = env_factory()
+    reg = (
+        f"REGISTER sip:127.0.0.1:{e.ser.port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{e.uac.port};branch=z9hG4bKrepl1\r\n"
+        "From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: repl1\r\n"
+        "CSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+    )
+    e.uac.send(reg, e.proxy)
+    copy = e.uas2.expect("REGISTER")
+    assert copy.call_id == "repl1" and len(copy.vias) == 2
+    assert e.uac.expect(200).reason == "Saved"
+    e.uas2.send(reply_to(copy, 200, "Backup OK"), reply_addr(copy))
+    assert [m.reason for m in e.uac.drain(0.3) if not m.is_request] == []

@@ -190,3 +190,19 @@ async def test_cancelled_call_kills_its_command(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await wait_gone(sh) is None
+
+
+async def test_cancelled_while_starting_leaves_nothing(
+    exec_mod: ExecModule, make_ctx: MakeCtx, tmp_path: Path
+) -> None:
+    """Cancelled at any point, even before the child is known: no survivor."""
+    for delay in (0, 0.001, 0.003, 0.01):
+        out = tmp_path / f"sh{delay}"
+        task = asyncio.create_task(exec_mod.exec_msg(make_ctx(), f"echo $$ > {out}; exec sleep 30"))
+        await asyncio.sleep(delay)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.3)
+        if out.exists() and out.read_text().strip():
+            assert await wait_gone(int(out.read_text())) is None, delay

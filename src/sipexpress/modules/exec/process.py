@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 from typing import Protocol
 
@@ -74,16 +75,30 @@ async def spawn(cmd: str, env: dict[bytes, bytes], stdin: bool, stdout: bool) ->
                 start_new_session=True,
             )
         )
-    proc = await asyncio.create_subprocess_exec(
-        SHELL,
-        "-c",
-        cmd,
-        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE if stdout else None,
-        env=env,
-        start_new_session=True,
+    starting = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(
+            SHELL,
+            "-c",
+            cmd,
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE if stdout else None,
+            env=env,
+            start_new_session=True,
+        )
     )
+    try:
+        proc = await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        # cancelled while starting: the command must not run on unseen
+        starting.add_done_callback(_kill_started)
+        raise
     return _AsyncioChild(proc)
+
+
+def _kill_started(fut: asyncio.Future[asyncio.subprocess.Process]) -> None:
+    if not fut.cancelled() and fut.exception() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(fut.result().pid, signal.SIGKILL)
 
 
 # -- pidfd --------------------------------------------------------------------------

@@ -256,6 +256,15 @@ class TmModule(Module):
             ScriptFunction(
                 "t_forward_nonack_uri", self._t_relay, (0,), None, R | F, True, "forward to the RURI"
             ),
+            ScriptFunction(
+                "t_replicate", self._t_replicate, (2,), _fix_hostport, R, True, "send a copy statefully"
+            ),
+            ScriptFunction(
+                "t_replicate_udp", self._t_replicate_udp, (2,), _fix_hostport, R, True, "t_replicate via udp"
+            ),
+            ScriptFunction(
+                "t_replicate_tcp", self._t_replicate_tcp, (2,), _fix_hostport, R, True, "t_replicate via tcp"
+            ),
             ScriptFunction("t_newtran", self._t_newtran, (0,), None, R, False, "create a transaction"),
             ScriptFunction("t_reply", self._t_reply, (2,), _fix_reply, R | F, False, "stateful reply"),
             ScriptFunction("t_release", self._t_release, (0,), None, R, False, "release the transaction"),
@@ -403,6 +412,33 @@ class TmModule(Module):
         if layer.send_local_reply(t, code, reason, ctx) > 0:
             return 0
         return r
+
+    async def _t_replicate(
+        self, ctx: RequestContext, host: str, port: int, proto: Proto | None = None
+    ) -> int:
+        """SER's t_replicate: a stateful copy to host:port whose replies are
+        not relayed upstream (replicate.cfg copies REGISTERs to a backup)."""
+        if ctx.msg.method in ("ACK", "CANCEL"):
+            return -1
+        t = ctx.transaction
+        if t is None:
+            r = self._newtran(ctx)
+            if r == 0:
+                return 1
+            if r < 0:
+                return r
+            t = ctx.transaction
+        if t.relayed:
+            return errors.E_SCRIPT
+        t.ctx_data["replicate"] = True
+        r = await self.layer.relay(ctx, t, host, port, proto)
+        return 1 if r > 0 else (r or -1)
+
+    async def _t_replicate_udp(self, ctx: RequestContext, host: str, port: int) -> int:
+        return await self._t_replicate(ctx, host, port, Proto.UDP)
+
+    async def _t_replicate_tcp(self, ctx: RequestContext, host: str, port: int) -> int:
+        return await self._t_replicate(ctx, host, port, Proto.TCP)
 
     def _t_reply(self, ctx: RequestContext, code: int, reason: str) -> int:
         t = ctx.transaction

@@ -427,6 +427,8 @@ class TransactionLayer:
                 self._uas_actions(t, t.uas.receive_request(now, ack=True))
                 return True
             return False  # ACK to 2xx: end to end, the script forwards it
+        if t.uas.response is None and t.ctx_data.get("replicate"):
+            return False  # the script replies itself (e.g. save() + t_replicate)
         self.stats.retransmissions += 1
         self._uas_actions(t, t.uas.receive_request(now))
         return True
@@ -1029,6 +1031,9 @@ class TransactionLayer:
         server machine (so it is retransmitted as needed)."""
         if t.uas is None:
             return
+        if t.ctx_data.get("replicate"):
+            self._replicated(t, status)
+            return
         if t.final_status and not (status < 300 and t.is_invite and t.final_status < 300):
             return
         data = _strip_top_via(msg)
@@ -1101,8 +1106,21 @@ class TransactionLayer:
             winner = self.pick_winner(t) or winner
         self._relay_winner(t, winner)
 
+    def _replicated(self, t: Transaction, status: int) -> None:
+        """``t_replicate``: replies stop here; the transaction ends with the
+        first final one (unless the script replied itself)."""
+        if status < 200 or t.final_status or t.uas is None:
+            return
+        if t.uas.response is None:
+            t.final_status = status
+            t.uas.terminate()
+            self._maybe_free(t)
+
     def _relay_winner(self, t: Transaction, winner: Branch) -> None:
         if t.final_status:
+            return
+        if t.ctx_data.get("replicate"):
+            self._replicated(t, winner.status)
             return
         if winner.reply is not None:
             self._relay_reply(t, winner.reply, winner.status)
