@@ -134,6 +134,16 @@ def test_seed_ul_show_contact_and_ul_add_routes(ser: SerProcess) -> None:
     assert r.stdout == "200 user (location, jiri@iptel.org) deleted\n"  # sc prints all but "200 ok"
     r = serctl(ser, "ul", "show", "jiri")
     assert r.stdout.startswith("404 ") and r.returncode == 1
+    # and a call to jiri now gets the script's 404
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+        caller.bind(("127.0.0.1", 0))
+        caller.settimeout(5)
+        me = caller.getsockname()[1]
+        again = msg.replace(b"127.0.0.1:9;", f"127.0.0.1:{me};".encode()).replace(
+            callid.encode(), b"x" + callid.encode()
+        )
+        caller.sendto(again, ("127.0.0.1", ser.port))
+        assert caller.recv(65535).startswith(b"SIP/2.0 404 Not Found\r\n")
 
 
 def test_serctl_ul_and_alias_add(ser: SerProcess) -> None:

@@ -72,9 +72,25 @@ def received(log: str, method: str) -> str:
     raise AssertionError(f"{method} never received")
 
 
+def python_default(port: int, fifo: str) -> str:
+    """examples/python/default_routes.py, the same script in Python."""
+    text = (ROOT / "examples" / "python" / "default_routes.py").read_text()
+    new = f'OPTIONS = {{"listen": "udp:127.0.0.1:{port}", "fifo": "{fifo}"}}'
+    return re.sub(r"(?m)^OPTIONS = .*$", lambda _m: new, text)
+
+
+@pytest.fixture(params=["ser.cfg", "python"])
+def default_proxy(request: pytest.FixtureRequest, ser_factory, tmp_path: Path):  # type: ignore[no-untyped-def]
+    if request.param == "ser.cfg":
+        return ser_factory(default_cfg())
+    port = free_port()
+    text = python_default(port, str(tmp_path / "py_fifo")).replace("{", "{{").replace("}", "}}")
+    return ser_factory(text, port=port, suffix=".py")
+
+
 @pytest.mark.parametrize("caller", ["uac_rr.xml", "uac_strict.xml"])
-def test_call_between_registered_phones(ser_factory, tmp_path: Path, caller: str) -> None:  # type: ignore[no-untyped-def]
-    proxy = ser_factory(default_cfg())
+def test_call_between_registered_phones(default_proxy, tmp_path: Path, caller: str) -> None:  # type: ignore[no-untyped-def]
+    proxy = default_proxy
     callee_port, caller_port = free_port(), free_port()
     register(proxy.port, "bob", callee_port, tmp_path / "reg-bob")
     register(proxy.port, "alice", caller_port, tmp_path / "reg-alice")
@@ -114,8 +130,8 @@ def test_call_between_registered_phones(ser_factory, tmp_path: Path, caller: str
         assert not re.search(rf"(?m)^Route: <sip:127\.0\.0\.1:{proxy.port}", req), req
 
 
-def test_max_forwards_zero_gets_483(ser_factory) -> None:  # type: ignore[no-untyped-def]
-    proxy = ser_factory(default_cfg())
+def test_max_forwards_zero_gets_483(default_proxy) -> None:  # type: ignore[no-untyped-def]
+    proxy = default_proxy
     data = (
         f"OPTIONS sip:bob@127.0.0.1:{proxy.port} SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{uuid.uuid4().hex[:10]}\r\n"
@@ -128,8 +144,8 @@ def test_max_forwards_zero_gets_483(ser_factory) -> None:  # type: ignore[no-unt
     assert (msg.status, msg.reason) == (483, "Too Many Hops")
 
 
-def test_unknown_user_gets_404(ser_factory) -> None:  # type: ignore[no-untyped-def]
-    proxy = ser_factory(default_cfg())
+def test_unknown_user_gets_404(default_proxy) -> None:  # type: ignore[no-untyped-def]
+    proxy = default_proxy
     data = (
         f"INVITE sip:nobody@127.0.0.1:{proxy.port} SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{uuid.uuid4().hex[:10]}\r\n"
