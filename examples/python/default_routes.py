@@ -12,8 +12,8 @@ from __future__ import annotations
 from sipexpress.core.context import RequestContext
 from sipexpress.script.pyroute import (  # type: ignore[attr-defined]
     append_hf,
-    loose_route,
     lookup,
+    loose_route,
     mf_process_maxfwd_header,
     record_route,
     save,
