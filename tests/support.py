@@ -163,3 +163,22 @@ def run_sipp(args: list[str], timeout: float = 120.0, cwd: Path | None = None) -
         if len(parts) >= 3 and parts[0] and not parts[0].startswith("-"):
             stats[parts[0]] = parts[-1] or parts[-2]
     return SippResult(p.returncode, p.stdout, p.stderr, stats)
+
+
+def shipped_config(port: int | str, fifo: str, *, jsonrpc: str | None = None, web: str | None = None) -> str:
+    """etc/ser.cfg as shipped, moved to a free port and a private FIFO, with
+    JSON-RPC and the web interface off unless addresses are given (tests
+    must not compete for the default 5080/8080)."""
+    import re
+
+    text = (ROOT / "etc" / "ser.cfg").read_text()
+    subs = [
+        (r"(?m)^port=5060.*$", f"listen=udp:127.0.0.1:{port}"),
+        (r'(?m)^fifo="/tmp/ser_fifo"', f'fifo="{fifo}"'),
+        (r'(?m)^jsonrpc_http=".*"', f'jsonrpc_http="{jsonrpc}"' if jsonrpc else "# jsonrpc off in this test"),
+        (r'(?m)^web_listen=".*"', f'web_listen="{web}"' if web else "# web off in this test"),
+    ]
+    for pattern, repl in subs:
+        text, n = re.subn(pattern, lambda _m, r=repl: r, text)
+        assert n == 1, f"etc/ser.cfg changed: {pattern!r} not found"
+    return text

@@ -142,7 +142,14 @@ async def test_server_down_and_database_errors_are_pages_not_tracebacks(tmp_path
                 "/login",
                 data={"username": "eva", "domain": "example.org", "password": "eva-pass-1", "csrf": tok[1]},
             )
-            assert r.status_code == 303
+            assert r.status_code == 303 and r.headers["location"] == "/account"
+            tok = re.search(r'name="csrf" value="([^"]+)"', (await c.get("/account")).text)
+            assert tok
+            for nxt, where in (("/calls", "/calls"), ("//evil.example", "/account"), ("/\\evil", "/account")):
+                form = {"username": "eva", "domain": "example.org", "password": "eva-pass-1", "csrf": tok[1]}
+                r = await c.post("/login", data={**form, "next": nxt})
+                assert r.headers["location"] == where, nxt
+                tok = re.search(r'name="csrf" value="([^"]+)"', (await c.get("/account")).text) or tok
             r = await c.get("/contacts")
             assert r.status_code == 503
             assert "The SIP server is not reachable right now" in r.text and "Traceback" not in r.text
@@ -150,5 +157,87 @@ async def test_server_down_and_database_errors_are_pages_not_tracebacks(tmp_path
             assert r.status_code == 404 and "There is no such page." in r.text
             r = await c.post("/contacts/add", data={"contact": "sip:a@b", "expires": "3600"})  # no token
             assert r.status_code == 403 and "security token" in r.text
+    finally:
+        await dispose_engines()
+
+
+POST_FORMS = [
+    "/login",
+    "/logout",
+    "/signup",
+    "/forgot",
+    "/reset",
+    "/account/profile",
+    "/account/password",
+    "/contacts/add",
+    "/contacts/remove",
+    "/im",
+    "/phonebook/add",
+    "/phonebook/1/delete",
+    "/phonebook/1/dial",
+    "/admin/users/add",
+    "/admin/users/example.org/eva/profile",
+    "/admin/users/example.org/eva/password",
+    "/admin/users/example.org/eva/group",
+    "/admin/users/example.org/eva/alias",
+    "/admin/users/example.org/eva/delete",
+    "/admin/command",
+]
+
+
+async def test_every_form_checks_csrf_and_empty_fields(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    import httpx
+
+    from sipexpress.db import add_user, create_all, dispose_engines, get_user
+    from sipexpress.web.app import create_app
+    from tests.support import free_port
+
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    await create_all(url)
+    await add_user(url, "eva", "example.org", "eva-pass-1")
+    await add_user(url, "boss", "example.org", "boss-pass-1")
+    cfg = WebConfig(
+        db_url=url,
+        domain="example.org",
+        secret="s",
+        jsonrpc=f"http://127.0.0.1:{free_port()}/",
+        admins=frozenset({"boss@example.org"}),
+    )
+    app = create_app(cfg)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            tok = re.search(r'name="csrf" value="([^"]+)"', (await c.get("/login")).text)
+            assert tok
+            creds = {"username": "boss", "domain": "example.org", "password": "boss-pass-1"}
+            assert (await c.post("/login", data={**creds, "csrf": tok[1]})).status_code == 303
+            tok = re.search(r'name="csrf" value="([^"]+)"', (await c.get("/account")).text)
+            assert tok
+            for path in POST_FORMS:
+                for bad in ({}, {"csrf": "forged"}):
+                    r = await c.post(path, data=bad)
+                    assert r.status_code == 403, (path, bad, r.status_code)
+                    assert "security token is missing or wrong" in r.text
+            # empty fields with a good token: a message, nothing changed
+            empty = {"csrf": tok[1]}
+            for path in ("/signup", "/forgot", "/im", "/phonebook/add", "/admin/users/add", "/admin/command"):
+                r = await c.post(path, data=empty)
+                assert r.status_code == 400, (path, r.status_code)
+                assert 'role="alert"' in r.text, path
+            r = await c.post("/contacts/add", data=empty)  # its page needs ser: read the flash elsewhere
+            assert r.status_code == 303 and "Please enter a SIP address" in (await c.get("/account")).text
+            for path in (
+                "/account/password",
+                "/admin/users/example.org/eva/group",
+                "/admin/users/example.org/eva/password",
+            ):
+                r = await c.post(path, data=empty, follow_redirects=True)
+                assert r.status_code == 200 and 'class="flash error"' in r.text, path
+            # too long text
+            r = await c.post("/phonebook/add", data={**empty, "fname": "x" * 33, "sip_uri": "sip:a@b"})
+            assert r.status_code == 400 and "at most 32 characters" in r.text
+            eva = await get_user(url, "eva", "example.org")
+            assert eva is not None and eva.password == "eva-pass-1"
     finally:
         await dispose_engines()

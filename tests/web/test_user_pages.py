@@ -6,8 +6,6 @@ the rejection of bad input."""
 from __future__ import annotations
 
 import re
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -261,8 +259,6 @@ def test_phonebook_click_to_dial_and_missed_calls(page: Any, web: WebServer, pho
     # call history lists petr's? mira made none
     page.get_by_role("link", name="My calls").click()
     assert page.get_by_text("No calls.").is_visible()
-    _ = time.monotonic()
-    _ = Path
 
 
 def test_forgotten_password_link(page: Any, web: WebServer) -> None:

@@ -416,24 +416,28 @@ class RegistrarModule(Module):
         now = self.usrloc.clock()
         try:
             req = self.parse_register(ctx, flags)
-            try:
-                rec = await d.fetch(req.aor)
-            except DbError as e:
-                log.error("registrar: %s", e)
-                raise RegistrarError(R_UL_GET_R) from None
-            if d.db_mode:
-                self._check_db_sizes(req)
-            plan = plan_register(rec, req, now, self.cfg)
-            if plan.error is not None and plan.error[0] != 200:
-                if plan.error == R_TOO_BRIEF:
-                    return self._reply(ctx, 423, [f"Min-Expires: {plan.min_expires}\r\n"], reply, error=True)
-                raise RegistrarError(plan.error)
-            if plan.changes:
+            # db_mode 1/3: one save of an AOR at a time, so a retransmission
+            # is answered only once the first copy's binding is stored
+            async with d.lock(req.aor):
                 try:
-                    await d.apply(req.aor, plan.upserts, plan.deletes)
+                    rec = await d.fetch(req.aor)
                 except DbError as e:
                     log.error("registrar: %s", e)
-                    raise RegistrarError(R_UL_INS_C) from None
+                    raise RegistrarError(R_UL_GET_R) from None
+                if d.db_mode:
+                    self._check_db_sizes(req)
+                plan = plan_register(rec, req, now, self.cfg)
+                if plan.error is not None and plan.error[0] != 200:
+                    if plan.error == R_TOO_BRIEF:
+                        hdr = [f"Min-Expires: {plan.min_expires}\r\n"]
+                        return self._reply(ctx, 423, hdr, reply, error=True)
+                    raise RegistrarError(plan.error)
+                if plan.changes:
+                    try:
+                        await d.apply(req.aor, plan.upserts, plan.deletes)
+                    except DbError as e:
+                        log.error("registrar: %s", e)
+                        raise RegistrarError(R_UL_INS_C) from None
         except RegistrarError as e:
             hdrs = [f"P-Registrar-Error: {e.text}\r\n"]
             if e.code >= 500 and self.values["retry_after"]:

@@ -336,6 +336,23 @@ _NA_FAST = re.compile(
 _CSEQ_FAST = re.compile(r"([0-9]{1,10}) (" + _T + ")")
 
 
+def _line_pattern(p: re.Pattern[str]) -> re.Pattern[bytes]:
+    """The bytes twin of a fast pattern, for a raw header line from just
+    after its colon: the same value with optional SP/HTAB around it.  The
+    patterns' character classes are ASCII ranges or negated sets, so a
+    byte >= 0x80 matches exactly where its decoded (or surrogate-escaped)
+    character does: a match here implies a match of ``p`` on the stripped,
+    decoded value (used by ``SipMessage.validate``'s quick check)."""
+    return re.compile(rb"[ \t]*(?:" + p.pattern.encode("ascii") + rb")[ \t]*")
+
+
+VIA_LINE_B: Final = _line_pattern(_VIA_FAST)
+NAME_ADDR_LINE_B: Final = _line_pattern(_NA_FAST)
+CSEQ_LINE_B: Final = _line_pattern(_CSEQ_FAST)
+#: a Call-ID value: non-empty, no SP/HTAB inside
+CALL_ID_LINE_B: Final = re.compile(rb"[ \t]*[^\x00-\x20]+[ \t]*")
+
+
 def _fast_params(s: str) -> dict[str, str | None]:
     params: dict[str, str | None] = {}
     for part in s[1:].split(";"):

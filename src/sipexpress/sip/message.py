@@ -33,8 +33,12 @@ from typing import Any, Final
 
 from sipexpress.sip.errors import SipError, SipParseError
 from sipexpress.sip.headers import (
+    CALL_ID_LINE_B,
     COMPACT,
+    CSEQ_LINE_B,
+    NAME_ADDR_LINE_B,
     TOKEN_CHARS,
+    VIA_LINE_B,
     AuthHeader,
     Contact,
     ContactList,
@@ -80,6 +84,9 @@ _REQUIRED: Final = (("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cs
 #: header key -> the typed-value cache entries computed from it
 _CACHED_FROM: Final = {"via": ("via1", "vias"), "contact": ("contacts",)}
 _SCHEME_CHARS: Final = "abcdefghijklmnopqrstuvwxyz0123456789+-."
+#: Request-URIs that passed ``_check_ruri`` (a pure function of the text):
+#: the quick check skips re-parsing the same URI (bounded, cleared when full)
+_GOOD_RURIS: dict[str, None] = {}
 
 
 def _name_key(rn: bytes) -> str:
@@ -639,6 +646,8 @@ class SipMessage:
 
         ``strict=True`` also checks Contact, Expires, Date, Route and
         Record-Route (a registrar, or an element that uses them)."""
+        if not strict and self._quick_check():
+            return
         keys = self._keys if self._keys is not None else self._index()
         for key, label in _REQUIRED:
             n = keys.count(key)
@@ -673,6 +682,86 @@ class SipMessage:
             self.date  # noqa: B018
             self.routes  # noqa: B018
             self.record_routes  # noqa: B018
+
+    def _quick_check(self) -> bool:
+        """True when cheap checks prove that ``validate()`` passes: one
+        regular expression per raw field line for the everyday spelling
+        (no folding, no quoted parameters, canonical CSeq), no decoding.
+        False means "not proven" -- the full check then runs and reports
+        the first problem as before.  The typed values it needs anyway are
+        cached (top Via, To, CSeq); the others are parsed when used."""
+        keys = self._keys if self._keys is not None else self._index()
+        lines: list[bytes] = self._lines  # type: ignore[assignment]
+        count = keys.count
+        if (
+            count("from") != 1
+            or count("to") != 1
+            or count("call-id") != 1
+            or count("cseq") != 1
+            or count("max-forwards") > 1
+            or count("content-length") > 1
+        ):
+            return False
+        nvia = count("via")
+        if not nvia:
+            return False
+        index = keys.index
+        line = lines[index("from")]
+        if NAME_ADDR_LINE_B.fullmatch(line, line.find(b":") + 1) is None:
+            return False
+        line = lines[index("call-id")]
+        if CALL_ID_LINE_B.fullmatch(line, line.find(b":") + 1) is None:
+            return False
+        line = lines[index("cseq")]
+        m = CSEQ_LINE_B.fullmatch(line, line.find(b":") + 1)
+        if m is None:
+            return False
+        num = int(m[1])
+        method = m[2].decode("ascii")
+        if num > 0xFFFFFFFF or (self.is_request and method != self.method):
+            return False
+        if "max-forwards" in keys:
+            line = lines[index("max-forwards")]
+            v = line[line.find(b":") + 1 :].strip()
+            if not (v.isdigit() and len(v) <= 3 and int(v) <= 255):
+                return False
+        if "content-length" in keys:
+            line = lines[index("content-length")]
+            v = line[line.find(b":") + 1 :].strip()
+            if not (v.isdigit() and len(v) <= 9):
+                return False
+            if self._body is None and int(v) > len(self.raw) - self._body_start:
+                return False
+        if self.is_request:
+            ruri = self.ruri
+            if ruri not in _GOOD_RURIS:
+                try:
+                    self._check_ruri()
+                except SipParseError:
+                    return False
+                if len(_GOOD_RURIS) >= 1024:
+                    _GOOD_RURIS.clear()
+                _GOOD_RURIS[ruri] = None
+        cache = self._cache
+        try:
+            self.via1  # noqa: B018  (parsed and cached: every request needs it)
+            self.to  # noqa: B018  (likewise: the reply's To tag, dialogs)
+        except SipParseError:
+            return False
+        if nvia > 1 and "vias" not in cache:
+            first = True
+            for i, k in enumerate(keys):
+                if k == "via":
+                    if first:  # the top field was checked by via1
+                        first = False
+                        continue
+                    line = lines[i]
+                    mv = VIA_LINE_B.fullmatch(line, line.find(b":") + 1)
+                    if mv is None or (mv[3] is not None and int(mv[3]) > 65535):
+                        return False
+        if "cseq" not in cache:
+            cache["cseq"] = CSeq(num, method)
+        return True
 
     def _check_ruri(self) -> None:
         r = self.ruri

@@ -195,7 +195,8 @@ class WebApp:
         request.session.update(user=[username, domain], admin=is_admin, t=int(time.time()))
         sec.csrf_token(request.session)
         nxt = form_values["next"]
-        return self.redirect(nxt if nxt.startswith("/") and not nxt.startswith("//") else "/account")
+        safe = nxt.startswith("/") and not nxt.startswith("//") and "\\" not in nxt and len(nxt) < 200
+        return self.redirect(nxt if safe else "/account")
 
     async def logout(self, request: Request) -> Response:
         await self.form(request)

@@ -12,21 +12,16 @@ from pathlib import Path
 import pytest
 
 from sipexpress.sip.message import SipMessage
-from tests.support import free_port, need_tool, udp_exchange
+from tests.support import free_port, need_tool, shipped_config, udp_exchange
 
 ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT / "tests" / "data" / "sipp"
 
 
 def default_cfg() -> str:
-    """etc/ser.cfg as shipped, moved to a free port and a private FIFO."""
-    text = (ROOT / "etc" / "ser.cfg").read_text()
-    text = re.sub(r"(?m)^port=5060.*$", "listen=udp:127.0.0.1:{port}", text)
-    text = text.replace('fifo="/tmp/ser_fifo"', 'fifo="{fifo}"')
-    assert "{port}" in text and "{fifo}" in text
-    return (
-        text.replace("{", "{{").replace("}", "}}").replace("{{port}}", "{port}").replace("{{fifo}}", "{fifo}")
-    )
+    """etc/ser.cfg as shipped, as ser_factory text."""
+    text = shipped_config("@PORT@", "@FIFO@")
+    return text.replace("{", "{{").replace("}", "}}").replace("@PORT@", "{port}").replace("@FIFO@", "{fifo}")
 
 
 def sipp(args: list[str], cwd: Path, wait: bool = True) -> subprocess.Popen[bytes]:

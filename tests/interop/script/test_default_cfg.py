@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, SerProcess, free_port
+from tests.support import ROOT, SerProcess, free_port, shipped_config
 
 pytestmark = pytest.mark.interop
 
@@ -23,8 +23,7 @@ def ser() -> Iterator[SerProcess]:
     workdir = Path(tempfile.mkdtemp(prefix="ser-default-"))
     text = (ROOT / "etc" / "ser.cfg").read_text()
     assert text == (ROOT / "src" / "sipexpress" / "etc" / "ser.cfg").read_text(), "packaged copy differs"
-    text = text.replace("port=5060", f"listen=udp:127.0.0.1:{port}\nlog_stderror=yes\nfork=no")
-    text = text.replace('fifo="/tmp/ser_fifo"', f'fifo="{workdir}/ser_fifo"')
+    text = shipped_config(port, f"{workdir}/ser_fifo") + "\nlog_stderror=yes\nfork=no\n"
     cfg = workdir / "ser.cfg"
     cfg.write_text(text)
     sp = SerProcess(cfg, "127.0.0.1", port, workdir)

@@ -490,10 +490,9 @@ class TmModule(Module):
 
     def _t_lookup_request(self, ctx: RequestContext) -> int:
         msg = ctx.msg
-        method = "INVITE" if msg.method == "CANCEL" and ctx.msg.method == "CANCEL" else None
-        t = self.layer.lookup(msg, method) if method else self.layer.lookup(msg)
-        if t is None and method:
-            t = self.layer.lookup(msg)
+        t = self.layer.lookup(msg)
+        if t is None and msg.method == "CANCEL":
+            t = self.layer.lookup(msg, "INVITE")  # t_check_trans: the CANCELled INVITE
         return 1 if t is not None else -1
 
     def _t_retransmit_reply(self, ctx: RequestContext) -> int:

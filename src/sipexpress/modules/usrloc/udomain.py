@@ -16,6 +16,12 @@ Theory of operation
 
 Changes are applied to memory synchronously, before the first ``await``,
 so concurrent requests for one AOR never see a half-applied update.
+
+In modes 1 and 3 a read-modify-write of one AOR (registrar's save: fetch,
+plan, apply) awaits the store, so it runs under :meth:`Udomain.lock`
+(SER's ``lock_udomain``): a second REGISTER for the AOR (a retransmission
+above all) waits until the first one's write is committed instead of
+answering 200 from a memory copy that is not stored yet.
 """
 
 from __future__ import annotations
@@ -31,6 +37,52 @@ from sipexpress.modules.usrloc.store import LocationStore
 log = logging.getLogger("sipexpress.usrloc")
 
 NO_DB, WRITE_THROUGH, WRITE_BACK, DB_ONLY = 0, 1, 2, 3
+
+
+class _NoLock:
+    """The lock of the memory modes: nothing to wait for."""
+
+    __slots__ = ()
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+
+
+class _AorLock:
+    """One AOR's lock, dropped from the table when nobody holds or waits."""
+
+    __slots__ = ("aor", "locks")
+
+    def __init__(self, locks: dict[str, tuple[asyncio.Lock, list[int]]], aor: str) -> None:
+        self.locks = locks
+        self.aor = aor
+
+    async def __aenter__(self) -> None:
+        entry = self.locks.get(self.aor)
+        if entry is None:
+            entry = self.locks[self.aor] = (asyncio.Lock(), [0])
+        entry[1][0] += 1
+        try:
+            await entry[0].acquire()
+        except BaseException:
+            self._drop(entry)
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        entry = self.locks[self.aor]
+        entry[0].release()
+        self._drop(entry)
+
+    def _drop(self, entry: tuple[asyncio.Lock, list[int]]) -> None:
+        entry[1][0] -= 1
+        if not entry[1][0]:
+            del self.locks[self.aor]
 
 
 class Udomain:
@@ -58,6 +110,15 @@ class Udomain:
         self.ready = asyncio.Event()
         if self.db_mode in (NO_DB, DB_ONLY):
             self.ready.set()
+        # modes 1 and 3: aor -> (lock, [holders + waiters])
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    def lock(self, aor: str) -> _AorLock | _NoLock:
+        """``async with d.lock(aor):`` around a read-modify-write of the AOR
+        whose write awaits the store (modes 1 and 3); a no-op otherwise."""
+        if self.db_mode == WRITE_THROUGH or self.db_mode == DB_ONLY:
+            return _AorLock(self._locks, aor)
+        return _NO_LOCK
 
     # -- reading -------------------------------------------------------------
     @property

@@ -1,0 +1,272 @@
+"""Issue 5's acceptance run, shared by the tests (test_issue5.py) and the
+full-size bench (bench/acceptance_bench.py):
+
+1. provision N subscribers in bulk (SQLAlchemy Core, ha1/ha1b computed as
+   serctl does);
+2. start ``ser`` with the shipped etc/ser.cfg, its commented auth lines
+   enabled (auth + auth_db, ``www_authorize``/``www_challenge`` for
+   REGISTER), usrloc and auth_db on the test database;
+3. SIPp registers every user with digest auth (``[authentication]`` from
+   an injection CSV), each Contact pointing at one SIPp UAS;
+4. SIPp places calls to a sample of the users through the default script
+   (record-routed INVITE/ACK/BYE), the UAS answers all of them;
+5. the FIFO (``ul_dump``, ``ul_show_contact``) and, in db_mode 1, the
+   ``location`` table show every registration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import re
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sipexpress.db import calc_ha1, calc_ha1b, create_all, dispose_engines, run, schema
+from sipexpress.mgmt.client import fifo_request
+from tests.support import SerProcess, free_port, need_tool, run_sipp
+
+ROOT = Path(__file__).resolve().parents[3]
+SCENARIOS = Path(__file__).parent / "scenarios"
+REALM = "iptel.org"  # the realm etc/ser.cfg's commented www_authorize uses
+
+
+def short_port() -> int:
+    """A free UDP+TCP port below 10000.  sipsak 0.9.8.1 cuts a five-digit
+    port in the -s URI to four digits in the Request-URI, From and To it
+    builds (sip:u@127.0.0.1:55662 -> sip:127.0.0.1:5566), so a proxy that
+    sipsak talks to must listen on a port of at most four digits."""
+    rnd = random.Random()
+    for _ in range(200):
+        port = rnd.randrange(7100, 9990)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            try:
+                u.bind(("127.0.0.1", port))
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                    t.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port below 10000")
+
+
+def user_name(i: int) -> str:
+    return f"u{i:05d}"
+
+
+def password(i: int) -> str:
+    return f"pw{i}x"
+
+
+def acceptance_cfg(db_url: str, db_mode: int, calculate_ha1: bool) -> str:
+    """etc/ser.cfg as shipped, moved to a free port and a private FIFO, with
+    its commented auth lines enabled and usrloc/auth_db on ``db_url``.
+    Returns ser_factory text (``{port}``/``{fifo}`` placeholders)."""
+    text = (ROOT / "etc" / "ser.cfg").read_text()
+
+    def sub(pattern: str, repl: str) -> None:
+        nonlocal text
+        text, n = re.subn(pattern, repl, text, flags=re.M)
+        assert n >= 1, f"etc/ser.cfg changed: {pattern!r} not found"
+
+    sub(r"^port=5060.*$", "listen=udp:127.0.0.1:@PORT@")
+    sub(r'^fifo="/tmp/ser_fifo"', 'fifo="@FIFO@"')
+    sub(r'^#(loadmodule "auth(_db)?")', r"\1")
+    sub(r'^modparam\("usrloc", "db_mode",\s+0\)', f'modparam("usrloc", "db_mode", {db_mode})')
+    sub(r'^#(modparam\("usrloc\|auth_db", "db_url", )"[^"]*"\)', rf'\1"{db_url}")')
+    if calculate_ha1:
+        sub(r'^#(modparam\("auth_db", "calculate_ha1", yes\))', r"\1")
+        sub(r'^#(modparam\("auth_db", "password_column", "password"\))', r"\1")
+    # the www_authorize/www_challenge block of the REGISTER branch
+    sub(r"^#(\t\t\t(if \(!www_authorize|\twww_challenge|\tbreak;|\};))", r"\1")
+    assert 'www_authorize("iptel.org", "subscriber")' in text
+    return text.replace("{", "{{").replace("}", "}}").replace("@PORT@", "{port}").replace("@FIFO@", "{fifo}")
+
+
+def provision(url: str, n: int, extra: list[tuple[str, str]] = ()) -> float:  # type: ignore[assignment]
+    """Create the schema and bulk-insert n subscribers (+ ``extra`` (user,
+    password) pairs) in realm REALM; returns the seconds it took."""
+    users = [(user_name(i), password(i)) for i in range(n)] + list(extra)
+    rows = [
+        {
+            "username": u,
+            "domain": REALM,
+            "password": p,
+            "ha1": calc_ha1(u, REALM, p),
+            "ha1b": calc_ha1b(u, REALM, p),
+            "email_address": f"{u}@{REALM}",
+            "phplib_id": hashlib.md5(f"{u}@{REALM}".encode()).hexdigest(),
+        }
+        for u, p in users
+    ]
+
+    async def go() -> float:
+        t0 = time.monotonic()
+        try:
+            await create_all(url)
+            for k in range(0, len(rows), 5000):
+                chunk = rows[k : k + 5000]
+                await run(url, lambda c, chunk=chunk: c.execute(schema.subscriber.insert(), chunk), 120)  # type: ignore[misc]
+        finally:
+            await dispose_engines()
+        return time.monotonic() - t0
+
+    return asyncio.run(go())
+
+
+def location_rows(url: str) -> int:
+    """Rows in the database's ``location`` table."""
+
+    async def go() -> int:
+        try:
+            return int(await run(url, _count_location, 60))
+        finally:
+            await dispose_engines()
+
+    return asyncio.run(go())
+
+
+async def _count_location(conn: object) -> int:
+    from sqlalchemy import func, select
+
+    r = await conn.execute(select(func.count()).select_from(schema.location))  # type: ignore[attr-defined]
+    return int(r.scalar_one())
+
+
+@dataclass
+class RunResult:
+    registered: int
+    reg_failed: int
+    reg_seconds: float
+    calls_ok: int
+    calls_failed: int
+    call_seconds: float
+    dump_records: int
+
+
+def _counter(stdout: str, name: str) -> int:
+    value = 0
+    for line in stdout.splitlines():
+        parts = [x.strip() for x in line.split("|")]
+        if len(parts) >= 3 and parts[0] == name:
+            value = int((parts[-1] or parts[-2]).split()[0])
+    return value
+
+
+def register_users(
+    sp: SerProcess, n: int, rate: int, uas_port: int, workdir: Path
+) -> tuple[int, int, float, str]:
+    """SIPp REGISTERs users 0..n-1 with digest auth; (ok, failed, seconds, stdout)."""
+    csv = workdir / "register.csv"
+    csv.write_text(
+        "SEQUENTIAL\n"
+        + "".join(
+            f"{user_name(i)};[authentication username={user_name(i)} password={password(i)}];{REALM};{uas_port}\n"
+            for i in range(n)
+        )
+    )
+    t0 = time.monotonic()
+    res = run_sipp(
+        [
+            f"{sp.host}:{sp.port}",
+            "-sf", str(SCENARIOS / "register_auth_contact.xml"),
+            "-inf", str(csv),
+            "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()),
+            "-m", str(n), "-r", str(rate), "-l", str(max(rate * 4, 100)),
+            "-timeout", str(n // rate + 60),
+        ],
+        timeout=n / rate + 120,
+        cwd=workdir,
+    )  # fmt: skip
+    wall = time.monotonic() - t0
+    return (
+        _counter(res.stdout, "Successful call"),
+        _counter(res.stdout, "Failed call"),
+        wall,
+        res.stdout + res.stderr,
+    )
+
+
+def call_users(
+    sp: SerProcess, users: list[str], rate: int, uas_port: int, workdir: Path
+) -> tuple[int, int, float, str, int | None]:
+    """A SIPp UAS on uas_port answers; SIPp calls every user in ``users``
+    through the proxy.  (ok, failed, seconds, stdout, UAS exit code)."""
+    exe = need_tool("sipp")
+    csv = workdir / "call.csv"
+    csv.write_text("SEQUENTIAL\n" + "".join(f"{u};\n" for u in users))
+    uas_dir = workdir / "uas"
+    uas_dir.mkdir(exist_ok=True)
+    uas = subprocess.Popen(
+        [
+            exe, "-sf", str(ROOT / "tests" / "data" / "sipp" / "uas_rr.xml"),
+            "-i", "127.0.0.1", "-p", str(uas_port), "-mp", str(free_port()),
+            "-m", str(len(users)), "-nostdin", "-timeout", str(len(users) // rate + 60),
+        ],
+        cwd=uas_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(0.3)  # the UAS binds its port
+        t0 = time.monotonic()
+        res = run_sipp(
+            [
+                f"{sp.host}:{sp.port}",
+                "-sf", str(SCENARIOS / "call_users_rr.xml"),
+                "-inf", str(csv),
+                "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()),
+                "-m", str(len(users)), "-r", str(rate),
+                "-timeout", str(len(users) // rate + 60),
+            ],
+            timeout=len(users) / rate + 120,
+            cwd=workdir,
+        )  # fmt: skip
+        wall = time.monotonic() - t0
+        try:
+            uas_rc: int | None = uas.wait(15)
+        except subprocess.TimeoutExpired:
+            uas_rc = None
+    finally:
+        if uas.poll() is None:
+            uas.kill()
+            uas.wait(10)
+    return (
+        _counter(res.stdout, "Successful call"),
+        _counter(res.stdout, "Failed call"),
+        wall,
+        res.stdout,
+        uas_rc,
+    )
+
+
+def fifo(sp: SerProcess, cmd: str, params: list[str] | None = None, timeout: float = 30.0) -> str:
+    # the default script sets no fifo_dir: reply FIFOs live in /tmp/
+    return fifo_request(sp.fifo, cmd, params, timeout=timeout)
+
+
+def dump_aors(text: str) -> set[str]:
+    """The AORs of ``ul_dump``'s location table."""
+    return set(re.findall(r"(?m)^aor   : '([^']*)'$", text.split("---Domain---\nname : 'aliases'")[0]))
+
+
+def sipsak_register(sp: SerProcess, user: str, pw: str, contact: str) -> subprocess.CompletedProcess[str]:
+    """``sipsak -U -C CONTACT -a PW -s sip:USER@proxy``: usrloc mode, REGISTER
+    only (sipsak refuses -C together with -I/-M), digest auth on the 401."""
+    exe = need_tool("sipsak")
+    args = [exe, "-U", "-C", contact, "-a", pw, "-s", f"sip:{user}@{sp.host}:{sp.port}", "-H", "127.0.0.1"]
+    return subprocess.run(args, capture_output=True, text=True, timeout=60)
+
+
+def sipsak_register_and_call(sp: SerProcess, user: str, pw: str) -> subprocess.CompletedProcess[str]:
+    """``sipsak -U -I``: REGISTER (digest auth) with sipsak's own address as
+    Contact, then an INVITE to that user through the proxy, which must come
+    back (lookup + t_relay) to sipsak, which answers 200 and ACKs."""
+    exe = need_tool("sipsak")
+    args = [
+        exe, "-U", "-I", "-l", str(free_port()), "-a", pw,
+        "-s", f"sip:{user}@{sp.host}:{sp.port}", "-H", "127.0.0.1", "-vv",
+    ]  # fmt: skip
+    return subprocess.run(args, capture_output=True, text=True, timeout=60)
