@@ -361,6 +361,44 @@ def _fast_params(s: str) -> dict[str, str | None]:
     return params
 
 
+def _dec(b: bytes) -> str:
+    return b.decode("utf-8", "surrogateescape")
+
+
+def via_from_line(line: bytes, start: int) -> Via | None:
+    """The Via of a raw header line whose value (from ``start``, just after
+    the colon) has the everyday spelling, as ``Via.parse`` of the stripped,
+    decoded value gives it; ``None`` for anything else (parse the value)."""
+    m = VIA_LINE_B.fullmatch(line, start)
+    if m is None:
+        return None
+    transport, host, port, ptext = m.groups()
+    p: int | None = None
+    if port is not None:
+        p = int(port)
+        if p > 65535:
+            return None
+    params = _fast_params(ptext.decode("ascii")) if ptext else {}
+    return Via(transport.decode("ascii").upper(), host.decode("ascii"), p, params)
+
+
+def name_addr_from_line(line: bytes, start: int) -> NameAddr | None:
+    """Likewise for a name-addr / addr-spec field (From, To): the
+    ``NameAddr`` that ``NameAddr.parse`` gives, or ``None``."""
+    m = NAME_ADDR_LINE_B.fullmatch(line, start)
+    if m is None:
+        return None
+    qd, td, uri, ptext, spec, sptext = m.groups()
+    if uri is not None:
+        disp = qd if qd is not None else td
+        return NameAddr(
+            _dec(uri),
+            None if disp is None else _dec(disp),
+            _fast_params(ptext.decode("ascii")) if ptext else {},
+        )
+    return NameAddr(_dec(spec), None, _fast_params(sptext.decode("ascii")) if sptext else {})
+
+
 # -- Via -----------------------------------------------------------------------
 
 

@@ -38,7 +38,6 @@ from sipexpress.sip.headers import (
     CSEQ_LINE_B,
     NAME_ADDR_LINE_B,
     TOKEN_CHARS,
-    VIA_LINE_B,
     AuthHeader,
     Contact,
     ContactList,
@@ -46,9 +45,11 @@ from sipexpress.sip.headers import (
     NameAddr,
     Via,
     header_key,
+    name_addr_from_line,
     parse_date,
     parse_uint,
     split_values,
+    via_from_line,
 )
 from sipexpress.sip.uri import SipUri
 
@@ -742,12 +743,21 @@ class SipMessage:
                 if len(_GOOD_RURIS) >= 1024:
                     _GOOD_RURIS.clear()
                 _GOOD_RURIS[ruri] = None
+        # the top Via and To are needed by nearly every request's handling
+        # (reply routing, the reply's To tag, dialogs): keep them parsed
         cache = self._cache
-        try:
-            self.via1  # noqa: B018  (parsed and cached: every request needs it)
-            self.to  # noqa: B018  (likewise: the reply's To tag, dialogs)
-        except SipParseError:
-            return False
+        if "via1" not in cache:
+            line = lines[index("via")]
+            via = via_from_line(line, line.find(b":") + 1)
+            if via is None:
+                return False
+            cache["via1"] = via
+        if "to" not in cache:
+            line = lines[index("to")]
+            to = name_addr_from_line(line, line.find(b":") + 1)
+            if to is None:
+                return False
+            cache["to"] = to
         if nvia > 1 and "vias" not in cache:
             first = True
             for i, k in enumerate(keys):
@@ -756,8 +766,7 @@ class SipMessage:
                         first = False
                         continue
                     line = lines[i]
-                    mv = VIA_LINE_B.fullmatch(line, line.find(b":") + 1)
-                    if mv is None or (mv[3] is not None and int(mv[3]) > 65535):
+                    if via_from_line(line, line.find(b":") + 1) is None:
                         return False
         if "cseq" not in cache:
             cache["cseq"] = CSeq(num, method)

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.interop
 
 # users per backend, REGISTER rate (registrations/s, two requests each)
 SIZES = {"sqlite": 10_000, "mysql": 2_000, "postgres": 2_000}
-RATE = int(os.environ.get("SIPEXPRESS_ACCEPT_RATE", "400"))
+RATE = int(os.environ.get("SIPEXPRESS_ACCEPT_RATE", "200"))
 CALLS = 200
 SIPSAK_USER, SIPSAK_PW = "sipsak", "s3cret"
 
