@@ -182,3 +182,7 @@ def shipped_config(port: int | str, fifo: str, *, jsonrpc: str | None = None, we
         text, n = re.subn(pattern, lambda _m, r=repl: r, text)
         assert n == 1, f"etc/ser.cfg changed: {pattern!r} not found"
     return text
+
+
+# RFC 4475's torture messages, byte-exact (a copy of ../shared/rfc4475)
+RFC4475 = ROOT / "tests" / "data" / "rfc4475"

@@ -6,7 +6,6 @@ or raise the protocol error")."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -15,8 +14,7 @@ from hypothesis import strategies as st
 from sipexpress.sip.errors import SipParseError
 from sipexpress.sip.message import SipMessage, StreamFramer, build_reply
 from sipexpress.sip.uri import SipUri
-
-RFC4475 = Path("/work/shared/rfc4475")
+from tests.support import RFC4475
 
 INVITE = (
     b"INVITE sip:bob@biloxi.example.com;transport=udp SIP/2.0\r\n"

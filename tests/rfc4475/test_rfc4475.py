@@ -1,7 +1,6 @@
 """RFC 4475 (SIP torture test messages) against the message layer.
 
-Every message is read byte-exact from /work/shared/rfc4475 (the directory
-can be moved with ``SIPEXPRESS_RFC4475``).
+Every message is read byte-exact from tests/data/rfc4475.
 
 Where each invalid message is rejected
 --------------------------------------
@@ -49,19 +48,12 @@ semantics.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from sipexpress.sip.errors import SipParseError
 from sipexpress.sip.message import SipMessage
 from sipexpress.sip.uri import SipUri
-
-DIR = Path(os.environ.get("SIPEXPRESS_RFC4475", "/work/shared/rfc4475"))
-
-if not DIR.is_dir():  # pragma: no cover - the corpus is part of the environment
-    pytest.skip(f"RFC 4475 messages not found in {DIR}", allow_module_level=True)
+from tests.support import RFC4475 as DIR
 
 VALID = [
     # 3.1.1

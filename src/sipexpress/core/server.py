@@ -43,7 +43,7 @@ import sys
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from sipexpress import __version__
 from sipexpress.core import errors
@@ -75,6 +75,12 @@ RequestHook = Callable[[RequestContext], bool]
 ReplyHook = Callable[["SipMessage", ReceiveInfo], bool]
 
 _PROTO_BY_NAME = {"UDP": Proto.UDP, "TCP": Proto.TCP, "TLS": Proto.TLS}
+# enum members as module constants: ``Proto.TCP`` is a slow class lookup
+# on 3.11, and the receive/reply path compares protocols several times
+_UDP: Final = Proto.UDP
+_TCP: Final = Proto.TCP
+#: the request's header fields a reply copies (RFC 3261 §8.2.6.2)
+_REPLY_COPY: Final = ("via", "from", "to", "call-id", "cseq")
 
 
 def _norm_host(host: str) -> str:
@@ -563,7 +569,7 @@ class Core:
                 self.stats.rcv_requests += 1
                 msg.validate()
                 ctx = RequestContext(self, msg, rcv)
-                if rcv.proto is Proto.TCP:
+                if rcv.proto is _TCP:
                     self._tcp_alias(msg, rcv)
                 for hook in self.request_hooks:
                     if hook(ctx):
@@ -690,8 +696,8 @@ class Core:
         return None
 
     def send(self, proto: Proto, ip: str, port: int, data: bytes, rcv: ReceiveInfo | None = None) -> bool:
-        if proto is Proto.UDP:
-            lst = rcv.transport if rcv is not None and rcv.proto is Proto.UDP else None
+        if proto is _UDP:
+            lst = rcv.transport if rcv is not None and rcv.proto is _UDP else None
             af = socket.AF_INET6 if ":" in ip else socket.AF_INET
             if lst is None or lst.af != af:
                 lst = self._udp_for(af)
@@ -700,10 +706,10 @@ class Core:
                     self.stats.send_failures += 1
                     return False
             ok: bool = lst.sendto(data, ip, port)
-        elif proto is Proto.TCP:
+        elif proto is _TCP:
             if self.tcp is None:
                 return False
-            conn = rcv.transport if rcv is not None and rcv.proto is Proto.TCP else None
+            conn = rcv.transport if rcv is not None and rcv.proto is _TCP else None
             if isinstance(conn, TcpConnection) and not conn.closed:
                 ok = conn.send(data)
             else:
@@ -832,10 +838,10 @@ class Core:
             log.error("forward: no %s socket to send to %s", dproto.name.lower(), dip)
             ctx.data[errors.SER_ERROR_KEY] = errors.E_NO_SOCKET
             return errors.E_NO_SOCKET
-        if dproto is Proto.TCP and "tcp_alias" in ctx.data:
+        if dproto is _TCP and "tcp_alias" in ctx.data:
             self._force_tcp_alias(ctx)
         data = self.build_forward(ctx, dproto, lst)
-        if dproto is Proto.UDP:
+        if dproto is _UDP:
             ok = lst.sendto(data, dip, dport)
         elif self.tcp is not None:
             ok = self.tcp.send(dip, dport, data)
@@ -867,8 +873,8 @@ class Core:
         on (same protocol and family), else the first of that protocol and
         family (SER's ``get_send_socket`` without mhomed)."""
         af = socket.AF_INET6 if ":" in dip else socket.AF_INET
-        listeners: list[Any] = list(self.udp_listeners) if proto is Proto.UDP else []
-        if proto is Proto.TCP and self.tcp is not None:
+        listeners: list[Any] = list(self.udp_listeners) if proto is _UDP else []
+        if proto is _TCP and self.tcp is not None:
             listeners = list(self.tcp.listeners)
         if ctx is not None:
             forced = ctx.send_socket
@@ -884,7 +890,7 @@ class Core:
             rcv = ctx.rcv
             if rcv.proto is proto and rcv.af == af:
                 t = rcv.transport
-                if proto is Proto.UDP and t is not None:
+                if proto is _UDP and t is not None:
                     return t
                 for lst in listeners:
                     if lst.ip == rcv.dst_ip and lst.port == rcv.dst_port:
@@ -974,7 +980,10 @@ class Core:
         return self._tag_from_lines(lines)
 
     def _tag_from_lines(self, lines: list[bytes]) -> str:
-        return f"{self.to_tag_prefix}-{zlib.crc32(b''.join(lines)):08x}"
+        crc = 0
+        for line in lines:  # the CRC of their concatenation, without building it
+            crc = zlib.crc32(line, crc)
+        return f"{self.to_tag_prefix}-{crc:08x}"
 
     def build_reply(
         self,
@@ -1010,11 +1019,7 @@ class Core:
                 self.fix_top_via(ctx)
         else:
             self.fix_top_via(ctx)
-        vias = rhl("via")
-        from_lines = rhl("from")
-        to_lines = rhl("to")
-        callid_lines = rhl("call-id")
-        cseq_lines = rhl("cseq")
+        vias, from_lines, to_lines, callid_lines, cseq_lines = msg.raw_header_groups(_REPLY_COPY)
         out: list[bytes] = [status, *vias]
         if 180 <= code < 300:
             out += rhl("record-route")
@@ -1102,20 +1107,20 @@ class Core:
             stats.sl_failures += 1
             return -1
         rcv = ctx.rcv
-        if rcv.proto is Proto.TCP and "tcp_alias" in ctx.data:
+        if rcv.proto is _TCP and "tcp_alias" in ctx.data:
             self._force_tcp_alias(ctx)
         if self.options["reply_to_via"]:
             proto = _PROTO_BY_NAME.get(msg.via1.transport.upper(), rcv.proto)
             ip, port = via_destination(msg.via1, proto)
             ok = self.send(proto, ip, port, data, rcv)
-        elif rcv.proto is Proto.UDP and rcv.transport is not None:
+        elif rcv.proto is _UDP and rcv.transport is not None:
             ok = rcv.transport.sendto(data, rcv.src_ip, rcv.src_port)  # the common case
         else:
             conn = rcv.transport
-            if rcv.proto is Proto.TCP and (not isinstance(conn, TcpConnection) or conn.closed):
+            if rcv.proto is _TCP and (not isinstance(conn, TcpConnection) or conn.closed):
                 # the connection is gone: RFC 3261 §18.2.2, to the Via sent-by
-                ip, port = via_destination(msg.via1, Proto.TCP)
-                ok = self.send(Proto.TCP, ip or rcv.src_ip, port, data)
+                ip, port = via_destination(msg.via1, _TCP)
+                ok = self.send(_TCP, ip or rcv.src_ip, port, data)
             else:
                 ok = self.send(rcv.proto, rcv.src_ip, rcv.src_port, data, rcv)
         if not ok:

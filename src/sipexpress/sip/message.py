@@ -91,10 +91,10 @@ _GOOD_RURIS: dict[str, None] = {}
 
 
 def _name_key(rn: bytes) -> str:
-    """Key of a header name given as the bytes up to and including the colon."""
+    """Key of a header name given as the bytes before the colon."""
     k = _NAME_KEYS.get(rn)
     if k is None:
-        name = rn[:-1].rstrip(b" \t") if rn.endswith(b":") else rn
+        name = rn.rstrip(b" \t")
         if not name or name.translate(None, _TOKEN_B):
             raise SipParseError(f"invalid header name {name.decode('latin-1')!r}")
         k = name.decode("ascii").lower()
@@ -283,11 +283,15 @@ class SipMessage:
         lines = raw[start:end].split(eol)
         kc = _NAME_KEYS
         try:
-            # cache keys are the name bytes up to and including the colon;
-            # a line without colon looks up b"" (never cached)
-            keys = [kc[ln[: ln.find(b":") + 1]] for ln in lines]
+            # one partition per line; the cache holds only valid names, so
+            # a continuation line (leading blank) misses it, and a line
+            # without colon is left out (the lengths then differ)
+            keys = [kc[n] for ln in lines for n, c, _ in (ln.partition(b":"),) if c]
         except KeyError:
             lines, keys = self._index_slow(lines)
+        else:
+            if len(keys) != len(lines):
+                lines, keys = self._index_slow(lines)
         self._lines = lines
         self._keys = keys
         return keys
@@ -309,7 +313,7 @@ class SipMessage:
             colon = line.find(b":")
             if colon < 0:
                 raise SipParseError(f"header line without colon: {_decode(line[:40])!r}")
-            out_keys.append(_name_key(line[: colon + 1]))
+            out_keys.append(_name_key(line[:colon]))
             if field:
                 out_lines.append(field[0] if len(field) == 1 else eol.join(field))
             field = [line]
@@ -390,6 +394,25 @@ class SipMessage:
         if n == 1:
             return [lines[keys.index(key)] + eol]
         return [lines[i] + eol for i, k in enumerate(keys) if k == key]
+
+    def raw_header_groups(self, names: Sequence[str]) -> list[list[bytes]]:
+        """:meth:`raw_header_lines` of several names at once (one list per
+        name, in the order given): what a reply copies from its request."""
+        keys = self._keys if self._keys is not None else self._index()
+        lines: list[bytes] = self._lines  # type: ignore[assignment]
+        eol = self._eol
+        count = keys.count
+        out: list[list[bytes]] = []
+        for name in names:
+            key = header_key(name)
+            n = count(key)
+            if n == 1:
+                out.append([lines[keys.index(key)] + eol])
+            elif n == 0:
+                out.append([])
+            else:
+                out.append([lines[i] + eol for i, k in enumerate(keys) if k == key])
+        return out
 
     @property
     def is_response(self) -> bool:
@@ -841,7 +864,7 @@ class SipMessage:
             colon = line.find(b":")
             if colon <= 0:
                 raise SipError(f"not a header line: {line!r}")
-            new_keys.append(_name_key(line[: colon + 1]))
+            new_keys.append(_name_key(line[:colon]))
         lines, keys = self._edit(*new_keys)
         lines.extend(new_lines)
         keys.extend(new_keys)

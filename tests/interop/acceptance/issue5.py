@@ -28,7 +28,7 @@ from pathlib import Path
 
 from sipexpress.db import calc_ha1, calc_ha1b, create_all, dispose_engines, run, schema
 from sipexpress.mgmt.client import fifo_request
-from tests.support import SerProcess, free_port, need_tool, run_sipp
+from tests.support import SerProcess, free_port, need_tool, run_sipp, shipped_config
 
 ROOT = Path(__file__).resolve().parents[3]
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -66,15 +66,13 @@ def acceptance_cfg(db_url: str, db_mode: int, calculate_ha1: bool) -> str:
     """etc/ser.cfg as shipped, moved to a free port and a private FIFO, with
     its commented auth lines enabled and usrloc/auth_db on ``db_url``.
     Returns ser_factory text (``{port}``/``{fifo}`` placeholders)."""
-    text = (ROOT / "etc" / "ser.cfg").read_text()
+    text = shipped_config("@PORT@", "@FIFO@")
 
     def sub(pattern: str, repl: str) -> None:
         nonlocal text
         text, n = re.subn(pattern, repl, text, flags=re.M)
         assert n >= 1, f"etc/ser.cfg changed: {pattern!r} not found"
 
-    sub(r"^port=5060.*$", "listen=udp:127.0.0.1:@PORT@")
-    sub(r'^fifo="/tmp/ser_fifo"', 'fifo="@FIFO@"')
     sub(r'^#(loadmodule "auth(_db)?")', r"\1")
     sub(r'^modparam\("usrloc", "db_mode",\s+0\)', f'modparam("usrloc", "db_mode", {db_mode})')
     sub(r'^#(modparam\("usrloc\|auth_db", "db_url", )"[^"]*"\)', rf'\1"{db_url}")')
@@ -155,6 +153,18 @@ def _counter(stdout: str, name: str) -> int:
         if len(parts) >= 3 and parts[0] == name:
             value = int((parts[-1] or parts[-2]).split()[0])
     return value
+
+
+def wait_started(sp: SerProcess, timeout: float = 15.0) -> None:
+    """The core answers once its sockets are bound; the modules' start-up
+    (database checks, usrloc preload, management interfaces) may still
+    fail after that: wait for this process's "started" line."""
+    assert sp.proc is not None
+    mark = f"started (pid {sp.proc.pid})"
+    deadline = time.monotonic() + timeout
+    while mark not in sp.log():
+        assert sp.alive() and time.monotonic() < deadline, sp.log()[-3000:]
+        time.sleep(0.05)
 
 
 def register_users(
@@ -254,19 +264,24 @@ def dump_aors(text: str) -> set[str]:
 
 def sipsak_register(sp: SerProcess, user: str, pw: str, contact: str) -> subprocess.CompletedProcess[str]:
     """``sipsak -U -C CONTACT -a PW -s sip:USER@proxy``: usrloc mode, REGISTER
-    only (sipsak refuses -C together with -I/-M), digest auth on the 401."""
+    only (sipsak refuses -C together with -I/-M), digest auth on the 401.
+    ``-u USER`` too: without it sipsak 0.9.8.1 sends ``username="USER@"``
+    in its Authorization header, which no subscriber matches; and ``-x
+    3600``: sipsak's own 15 s is below registrar's min_expires (60: 423)."""
     exe = need_tool("sipsak")
-    args = [exe, "-U", "-C", contact, "-a", pw, "-s", f"sip:{user}@{sp.host}:{sp.port}", "-H", "127.0.0.1"]
+    args = [exe, "-U", "-C", contact, "-u", user, "-a", pw, "-s", f"sip:{user}@{sp.host}:{sp.port}"]
+    args += ["-x", "3600", "-H", "127.0.0.1"]
     return subprocess.run(args, capture_output=True, text=True, timeout=60)
 
 
-def sipsak_register_and_call(sp: SerProcess, user: str, pw: str) -> subprocess.CompletedProcess[str]:
-    """``sipsak -U -I``: REGISTER (digest auth) with sipsak's own address as
-    Contact, then an INVITE to that user through the proxy, which must come
-    back (lookup + t_relay) to sipsak, which answers 200 and ACKs."""
+def sipsak_options_via_proxy(sp: SerProcess, user: str, lport: int) -> subprocess.CompletedProcess[str]:
+    """sipsak, listening on ``lport`` (the contact it registered), sends an
+    OPTIONS to ``sip:USER@proxy``: the default script looks the user up and
+    relays the request to the registered contact -- sipsak itself, which
+    prints it as "message received".  (sipsak 0.9.8.1's own find-me modes
+    are unusable here: ``-U -I`` exits 2 before sending anything, ``-U -M``
+    with ``-u`` crashes, and refuses ``-C``.)  Exit status 1: what came
+    back is a request, not a 2xx."""
     exe = need_tool("sipsak")
-    args = [
-        exe, "-U", "-I", "-l", str(free_port()), "-a", pw,
-        "-s", f"sip:{user}@{sp.host}:{sp.port}", "-H", "127.0.0.1", "-vv",
-    ]  # fmt: skip
+    args = [exe, "-l", str(lport), "-s", f"sip:{user}@{sp.host}:{sp.port}", "-H", "127.0.0.1", "-vv"]
     return subprocess.run(args, capture_output=True, text=True, timeout=60)

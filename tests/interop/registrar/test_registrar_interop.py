@@ -19,7 +19,7 @@ from tests.support import SerProcess, free_port, need_tool, run_sipp, udp_exchan
 pytestmark = pytest.mark.interop
 
 HERE = Path(__file__).parent
-RFC4475 = Path("/work/shared/rfc4475")
+from tests.support import RFC4475  # noqa: E402
 
 # {port}/{workdir} are filled in by ser_factory; literal braces are doubled
 SCRIPT = """
