@@ -323,6 +323,10 @@ async def test_backpressure_when_too_many_requests_run(manager_x: Manager, tmp_p
                 if data:
                     got[i] = data
         assert got == {i: b"200 ok\nslept\n" for i in range(6)}
+        # reading resumes once the last request has finished (a loop turn later)
+        deadline = time.monotonic() + 2
+        while not manager_x.fifo._reading and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         assert manager_x.fifo._reading
     finally:
         for fd in fds:
