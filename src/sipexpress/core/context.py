@@ -62,21 +62,21 @@ class RequestContext:
     request; in ``onreply_route`` it is a reply."""
 
     __slots__ = (
-        "core",
-        "msg",
-        "rcv",
-        "route_type",
-        "new_uri",
-        "dst_uri",
-        "branches",
-        "flags",
-        "transaction",
-        "reply_headers",
-        "credentials",
-        "force_rport",
-        "send_socket",
-        "data",
         "_parsed_ruri",
+        "branches",
+        "core",
+        "credentials",
+        "data",
+        "dst_uri",
+        "flags",
+        "force_rport",
+        "msg",
+        "new_uri",
+        "rcv",
+        "reply_headers",
+        "route_type",
+        "send_socket",
+        "transaction",
     )
 
     def __init__(

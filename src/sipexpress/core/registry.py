@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from sipexpress.core.context import CoreAPI, RequestContext
+    from sipexpress.core.context import CoreAPI
 
 
 class RouteType(enum.IntFlag):
@@ -181,9 +181,7 @@ class Module:
                         f"parameter '{name}' of module '{self.name}' expects a number, got {value!r}"
                     ) from None
         elif p.type is str and not isinstance(value, str):
-            raise ConfigError(
-                f"parameter '{name}' of module '{self.name}' expects a string, got {value!r}"
-            )
+            raise ConfigError(f"parameter '{name}' of module '{self.name}' expects a string, got {value!r}")
         self.values[name] = value
 
     # -- life cycle -------------------------------------------------------
@@ -192,4 +190,3 @@ class Module:
 
     async def stop(self) -> None:
         """Called on shutdown."""
-
