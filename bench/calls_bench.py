@@ -1,16 +1,30 @@
-"""Call benchmark: INVITE-100-180-200-ACK-BYE-200 through tm (t_relay).
+"""Call benchmark: INVITE-100-180-200-ACK-BYE-200 through tm.
 
-SIPp UAC -> ser (Python routing script, ``t_relay_to_udp`` to a fixed
-next hop) -> SIPp UAS, over UDP.  Measures, briefly (the machine is shared):
+SIPp UAC -> ser (Python routing script) -> SIPp UAS, over UDP.  Routes
+(``--mode``):
 
-1. calls/s sustained with no failed call at each rate of ``--rates``
-   (every call is INVITE, 100 from tm, 180, 200, ACK, BYE, 200);
+* ``lookup`` (default, issue 4's target): the UAS is registered once as
+  ``service`` (REGISTER -> ``save("location")``) and every request goes
+  through ``lookup("location")`` + ``t_relay()``;
+* ``relay``: ``t_relay_to_udp`` to the UAS (no location look-up);
+* ``stateless``: ``forward()`` to the UAS, the core and parser floor.
+
+Measures (the machine is shared; run it briefly unless asked otherwise):
+
+1. calls/s with no failed call at each rate of ``--rates``; each step runs
+   ``--calls`` calls or, with ``--duration S``, ``rate * S`` calls (the
+   60 s sustained test: ``--rates 1000 --duration 60``);
 2. CPU seconds the ``ser`` process spends per 1000 calls
-   (/proc/<pid>/stat, utime+stime) at each rate;
-3. RSS of ``ser`` before, after the runs, and after the wait timer has
-   reclaimed the transactions (memory should come back flat).
+   (/proc/<pid>/stat, utime+stime);
+3. retransmissions SIPp saw or sent (both sides) and unexpected messages:
+   a clean step has none;
+4. RSS of ``ser`` at start, after ``--warmup`` calls, after every step and
+   after the wait timer has reclaimed the transactions (the 100 000-call
+   memory run: ``--warmup 5000 --rates 800 --calls 100000``).
 
-Usage: python bench/calls_bench.py [--calls 2000] [--rates 100,200] [--stateless]
+Usage: python bench/calls_bench.py [--mode lookup|relay|stateless]
+           [--calls 2000 | --duration 60] [--rates 200,500] [--warmup N]
+           [--profile prof.out]
 """
 
 from __future__ import annotations
@@ -18,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,21 +48,43 @@ from tests.support import free_port, options_request, udp_exchange  # noqa: E402
 SCEN = ROOT / "bench" / "scenarios"
 
 SCRIPT = """
-from sipexpress.script.pyroute import forward, t_newtran, t_reply, t_relay_to_udp
+from sipexpress.script.pyroute import forward, lookup, save, sl_send_reply, t_newtran, t_relay
+from sipexpress.script.pyroute import t_relay_to_udp, t_reply
 
 OPTIONS = {{"listen": "udp:127.0.0.1:{port}", "sip_warning": 0}}
-MODULES = ["tm"]
+MODULES = ["sl", "tm", "usrloc", "registrar"]
 MODPARAMS = [("tm", "wt_timer", 2)]
 
 async def request_route(ctx):
-    if ctx.msg.method == "OPTIONS" and "@" not in ctx.ruri:
+    method = ctx.msg.method
+    if method == "OPTIONS" and "@" not in ctx.ruri:
         ctx.reply_headers.append("X-Tm-Current: %d\\r\\n" % ctx.core.module("tm").layer.stats.current)
         t_newtran(ctx)
         return t_reply(ctx, 200, "OK")
+    if method == "REGISTER":
+        await save(ctx, "location")
+        return 0
     {relay}
 """
-STATEFUL = 'return await t_relay_to_udp(ctx, "127.0.0.1", "{uas}")'
-STATELESS = 'return await forward(ctx, "127.0.0.1", "{uas}")'
+RELAY = {
+    "lookup": """if await lookup(ctx, "location") < 0:
+        return sl_send_reply(ctx, 404, "Not Found")
+    return await t_relay(ctx)""",
+    "relay": 'return await t_relay_to_udp(ctx, "127.0.0.1", "{uas}")',
+    "stateless": 'return await forward(ctx, "127.0.0.1", "{uas}")',
+}
+
+PROFILE_WRAPPER = """\
+import cProfile, sys
+from sipexpress.cli import ser
+prof = cProfile.Profile()
+prof.enable()
+try:
+    ser.main(sys.argv[1:])
+finally:
+    prof.disable()
+    prof.dump_stats({out!r})
+"""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -71,6 +108,28 @@ def counter(stdout: str, name: str) -> int:
     return value
 
 
+def sipp_retrans_unexpected(stdout: str) -> tuple[int, int]:
+    """Sums of the Retrans and Unexpected-Msg columns of SIPp's final
+    message table (rows ``INVITE ---------->`` on the UAC side,
+    ``----------> INVITE`` on the UAS side; columns Messages, Retrans,
+    Timeout, Unexpected-Msg, the last ones blank where they do not apply)."""
+    retrans = unexpected = 0
+    for line in stdout.splitlines():
+        tokens = line.split()
+        arrows = [i for i, tok in enumerate(tokens) if tok in ("---------->", "<----------")]
+        if not arrows:
+            continue
+        rest = tokens[arrows[0] + 1 :]
+        if arrows[0] == 0 and rest:
+            rest = rest[1:]  # UAS layout: the method or status follows the arrow
+        nums = [int(tok) for tok in rest if tok.isdigit()]
+        if len(nums) >= 2:
+            retrans += nums[1]
+        if len(nums) >= 4:
+            unexpected += nums[3]
+    return retrans, unexpected
+
+
 def probe(port: int) -> str:
     r = udp_exchange(options_request("127.0.0.1", port), "127.0.0.1", port, 1.0)
     if r is None:
@@ -81,12 +140,80 @@ def probe(port: int) -> str:
     return "?"
 
 
+def register(port: int, uas_port: int) -> bool:
+    req = (
+        f"REGISTER sip:127.0.0.1:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKreg{uas_port}\r\n"
+        f"From: <sip:service@127.0.0.1:{port}>;tag=reg\r\n"
+        f"To: <sip:service@127.0.0.1:{port}>\r\n"
+        f"Call-ID: bench-register-{uas_port}\r\nCSeq: 1 REGISTER\r\n"
+        f"Contact: <sip:service@127.0.0.1:{uas_port}>;expires=86400\r\n"
+        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    r = udp_exchange(req, "127.0.0.1", port, 2.0)
+    return r is not None and r.startswith(b"SIP/2.0 200")
+
+
+def run_step(sipp: str, port: int, uas_port: int, calls: int, rate: int) -> dict[str, object]:
+    limits = ["-m", str(calls), "-nostdin", "-timeout", str(calls // max(rate, 1) + 120)]
+    uas = subprocess.Popen(
+        [sipp, "-sf", str(SCEN / "tm_uas.xml"), "-i", "127.0.0.1", "-p", str(uas_port), *limits],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    res = subprocess.run(
+        [
+            sipp,
+            "-sf",
+            str(SCEN / "tm_uac.xml"),
+            f"127.0.0.1:{port}",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(free_port()),
+            "-r",
+            str(rate),
+            "-l",
+            str(rate * 3),
+            "-d",
+            "0",
+            *limits,
+            "-timeout_error",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    secs = time.monotonic() - t0
+    try:
+        uas_out, _ = uas.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        uas.kill()
+        uas_out, _ = uas.communicate()
+    r1, u1 = sipp_retrans_unexpected(res.stdout)
+    r2, u2 = sipp_retrans_unexpected(uas_out or "")
+    return {
+        "ok": counter(res.stdout, "Successful call"),
+        "failed": counter(res.stdout, "Failed call"),
+        "secs": secs,
+        "retrans": r1 + r2,
+        "unexpected": u1 + u2,
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--calls", type=int, default=2000)
-    ap.add_argument("--rates", default="100,200")
-    ap.add_argument("--stateless", action="store_true", help="forward() instead of t_relay, for comparison")
+    ap.add_argument("--mode", choices=sorted(RELAY), default="lookup")
+    ap.add_argument("--stateless", action="store_true", help="same as --mode stateless")
+    ap.add_argument("--calls", type=int, default=2000, help="calls per step")
+    ap.add_argument("--duration", type=float, help="seconds per step (calls = rate * duration)")
+    ap.add_argument("--rates", default="200,500")
+    ap.add_argument("--warmup", type=int, default=0, help="calls at the first rate before measuring RSS")
+    ap.add_argument("--profile", help="write a cProfile of the server to this file")
     args = ap.parse_args()
+    mode = "stateless" if args.stateless else args.mode
     sipp = shutil.which("sipp")
     if sipp is None:
         print("sipp not installed")
@@ -94,15 +221,17 @@ def main() -> int:
     port, uas_port = free_port(), free_port()
     work = Path(tempfile.mkdtemp(prefix="calls_bench"))
     script = work / "routes.py"
-    relay = (STATELESS if args.stateless else STATEFUL).format(uas=uas_port)
-    script.write_text(SCRIPT.format(port=port, relay=relay))
+    script.write_text(SCRIPT.format(port=port, relay=RELAY[mode].format(uas=uas_port)))
+    if args.profile:
+        wrapper = work / "prof.py"
+        wrapper.write_text(PROFILE_WRAPPER.format(out=str(Path(args.profile).resolve())))
+        cmd = [sys.executable, str(wrapper), "-f", str(script), "-D", "-E"]
+    else:
+        cmd = [sys.executable, "-m", "sipexpress.cli.ser", "-f", str(script), "-D", "-E"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     log = open(work / "ser.log", "wb")  # noqa: SIM115 - closed in finally
-    ser = subprocess.Popen(
-        [sys.executable, "-m", "sipexpress.cli.ser", "-f", str(script), "-D", "-E"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=work,
-    )
+    ser = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=work, env=env)
+    rates = [int(r) for r in args.rates.split(",")]
     try:
         for _ in range(50):
             if udp_exchange(options_request("127.0.0.1", port), "127.0.0.1", port, 0.3):
@@ -110,77 +239,41 @@ def main() -> int:
         else:
             print("ser did not start:", (work / "ser.log").read_text())
             return 1
-        rss0 = rss_kib(ser.pid)
-        print(f"ser pid {ser.pid}, RSS at start {rss0} KiB")
+        if mode == "lookup" and not register(port, uas_port):
+            print("REGISTER of the UAS failed")
+            return 1
+        print(f"ser pid {ser.pid}, mode {mode}, RSS at start {rss_kib(ser.pid)} KiB")
+        if args.warmup:
+            w = run_step(sipp, port, uas_port, args.warmup, rates[0])
+            time.sleep(2.5)
+            print(f"warm-up: {w['ok']} ok, {w['failed']} failed; RSS {rss_kib(ser.pid)} KiB")
         print(
-            f"{'rate':>6} {'calls':>6} {'ok':>6} {'failed':>6} {'secs':>6} {'calls/s':>8} {'cpu s/1000':>10} {'RSS KiB':>8}"
+            f"{'rate':>6} {'calls':>7} {'ok':>7} {'failed':>6} {'retr':>5} {'unexp':>5} {'secs':>6} "
+            f"{'calls/s':>8} {'cpu s/1000':>10} {'RSS KiB':>8} {'loadavg':>14}"
         )
-        for rate in [int(r) for r in args.rates.split(",")]:
-            uas = subprocess.Popen(
-                [
-                    sipp,
-                    "-sf",
-                    str(SCEN / "tm_uas.xml"),
-                    "-i",
-                    "127.0.0.1",
-                    "-p",
-                    str(uas_port),
-                    "-m",
-                    str(args.calls),
-                    "-nostdin",
-                    "-timeout",
-                    "120",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(0.3)
+        for rate in rates:
+            calls = int(rate * args.duration) if args.duration else args.calls
+            la0 = os.getloadavg()[0]
             c0 = cpu_seconds(ser.pid)
-            t0 = time.monotonic()
-            res = subprocess.run(
-                [
-                    sipp,
-                    "-sf",
-                    str(SCEN / "tm_uac.xml"),
-                    f"127.0.0.1:{port}",
-                    "-i",
-                    "127.0.0.1",
-                    "-p",
-                    str(free_port()),
-                    "-m",
-                    str(args.calls),
-                    "-r",
-                    str(rate),
-                    "-l",
-                    str(rate * 3),
-                    "-d",
-                    "0",
-                    "-nostdin",
-                    "-timeout",
-                    "120",
-                    "-timeout_error",
-                ],
-                capture_output=True,
-                text=True,
-            )
-            secs = time.monotonic() - t0
+            r = run_step(sipp, port, uas_port, calls, rate)
             cpu = cpu_seconds(ser.pid) - c0
-            try:
-                uas.wait(10)
-            except subprocess.TimeoutExpired:
-                uas.kill()
-                uas.wait()
-            ok = counter(res.stdout, "Successful call")
-            failed = counter(res.stdout, "Failed call")
+            la1 = os.getloadavg()[0]
+            ok = int(str(r["ok"]))
+            secs = float(str(r["secs"]))
             print(
-                f"{rate:>6} {args.calls:>6} {ok:>6} {failed:>6} {secs:>6.1f} {ok / secs:>8.1f} "
-                f"{cpu / max(ok, 1) * 1000:>10.3f} {rss_kib(ser.pid):>8}"
+                f"{rate:>6} {calls:>7} {ok:>7} {r['failed']:>6} {r['retrans']:>5} {r['unexpected']:>5} "
+                f"{secs:>6.1f} {ok / secs:>8.1f} {cpu / max(ok, 1) * 1000:>10.3f} {rss_kib(ser.pid):>8} "
+                f"{la0:>6.2f}->{la1:<6.2f}"
             )
         time.sleep(2.5)  # wt_timer: completed transactions are reclaimed
         print(f"after wait timer: {probe(port)} transactions, RSS {rss_kib(ser.pid)} KiB")
     finally:
-        ser.terminate()
-        ser.wait(10)
+        ser.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
+        try:
+            ser.wait(15)
+        except subprocess.TimeoutExpired:
+            ser.kill()
+            ser.wait()
         log.close()
     return 0
 

@@ -179,7 +179,7 @@ def shipped_config(port: int | str, fifo: str, *, jsonrpc: str | None = None, we
         (r'(?m)^web_listen=".*"', f'web_listen="{web}"' if web else "# web off in this test"),
     ]
     for pattern, repl in subs:
-        text, n = re.subn(pattern, lambda _m, r=repl: r, text)
+        text, n = re.subn(pattern, repl.replace("\\", "\\\\"), text)
         assert n == 1, f"etc/ser.cfg changed: {pattern!r} not found"
     return text
 

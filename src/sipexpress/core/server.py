@@ -81,6 +81,8 @@ _UDP: Final = Proto.UDP
 _TCP: Final = Proto.TCP
 #: the request's header fields a reply copies (RFC 3261 §8.2.6.2)
 _REPLY_COPY: Final = ("via", "from", "to", "call-id", "cseq")
+#: and Record-Route for 18x/2xx (RFC 3261 §12.1.1)
+_REPLY_COPY_RR: Final = ("via", "record-route", "from", "to", "call-id", "cseq")
 
 
 def _norm_host(host: str) -> str:
@@ -1007,7 +1009,6 @@ class Core:
         bad: bool = False,
     ) -> bytes:
         msg = ctx.msg
-        rhl = msg.raw_header_lines
         status = self._status_lines.get((code, reason))
         if status is None:
             status = b"SIP/2.0 %d %s\r\n" % (code, reason.encode("utf-8", "surrogateescape"))
@@ -1019,11 +1020,14 @@ class Core:
                 self.fix_top_via(ctx)
         else:
             self.fix_top_via(ctx)
-        vias, from_lines, to_lines, callid_lines, cseq_lines = msg.raw_header_groups(_REPLY_COPY)
-        out: list[bytes] = [status, *vias]
         if 180 <= code < 300:
-            out += rhl("record-route")
-        out += from_lines
+            vias, rr_lines, from_lines, to_lines, callid_lines, cseq_lines = msg.raw_header_groups(
+                _REPLY_COPY_RR
+            )
+            out: list[bytes] = [status, *vias, *rr_lines, *from_lines]
+        else:
+            vias, from_lines, to_lines, callid_lines, cseq_lines = msg.raw_header_groups(_REPLY_COPY)
+            out = [status, *vias, *from_lines]
         if code >= 180 and to_lines:
             try:
                 has_tag = msg.to.tag is not None

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sipexpress.core.context import Branch
+from sipexpress.core.context import Branch, Proto
 from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
 from sipexpress.db.engine import DbError
 from sipexpress.modules.usrloc import (
@@ -407,7 +407,7 @@ class RegistrarModule(Module):
             user_agent=msg.header("user-agent") or "Unknown",
             received=ctx.data.get("received"),
             flags=flags,
-            socket=f"{rcv.proto.name.lower()}:{rcv.dst_ip}:{rcv.dst_port}",
+            socket=f"{_PROTO_NAMES[rcv.proto]}:{rcv.dst_ip}:{rcv.dst_port}",
             path=", ".join(path) if path else None,
         )
 
@@ -523,6 +523,11 @@ class RegistrarModule(Module):
         except (SipParseError, RegistrarError, DbError):
             return -1
         return 1 if rec is not None and rec.contacts else -1
+
+
+#: "udp" ... as the location table's socket column writes them (an enum's
+#: ``.name`` is a slow property on the REGISTER path)
+_PROTO_NAMES: dict[Proto, str] = {p: p.name.lower() for p in Proto}
 
 
 def _dst(c: Ucontact) -> str | None:

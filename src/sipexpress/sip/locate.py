@@ -13,6 +13,7 @@ random source is an argument so tests are deterministic.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random as _random
 from collections.abc import Callable, Iterable, Sequence
@@ -58,7 +59,9 @@ def strip_brackets(host: str) -> str:
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
+@functools.lru_cache(maxsize=4096)
 def is_numeric(host: str) -> bool:
+    # cached: every forward to a numeric URI asks again (ipaddress is slow)
     try:
         ipaddress.ip_address(strip_brackets(host))
     except ValueError:

@@ -33,6 +33,7 @@ from typing import Any, Final
 
 from sipexpress.sip.errors import SipError, SipParseError
 from sipexpress.sip.headers import (
+    _KEY_CACHE,
     CALL_ID_LINE_B,
     COMPACT,
     CSEQ_LINE_B,
@@ -85,6 +86,7 @@ _REQUIRED: Final = (("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cs
 #: header key -> the typed-value cache entries computed from it
 _CACHED_FROM: Final = {"via": ("via1", "vias"), "contact": ("contacts",)}
 _SCHEME_CHARS: Final = "abcdefghijklmnopqrstuvwxyz0123456789+-."
+_key_get: Final = _KEY_CACHE.get  # header_key's cache, without the call
 #: Request-URIs that passed ``_check_ruri`` (a pure function of the text):
 #: the quick check skips re-parsing the same URI (bounded, cleared when full)
 _GOOD_RURIS: dict[str, None] = {}
@@ -402,16 +404,18 @@ class SipMessage:
         lines: list[bytes] = self._lines  # type: ignore[assignment]
         eol = self._eol
         count = keys.count
+        index = keys.index
         out: list[list[bytes]] = []
+        append = out.append
         for name in names:
-            key = header_key(name)
+            key = _key_get(name) or header_key(name)
             n = count(key)
             if n == 1:
-                out.append([lines[keys.index(key)] + eol])
+                append([lines[index(key)] + eol])
             elif n == 0:
-                out.append([])
+                append([])
             else:
-                out.append([lines[i] + eol for i, k in enumerate(keys) if k == key])
+                append([lines[i] + eol for i, k in enumerate(keys) if k == key])
         return out
 
     @property

@@ -23,8 +23,11 @@ import re
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sipexpress.db import calc_ha1, calc_ha1b, create_all, dispose_engines, run, schema
 from sipexpress.mgmt.client import fifo_request
@@ -85,7 +88,7 @@ def acceptance_cfg(db_url: str, db_mode: int, calculate_ha1: bool) -> str:
     return text.replace("{", "{{").replace("}", "}}").replace("@PORT@", "{port}").replace("@FIFO@", "{fifo}")
 
 
-def provision(url: str, n: int, extra: list[tuple[str, str]] = ()) -> float:  # type: ignore[assignment]
+def provision(url: str, n: int, extra: Sequence[tuple[str, str]] = ()) -> float:
     """Create the schema and bulk-insert n subscribers (+ ``extra`` (user,
     password) pairs) in realm REALM; returns the seconds it took."""
     users = [(user_name(i), password(i)) for i in range(n)] + list(extra)
@@ -107,8 +110,13 @@ def provision(url: str, n: int, extra: list[tuple[str, str]] = ()) -> float:  # 
         try:
             await create_all(url)
             for k in range(0, len(rows), 5000):
-                chunk = rows[k : k + 5000]
-                await run(url, lambda c, chunk=chunk: c.execute(schema.subscriber.insert(), chunk), 120)  # type: ignore[misc]
+
+                async def insert(
+                    conn: AsyncConnection, chunk: list[dict[str, str]] = rows[k : k + 5000]
+                ) -> None:
+                    await conn.execute(schema.subscriber.insert(), chunk)
+
+                await run(url, insert, 120)
         finally:
             await dispose_engines()
         return time.monotonic() - t0
@@ -128,22 +136,9 @@ def location_rows(url: str) -> int:
     return asyncio.run(go())
 
 
-async def _count_location(conn: object) -> int:
-    from sqlalchemy import func, select
-
-    r = await conn.execute(select(func.count()).select_from(schema.location))  # type: ignore[attr-defined]
+async def _count_location(conn: AsyncConnection) -> int:
+    r = await conn.execute(select(func.count()).select_from(schema.location))
     return int(r.scalar_one())
-
-
-@dataclass
-class RunResult:
-    registered: int
-    reg_failed: int
-    reg_seconds: float
-    calls_ok: int
-    calls_failed: int
-    call_seconds: float
-    dump_records: int
 
 
 def _counter(stdout: str, name: str) -> int:

@@ -341,6 +341,8 @@ class TransactionLayer:
         # run when a transaction is created from a request (acc marks flagged INVITEs noisy)
         self.on_create: list[Callable[[Transaction], None]] = []
         self._label = 0
+        # (uri, proto, received proto) -> destination, for numeric-host URIs only
+        self._numeric_dest: dict[tuple[str, Proto | None, Proto], tuple[Proto, str, int]] = {}
         self._secret = secrets.token_hex(3)
         self.to_tag_prefix = zlib.crc32(f"tm-{os.getpid()}-{self._secret}".encode()) & 0xFFFFFFFF
         self.configure(params)
@@ -781,6 +783,10 @@ class TransactionLayer:
                     return errors.E_BAD_ADDRESS
                 ip = addrs[0]
             return dproto, ip, port or 5060
+        key = (uri_text, proto, rproto)
+        cached = self._numeric_dest.get(key)
+        if cached is not None:
+            return cached
         from sipexpress.sip.uri import SipUri
 
         try:
@@ -790,16 +796,23 @@ class TransactionLayer:
         if uri.scheme not in ("sip", "sips"):
             return errors.E_BAD_URI
         thost = uri.params.get("maddr") or uri.host
+        numeric = core._is_numeric(thost)
         transport = uri.transport
         if transport is None and proto is not None:
             transport = proto.name.lower()
-        if transport is None and uri.scheme == "sip" and core._is_numeric(thost):
+        if transport is None and uri.scheme == "sip" and numeric:
             transport = rproto.name.lower()
         targets = await core.resolver.locate(thost, uri.port, transport, uri.scheme == "sips")
         if not targets:
             return errors.E_BAD_ADDRESS
         tg = targets[0]
-        return _PROTO.get(tg.proto, Proto.UDP), tg.ip.strip("[]"), tg.port
+        dest = _PROTO.get(tg.proto, Proto.UDP), tg.ip.strip("[]"), tg.port
+        if numeric:
+            # no DNS involved: the same URI always gives the same target
+            if len(self._numeric_dest) >= 4096:
+                self._numeric_dest.clear()
+            self._numeric_dest[key] = dest
+        return dest
 
     async def _add_branch(
         self,
