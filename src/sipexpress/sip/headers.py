@@ -382,21 +382,33 @@ def via_from_line(line: bytes, start: int) -> Via | None:
     return Via(transport.decode("ascii").upper(), host.decode("ascii"), p, params)
 
 
-def name_addr_from_line(line: bytes, start: int) -> NameAddr | None:
-    """Likewise for a name-addr / addr-spec field (From, To): the
-    ``NameAddr`` that ``NameAddr.parse`` gives, or ``None``."""
+def _addr_from_line(line: bytes, start: int) -> tuple[str, str | None, dict[str, str | None]] | None:
     m = NAME_ADDR_LINE_B.fullmatch(line, start)
     if m is None:
         return None
     qd, td, uri, ptext, spec, sptext = m.groups()
     if uri is not None:
         disp = qd if qd is not None else td
-        return NameAddr(
+        return (
             _dec(uri),
             None if disp is None else _dec(disp),
             _fast_params(ptext.decode("ascii")) if ptext else {},
         )
-    return NameAddr(_dec(spec), None, _fast_params(sptext.decode("ascii")) if sptext else {})
+    return _dec(spec), None, _fast_params(sptext.decode("ascii")) if sptext else {}
+
+
+def name_addr_from_line(line: bytes, start: int) -> NameAddr | None:
+    """Likewise for a name-addr / addr-spec field (From, To): the
+    ``NameAddr`` that ``NameAddr.parse`` gives, or ``None``."""
+    parts = _addr_from_line(line, start)
+    return None if parts is None else NameAddr(*parts)
+
+
+def contact_from_line(line: bytes, start: int) -> Contact | None:
+    """Likewise for a Contact field holding one value (a list or ``*``
+    gives ``None``)."""
+    parts = _addr_from_line(line, start)
+    return None if parts is None else Contact(*parts)
 
 
 # -- Via -----------------------------------------------------------------------

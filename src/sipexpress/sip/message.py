@@ -45,6 +45,7 @@ from sipexpress.sip.headers import (
     CSeq,
     NameAddr,
     Via,
+    contact_from_line,
     header_key,
     name_addr_from_line,
     parse_date,
@@ -559,6 +560,14 @@ class SipMessage:
         if v is not None:
             return v  # type: ignore[no-any-return]
         out = ContactList()
+        keys = self._keys if self._keys is not None else self._index()
+        if keys.count("contact") == 1:  # the usual REGISTER: one field, one value
+            line = self._lines[keys.index("contact")]  # type: ignore[index]
+            c = contact_from_line(line, line.find(b":") + 1)
+            if c is not None:
+                out.append(c)
+                self._cache["contacts"] = out
+                return out
         for value in self.header_all("contact"):
             for item in split_values(value, keep_empty=True):
                 if item == "*":
@@ -673,7 +682,13 @@ class SipMessage:
         application's job).
 
         ``strict=True`` also checks Contact, Expires, Date, Route and
-        Record-Route (a registrar, or an element that uses them)."""
+        Record-Route (a registrar, or an element that uses them).
+
+        The everyday request is proven valid by :meth:`_quick_check` (one
+        regular expression per raw line, no decoding) at half the cost;
+        anything it cannot prove takes the full check below, so the outcome
+        and the error reported are the same either way
+        (tests/unit/sip/test_quick_check.py)."""
         if not strict and self._quick_check():
             return
         keys = self._keys if self._keys is not None else self._index()
@@ -767,9 +782,10 @@ class SipMessage:
                     self._check_ruri()
                 except SipParseError:
                     return False
-                if len(_GOOD_RURIS) >= 1024:
-                    _GOOD_RURIS.clear()
-                _GOOD_RURIS[ruri] = None
+                if len(ruri) <= 256:  # bounded: at most 1024 short URIs
+                    if len(_GOOD_RURIS) >= 1024:
+                        _GOOD_RURIS.clear()
+                    _GOOD_RURIS[ruri] = None
         # the top Via and To are needed by nearly every request's handling
         # (reply routing, the reply's To tag, dialogs): keep them parsed
         cache = self._cache

@@ -12,7 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sipexpress.sip.errors import SipParseError
-from sipexpress.sip.headers import NameAddr, Via, name_addr_from_line, via_from_line
+from sipexpress.sip.headers import (
+    Contact,
+    NameAddr,
+    Via,
+    contact_from_line,
+    name_addr_from_line,
+    via_from_line,
+)
 from sipexpress.sip.message import SipMessage
 from tests.support import RFC4475
 
@@ -95,6 +102,24 @@ def test_name_addr_from_line_agrees(lead: str, text: str, trail: str) -> None:
     if na is not None:
         ref = NameAddr.parse(text)
         assert (na.display, na.uri, na.params) == (ref.display, ref.uri, ref.params)
+    c = contact_from_line(line, 3)
+    assert (c is None) == (na is None)
+    if c is not None:
+        cref = Contact.parse(text)
+        assert type(c) is type(cref) is Contact
+        assert (c.display, c.uri, c.params) == (cref.display, cref.uri, cref.params)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["<sip:a@b>;expires=60", "<sip:a@b>, <sip:c@d>", "*", "sip:a@b;q=0.5", '"x,y" <sip:a@b>', "<sip:a,b@c>"],
+)
+def test_contacts_fast_path_agrees(value: str) -> None:
+    data = f"REGISTER sip:h SIP/2.0\r\nContact: {value}\r\n\r\n".encode()
+    fast = SipMessage.parse(data).contacts
+    split = [Contact.parse(v) for v in value.split(", ")] if value != "*" else []
+    assert [(c.display, c.uri, c.params) for c in fast] == [(c.display, c.uri, c.params) for c in split]
+    assert fast.star == (value == "*")
 
 
 _good = {

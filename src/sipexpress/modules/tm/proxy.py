@@ -45,6 +45,7 @@ from sipexpress.core.registry import RouteType
 from sipexpress.modules.tm.stats import TABLE_ENTRIES, TmStats
 from sipexpress.modules.tm.timers import TimerHeap
 from sipexpress.sip.errors import SipError, SipParseError
+from sipexpress.sip.message import build_reply
 from sipexpress.sip.transaction import (
     MAGIC_COOKIE,
     Action,
@@ -343,6 +344,7 @@ class TransactionLayer:
         self._label = 0
         # (uri, proto, received proto) -> destination, for numeric-host URIs only
         self._numeric_dest: dict[tuple[str, Proto | None, Proto], tuple[Proto, str, int]] = {}
+        self._via_prefixes: dict[tuple[Any, ...], str] = {}
         self._secret = secrets.token_hex(3)
         self.to_tag_prefix = zlib.crc32(f"tm-{os.getpid()}-{self._secret}".encode()) & 0xFFFFFFFF
         self.configure(params)
@@ -650,8 +652,6 @@ class TransactionLayer:
         if ctx is None:
             ctx = self.reply_ctx(t)
         if code == 100:
-            from sipexpress.sip.message import build_reply
-
             data = build_reply(t.request, 100, reason)
         else:
             data = self.core.build_reply(ctx, code, reason, extra_headers, body, self.tag_for(t))
@@ -824,7 +824,12 @@ class TransactionLayer:
         proto: Proto | None,
         ctx: RequestContext | None,
     ) -> int:
-        dest = await self._resolve(next_hop or uri, host, port, proto, t.rcv.proto)
+        rproto = t.rcv.proto
+        dest: tuple[Proto, str, int] | int | None = None
+        if host is None:
+            dest = self._numeric_dest.get((next_hop or uri, proto, rproto))
+        if dest is None:
+            dest = await self._resolve(next_hop or uri, host, port, proto, rproto)
         if isinstance(dest, int):
             log.info("tm: cannot resolve next hop for %s", next_hop or uri)
             return dest
@@ -836,10 +841,7 @@ class TransactionLayer:
         idx = len(t.branches)
         bid = f"{MAGIC_COOKIE}{self._secret}{t.hash_index:x}.{t.label:x}.{idx}"
         br = Branch(t, idx, uri, bid)
-        adv = t.ctx_data.get("advertised_address") or core.options.get("advertised_address")
-        adv_port = t.ctx_data.get("advertised_port") or core.options.get("advertised_port")
-        via_host = (f"[{adv}]" if ":" in str(adv) else str(adv)) if adv else lst.via_host
-        br.via = f"SIP/2.0/{dproto.name} {via_host}:{adv_port or lst.port};branch={bid}"
+        br.via = self._via_prefix(t, dproto, lst) + bid
         br.dst = (dproto, dip, dport)
         br.data = _insert_via(self._outgoing(t, uri), br.via)
         reliable = dproto is not Proto.UDP
@@ -865,6 +867,23 @@ class TransactionLayer:
                 self._branch_actions(br, [a], now)
         self.timers.update(br)
         return 1
+
+    def _via_prefix(self, t: Transaction, dproto: Proto, lst: Any) -> str:
+        """``SIP/2.0/UDP host:port;branch=`` for a branch leaving from
+        ``lst`` (advertised_address/port honoured; cached per listener)."""
+        core: Any = self.core
+        opts = core.options
+        adv = t.ctx_data.get("advertised_address") or opts.get("advertised_address")
+        adv_port = t.ctx_data.get("advertised_port") or opts.get("advertised_port")
+        key = (dproto, lst, adv, adv_port)
+        prefix = self._via_prefixes.get(key)
+        if prefix is None:
+            via_host = (f"[{adv}]" if ":" in str(adv) else str(adv)) if adv else lst.via_host
+            prefix = f"SIP/2.0/{dproto.name} {via_host}:{adv_port or lst.port};branch="
+            if len(self._via_prefixes) >= 256:
+                self._via_prefixes.clear()
+            self._via_prefixes[key] = prefix
+        return prefix
 
     def _outgoing(self, t: Transaction, uri: str) -> bytes:
         """The relayed request with Request-URI ``uri``, before our Via

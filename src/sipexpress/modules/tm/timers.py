@@ -64,11 +64,19 @@ class TimerHeap:
         now = self._now()
         heap = self._heap
         # fire what is due (1 ms slack: the loop may wake a hair early)
-        while heap and heap[0][0] <= now + 0.001:
-            deadline, _, obj = heapq.heappop(heap)
+        due = now + 0.001
+        pop = heapq.heappop
+        while heap and heap[0][0] <= due:
+            deadline, _, obj = pop(heap)
             if obj.sched != deadline:
                 continue  # stale entry
             obj.sched = math.inf
+            nt = obj.next_timer()
+            if nt is not None and nt > due:
+                # the timer that was due went away (e.g. retransmissions
+                # stopped by a reply): only re-queue the next one
+                self.update(obj)
+                continue
             try:
                 obj.on_timer(max(now, deadline))
             finally:

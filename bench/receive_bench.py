@@ -1,0 +1,148 @@
+"""In-process cost of the receive path: ``Core.receive`` with a capturing
+listener (no sockets, no event-loop wake-ups, no SIPp), SIPp-like requests.
+
+    python bench/receive_bench.py                  # OPTIONS and REGISTER, 20 000 each
+    python bench/receive_bench.py options --profile    # cProfile, top 30 by own time
+
+Prints the CPU time (``time.process_time``) per request, best 2000-request
+chunk and mean.  This is the Python work alone, measured hot: in the real
+server (options_bench.py) the same work costs 2-3 times more because SIPp,
+the kernel and the event loop run between two requests and the
+interpreter's caches are cold again (see bench/README.md).  Use it to
+compare code changes; run both sides in the same minute (shared machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from sipexpress.core.context import Proto, ReceiveInfo
+from sipexpress.core.server import Core
+from sipexpress.script.pyroute import load_script
+
+ROUTES = {
+    "options": """
+from sipexpress.script.pyroute import sl_send_reply
+OPTIONS = {"listen": "udp:127.0.0.1:5999", "sip_warning": 0}
+MODULES = ["sl"]
+async def request_route(ctx):
+    if ctx.msg.method == "OPTIONS":
+        return sl_send_reply(ctx, 200, "OK")
+    return sl_send_reply(ctx, 404, "Not Found")
+""",
+    "register": """
+from sipexpress.script.pyroute import save, sl_send_reply
+OPTIONS = {"listen": "udp:127.0.0.1:5999", "sip_warning": 0}
+MODULES = ["sl", "usrloc", "registrar"]
+async def request_route(ctx):
+    if ctx.msg.method == "REGISTER":
+        await save(ctx, "location")
+    else:
+        sl_send_reply(ctx, 200, "OK")
+    return 0
+""",
+}
+
+
+def options(i: int) -> bytes:
+    """As bench/scenarios/options_uac.xml sends it."""
+    return (
+        "OPTIONS sip:service@127.0.0.1:5999 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK-1234-{i}-0\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: sipp <sip:sipp@127.0.0.1:6000>;tag=1234SIPpTag00{i}\r\n"
+        "To: <sip:service@127.0.0.1:5999>\r\n"
+        f"Call-ID: {i}-1234@127.0.0.1\r\nCSeq: 1 OPTIONS\r\n"
+        "Contact: <sip:sipp@127.0.0.1:6000>\r\nAccept: application/sdp\r\n"
+        "User-Agent: SIPp options bench\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def register(i: int) -> bytes:
+    """As tests/interop/registrar/scenarios/register_users.xml sends it."""
+    return (
+        "REGISTER sip:127.0.0.1:5999 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK-1234-{i}-0\r\n"
+        f"From: <sip:u{i:06d}@127.0.0.1>;tag={i}\r\nTo: <sip:u{i:06d}@127.0.0.1>\r\n"
+        f"Call-ID: {i}-1234@127.0.0.1\r\nCSeq: 1 REGISTER\r\n"
+        f"Contact: <sip:u{i:06d}@127.0.0.1:5060>\r\nExpires: 3600\r\nMax-Forwards: 70\r\n"
+        "User-Agent: SIPp register\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+class Capture:
+    proto = Proto.UDP
+    af = 2
+    ip = "127.0.0.1"
+    port = 5999
+    via_host = "127.0.0.1"
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def sendto(self, data: bytes, ip: str, port: int) -> bool:
+        self.sent += 1
+        return True
+
+
+async def run(kind: str, n: int, profile: bool) -> None:
+    core = Core({})
+    work = Path(tempfile.mkdtemp(prefix="receive_bench_"))
+    (work / "routes.py").write_text(ROUTES[kind])
+    core.set_routes(load_script(work / "routes.py", core))
+    core.loop = asyncio.get_running_loop()
+    for m in core.module_list:
+        await m.start()
+    cap = Capture()
+    core.udp_listeners.append(cap)  # type: ignore[arg-type]
+    rcv = ReceiveInfo(Proto.UDP, "127.0.0.1", 6000, "127.0.0.1", 5999, 2, cap)
+    make = options if kind == "options" else register
+    for i in range(2000):  # warm-up: lazy imports, fix-ups, specialisation
+        core.receive(make(10_000_000 + i), rcv)
+    msgs = [make(i) for i in range(n)]
+    gc.collect()
+    gc.freeze()  # as Core.start does
+    prof = cProfile.Profile() if profile else None
+    if prof:
+        prof.enable()
+    recv = core.receive
+    chunks: list[float] = []
+    for c in range(0, n, 2000):
+        t0 = time.process_time()
+        for m in msgs[c : c + 2000]:
+            recv(m, rcv)
+        chunks.append((time.process_time() - t0) / len(msgs[c : c + 2000]))
+    if prof:
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+    assert cap.sent == n + 2000, f"{cap.sent} replies for {n + 2000} requests"
+    print(
+        f"{kind:8s} {min(chunks) * 1e6:6.1f} µs/request (best chunk), "
+        f"{sum(chunks) / len(chunks) * 1e6:6.1f} mean; {n} requests"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("kinds", nargs="*", help="options and/or register (default both)")
+    ap.add_argument("-n", type=int, default=20_000)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    for kind in args.kinds or ["options", "register"]:
+        if kind not in ROUTES:
+            ap.error(f"unknown kind {kind!r}")
+        asyncio.run(run(kind, args.n, args.profile))
+
+
+if __name__ == "__main__":
+    main()
