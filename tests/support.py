@@ -186,3 +186,48 @@ def shipped_config(port: int | str, fifo: str, *, jsonrpc: str | None = None, we
 
 # RFC 4475's torture messages, byte-exact (a copy of ../shared/rfc4475)
 RFC4475 = ROOT / "tests" / "data" / "rfc4475"
+
+SIPP_SCENARIOS = ROOT / "tests" / "data" / "sipp"
+
+
+class SippPhone:
+    """A SIPp process playing a phone: a scenario file of tests/data/sipp
+    (or a built-in one, ``-sn uas``) on a free port, with its message trace
+    in ``workdir``.  Every SIPp gets its own media port: two SIPps on the
+    default 6000 make the second one exit at once."""
+
+    def __init__(
+        self,
+        scenario: str,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        calls: int = 1,
+        extra: list[str] | None = None,
+        remote: str | None = None,
+        settle: float = 0.3,
+    ) -> None:
+        sipp = need_tool("sipp")
+        self.port = port or free_port()
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        how = ["-sf", str(SIPP_SCENARIOS / scenario)] if scenario.endswith(".xml") else ["-sn", scenario]
+        cmd = [sipp, "-i", "127.0.0.1", "-p", str(self.port), "-mp", str(free_port()), "-m", str(calls)]
+        cmd += ["-nostdin", "-timeout", "30", "-trace_msg", *how, *(extra or [])]
+        if remote:
+            cmd.append(remote)
+        self.proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if settle:
+            time.sleep(settle)
+
+    def wait(self, timeout: float = 15) -> int:
+        return self.proc.wait(timeout)
+
+    def received(self) -> str:
+        """The message trace (every message SIPp sent or received)."""
+        return "".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("*_messages.log")))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(5)

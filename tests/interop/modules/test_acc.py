@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,9 +19,7 @@ from sipexpress.db import schema
 from sipexpress.db.engine import dispose_engines, run
 from sipexpress.db.manage import create_all, drop_database
 from sipexpress.sip.message import SipMessage
-from tests.support import IN_CI, free_port, need_tool
-
-DATA = Path(__file__).resolve().parents[2] / "data" / "sipp"
+from tests.support import IN_CI, SippPhone, free_port
 
 CFG = """
 listen=udp:127.0.0.1:{port}
@@ -106,13 +103,8 @@ class Phone:
         self.sock.close()
 
 
-def sipp_uas(port: int, scenario: str | None) -> subprocess.Popen[bytes]:
-    sipp = need_tool("sipp")
-    # every SIPp needs its own media port (default 6000) or it exits at once
-    args = [sipp, "-i", "127.0.0.1", "-p", str(port), "-mp", str(free_port()), "-m", "1", "-nostdin"]
-    args += ["-timeout", "30"]
-    args += ["-sf", str(DATA / scenario)] if scenario else ["-sn", "uas"]
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def sipp_uas(port: int, scenario: str | None, workdir: Path) -> SippPhone:
+    return SippPhone(scenario or "uas", workdir / f"{port}", port=port, settle=0)
 
 
 def mariadb_url() -> str | None:
@@ -171,10 +163,10 @@ def wait_rows(url: str, table: str, n: int, timeout: float = 5.0) -> list[dict[s
         time.sleep(0.2)
 
 
-def test_missed_calls_recorded_once_each(ser_factory, db_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_missed_calls_recorded_once_each(ser_factory, db_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     busy_port, ring_port, answer_port = free_port(), free_port(), free_port()
     proxy = ser_factory(CFG, db_url=db_url, busy_port=busy_port, ring_port=ring_port, answer_port=answer_port)
-    uas = [sipp_uas(busy_port, "uas_busy.xml"), sipp_uas(answer_port, None)]
+    uas = [sipp_uas(busy_port, "uas_busy.xml", tmp_path), sipp_uas(answer_port, None, tmp_path)]
     try:
         time.sleep(0.5)  # let the SIPp phones bind
         results = {}
@@ -189,7 +181,7 @@ def test_missed_calls_recorded_once_each(ser_factory, db_url: str) -> None:  # t
         results["busy"] = p.final().status
         p.close()
         # no answer: fr_inv_timer (2 s) ends it with 408
-        ring = sipp_uas(ring_port, "uas_ring_forever.xml")
+        ring = sipp_uas(ring_port, "uas_ring_forever.xml", tmp_path / "1")
         uas.append(ring)
         time.sleep(0.5)
         p = Phone(proxy.port)
@@ -197,7 +189,7 @@ def test_missed_calls_recorded_once_each(ser_factory, db_url: str) -> None:  # t
         results["noanswer"] = p.final().status
         p.close()
         # cancelled while ringing
-        ring2 = sipp_uas(ring_port, "uas_ring_forever.xml")
+        ring2 = sipp_uas(ring_port, "uas_ring_forever.xml", tmp_path / "2")
         uas.append(ring2)
         time.sleep(0.5)
         p = Phone(proxy.port)
@@ -234,6 +226,4 @@ def test_missed_calls_recorded_once_each(ser_factory, db_url: str) -> None:  # t
         assert log.count("ACC: transaction answered:") == 1
     finally:
         for u in uas:
-            if u.poll() is None:
-                u.kill()
-            u.wait(5)
+            u.stop()

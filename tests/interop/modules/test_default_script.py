@@ -5,17 +5,15 @@ the record-routed path, a strict-routing caller, Max-Forwards 0."""
 from __future__ import annotations
 
 import re
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
 from sipexpress.sip.message import SipMessage
-from tests.support import free_port, need_tool, shipped_config, udp_exchange
+from tests.support import SippPhone, free_port, shipped_config, udp_exchange
 
 ROOT = Path(__file__).resolve().parents[3]
-DATA = ROOT / "tests" / "data" / "sipp"
 
 
 def default_cfg() -> str:
@@ -24,35 +22,17 @@ def default_cfg() -> str:
     return text.replace("{", "{{").replace("}", "}}").replace("@PORT@", "{port}").replace("@FIFO@", "{fifo}")
 
 
-def sipp(args: list[str], cwd: Path, wait: bool = True) -> subprocess.Popen[bytes]:
-    exe = need_tool("sipp")
-    cwd.mkdir(parents=True, exist_ok=True)
-    p = subprocess.Popen(
-        [exe, "-i", "127.0.0.1", "-mp", str(free_port()), "-nostdin", "-timeout", "30", "-trace_msg", *args],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    if wait:
-        assert p.wait(30) == 0, f"sipp {args} failed"
-    return p
+def run_phone(scenario: str, cwd: Path, port: int, *extra: str, proxy_port: int) -> None:
+    """Run a SIPp phone that calls out (registers, places a call) to completion."""
+    phone = SippPhone(scenario, cwd, port=port, extra=list(extra), remote=f"127.0.0.1:{proxy_port}", settle=0)
+    try:
+        assert phone.wait(30) == 0, f"{scenario} failed"
+    finally:
+        phone.stop()
 
 
 def register(proxy_port: int, user: str, phone_port: int, cwd: Path) -> None:
-    sipp(
-        [
-            "-p",
-            str(phone_port),
-            "-sf",
-            str(DATA / "register.xml"),
-            "-s",
-            user,
-            "-m",
-            "1",
-            f"127.0.0.1:{proxy_port}",
-        ],
-        cwd,
-    )
+    run_phone("register.xml", cwd, phone_port, "-s", user, proxy_port=proxy_port)
 
 
 def messages(cwd: Path) -> str:
@@ -89,28 +69,12 @@ def test_call_between_registered_phones(default_proxy, tmp_path: Path, caller: s
     callee_port, caller_port = free_port(), free_port()
     register(proxy.port, "bob", callee_port, tmp_path / "reg-bob")
     register(proxy.port, "alice", caller_port, tmp_path / "reg-alice")
-    callee = sipp(
-        ["-p", str(callee_port), "-sf", str(DATA / "uas_rr.xml"), "-m", "1"], tmp_path / "bob", wait=False
-    )
+    callee = SippPhone("uas_rr.xml", tmp_path / "bob", port=callee_port, settle=0)
     try:
-        sipp(
-            [
-                "-p",
-                str(caller_port),
-                "-sf",
-                str(DATA / caller),
-                "-s",
-                "bob",
-                "-m",
-                "1",
-                f"127.0.0.1:{proxy.port}",
-            ],
-            tmp_path / "alice",
-        )
+        run_phone(caller, tmp_path / "alice", caller_port, "-s", "bob", proxy_port=proxy.port)
         assert callee.wait(15) == 0
     finally:
-        if callee.poll() is None:
-            callee.kill()
+        callee.stop()
     log = messages(tmp_path / "bob")
     invite = received(log, "INVITE")
     assert "P-hint: usrloc applied" in invite

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from sipexpress.sip.message import SipMessage
-from tests.support import free_port
+from tests.support import SippPhone, free_port
 
 CFG = """
 listen=udp:127.0.0.1:{port}
@@ -184,37 +184,9 @@ def test_strict_next_hop_swaps_uri(proxy, hop) -> None:  # type: ignore[no-untyp
 
 def test_headers_as_seen_by_a_sipp_uas(ser_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """append_hf / remove_hf on a request forwarded to a real SIPp phone."""
-    import subprocess
-    from pathlib import Path
-
-    from tests.support import need_tool
-
-    data = Path(__file__).resolve().parents[2] / "data" / "sipp"
-    port = free_port()
-    phone = subprocess.Popen(
-        [
-            need_tool("sipp"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-mp",
-            str(free_port()),
-            "-m",
-            "1",
-            "-nostdin",
-            "-timeout",
-            "20",
-            "-trace_msg",
-            "-sf",
-            str(data / "uas_message.xml"),
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    phone = SippPhone("uas_message.xml", tmp_path)
     try:
-        proxy = ser_factory(CFG, next_port=port)
+        proxy = ser_factory(CFG, next_port=phone.port)
         client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         client.settimeout(5)
         client.bind(("127.0.0.1", 0))
@@ -226,9 +198,7 @@ def test_headers_as_seen_by_a_sipp_uas(ser_factory, tmp_path) -> None:  # type: 
         client.close()
         assert phone.wait(10) == 0
     finally:
-        if phone.poll() is None:
-            phone.kill()
-    seen = next(tmp_path.glob("*_messages.log")).read_text()
-    got = seen.split("message received", 1)[1].split("-----", 1)[0]
+        phone.stop()
+    got = phone.received().split("message received", 1)[1].split("-----", 1)[0]
     assert "P-hint: found" in got
     assert "X-Remove-Me" not in got

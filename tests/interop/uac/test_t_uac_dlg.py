@@ -18,11 +18,9 @@ import pytest
 from sipexpress.mgmt.client import fifo_request
 from sipexpress.sip.message import SipMessage
 from sipexpress.uac.flows import click_to_dial, instant_message, parse_completion
-from tests.support import free_port, need_tool
+from tests.support import SippPhone, free_port
 
 ROOT = Path(__file__).resolve().parents[3]
-DATA = ROOT / "tests" / "data" / "sipp"
-SIPP_TAIL = ["-timeout", "30", "-trace_msg"]
 
 CFG = """
 listen=udp:127.0.0.1:{port}
@@ -74,52 +72,13 @@ def ser(ser_factory):  # type: ignore[no-untyped-def]
     return ser_factory(CFG)
 
 
-class Phone:
-    """A SIPp scenario as a phone, with its message trace."""
-
-    def __init__(self, scenario: str, workdir: Path) -> None:
-        sipp = need_tool("sipp")
-        self.port = free_port()
-        self.workdir = workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                sipp,
-                "-i",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-mp",
-                str(free_port()),
-                "-m",
-                "1",
-                "-nostdin",
-                *SIPP_TAIL,
-                "-sf",
-                str(DATA / scenario),
-            ],
-            cwd=workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(0.3)
-
-    def wait(self, timeout: float = 15) -> int:
-        return self.proc.wait(timeout)
-
-    def received(self) -> str:
-        logs = list(self.workdir.glob("*_messages.log"))
-        return logs[0].read_text(errors="replace") if logs else ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(5)
+def Phone(scenario: str, workdir: Path) -> SippPhone:
+    return SippPhone(scenario, workdir)
 
 
 @pytest.fixture
-def phones(tmp_path: Path) -> Iterator[list[Phone]]:
-    made: list[Phone] = []
+def phones(tmp_path: Path) -> Iterator[list[SippPhone]]:
+    made: list[SippPhone] = []
     yield made
     for p in made:
         p.stop()
