@@ -51,7 +51,7 @@ SCRIPT = """
 from sipexpress.script.pyroute import forward, lookup, save, sl_send_reply, t_newtran, t_relay
 from sipexpress.script.pyroute import t_relay_to_udp, t_reply
 
-OPTIONS = {{"listen": "udp:127.0.0.1:{port}", "sip_warning": 0}}
+OPTIONS = {{"listen": "udp:127.0.0.1:{port}", "sip_warning": 0, "maxbuffer": {buffers}}}
 MODULES = ["sl", "tm", "usrloc", "registrar"]
 MODPARAMS = [("tm", "wt_timer", 2)]
 
@@ -154,8 +154,9 @@ def register(port: int, uas_port: int) -> bool:
     return r is not None and r.startswith(b"SIP/2.0 200")
 
 
-def run_step(sipp: str, port: int, uas_port: int, calls: int, rate: int) -> dict[str, object]:
-    limits = ["-m", str(calls), "-nostdin", "-timeout", str(calls // max(rate, 1) + 120)]
+def run_step(sipp: str, port: int, uas_port: int, calls: int, rate: int, buffers: int) -> dict[str, object]:
+    limits = ["-buff_size", str(buffers)] if buffers else []
+    limits += ["-m", str(calls), "-nostdin", "-timeout", str(calls // max(rate, 1) + 120)]
     uas = subprocess.Popen(
         [sipp, "-sf", str(SCEN / "tm_uas.xml"), "-i", "127.0.0.1", "-p", str(uas_port), *limits],
         stdout=subprocess.PIPE,
@@ -211,6 +212,12 @@ def main() -> int:
     ap.add_argument("--duration", type=float, help="seconds per step (calls = rate * duration)")
     ap.add_argument("--rates", default="200,500")
     ap.add_argument("--warmup", type=int, default=0, help="calls at the first rate before measuring RSS")
+    ap.add_argument(
+        "--buffers",
+        type=int,
+        default=0,
+        help="UDP socket buffer bytes for ser (maxbuffer) and SIPp (-buff_size); 0: defaults",
+    )
     ap.add_argument("--profile", help="write a cProfile of the server to this file")
     args = ap.parse_args()
     mode = "stateless" if args.stateless else args.mode
@@ -221,7 +228,7 @@ def main() -> int:
     port, uas_port = free_port(), free_port()
     work = Path(tempfile.mkdtemp(prefix="calls_bench"))
     script = work / "routes.py"
-    script.write_text(SCRIPT.format(port=port, relay=RELAY[mode].format(uas=uas_port)))
+    script.write_text(SCRIPT.format(port=port, buffers=args.buffers, relay=RELAY[mode].format(uas=uas_port)))
     if args.profile:
         wrapper = work / "prof.py"
         wrapper.write_text(PROFILE_WRAPPER.format(out=str(Path(args.profile).resolve())))
@@ -244,7 +251,7 @@ def main() -> int:
             return 1
         print(f"ser pid {ser.pid}, mode {mode}, RSS at start {rss_kib(ser.pid)} KiB")
         if args.warmup:
-            w = run_step(sipp, port, uas_port, args.warmup, rates[0])
+            w = run_step(sipp, port, uas_port, args.warmup, rates[0], args.buffers)
             time.sleep(2.5)
             print(f"warm-up: {w['ok']} ok, {w['failed']} failed; RSS {rss_kib(ser.pid)} KiB")
         print(
@@ -255,7 +262,7 @@ def main() -> int:
             calls = int(rate * args.duration) if args.duration else args.calls
             la0 = os.getloadavg()[0]
             c0 = cpu_seconds(ser.pid)
-            r = run_step(sipp, port, uas_port, calls, rate)
+            r = run_step(sipp, port, uas_port, calls, rate, args.buffers)
             cpu = cpu_seconds(ser.pid) - c0
             la1 = os.getloadavg()[0]
             ok = int(str(r["ok"]))

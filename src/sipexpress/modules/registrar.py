@@ -14,6 +14,13 @@ the AOR will have afterwards (for the 200's Contact), or an error.  The
 plan is applied through usrloc, and the reply is sent statelessly with
 ``core.send_reply`` (counted in ``sl_stats``).
 
+Hot path: when the table needs no ``await`` (db_mode 0, or 2 once loaded:
+``Udomain.sync_writes()``) ``save`` runs fetch, plan and apply without
+suspending (``_save_now``); modes 1 and 3 keep the per-AOR lock and the
+awaited store.  A REGISTER with one Contact that adds or refreshes a
+binding is planned by ``_plan_one`` (same steps and results as the general
+planner; ``tests/unit/usrloc/test_fast_path.py`` compares them).
+
 Deviations from SER 0.9, each from the RFC: an ``expires`` below
 ``min_expires`` is answered ``423 Interval Too Brief`` with
 ``Min-Expires`` (``min_expires_mode`` 1, the default; 0 raises it to
@@ -156,6 +163,16 @@ def contact_expires(spec: ContactSpec, expires_hdr: int | None, cfg: RegisterCon
 def plan_register(rec: Urecord | None, req: RegisterRequest, now: float, cfg: RegisterConfig) -> RegisterPlan:
     """Decide what a REGISTER does to the AOR's bindings (RFC 3261 §10.3
     steps 6-8).  Pure: ``rec`` is not modified."""
+    if not req.star and len(req.contacts) == 1:
+        plan1 = _plan_one(rec, req, now, cfg)
+        if plan1 is not None:
+            return plan1
+    return _plan_general(rec, req, now, cfg)
+
+
+def _plan_general(rec: Urecord | None, req: RegisterRequest, now: float, cfg: RegisterConfig) -> RegisterPlan:
+    """:func:`plan_register` for any REGISTER (``*``, several Contacts,
+    removals); tests compare :func:`_plan_one` with it."""
     plan = RegisterPlan()
     current = list(rec.contacts) if rec is not None else []
     valid_now = [c for c in current if c.valid(now)]
@@ -241,20 +258,85 @@ def plan_register(rec: Urecord | None, req: RegisterRequest, now: float, cfg: Re
     return plan
 
 
+def _plan_one(
+    rec: Urecord | None, req: RegisterRequest, now: float, cfg: RegisterConfig
+) -> RegisterPlan | None:
+    """:func:`plan_register` for the everyday REGISTER, one Contact that
+    adds or refreshes a binding (same steps, same order, fewer objects);
+    ``None`` for anything else (removal), left to the general code."""
+    spec = req.contacts[0]
+    e = contact_expires(spec, req.expires_hdr, cfg)
+    if e == 0:
+        return None
+    if e < cfg.min_expires:
+        if cfg.min_expires_mode:
+            return RegisterPlan(error=R_TOO_BRIEF, min_expires=cfg.min_expires)
+        e = cfg.min_expires
+    if cfg.max_expires and e > cfg.max_expires:
+        e = cfg.max_expires
+    if spec.q is not None:
+        try:
+            q = str2q(spec.q)
+        except ValueError:
+            return RegisterPlan(error=R_INV_Q)
+    else:
+        q = cfg.default_q
+    uri = spec.uri
+    current = rec.contacts if rec is not None else None
+    old = None
+    if current:
+        for c in current:
+            if c.uri == uri:
+                old = c
+        if old is not None and old.callid == req.callid and req.cseq <= old.cseq:
+            # RFC 3261 §10.3 step 7: the update is aborted
+            return RegisterPlan(
+                error=R_RETRANS if req.cseq == old.cseq else R_OOO,
+                result=[c for c in current if c.valid(now)],
+            )
+    new = Ucontact(
+        req.aor,
+        uri,
+        int(now) + e,
+        q,
+        req.callid,
+        req.cseq,
+        req.flags,
+        0,
+        req.user_agent,
+        spec.received or req.received,
+        req.socket,
+        req.path,
+    )
+    if not current or (len(current) == 1 and old is not None):
+        result = [new]
+    else:
+        rec2 = Urecord(req.aor, [c for c in current if c.uri != uri and c.valid(now)])
+        rec2.place(new, cfg.desc_time_order)
+        result = rec2.contacts
+    if cfg.max_contacts and len(result) > cfg.max_contacts:
+        return RegisterPlan(error=R_TOO_MANY, result=[c for c in current or () if c.valid(now)])
+    return RegisterPlan([new], [], result)
+
+
 def contact_header(contacts: Sequence[Ucontact], now: float, received_param: str = "received") -> str | None:
     """The 200's ``Contact:`` line listing every binding (SER ``build_contact``)."""
     if not contacts:
         return None
-    parts = []
-    for c in contacts:
-        p = f"<{c.uri}>"
-        if c.q != Q_UNSPECIFIED:
-            p += f";q={q2str(c.q)}"
-        p += f";expires={c.remaining(now)}"
-        if c.received:
-            p += f';{received_param}="{c.received}"'
-        parts.append(p)
-    return "Contact: " + ", ".join(parts) + "\r\n"
+    n = int(now)
+    if len(contacts) == 1:
+        return f"Contact: {_contact_value(contacts[0], n, received_param)}\r\n"
+    return "Contact: " + ", ".join([_contact_value(c, n, received_param) for c in contacts]) + "\r\n"
+
+
+def _contact_value(c: Ucontact, now: int, received_param: str) -> str:
+    if c.q == Q_UNSPECIFIED:
+        v = f"<{c.uri}>;expires={int(c.expires - now)}"
+    else:
+        v = f"<{c.uri}>;q={q2str(c.q)};expires={int(c.expires - now)}"
+    if c.received:
+        return f'{v};{received_param}="{c.received}"'
+    return v
 
 
 class RegistrarModule(Module):
@@ -284,6 +366,11 @@ class RegistrarModule(Module):
         super().__init__(core)
         self._cfg: RegisterConfig | None = None
         self._ul: UsrlocModule | None = None
+        # parameters read per REGISTER, set with _cfg
+        self._nat_mask = 0
+        self._received_param = "received"
+        self._lower_user = True
+        self._use_domain = False
 
     # -- set-up ------------------------------------------------------------------
     @property
@@ -299,6 +386,10 @@ class RegistrarModule(Module):
                 min_expires_mode=int(v["min_expires_mode"]),
                 desc_time_order=bool(v["desc_time_order"] or self.usrloc.values["desc_time_order"]),
             )
+            self._nat_mask = 1 << int(v["nat_flag"])
+            self._received_param = str(v["received_param"])
+            self._lower_user = not v["case_sensitive"]
+            self._use_domain = bool(v["use_domain"])
         return self._cfg
 
     def set_param(self, name: str, value: Any) -> None:
@@ -349,12 +440,13 @@ class RegistrarModule(Module):
             user = unescape(uri.user)
         except Exception:
             raise RegistrarError(R_UNESCAPE) from None
-        v = self.values
-        if not v["case_sensitive"]:
+        if self._cfg is None:
+            self.cfg  # noqa: B018  (sets _lower_user and _use_domain)
+        if self._lower_user:
             user = user.lower()
-        if v["use_domain"]:
+        if self._use_domain:
             host = uri.host.lower()
-            prefix = v["realm_prefix"]
+            prefix = self.values["realm_prefix"]
             if prefix and host.startswith(prefix):
                 host = host[len(prefix) :]
             return f"{user}@{host}"
@@ -388,31 +480,71 @@ class RegistrarModule(Module):
         except SipParseError:
             items = [x for v in msg.header_all("contact") for x in split_values(v, keep_empty=True)]
             raise RegistrarError(R_STAR_CONT if "*" in items else R_PARSE_CONT) from None
-        rp = self.values["received_param"]
-        specs = [
-            ContactSpec(c.uri, c.params.get("expires"), c.params.get("q"), _unq(c.params.get(rp)))
-            for c in clist
-        ]
-        if ctx.isflagset(int(self.values["nat_flag"])):
+        if self._cfg is None:
+            self.cfg  # noqa: B018  (sets _received_param and _nat_mask)
+        rp = self._received_param
+        if len(clist) == 1:
+            params = clist[0].params
+            rv = params.get(rp)
+            specs = [
+                ContactSpec(clist[0].uri, params.get("expires"), params.get("q"), unquote(rv) if rv else None)
+            ]
+        else:
+            specs = [
+                ContactSpec(c.uri, c.params.get("expires"), c.params.get("q"), _unq(c.params.get(rp)))
+                for c in clist
+            ]
+        if ctx.flags & self._nat_mask:
             flags |= FL_NAT
         rcv = ctx.rcv
-        path = msg.header_all("path")
+        path = msg.header_all("path") if msg.has_header("path") else None
         return RegisterRequest(
-            aor=aor,
-            callid=callid,
-            cseq=cseq,
-            star=clist.star,
-            contacts=specs,
-            expires_hdr=expires_hdr,
-            user_agent=msg.header("user-agent") or "Unknown",
-            received=ctx.data.get("received"),
-            flags=flags,
-            socket=f"{_PROTO_NAMES[rcv.proto]}:{rcv.dst_ip}:{rcv.dst_port}",
-            path=", ".join(path) if path else None,
+            aor,
+            callid,
+            cseq,
+            clist.star,
+            specs,
+            expires_hdr,
+            msg.header("user-agent") or "Unknown",
+            ctx.data.get("received"),
+            flags,
+            f"{_PROTO_NAMES[rcv.proto]}:{rcv.dst_ip}:{rcv.dst_port}",
+            ", ".join(path) if path else None,
         )
+
+    def _save_now(self, ctx: RequestContext, d: Udomain, flags: int, reply: bool) -> int:
+        """:meth:`_save` for a table whose read-modify-write needs no
+        ``await`` (``d.sync_writes()``: db_mode 0, or 2 once loaded)."""
+        now = self.usrloc.clock()
+        try:
+            req = self.parse_register(ctx, flags)
+            rec = d.records.get(req.aor)
+            if d.db_mode:
+                self._check_db_sizes(req)
+            cfg = self._cfg if self._cfg is not None else self.cfg
+            plan = plan_register(rec, req, now, cfg)
+            if plan.error is not None and plan.error[0] != 200:
+                if plan.error == R_TOO_BRIEF:
+                    hdr = [f"Min-Expires: {plan.min_expires}\r\n"]
+                    return self._reply(ctx, 423, hdr, reply, error=True)
+                raise RegistrarError(plan.error)
+            if plan.upserts or plan.deletes:
+                d.apply_now(req.aor, plan.upserts, plan.deletes)
+        except RegistrarError as e:
+            return self._reply_error(ctx, e, reply)
+        contact = contact_header(plan.result, now, self._received_param)
+        return self._reply(ctx, 200, [contact] if contact else [], reply)
+
+    def _reply_error(self, ctx: RequestContext, e: RegistrarError, reply: bool) -> int:
+        hdrs = [f"P-Registrar-Error: {e.text}\r\n"]
+        if e.code >= 500 and self.values["retry_after"]:
+            hdrs.append(f"Retry-After: {self.values['retry_after']}\r\n")
+        return self._reply(ctx, e.code, hdrs, reply, error=True)
 
     async def _save(self, ctx: RequestContext, table: Udomain | str, flags: int, reply: bool) -> int:
         d = self._domain(table)
+        if d.sync_writes():
+            return self._save_now(ctx, d, flags, reply)
         now = self.usrloc.clock()
         try:
             req = self.parse_register(ctx, flags)
@@ -439,10 +571,7 @@ class RegistrarModule(Module):
                         log.error("registrar: %s", e)
                         raise RegistrarError(R_UL_INS_C) from None
         except RegistrarError as e:
-            hdrs = [f"P-Registrar-Error: {e.text}\r\n"]
-            if e.code >= 500 and self.values["retry_after"]:
-                hdrs.append(f"Retry-After: {self.values['retry_after']}\r\n")
-            return self._reply(ctx, e.code, hdrs, reply, error=True)
+            return self._reply_error(ctx, e, reply)
         contact = contact_header(plan.result, now, self.values["received_param"])
         return self._reply(ctx, 200, [contact] if contact else [], reply)
 
@@ -466,7 +595,10 @@ class RegistrarModule(Module):
         return 0 if error else 1
 
     async def save(self, ctx: RequestContext, table: Udomain | str) -> int:
-        return await self._save(ctx, table, 0, True)
+        d = table if isinstance(table, Udomain) else self._domain(table)
+        if d.sync_writes():
+            return self._save_now(ctx, d, 0, True)
+        return await self._save(ctx, d, 0, True)
 
     async def save_noreply(self, ctx: RequestContext, table: Udomain | str) -> int:
         return await self._save(ctx, table, 0, False)
