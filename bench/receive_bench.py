@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from sipexpress.core.context import Proto, ReceiveInfo
 from sipexpress.core.server import Core
+from sipexpress.script.compiler import load_config
 from sipexpress.script.pyroute import load_script
 
 ROUTES = {
@@ -39,6 +40,15 @@ async def request_route(ctx):
     if ctx.msg.method == "OPTIONS":
         return sl_send_reply(ctx, 200, "OK")
     return sl_send_reply(ctx, 404, "Not Found")
+""",
+    "options-cfg": """
+listen=udp:127.0.0.1:5999
+sip_warning=0
+loadmodule "sl"
+route {
+    if (method=="OPTIONS") { sl_send_reply("200", "OK"); break; };
+    sl_send_reply("404", "Not Found");
+}
 """,
     "register": """
 from sipexpress.script.pyroute import save, sl_send_reply
@@ -98,15 +108,20 @@ class Capture:
 async def run(kind: str, n: int, profile: bool) -> None:
     core = Core({})
     work = Path(tempfile.mkdtemp(prefix="receive_bench_"))
-    (work / "routes.py").write_text(ROUTES[kind])
-    core.set_routes(load_script(work / "routes.py", core))
+    if kind.endswith("-cfg"):
+        (work / "ser.cfg").write_text(ROUTES[kind])
+        loaded = load_config(work / "ser.cfg", core)
+        core.set_routes(loaded.routes)
+    else:
+        (work / "routes.py").write_text(ROUTES[kind])
+        core.set_routes(load_script(work / "routes.py", core))
     core.loop = asyncio.get_running_loop()
     for m in core.module_list:
         await m.start()
     cap = Capture()
     core.udp_listeners.append(cap)  # type: ignore[arg-type]
     rcv = ReceiveInfo(Proto.UDP, "127.0.0.1", 6000, "127.0.0.1", 5999, 2, cap)
-    make = options if kind == "options" else register
+    make = register if kind == "register" else options
     for i in range(2000):  # warm-up: lazy imports, fix-ups, specialisation
         core.receive(make(10_000_000 + i), rcv)
     msgs = [make(i) for i in range(n)]
@@ -134,11 +149,11 @@ async def run(kind: str, n: int, profile: bool) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("kinds", nargs="*", help="options and/or register (default both)")
+    ap.add_argument("kinds", nargs="*", help="options, options-cfg and/or register (default all)")
     ap.add_argument("-n", type=int, default=20_000)
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
-    for kind in args.kinds or ["options", "register"]:
+    for kind in args.kinds or ["options", "options-cfg", "register"]:
         if kind not in ROUTES:
             ap.error(f"unknown kind {kind!r}")
         asyncio.run(run(kind, args.n, args.profile))

@@ -73,10 +73,12 @@ class RequestContext:
         "msg",
         "new_uri",
         "rcv",
+        "replied",
         "reply_headers",
         "route_type",
         "send_socket",
         "transaction",
+        "via_fixed",
     )
 
     def __init__(
@@ -101,6 +103,11 @@ class RequestContext:
         self.send_socket: Any = None  # force_send_socket()
         self.data: dict[str, Any] = {}  # per-message scratch space for modules
         self._parsed_ruri: SipUri | None = None
+        # the core's own marks: top Via got received/rport (once per
+        # message); a final stateless reply went out (a later parse error
+        # must not add a 400)
+        self.via_fixed = False
+        self.replied = False
 
     # -- request URI ------------------------------------------------------
     @property

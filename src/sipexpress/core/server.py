@@ -41,6 +41,7 @@ import platform
 import socket
 import sys
 import time
+import types
 import zlib
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -70,6 +71,8 @@ log = logging.getLogger("sipexpress.core")
 SERVER_NAME = f"Sip EXpress router (sipexpress {__version__} ({platform.machine()}/{sys.platform}))"
 SERVER_HEADER = f"Server: {SERVER_NAME}\r\n".encode()
 ACK_FILTER_WINDOW = 2.0  # seconds sl filters ACKs to its negative replies
+
+_COROUTINE: Final = types.CoroutineType
 
 RequestHook = Callable[[RequestContext], bool]
 ReplyHook = Callable[["SipMessage", ReceiveInfo], bool]
@@ -160,6 +163,7 @@ class Core:
         self._my_names_extra: list[tuple[str, int, Proto]] = []
         self._numeric: dict[str, bool] = {}
         self.to_tag_prefix = hashlib.md5(f"sipexpress-sl-{os.getpid()}".encode()).hexdigest()
+        self._tag_prefix_b = self.to_tag_prefix.encode()
         self._main_route: Callable[[RequestContext], Any] | None = None
         self._status_lines: dict[tuple[int, str], bytes] = {}
 
@@ -573,14 +577,29 @@ class Core:
                 ctx = RequestContext(self, msg, rcv)
                 if rcv.proto is _TCP:
                     self._tcp_alias(msg, rcv)
-                for hook in self.request_hooks:
-                    if hook(ctx):
-                        return
+                hooks = self.request_hooks
+                if hooks:
+                    for hook in hooks:
+                        if hook(ctx):
+                            return
                 route = self._main_route
                 if route is None:
                     return
                 res = route(ctx)
-                if type(res) is not int and res is not None:
+                if type(res) is _COROUTINE:
+                    # _drive inlined: most routes finish without suspending
+                    try:
+                        first = res.send(None)
+                    except StopIteration:
+                        return
+                    except SipParseError as e:
+                        self._route_parse_error(e, ctx)
+                        return
+                    except Exception:
+                        log.exception("route failed for %s from %s:%d", msg.method, rcv.src_ip, rcv.src_port)
+                        return
+                    self._suspend(res, first, ctx)
+                elif type(res) is not int and res is not None:
                     self._drive(res, ctx)
             else:
                 self.stats.rcv_replies += 1
@@ -609,6 +628,10 @@ class Core:
         except Exception:
             log.exception("route failed for %s from %s:%d", ctx.msg.method, ctx.rcv.src_ip, ctx.rcv.src_port)
             return
+        self._suspend(coro, first, ctx)
+
+    def _suspend(self, coro: Any, first: Any, ctx: RequestContext) -> None:
+        """The route awaits something: a Task carries on from ``first``."""
         assert self.loop is not None
         task = self.loop.create_task(self._resume(coro, first, ctx))
         self._tasks.add(task)
@@ -645,7 +668,7 @@ class Core:
 
     def _route_parse_error(self, e: SipParseError, ctx: RequestContext) -> None:
         """A header the route used is malformed: 400 unless it replied."""
-        if ctx.data.get("_replied"):
+        if ctx.replied:
             log.info(
                 "malformed header in %s from %s:%d: %s", ctx.msg.method, ctx.rcv.src_ip, ctx.rcv.src_port, e
             )
@@ -730,9 +753,9 @@ class Core:
         """Add ``received=`` (Via host differs from the source IP) and
         ``rport=`` (Via asks for it or ``force_rport``) to the request's top
         Via, once per message."""
-        if ctx.data.get("_via_fixed"):
+        if ctx.via_fixed:
             return
-        ctx.data["_via_fixed"] = True
+        ctx.via_fixed = True
         msg = ctx.msg
         rcv = ctx.rcv
         via = msg.via1
@@ -987,6 +1010,20 @@ class Core:
             crc = zlib.crc32(line, crc)
         return f"{self.to_tag_prefix}-{crc:08x}"
 
+    def _tag_param(
+        self, vias: list[bytes], froms: list[bytes], callids: list[bytes], cseqs: list[bytes]
+    ) -> bytes:
+        """``;tag=`` + :meth:`_tag_from_lines` of the top Via, From, Call-ID
+        and CSeq lines, as bytes (the reply path's common case: one line each)."""
+        crc32 = zlib.crc32
+        if len(froms) == 1 and len(callids) == 1 and len(cseqs) == 1:
+            crc = crc32(cseqs[0], crc32(callids[0], crc32(froms[0], crc32(vias[0]) if vias else 0)))
+        else:
+            crc = 0
+            for line in vias[:1] + froms + callids + cseqs:
+                crc = crc32(line, crc)
+        return b";tag=%s-%08x" % (self._tag_prefix_b, crc)
+
     def build_reply(
         self,
         ctx: RequestContext,
@@ -1015,7 +1052,9 @@ class Core:
             if len(self._status_lines) < 256:
                 self._status_lines[(code, reason)] = status
         # Via: the top one with received/rport, the rest as received
-        if bad:
+        if ctx.via_fixed:
+            pass
+        elif bad:
             with contextlib.suppress(SipParseError):
                 self.fix_top_via(ctx)
         else:
@@ -1034,13 +1073,18 @@ class Core:
             except SipParseError:
                 has_tag = True  # a broken To: copy it as it is
             if not has_tag:
-                tag = to_tag or self._tag_from_lines(vias[:1] + from_lines + callid_lines + cseq_lines)
-                to_lines = [to_lines[0].rstrip(b"\r\n") + b";tag=" + tag.encode() + b"\r\n"]
+                param = (
+                    b";tag=" + to_tag.encode()
+                    if to_tag
+                    else self._tag_param(vias, from_lines, callid_lines, cseq_lines)
+                )
+                to_lines = [to_lines[0].rstrip(b"\r\n") + param + b"\r\n"]
         out += to_lines
         out += callid_lines
         out += cseq_lines
-        for line in ctx.reply_headers:
-            out.append(line.encode("utf-8", "surrogateescape"))
+        if ctx.reply_headers:
+            for line in ctx.reply_headers:
+                out.append(line.encode("utf-8", "surrogateescape"))
         if extra_headers:
             for line in extra_headers:
                 if not line.endswith("\r\n"):
@@ -1132,7 +1176,7 @@ class Core:
             return -1
         stats.sl_replies[code] += 1
         if code >= 200:
-            ctx.data["_replied"] = True  # a later parse error must not add a 400
+            ctx.replied = True  # a later parse error must not add a 400
         if code >= 300 and self.loop is not None:
             self.last_negative_reply = self.loop.time()
         return 1

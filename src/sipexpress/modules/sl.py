@@ -60,10 +60,13 @@ class SlModule(Module):
 
     # -- script functions -------------------------------------------------
     def functions(self) -> Sequence[ScriptFunction]:
+        # the core's send_reply takes (ctx, code, reason) as sl_send_reply
+        # does: scripts call it directly, one Python call less per reply
+        send: Any = getattr(self.core, "send_reply", None) or self.sl_send_reply
         return (
             ScriptFunction(
                 "sl_send_reply",
-                self.sl_send_reply,
+                send,
                 arities=(2,),
                 fixup=_fixup_reply,
                 route_types=RouteType.REQUEST,

@@ -115,13 +115,29 @@ def call(ctx: RequestContext, name: str, *args: Any) -> Any:
 
 
 def _module_function(name: str) -> Callable[..., Any]:
+    # the last core used, its fixed arguments by argument tuple and the
+    # handler: a script runs against one core, so the per-call lookup by
+    # (id(core), name, nargs) is skipped
+    last_core: Any = None
+    last_fixed: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    last_handler: Callable[..., Any] | None = None
+
     def fn(ctx: RequestContext, *args: Any) -> Any:
+        nonlocal last_core, last_fixed, last_handler
         core = ctx.core
+        if core is last_core:
+            try:
+                fixed = last_fixed[args]  # keyed by the whole tuple: nargs included
+            except (KeyError, TypeError):
+                pass
+            else:
+                return last_handler(ctx, *fixed)  # type: ignore[misc]
         b = _BOUND.get((id(core), name, len(args))) or _find(core, name, len(args))
         try:
             fixed = b.fixed[args]
         except (KeyError, TypeError):
             fixed = _fix(core, b, args)
+        last_core, last_fixed, last_handler = core, b.fixed, b.func.handler
         return b.func.handler(ctx, *fixed)
 
     fn.__name__ = name

@@ -184,3 +184,47 @@ def test_pyroute_calls_module_functions_and_core_actions() -> None:
     assert ctx.ruri == "sip:bob@192.0.2.55"
     with pytest.raises(ConfigError, match="no_such_function"):
         pyroute.no_such_function(ctx)
+
+
+def test_pyroute_function_follows_the_core_and_calls_once() -> None:
+    """A pyroute function remembers the last core's handler: another core
+    gets its own; an exception from the handler (even KeyError, which the
+    cache lookup also catches) propagates after exactly one call."""
+    from sipexpress.core.registry import Module, ScriptFunction
+    from sipexpress.script import pyroute
+
+    calls: list[tuple[str, int]] = []
+
+    class Probe(Module):
+        name = "probe_cache"
+
+        def __init__(self, core: object, label: str) -> None:
+            super().__init__(core)
+            self.label = label
+
+        def functions(self) -> list[ScriptFunction]:
+            return [ScriptFunction("probe_cache_fn", self.fn, arities=(1,))]
+
+        def fn(self, ctx: RequestContext, arg: str) -> int:
+            calls.append((self.label, int(arg)))
+            if arg == "7":
+                raise KeyError("from the handler")
+            return 1
+
+    rcv = ReceiveInfo(Proto.UDP, "192.0.2.1", 5060, "127.0.0.1", 5060)
+    msg = _ack("x")
+    cores = []
+    for label in ("a", "b"):
+        core = Core({"listen": "127.0.0.1"})
+        core.add_module(Probe(core, label))
+        cores.append(RequestContext(core, msg, rcv))
+    fn = pyroute.probe_cache_fn
+    a, b = cores
+    assert fn(a, 1) == 1 and fn(a, 1) == 1 and fn(b, 2) == 1 and fn(a, 3) == 1 and fn(b, 2) == 1
+    assert calls == [("a", 1), ("a", 1), ("b", 2), ("a", 3), ("b", 2)]
+    calls.clear()
+    with pytest.raises(KeyError, match="from the handler"):
+        fn(a, 7)
+    with pytest.raises(KeyError, match="from the handler"):
+        fn(a, 7)  # now served from the cache: still one call
+    assert calls == [("a", 7), ("a", 7)]
