@@ -103,7 +103,7 @@ def _via_host(ip: str) -> str:
     return f"[{ip}]" if ":" in ip else ip
 
 
-class _Resume:
+class Resume:
     """Awaitable that hands a started coroutine over to a Task: it re-yields
     whatever the coroutine is blocked on and forwards what the Task sends."""
 
@@ -639,7 +639,7 @@ class Core:
 
     async def _resume(self, coro: Coroutine[Any, Any, Any], first: Any, ctx: RequestContext) -> None:
         try:
-            await _Resume(coro, first)
+            await Resume(coro, first)
         except SipParseError as e:
             self._route_parse_error(e, ctx)
         except asyncio.CancelledError:

@@ -35,13 +35,14 @@ import os
 import re
 import secrets
 import zlib
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sipexpress.core import errors
 from sipexpress.core.context import Proto, ReceiveInfo, RequestContext
 from sipexpress.core.registry import RouteType
+from sipexpress.core.server import Resume
 from sipexpress.modules.tm.stats import TABLE_ENTRIES, TmStats
 from sipexpress.modules.tm.timers import TimerHeap
 from sipexpress.sip.errors import SipError, SipParseError
@@ -75,36 +76,6 @@ _NEGATIVE_DONE = (State.COMPLETED, State.CONFIRMED)
 _LR = re.compile(r";\s*lr(?:[;=>\s]|$)", re.IGNORECASE)
 
 ServerKey = tuple[Any, ...]
-
-
-class _Resume:
-    """Hands a started coroutine over to a Task (see core.server._drive)."""
-
-    __slots__ = ("coro", "first")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
-        self.coro = coro
-        self.first = first
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        value = self.first
-        coro = self.coro
-        while True:
-            try:
-                sent = yield value
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                try:
-                    value = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    value = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
 
 
 _VIA_LINE = re.compile(rb"\n(?:via|v)[ \t]*:", re.IGNORECASE)
@@ -526,7 +497,7 @@ class TransactionLayer:
     @staticmethod
     async def _continue(coro: Coroutine[Any, Any, Any], first: Any) -> None:
         try:
-            await _Resume(coro, first)
+            await Resume(coro, first)
         except Exception:
             log.exception("tm: reply processing failed")
 
