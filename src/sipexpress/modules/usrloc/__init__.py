@@ -278,16 +278,7 @@ class UsrlocModule(Module):
         contact = self._param(params, 2)
         if not contact:
             raise MgmtError(400, "ul_rm_contact: contact expected")
-        d = self.domains.get(table)
-        if d is None:
-            raise MgmtError(400, f"table ({table}) not found")
-        shown = self._shown_user(user)
-        try:
-            rec = await d.fetch(aor)
-        except DbError as e:
-            raise MgmtError(500, f"Error while looking for username {shown} in table {table}") from e
-        if rec is None:
-            raise MgmtError(404, f"Username {shown} in table {table} not found")
+        d, rec, shown = await self._existing_record(table, user, aor)
         if rec.find(contact) is None:
             raise MgmtError(404, f"Contact {contact} in table {table} not found")
         try:
@@ -301,14 +292,9 @@ class UsrlocModule(Module):
             "",
         )
 
-    async def ul_show_contact(self, params: list[str]) -> MgmtReply:
-        table = self._param(params, 0)
-        if not table:
-            raise MgmtError(400, "ul_show_contact: table name expected")
-        user = self._param(params, 1)
-        if not user:
-            raise MgmtError(400, "ul_show_contact: user name expected")
-        aor = self._aor("ul_show_contact", user, "user@domain")
+    async def _existing_record(self, table: str, user: str, aor: str) -> tuple[Udomain, Urecord, str]:
+        """The table, the AOR's record and the user as SER printed it; the
+        FIFO error replies of ul_rm_contact/ul_show_contact otherwise."""
         d = self.domains.get(table)
         if d is None:
             raise MgmtError(400, f"table ({table}) not found")
@@ -319,6 +305,17 @@ class UsrlocModule(Module):
             raise MgmtError(500, f"Error while looking for username {shown} in table {table}") from e
         if rec is None:
             raise MgmtError(404, f"Username {shown} in table {table} not found")
+        return d, rec, shown
+
+    async def ul_show_contact(self, params: list[str]) -> MgmtReply:
+        table = self._param(params, 0)
+        if not table:
+            raise MgmtError(400, "ul_show_contact: table name expected")
+        user = self._param(params, 1)
+        if not user:
+            raise MgmtError(400, "ul_show_contact: user name expected")
+        aor = self._aor("ul_show_contact", user, "user@domain")
+        _, rec, _ = await self._existing_record(table, user, aor)
         now = self.clock()
         valid = rec.valid_contacts(now)
         if not valid:
