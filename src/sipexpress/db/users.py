@@ -12,6 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -51,6 +52,22 @@ def _now() -> datetime:
     return datetime.now().replace(microsecond=0)
 
 
+def subscriber_row(username: str, domain: str, password: str, email: str, now: datetime) -> dict[str, Any]:
+    """The columns of a new ``subscriber`` (or serweb ``pending``) row:
+    the password with its HA1/HA1B digests, as SER's tools wrote them."""
+    return {
+        "username": username,
+        "domain": domain,
+        "password": password,
+        "ha1": calc_ha1(username, domain, password),
+        "ha1b": calc_ha1b(username, domain, password),
+        "email_address": email,
+        "datetime_created": now,
+        "datetime_modified": now,
+        "phplib_id": hashlib.md5(f"{username}{domain}{time.time()}{os.getpid()}".encode()).hexdigest(),
+    }
+
+
 async def add_user(
     url: str,
     username: str,
@@ -76,19 +93,7 @@ async def add_user(
         if n:
             raise UserExists(f"user {username}@{domain} already exists")
         now = _now()
-        await conn.execute(
-            insert(sub).values(
-                username=username,
-                domain=domain,
-                password=password,
-                ha1=calc_ha1(username, domain, password),
-                ha1b=calc_ha1b(username, domain, password),
-                email_address=email,
-                datetime_created=now,
-                datetime_modified=now,
-                phplib_id=hashlib.md5(f"{username}{domain}{time.time()}{os.getpid()}".encode()).hexdigest(),
-            )
-        )
+        await conn.execute(insert(sub).values(**subscriber_row(username, domain, password, email, now)))
         if uri_entry:
             await conn.execute(
                 insert(schema.uri).values(

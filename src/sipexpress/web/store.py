@@ -4,11 +4,8 @@ parameters only, LIMIT/OFFSET paging.  Every call is bounded by
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import os
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sipexpress.db import schema
 from sipexpress.db.engine import run
-from sipexpress.db.users import UserExists, calc_ha1, calc_ha1b
+from sipexpress.db.users import UserExists, calc_ha1, subscriber_row
 
 sub = schema.subscriber
 DISABLED_GROUP = "disabled"
@@ -253,20 +250,10 @@ class Store:
             )
             await c.execute(
                 insert(p).values(
-                    username=username,
-                    domain=domain,
-                    password=password,
-                    ha1=calc_ha1(username, domain, password),
-                    ha1b=calc_ha1b(username, domain, password),
-                    email_address=email,
+                    **subscriber_row(username, domain, password, email, _now()),
                     first_name=first,
                     last_name=last,
                     confirmation=code,
-                    datetime_created=_now(),
-                    datetime_modified=_now(),
-                    phplib_id=hashlib.md5(
-                        f"{username}{domain}{time.time()}{os.getpid()}".encode()
-                    ).hexdigest(),
                 )
             )
 
