@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, TypeVar
 
 from sipexpress.sip.errors import SipParseError
 
@@ -365,6 +365,9 @@ def _dec(b: bytes) -> str:
     return b.decode("utf-8", "surrogateescape")
 
 
+_TRANSPORTS: Final = {t.encode(): t for t in ("UDP", "TCP", "TLS", "SCTP", "WS", "WSS")}
+
+
 def via_from_line(line: bytes, start: int) -> Via | None:
     """The Via of a raw header line whose value (from ``start``, just after
     the colon) has the everyday spelling, as ``Via.parse`` of the stripped,
@@ -378,37 +381,41 @@ def via_from_line(line: bytes, start: int) -> Via | None:
         p = int(port)
         if p > 65535:
             return None
-    params = _fast_params(ptext.decode("ascii")) if ptext else {}
-    return Via(transport.decode("ascii").upper(), host.decode("ascii"), p, params)
+    t = _TRANSPORTS.get(transport)
+    if t is None:
+        t = transport.decode("ascii").upper()
+    # the parameters are split when first asked for (most are never read)
+    return Via(t, host.decode("ascii"), p, None, "SIP/2.0", ptext.decode("ascii") if ptext else "")
 
 
-def _addr_from_line(line: bytes, start: int) -> tuple[str, str | None, dict[str, str | None]] | None:
+_NA = TypeVar("_NA", bound="NameAddr")
+
+
+def _addr_from_line(line: bytes, start: int, cls: type[_NA]) -> _NA | None:
     m = NAME_ADDR_LINE_B.fullmatch(line, start)
     if m is None:
         return None
     qd, td, uri, ptext, spec, sptext = m.groups()
+    # parameters are split when first asked for (a To tag is looked up
+    # without it: see NameAddr.tag)
     if uri is not None:
         disp = qd if qd is not None else td
-        return (
-            _dec(uri),
-            None if disp is None else _dec(disp),
-            _fast_params(ptext.decode("ascii")) if ptext else {},
+        return cls(
+            _dec(uri), None if disp is None else _dec(disp), None, ptext.decode("ascii") if ptext else ""
         )
-    return _dec(spec), None, _fast_params(sptext.decode("ascii")) if sptext else {}
+    return cls(_dec(spec), None, None, sptext.decode("ascii") if sptext else "")
 
 
 def name_addr_from_line(line: bytes, start: int) -> NameAddr | None:
     """Likewise for a name-addr / addr-spec field (From, To): the
     ``NameAddr`` that ``NameAddr.parse`` gives, or ``None``."""
-    parts = _addr_from_line(line, start)
-    return None if parts is None else NameAddr(*parts)
+    return _addr_from_line(line, start, NameAddr)
 
 
 def contact_from_line(line: bytes, start: int) -> Contact | None:
     """Likewise for a Contact field holding one value (a list or ``*``
     gives ``None``)."""
-    parts = _addr_from_line(line, start)
-    return None if parts is None else Contact(*parts)
+    return _addr_from_line(line, start, Contact)
 
 
 # -- Via -----------------------------------------------------------------------
@@ -421,7 +428,7 @@ class Via:
     and the other accessors are ``None`` when absent, ``""`` when present
     without value."""
 
-    __slots__ = ("host", "params", "port", "protocol", "transport")
+    __slots__ = ("_params", "_ptext", "host", "port", "protocol", "transport")
 
     def __init__(
         self,
@@ -430,12 +437,27 @@ class Via:
         port: int | None = None,
         params: dict[str, str | None] | None = None,
         protocol: str = "SIP/2.0",
+        ptext: str = "",
     ) -> None:
         self.protocol = protocol
         self.transport = transport
         self.host = host
         self.port = port
-        self.params: dict[str, str | None] = params if params is not None else {}
+        # ``ptext`` (";name=value..." in the fast spelling) stands for the
+        # parameters until they are asked for
+        self._params: dict[str, str | None] | None = params if params is not None or ptext else {}
+        self._ptext = ptext
+
+    @property
+    def params(self) -> dict[str, str | None]:
+        p = self._params
+        if p is None:
+            p = self._params = _fast_params(self._ptext)
+        return p
+
+    @params.setter
+    def params(self, value: dict[str, str | None]) -> None:
+        self._params = value
 
     @classmethod
     def parse(cls, text: str) -> Via:
@@ -511,9 +533,14 @@ class Via:
     @property
     def rport(self) -> str | None:
         """``None`` when absent, ``""`` for a bare ``;rport``, else the value."""
-        if "rport" not in self.params:
+        params = self._params
+        if params is None:
+            if "rport" not in self._ptext.lower():  # no need to split them
+                return None
+            params = self.params
+        if "rport" not in params:
             return None
-        return self.params["rport"] or ""
+        return params["rport"] or ""
 
     @property
     def maddr(self) -> str | None:
@@ -545,12 +572,31 @@ class NameAddr:
     absent), ``uri`` the URI text as written, ``params`` the header
     parameters (names lower-cased)."""
 
-    __slots__ = ("display", "params", "uri")
+    __slots__ = ("_params", "_ptext", "display", "uri")
 
-    def __init__(self, uri: str, display: str | None = None, params: dict[str, str | None] | None = None):
+    def __init__(
+        self,
+        uri: str,
+        display: str | None = None,
+        params: dict[str, str | None] | None = None,
+        ptext: str = "",
+    ) -> None:
         self.uri = uri
         self.display = display
-        self.params: dict[str, str | None] = params if params is not None else {}
+        # as Via: ``ptext`` stands for the parameters until asked for
+        self._params: dict[str, str | None] | None = params if params is not None or ptext else {}
+        self._ptext = ptext
+
+    @property
+    def params(self) -> dict[str, str | None]:
+        p = self._params
+        if p is None:
+            p = self._params = _fast_params(self._ptext)
+        return p
+
+    @params.setter
+    def params(self, value: dict[str, str | None]) -> None:
+        self._params = value
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:
@@ -613,7 +659,12 @@ class NameAddr:
 
     @property
     def tag(self) -> str | None:
-        return self.params.get("tag")
+        params = self._params
+        if params is None:
+            if "tag" not in self._ptext.lower():  # no need to split them
+                return None
+            params = self.params
+        return params.get("tag")
 
     def __str__(self) -> str:
         d = "" if self.display is None else (quote(self.display) + " ")

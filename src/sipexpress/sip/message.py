@@ -93,6 +93,64 @@ _key_get: Final = _KEY_CACHE.get  # header_key's cache, without the call
 _GOOD_RURIS: dict[str, None] = {}
 
 
+class _Layout:
+    """What one sequence of header keys says, computed once and shared by
+    every message whose header names come in that order (a UA sends the
+    same ones every time): where the fields a proxy uses are, whether the
+    counts ``validate()`` demands hold, and the positions behind
+    ``raw_header_groups`` calls."""
+
+    __slots__ = (
+        "call_id",
+        "content_length",
+        "cseq",
+        "from_",
+        "groups",
+        "max_forwards",
+        "to",
+        "vias",
+        "well_formed",
+    )
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        first: dict[str, int] = {}
+        for i in range(len(keys) - 1, -1, -1):
+            first[keys[i]] = i
+        count = keys.count
+        #: exactly one From, To, Call-ID and CSeq, at most one Max-Forwards
+        #: and Content-Length, at least one Via
+        self.well_formed = (
+            count("from") == 1
+            and count("to") == 1
+            and count("call-id") == 1
+            and count("cseq") == 1
+            and count("max-forwards") <= 1
+            and count("content-length") <= 1
+            and "via" in first
+        )
+        self.vias = tuple(i for i, k in enumerate(keys) if k == "via")
+        self.from_ = first.get("from", -1)
+        self.to = first.get("to", -1)
+        self.call_id = first.get("call-id", -1)
+        self.cseq = first.get("cseq", -1)
+        self.max_forwards = first.get("max-forwards", -1)
+        self.content_length = first.get("content-length", -1)
+        self.groups: dict[Sequence[str], tuple[tuple[int, ...], ...]] = {}
+
+    def positions(self, keys: Sequence[str], names: Sequence[str]) -> tuple[tuple[int, ...], ...]:
+        pos = self.groups.get(names)
+        if pos is None:
+            wanted = [_key_get(n) or header_key(n) for n in names]
+            pos = tuple(tuple(i for i, k in enumerate(keys) if k == w) for w in wanted)
+            if len(self.groups) < 16:
+                self.groups[names] = pos
+        return pos
+
+
+#: header-key sequence -> its layout (bounded, cleared when full)
+_LAYOUTS: dict[tuple[str, ...], _Layout] = {}
+
+
 def _name_key(rn: bytes) -> str:
     """Key of a header name given as the bytes before the colon."""
     k = _NAME_KEYS.get(rn)
@@ -136,6 +194,7 @@ class SipMessage:
         "_fl_end",
         "_hdr_end",
         "_keys",
+        "_lay",
         "_lines",
         "_mod",
         "_ruri_mod",
@@ -157,6 +216,7 @@ class SipMessage:
     _ruri_mod: bool
     _lines: list[bytes] | None
     _keys: list[str] | None
+    _lay: _Layout | None
     _cache: dict[str, Any]
     _body: bytes | None
     is_request: bool
@@ -206,6 +266,7 @@ class SipMessage:
         self._hdr_end = hdr_end
         self._body_start = body_start
         self._keys = None
+        self._lay = None
         self._lines = None
         self._cache = {}
         self._mod = False
@@ -337,6 +398,19 @@ class SipMessage:
             self._index()
         return self._lines, self._keys  # type: ignore[return-value]
 
+    def _layout(self) -> _Layout:
+        lay = self._lay
+        if lay is None:
+            keys = self._keys if self._keys is not None else self._index()
+            t = tuple(keys)
+            lay = _LAYOUTS.get(t)
+            if lay is None:
+                if len(_LAYOUTS) >= 1024:
+                    _LAYOUTS.clear()
+                lay = _LAYOUTS[t] = _Layout(t)
+            self._lay = lay
+        return lay
+
     def header(self, name: str) -> str | None:
         """Value of the first header field called ``name`` (stripped,
         unfolded), or ``None``."""
@@ -401,22 +475,16 @@ class SipMessage:
     def raw_header_groups(self, names: Sequence[str]) -> list[list[bytes]]:
         """:meth:`raw_header_lines` of several names at once (one list per
         name, in the order given): what a reply copies from its request."""
-        keys = self._keys if self._keys is not None else self._index()
+        lay = self._lay if self._lay is not None else self._layout()
         lines: list[bytes] = self._lines  # type: ignore[assignment]
         eol = self._eol
-        count = keys.count
-        index = keys.index
         out: list[list[bytes]] = []
         append = out.append
-        for name in names:
-            key = _key_get(name) or header_key(name)
-            n = count(key)
-            if n == 1:
-                append([lines[index(key)] + eol])
-            elif n == 0:
-                append([])
+        for pos in lay.positions(self._keys, names):  # type: ignore[arg-type]
+            if len(pos) == 1:
+                append([lines[pos[0]] + eol])
             else:
-                append([lines[i] + eol for i, k in enumerate(keys) if k == key])
+                append([lines[i] + eol for i in pos])
         return out
 
     @property
@@ -733,29 +801,17 @@ class SipMessage:
         False means "not proven" -- the full check then runs and reports
         the first problem as before.  The typed values it needs anyway are
         cached (top Via, To, CSeq); the others are parsed when used."""
-        keys = self._keys if self._keys is not None else self._index()
+        lay = self._lay if self._lay is not None else self._layout()
+        if not lay.well_formed:
+            return False
         lines: list[bytes] = self._lines  # type: ignore[assignment]
-        count = keys.count
-        if (
-            count("from") != 1
-            or count("to") != 1
-            or count("call-id") != 1
-            or count("cseq") != 1
-            or count("max-forwards") > 1
-            or count("content-length") > 1
-        ):
-            return False
-        nvia = count("via")
-        if not nvia:
-            return False
-        index = keys.index
-        line = lines[index("from")]
+        line = lines[lay.from_]
         if NAME_ADDR_LINE_B.fullmatch(line, line.find(b":") + 1) is None:
             return False
-        line = lines[index("call-id")]
+        line = lines[lay.call_id]
         if CALL_ID_LINE_B.fullmatch(line, line.find(b":") + 1) is None:
             return False
-        line = lines[index("cseq")]
+        line = lines[lay.cseq]
         m = CSEQ_LINE_B.fullmatch(line, line.find(b":") + 1)
         if m is None:
             return False
@@ -763,13 +819,13 @@ class SipMessage:
         method = m[2].decode("ascii")
         if num > 0xFFFFFFFF or (self.is_request and method != self.method):
             return False
-        if "max-forwards" in keys:
-            line = lines[index("max-forwards")]
+        if lay.max_forwards >= 0:
+            line = lines[lay.max_forwards]
             v = line[line.find(b":") + 1 :].strip()
             if not (v.isdigit() and len(v) <= 3 and int(v) <= 255):
                 return False
-        if "content-length" in keys:
-            line = lines[index("content-length")]
+        if lay.content_length >= 0:
+            line = lines[lay.content_length]
             v = line[line.find(b":") + 1 :].strip()
             if not (v.isdigit() and len(v) <= 9):
                 return False
@@ -789,28 +845,24 @@ class SipMessage:
         # the top Via and To are needed by nearly every request's handling
         # (reply routing, the reply's To tag, dialogs): keep them parsed
         cache = self._cache
+        vias = lay.vias
         if "via1" not in cache:
-            line = lines[index("via")]
+            line = lines[vias[0]]
             via = via_from_line(line, line.find(b":") + 1)
             if via is None:
                 return False
             cache["via1"] = via
         if "to" not in cache:
-            line = lines[index("to")]
+            line = lines[lay.to]
             to = name_addr_from_line(line, line.find(b":") + 1)
             if to is None:
                 return False
             cache["to"] = to
-        if nvia > 1 and "vias" not in cache:
-            first = True
-            for i, k in enumerate(keys):
-                if k == "via":
-                    if first:  # the top field was checked by via1
-                        first = False
-                        continue
-                    line = lines[i]
-                    if via_from_line(line, line.find(b":") + 1) is None:
-                        return False
+        if len(vias) > 1 and "vias" not in cache:
+            for i in vias[1:]:  # the top field was checked by via1
+                line = lines[i]
+                if via_from_line(line, line.find(b":") + 1) is None:
+                    return False
         if "cseq" not in cache:
             cache["cseq"] = CSeq(num, method)
         return True
@@ -837,6 +889,7 @@ class SipMessage:
         if self._keys is None:
             self._index()
         self._mod = True
+        self._lay = None
         cache = self._cache
         if cache:
             for key in changed:
