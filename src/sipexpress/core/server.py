@@ -83,6 +83,8 @@ _PROTO_BY_NAME = {"UDP": Proto.UDP, "TCP": Proto.TCP, "TLS": Proto.TLS}
 _UDP: Final = Proto.UDP
 _TCP: Final = Proto.TCP
 #: the request's header fields a reply copies (RFC 3261 §8.2.6.2)
+#: gc.set_threshold() while the server runs (see Core.start)
+GC_THRESHOLDS: Final = (50_000, 20, 100)
 _REPLY_COPY: Final = ("via", "from", "to", "call-id", "cseq")
 #: and Record-Route for 18x/2xx (RFC 3261 §12.1.1)
 _REPLY_COPY_RR: Final = ("via", "record-route", "from", "to", "call-id", "cseq")
@@ -428,6 +430,12 @@ class Core:
         # of the collector's way (fewer, cheaper collections on the hot path)
         gc.collect()
         gc.freeze()
+        # Under load tm keeps tens of thousands of container objects alive
+        # for the wait timer; with the default thresholds (700, 10, 10) the
+        # collector keeps walking them (~10 % of the CPU at 1000 calls/s,
+        # bench/README.md).  Transactions are freed by reference counting,
+        # so collect young objects rarely and old ones almost never.
+        gc.set_threshold(*GC_THRESHOLDS)
         self._running = True
 
     async def _add_reverse_names(self) -> None:
