@@ -164,6 +164,8 @@ class Core:
         self._my_aliases: dict[str, set[int]] = {}
         self._my_names_extra: list[tuple[str, int, Proto]] = []
         self._numeric: dict[str, bool] = {}
+        #: (URI, proto, in-proto) -> (proto, ip, port) of forward() for numeric hosts
+        self._fwd_dest: dict[tuple[str, Proto | None, Proto], tuple[Proto, str, int]] = {}
         self.to_tag_prefix = hashlib.md5(f"sipexpress-sl-{os.getpid()}".encode()).hexdigest()
         self._tag_prefix_b = self.to_tag_prefix.encode()
         self._main_route: Callable[[RequestContext], Any] | None = None
@@ -825,6 +827,9 @@ class Core:
         rproto = ctx.rcv.proto
         if host is None:
             uri_text = ctx.dst_uri or ctx.ruri
+            dest = self._fwd_dest.get((uri_text, proto, rproto))
+            if dest is not None:
+                return self._forward_to(ctx, *dest)
             try:
                 if ctx.dst_uri:
                     from sipexpress.sip.uri import SipUri
@@ -854,6 +859,11 @@ class Core:
             t = targets[0]
             dproto = _PROTO_BY_NAME.get(t.proto.upper(), Proto.UDP)
             dip, dport = t.ip, t.port
+            if self._is_numeric(thost):
+                # no DNS involved: the same URI always leads to the same place
+                if len(self._fwd_dest) >= 4096:
+                    self._fwd_dest.clear()
+                self._fwd_dest[(uri_text, proto, rproto)] = (dproto, dip, dport)
         else:
             dproto = proto or rproto
             if self._is_numeric(host):
@@ -866,6 +876,9 @@ class Core:
                     return errors.E_BAD_ADDRESS
                 dip = addrs[0]
             dport = port or (SIPS_PORT if dproto is Proto.TLS else SIP_PORT)
+        return self._forward_to(ctx, dproto, dip, dport)
+
+    def _forward_to(self, ctx: RequestContext, dproto: Proto, dip: str, dport: int) -> int:
         lst = self.pick_listener(ctx, dproto, dip)
         if lst is None:
             log.error("forward: no %s socket to send to %s", dproto.name.lower(), dip)
@@ -949,16 +962,13 @@ class Core:
             f"SIP/2.0/{proto.name} {host}:{adv_port or lst.port};branch={self.stateless_branch(msg, out_uri)}"
         )
         orig_ruri = msg.ruri
-        rewritten = ctx.new_uri is not None and ctx.new_uri != orig_ruri
-        if rewritten:
-            msg.set_ruri(out_uri)
-        msg.add_via(via)
+        if ctx.new_uri is None or ctx.new_uri == orig_ruri:
+            return msg.serialize_with_via(via)
+        msg.set_ruri(out_uri)
         try:
-            return msg.serialize()
+            return msg.serialize_with_via(via)
         finally:
-            msg.remove_top_via()
-            if rewritten:
-                msg.set_ruri(orig_ruri)
+            msg.set_ruri(orig_ruri)
 
     def forward_reply(self, msg: SipMessage, rcv: ReceiveInfo) -> int:
         """SER's ``forward_reply``: drop our Via, send to the next one."""

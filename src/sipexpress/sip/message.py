@@ -1075,6 +1075,31 @@ class SipMessage:
             return b"".join((first, eol.join(lines), eol, tail))
         return first + tail
 
+    def serialize_with_via(self, value: str) -> bytes:
+        """:meth:`serialize` with ``Via: value`` above the first Via (what a
+        stateless forward sends); the message itself is not changed."""
+        keys = self._keys if self._keys is not None else self._index()
+        lines: list[bytes] = self._lines  # type: ignore[assignment]
+        via = _encode("Via: " + value)
+        try:
+            i = keys.index("via")
+        except ValueError:
+            i = 0
+        if not self._mod:
+            # the field lines are consecutive slices of raw: splice there
+            raw = self.raw
+            eol = self._eol
+            at = self._fl_end
+            for line in lines[:i]:
+                at += len(line) + len(eol)
+            return b"".join((raw[:at], via, eol, raw[at:]))
+        out = self.serialize()
+        eol = self._eol
+        at = out.find(eol) + len(eol)
+        for line in lines[:i]:
+            at += len(line) + len(eol)
+        return b"".join((out[:at], via, eol, out[at:]))
+
     def __bytes__(self) -> bytes:
         return self.serialize()
 

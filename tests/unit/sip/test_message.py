@@ -383,6 +383,39 @@ class TestModify:
         assert c.via1.host == "c"
 
 
+class TestSerializeWithVia:
+    """``serialize_with_via`` gives what add_via + serialize gives, and
+    leaves the message as it was."""
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            INVITE,
+            INVITE.replace(b"\r\n", b"\n"),  # bare LF line ends
+            b"OPTIONS sip:x@y SIP/2.0\r\nMax-Forwards: 5\r\nv: SIP/2.0/UDP a;branch=z9hG4bK1\r\n"
+            b"Via: SIP/2.0/TCP b\r\nl: 0\r\n\r\n",  # Vias below another field, compact form
+            b"OPTIONS sip:x@y SIP/2.0\r\nX: 1\r\n  folded\r\nVia: SIP/2.0/UDP a\r\nl: 0\r\n\r\n",
+            b"OPTIONS sip:x@y SIP/2.0\r\nX: 1\r\nl: 0\r\n\r\n",  # no Via at all
+        ],
+    )
+    @pytest.mark.parametrize("edit", ["none", "ruri", "header", "body"])
+    def test_same_as_add_via(self, data: bytes, edit: str) -> None:
+        m = SipMessage.parse(data)
+        if edit == "ruri":
+            m.set_ruri("sip:new@192.0.2.9")
+        elif edit == "header":
+            m.replace_header("Max-Forwards", "3")
+            m.remove_header("X")
+        elif edit == "body":
+            m.set_body(b"hello")
+        before = m.serialize()
+        got = m.serialize_with_via("SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKsl")
+        assert m.serialize() == before
+        m.add_via("SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKsl")
+        assert got == m.serialize()
+        assert SipMessage.parse(got).via1.branch == "z9hG4bKsl"
+
+
 class TestBuild:
     def test_build_reply(self) -> None:
         m = parse()
