@@ -31,6 +31,11 @@ from sipexpress.core.server import Core
 from sipexpress.script.compiler import load_config
 from sipexpress.script.pyroute import load_script
 
+try:
+    from sipexpress.core.server import GC_THRESHOLDS
+except ImportError:  # an older tree (A/B runs): the same thresholds
+    GC_THRESHOLDS = (50_000, 20, 100)
+
 ROUTES = {
     "options": """
 from sipexpress.script.pyroute import sl_send_reply
@@ -61,7 +66,66 @@ async def request_route(ctx):
         sl_send_reply(ctx, 200, "OK")
     return 0
 """,
+    # calls_bench.py's default (lookup) route: INVITE, 180, 200, ACK, BYE, 200
+    "call": """
+from sipexpress.script.pyroute import lookup, save, sl_send_reply, t_relay
+OPTIONS = {"listen": "udp:127.0.0.1:5999", "sip_warning": 0}
+MODULES = ["sl", "tm", "usrloc", "registrar"]
+MODPARAMS = [("tm", "wt_timer", 2)]
+async def request_route(ctx):
+    if ctx.msg.method == "REGISTER":
+        await save(ctx, "location")
+        return 0
+    if await lookup(ctx, "location") < 0:
+        return sl_send_reply(ctx, 404, "Not Found")
+    return await t_relay(ctx)
+""",
 }
+
+UAC, UAS = 6000, 6001
+
+
+def uac_request(i: int, method: str, cseq: int, to_tag: str = "") -> bytes:
+    """As bench/scenarios/tm_uac.xml sends them (the INVITE to the AOR,
+    ACK and BYE to the UAS's Contact)."""
+    ruri = "sip:service@127.0.0.1:5999" if method == "INVITE" else f"sip:service@127.0.0.1:{UAS}"
+    body = (
+        b"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+        if method == "INVITE"
+        else b""
+    )
+    head = (
+        f"{method} {ruri} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{UAC};branch=z9hG4bK-1234-{i}-{cseq}{method}\r\n"
+        f"From: sipp <sip:sipp@127.0.0.1:{UAC}>;tag=1234SIPpTag00{i}\r\n"
+        f"To: <sip:service@127.0.0.1:5999>{to_tag}\r\n"
+        f"Call-ID: {i}-1234@127.0.0.1\r\nCSeq: {cseq} {method}\r\n"
+        f"Contact: sip:sipp@127.0.0.1:{UAC}\r\nMax-Forwards: 70\r\nSubject: Performance Test\r\n"
+        + ("Content-Type: application/sdp\r\n" if body else "")
+        + f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def uas_reply(request: bytes, status: str, tag: str) -> bytes:
+    """The UAS's reply to a forwarded request: its Vias, From, To (+tag),
+    Call-ID and CSeq copied, as tests/data/sipp uas scenarios answer."""
+    lines = request.split(b"\r\n")
+    copied = [
+        ln + (b";tag=" + tag.encode() if ln.startswith(b"To:") and b"tag=" not in ln else b"")
+        for ln in lines
+        if ln.split(b":", 1)[0] in (b"Via", b"From", b"To", b"Call-ID", b"CSeq")
+    ]
+    return b"\r\n".join(
+        [
+            b"SIP/2.0 " + status.encode(),
+            *copied,
+            f"Contact: <sip:service@127.0.0.1:{UAS}>".encode(),
+            b"Content-Length: 0",
+            b"",
+            b"",
+        ]
+    )
 
 
 def options(i: int) -> bytes:
@@ -99,10 +163,30 @@ class Capture:
 
     def __init__(self) -> None:
         self.sent = 0
+        self.last: dict[int, bytes] = {}  # port -> last datagram sent there
 
     def sendto(self, data: bytes, ip: str, port: int) -> bool:
         self.sent += 1
+        self.last[port] = data
         return True
+
+
+def run_calls(core: Core, cap: Capture, first: int, n: int) -> None:
+    """``n`` calls through ``core.receive`` as the SIPp UAC and UAS of
+    calls_bench.py would send them (7 messages out per call: 100, INVITE,
+    180, 200, ACK, BYE, 200)."""
+    recv = core.receive
+    uac = ReceiveInfo(Proto.UDP, "127.0.0.1", UAC, "127.0.0.1", 5999, 2, cap)
+    uas = ReceiveInfo(Proto.UDP, "127.0.0.1", UAS, "127.0.0.1", 5999, 2, cap)
+    last = cap.last
+    for i in range(first, first + n):
+        recv(uac_request(i, "INVITE", 1), uac)
+        invite = last[UAS]
+        recv(uas_reply(invite, "180 Ringing", f"u{i}"), uas)
+        recv(uas_reply(invite, "200 OK", f"u{i}"), uas)
+        recv(uac_request(i, "ACK", 1, f";tag=u{i}"), uac)
+        recv(uac_request(i, "BYE", 2, f";tag=u{i}"), uac)
+        recv(uas_reply(last[UAS], "200 OK", f"u{i}"), uas)
 
 
 async def run(kind: str, n: int, profile: bool) -> None:
@@ -121,12 +205,16 @@ async def run(kind: str, n: int, profile: bool) -> None:
     cap = Capture()
     core.udp_listeners.append(cap)  # type: ignore[arg-type]
     rcv = ReceiveInfo(Proto.UDP, "127.0.0.1", 6000, "127.0.0.1", 5999, 2, cap)
+    if kind == "call":
+        await run_call_kind(core, cap, n, profile)
+        return
     make = register if kind == "register" else options
     for i in range(2000):  # warm-up: lazy imports, fix-ups, specialisation
         core.receive(make(10_000_000 + i), rcv)
     msgs = [make(i) for i in range(n)]
     gc.collect()
     gc.freeze()  # as Core.start does
+    gc.set_threshold(*GC_THRESHOLDS)
     prof = cProfile.Profile() if profile else None
     if prof:
         prof.enable()
@@ -147,9 +235,46 @@ async def run(kind: str, n: int, profile: bool) -> None:
     )
 
 
+async def run_call_kind(core: Core, cap: Capture, n: int, profile: bool) -> None:
+    reg = ReceiveInfo(Proto.UDP, "127.0.0.1", UAS, "127.0.0.1", 5999, 2, cap)
+    core.receive(
+        (
+            "REGISTER sip:127.0.0.1:5999 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6001;branch=z9hG4bKreg\r\n"
+            "From: <sip:service@127.0.0.1>;tag=r\r\nTo: <sip:service@127.0.0.1>\r\nCall-ID: reg\r\n"
+            f"CSeq: 1 REGISTER\r\nContact: <sip:service@127.0.0.1:{UAS}>\r\nExpires: 3600\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode(),
+        reg,
+    )
+    await asyncio.sleep(0.2)  # let save() finish
+    run_calls(core, cap, 10_000_000, 500)  # warm-up
+    gc.collect()
+    gc.freeze()  # as Core.start does
+    gc.set_threshold(*GC_THRESHOLDS)
+    sent0 = cap.sent
+    prof = cProfile.Profile() if profile else None
+    if prof:
+        prof.enable()
+    chunks: list[float] = []
+    for c in range(0, n, 500):
+        t0 = time.process_time()
+        run_calls(core, cap, c, min(500, n - c))
+        chunks.append((time.process_time() - t0) / min(500, n - c))
+    if prof:
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(40)
+    assert cap.sent - sent0 == 7 * n, f"{cap.sent - sent0} messages sent for {n} calls"
+    print(
+        f"call     {min(chunks) * 1e6:6.1f} µs/call (best chunk), "
+        f"{sum(chunks) / len(chunks) * 1e6:6.1f} mean; {n} calls"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("kinds", nargs="*", help="options, options-cfg and/or register (default all)")
+    ap.add_argument(
+        "kinds", nargs="*", help="options, options-cfg, register and/or call (default: the first three)"
+    )
     ap.add_argument("-n", type=int, default=20_000)
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()

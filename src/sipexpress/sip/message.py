@@ -280,7 +280,7 @@ class SipMessage:
             self.method = ""
             self.ruri = ""
             parts = line.split(b" ", 2)
-            self.version = _decode(parts[0])
+            self.version = "SIP/2.0" if parts[0] == b"SIP/2.0" else _decode(parts[0])
             self.reason = _decode(parts[2]) if len(parts) > 2 else ""
             self.status = 0
             code = parts[1] if len(parts) > 1 else b""
@@ -459,6 +459,16 @@ class SipMessage:
         for ln in list(lines):
             yield _decode(ln[: ln.find(b":")].rstrip()), self._value(ln)
 
+    def first_field_line(self, key: str) -> bytes | None:
+        """The first field called ``key`` (a lookup key: lower-case full
+        name) as its raw line, continuation lines included, without the
+        final line end; ``None`` if there is none."""
+        keys = self._keys if self._keys is not None else self._index()
+        try:
+            return self._lines[keys.index(key)]  # type: ignore[index]
+        except ValueError:
+            return None
+
     def raw_header_lines(self, name: str) -> list[bytes]:
         """The complete lines (name, value, continuation lines, line end) of
         every ``name`` header field, as received (or as set)."""
@@ -588,6 +598,14 @@ class SipMessage:
         v = self._cache.get("cseq")
         if v is not None:
             return v  # type: ignore[no-any-return]
+        line = self.first_field_line("cseq")
+        if line is not None:
+            # the everyday spelling straight from the raw line (as _quick_check)
+            m = CSEQ_LINE_B.fullmatch(line, line.find(b":") + 1)
+            if m is not None and len(m[1]) < 10:
+                cs = CSeq(int(m[1]), m[2].decode("ascii"))
+                self._cache["cseq"] = cs
+                return cs
         cs = CSeq.parse(self._required("cseq", "CSeq"))
         self._cache["cseq"] = cs
         return cs

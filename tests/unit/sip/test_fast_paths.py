@@ -65,3 +65,21 @@ def test_sip_uri() -> None:
     ):
         text = f"{scheme}{user}{host}{port}{par}{hdrs}"
         assert outcome(SipUri.parse, text) == outcome(SipUri._parse, text), text
+
+
+def test_cseq_from_raw_line() -> None:
+    """``msg.cseq`` read from the raw line (replies) equals ``CSeq.parse``."""
+    from sipexpress.sip.headers import CSeq
+    from sipexpress.sip.message import SipMessage
+
+    for num, sep, method, trail in itertools.product(
+        ["1", "0", "4294967295", "4294967296", "99999999999", "", "1a", "01"],
+        [" ", "  ", "\t", ""],
+        ["INVITE", "invite", "X-Y", "", "A B"],
+        ["", " ", "\t"],
+    ):
+        value = f"{num}{sep}{method}{trail}"
+        msg = SipMessage.parse(
+            f"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCSeq:{value}\r\nContent-Length: 0\r\n\r\n".encode()
+        )
+        assert outcome(lambda _: msg.cseq, value) == outcome(CSeq.parse, value), value

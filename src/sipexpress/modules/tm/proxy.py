@@ -79,18 +79,19 @@ ServerKey = tuple[Any, ...]
 
 
 _VIA_LINE = re.compile(rb"\n(?:via|v)[ \t]*:", re.IGNORECASE)
-_BRANCH = re.compile(r";[ \t]*branch[ \t]*=[ \t]*([^;, \t]+)", re.IGNORECASE)
+# separators may hold a folded line end
+_BRANCH = re.compile(rb";[ \t\r\n]*branch[ \t\r\n]*=[ \t\r\n]*([^;, \t\r\n]+)", re.IGNORECASE)
 
 
 def _top_branch(msg: SipMessage) -> str | None:
-    """The branch parameter of the top Via, without parsing the whole Via
-    (the reply fast path)."""
-    v = msg.header("via")
-    if v is None:
+    """The branch parameter of the top Via, from the raw line (the reply
+    fast path: no decoding, no Via parsing)."""
+    line = msg.first_field_line("via")
+    if line is None:
         return None
-    comma = v.find(",")
-    m = _BRANCH.search(v, 0, comma if comma > 0 else len(v))
-    return m.group(1) if m is not None else None
+    comma = line.find(b",")
+    m = _BRANCH.search(line, line.find(b":") + 1, comma if comma > 0 else len(line))
+    return m.group(1).decode("utf-8", "surrogateescape") if m is not None else None
 
 
 def _strip_top_via(msg: SipMessage) -> bytes:
