@@ -154,11 +154,13 @@ def register(port: int, uas_port: int) -> bool:
     return r is not None and r.startswith(b"SIP/2.0 200")
 
 
-def run_step(sipp: str, port: int, uas_port: int, calls: int, rate: int, buffers: int) -> dict[str, object]:
+def run_step(
+    sipp: str, port: int, uas_port: int, calls: int, rate: int, buffers: int, pin: list[str]
+) -> dict[str, object]:
     limits = ["-buff_size", str(buffers)] if buffers else []
     limits += ["-m", str(calls), "-nostdin", "-timeout", str(calls // max(rate, 1) + 120)]
     uas = subprocess.Popen(
-        [sipp, "-sf", str(SCEN / "tm_uas.xml"), "-i", "127.0.0.1", "-p", str(uas_port), *limits],
+        [*pin, sipp, "-sf", str(SCEN / "tm_uas.xml"), "-i", "127.0.0.1", "-p", str(uas_port), *limits],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -167,6 +169,7 @@ def run_step(sipp: str, port: int, uas_port: int, calls: int, rate: int, buffers
     t0 = time.monotonic()
     res = subprocess.run(
         [
+            *pin,
             sipp,
             "-sf",
             str(SCEN / "tm_uac.xml"),
@@ -219,7 +222,14 @@ def main() -> int:
         help="UDP socket buffer bytes for ser (maxbuffer) and SIPp (-buff_size); 0: defaults",
     )
     ap.add_argument("--profile", help="write a cProfile of the server to this file")
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="ser on CPU 0, both SIPp on CPU 1 (taskset): the server's cost without sharing its core",
+    )
     args = ap.parse_args()
+    ser_pin = ["taskset", "-c", "0"] if args.pin else []
+    sipp_pin = ["taskset", "-c", "1"] if args.pin else []
     mode = "stateless" if args.stateless else args.mode
     sipp = shutil.which("sipp")
     if sipp is None:
@@ -232,9 +242,9 @@ def main() -> int:
     if args.profile:
         wrapper = work / "prof.py"
         wrapper.write_text(PROFILE_WRAPPER.format(out=str(Path(args.profile).resolve())))
-        cmd = [sys.executable, str(wrapper), "-f", str(script), "-D", "-E"]
+        cmd = [*ser_pin, sys.executable, str(wrapper), "-f", str(script), "-D", "-E"]
     else:
-        cmd = [sys.executable, "-m", "sipexpress.cli.ser", "-f", str(script), "-D", "-E"]
+        cmd = [*ser_pin, sys.executable, "-m", "sipexpress.cli.ser", "-f", str(script), "-D", "-E"]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     log = open(work / "ser.log", "wb")  # noqa: SIM115 - closed in finally
     ser = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=work, env=env)
@@ -251,7 +261,7 @@ def main() -> int:
             return 1
         print(f"ser pid {ser.pid}, mode {mode}, RSS at start {rss_kib(ser.pid)} KiB")
         if args.warmup:
-            w = run_step(sipp, port, uas_port, args.warmup, rates[0], args.buffers)
+            w = run_step(sipp, port, uas_port, args.warmup, rates[0], args.buffers, sipp_pin)
             time.sleep(2.5)
             print(f"warm-up: {w['ok']} ok, {w['failed']} failed; RSS {rss_kib(ser.pid)} KiB")
         print(
@@ -262,7 +272,7 @@ def main() -> int:
             calls = int(rate * args.duration) if args.duration else args.calls
             la0 = os.getloadavg()[0]
             c0 = cpu_seconds(ser.pid)
-            r = run_step(sipp, port, uas_port, calls, rate, args.buffers)
+            r = run_step(sipp, port, uas_port, calls, rate, args.buffers, sipp_pin)
             cpu = cpu_seconds(ser.pid) - c0
             la1 = os.getloadavg()[0]
             ok = int(str(r["ok"]))
