@@ -919,6 +919,10 @@ class Core:
         on (same protocol and family), else the first of that protocol and
         family (SER's ``get_send_socket`` without mhomed)."""
         af = socket.AF_INET6 if ":" in dip else socket.AF_INET
+        if ctx is not None and ctx.send_socket is None and proto is _UDP:
+            rcv = ctx.rcv  # the everyday case: out on the UDP socket it came in on
+            if rcv.proto is _UDP and rcv.af == af and rcv.transport is not None:
+                return rcv.transport
         listeners: list[Any] = list(self.udp_listeners) if proto is _UDP else []
         if proto is _TCP and self.tcp is not None:
             listeners = list(self.tcp.listeners)
