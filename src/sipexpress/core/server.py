@@ -82,9 +82,9 @@ _PROTO_BY_NAME = {"UDP": Proto.UDP, "TCP": Proto.TCP, "TLS": Proto.TLS}
 # on 3.11, and the receive/reply path compares protocols several times
 _UDP: Final = Proto.UDP
 _TCP: Final = Proto.TCP
-#: the request's header fields a reply copies (RFC 3261 §8.2.6.2)
 #: gc.set_threshold() while the server runs (see Core.start)
 GC_THRESHOLDS: Final = (50_000, 20, 100)
+#: the request's header fields a reply copies (RFC 3261 §8.2.6.2)
 _REPLY_COPY: Final = ("via", "from", "to", "call-id", "cseq")
 #: and Record-Route for 18x/2xx (RFC 3261 §12.1.1)
 _REPLY_COPY_RR: Final = ("via", "record-route", "from", "to", "call-id", "cseq")

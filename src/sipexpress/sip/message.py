@@ -135,9 +135,11 @@ class _Layout:
         self.cseq = first.get("cseq", -1)
         self.max_forwards = first.get("max-forwards", -1)
         self.content_length = first.get("content-length", -1)
-        self.groups: dict[Sequence[str], tuple[tuple[int, ...], ...]] = {}
+        self.groups: dict[tuple[str, ...], tuple[tuple[int, ...], ...]] = {}
 
     def positions(self, keys: Sequence[str], names: Sequence[str]) -> tuple[tuple[int, ...], ...]:
+        """For each of ``names``, the indexes of its fields in ``keys``."""
+        names = names if type(names) is tuple else tuple(names)
         pos = self.groups.get(names)
         if pos is None:
             wanted = [_key_get(n) or header_key(n) for n in names]

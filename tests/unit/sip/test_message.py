@@ -383,6 +383,29 @@ class TestModify:
         assert c.via1.host == "c"
 
 
+def test_header_groups_follow_edits() -> None:
+    """``raw_header_groups`` positions come from a layout shared by messages
+    with the same header names; an edit must not leave it stale."""
+    data = (
+        b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nv: SIP/2.0/UDP i\r\nFrom: <sip:a@b>;tag=1\r\n"
+        b"To: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n"
+    )
+    m = SipMessage.parse(data)
+    assert m.raw_header_groups(["via", "to", "route"]) == [
+        [b"Via: SIP/2.0/UDP h\r\n", b"v: SIP/2.0/UDP i\r\n"],
+        [b"To: <sip:c@d>\r\n"],
+        [],
+    ]
+    m.add_via("SIP/2.0/UDP new")
+    m.remove_header("To")
+    assert m.raw_header_groups(("via", "to")) == [
+        [b"Via: SIP/2.0/UDP new\r\n", b"Via: SIP/2.0/UDP h\r\n", b"v: SIP/2.0/UDP i\r\n"],
+        [],
+    ]
+    # another message with the original layout still sees its own fields
+    assert SipMessage.parse(data).raw_header_groups(("to",)) == [[b"To: <sip:c@d>\r\n"]]
+
+
 class TestSerializeWithVia:
     """``serialize_with_via`` gives what add_via + serialize gives, and
     leaves the message as it was."""
