@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 __all__ = [
@@ -98,17 +98,26 @@ class TimerConfig:
     timer_m: float | None = None  # RFC 6026 INVITE client Accepted (64*T1)
     cap_invite: bool = False
     restart_c: bool = True  # restart Timer C on every provisional (restart_fr_on_each_reply)
+    #: the effective values by timer name, worked out once (machines ask on every start)
+    _values: dict[str, float] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        values: dict[str, float] = {}
+        for name in "ABCDEFGHIJKLM":
+            v: float | None = getattr(self, "timer_" + name.lower(), None)
+            if v is None:
+                if name in "AEG":
+                    v = self.t1
+                elif name in "IK":
+                    v = self.t4
+                else:
+                    v = 64 * self.t1  # B F H J L M (and C, unused when None)
+            values[name] = v
+        object.__setattr__(self, "_values", values)
 
     def value(self, name: str) -> float:
         """The effective value of Timer ``name`` (``"A"`` .. ``"M"``)."""
-        v: float | None = getattr(self, "timer_" + name.lower(), None)
-        if v is not None:
-            return v
-        if name in ("A", "E", "G"):
-            return self.t1
-        if name in ("I", "K"):
-            return self.t4
-        return 64 * self.t1  # B F H J L M
+        return self._values[name]
 
     def interval(self, n: int, cap: bool = True) -> float:
         """The interval before retransmission ``n+1`` (n = 0 first):
@@ -413,11 +422,13 @@ class _Machine:
     def handle_timer(self, now: float) -> list[Action]:
         """Fire every timer whose deadline is ``<= now``, earliest first."""
         out: list[Action] = []
-        while self.timers:
-            name, deadline = min(self.timers.items(), key=lambda kv: kv[1])
+        timers = self.timers
+        while timers:
+            name = min(timers, key=timers.__getitem__)
+            deadline = timers[name]
             if deadline > now:
                 break
-            del self.timers[name]
+            del timers[name]
             self._last_timer = name
             out += self._fire(TIMER_INPUT[name], now)
         return out
