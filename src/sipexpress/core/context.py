@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sipexpress.core.registry import Module, RouteType
+from sipexpress.sip.uri import SipUri
 
 if TYPE_CHECKING:
     from sipexpress.sip.message import SipMessage
-    from sipexpress.sip.uri import SipUri
 
 
 class Proto(enum.IntEnum):
@@ -133,8 +133,6 @@ class RequestContext:
         """The current request URI, parsed (cached until the next rewrite).
         Raises the parser's error for a malformed URI."""
         if self._parsed_ruri is None:
-            from sipexpress.sip.uri import SipUri
-
             self._parsed_ruri = SipUri.parse(self.ruri)
         return self._parsed_ruri
 

@@ -62,6 +62,7 @@ from sipexpress.core.transport import (
     local_addresses,
 )
 from sipexpress.sip.errors import SipParseError
+from sipexpress.sip.uri import SipUri
 
 if TYPE_CHECKING:
     from sipexpress.sip.message import SipMessage
@@ -831,12 +832,7 @@ class Core:
             if dest is not None:
                 return self._forward_to(ctx, *dest)
             try:
-                if ctx.dst_uri:
-                    from sipexpress.sip.uri import SipUri
-
-                    uri = SipUri.parse(uri_text)
-                else:
-                    uri = ctx.parsed_ruri
+                uri = SipUri.parse(uri_text) if ctx.dst_uri else ctx.parsed_ruri
             except SipParseError as e:
                 log.error("forward: bad URI %r: %s", uri_text, e)
                 ctx.data[errors.SER_ERROR_KEY] = errors.E_BAD_URI

@@ -63,6 +63,7 @@ from sipexpress.sip.transaction import (
     TransactionStateError,
     TransportError,
 )
+from sipexpress.sip.uri import SipUri
 
 if TYPE_CHECKING:
     from sipexpress.core.context import CoreAPI
@@ -731,8 +732,6 @@ class TransactionLayer:
         if not routes or not _LR.search(routes[0].uri):
             return None
         uri = routes[0].uri
-        from sipexpress.sip.uri import SipUri
-
         try:
             u = SipUri.parse(uri)
         except (SipParseError, SipError):
@@ -759,8 +758,6 @@ class TransactionLayer:
         cached = self._numeric_dest.get(key)
         if cached is not None:
             return cached
-        from sipexpress.sip.uri import SipUri
-
         try:
             uri = SipUri.parse(uri_text)
         except (SipParseError, SipError):
