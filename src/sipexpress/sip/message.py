@@ -614,8 +614,15 @@ class SipMessage:
 
     @property
     def max_forwards(self) -> int | None:
-        v = self._first("max-forwards")
-        return None if v is None else parse_uint(v, "Max-Forwards", 255)
+        line = self.first_field_line("max-forwards")
+        if line is None:
+            return None
+        v = line[line.find(b":") + 1 :].strip(b" \t")
+        if 0 < len(v) <= 3 and v.isdigit():  # the everyday value, from the raw line
+            n = int(v)
+            if n <= 255:
+                return n
+        return parse_uint(self._value(line), "Max-Forwards", 255)
 
     @property
     def content_length(self) -> int | None:
@@ -1078,13 +1085,16 @@ class SipMessage:
         header lines (untouched ones are slices of ``raw``) joined once."""
         if not self._mod:
             return self.raw
+        if self._ruri_mod:
+            first = _encode(f"{self.method} {self.ruri} {self.version}") + self._eol
+        else:
+            first = self.raw[: self._fl_end]
+        lines, _ = self._fields()
+        return self._join(first, lines)
+
+    def _join(self, first: bytes, lines: list[bytes]) -> bytes:
         raw = self.raw
         eol = self._eol
-        if self._ruri_mod:
-            first = _encode(f"{self.method} {self.ruri} {self.version}") + eol
-        else:
-            first = raw[: self._fl_end]
-        lines, _ = self._fields()
         if self._body is not None:
             tail = eol + self._body
         elif self._body_start > self._hdr_end:
@@ -1095,30 +1105,32 @@ class SipMessage:
             return b"".join((first, eol.join(lines), eol, tail))
         return first + tail
 
-    def serialize_with_via(self, value: str) -> bytes:
-        """:meth:`serialize` with ``Via: value`` above the first Via (what a
-        stateless forward sends); the message itself is not changed."""
+    def serialize_with_via(self, value: str, ruri: str | None = None) -> bytes:
+        """:meth:`serialize` with ``Via: value`` above the first Via and, if
+        given, ``ruri`` as the Request-URI -- what a proxy sends on one
+        branch -- in one pass; the message itself is not changed."""
         keys = self._keys if self._keys is not None else self._index()
         lines: list[bytes] = self._lines  # type: ignore[assignment]
+        eol = self._eol
         via = _encode("Via: " + value)
         try:
             i = keys.index("via")
         except ValueError:
             i = 0
-        if not self._mod:
+        if ruri is not None and ruri != self.ruri:
+            first = _encode(f"{self.method} {ruri} {self.version}") + eol
+        elif self._ruri_mod:
+            first = _encode(f"{self.method} {self.ruri} {self.version}") + eol
+        elif not self._mod:
             # the field lines are consecutive slices of raw: splice there
             raw = self.raw
-            eol = self._eol
             at = self._fl_end
             for line in lines[:i]:
                 at += len(line) + len(eol)
             return b"".join((raw[:at], via, eol, raw[at:]))
-        out = self.serialize()
-        eol = self._eol
-        at = out.find(eol) + len(eol)
-        for line in lines[:i]:
-            at += len(line) + len(eol)
-        return b"".join((out[:at], via, eol, out[at:]))
+        else:
+            first = self.raw[: self._fl_end]
+        return self._join(first, [*lines[:i], via, *lines[i:]])
 
     def __bytes__(self) -> bytes:
         return self.serialize()

@@ -82,4 +82,35 @@ def test_cseq_from_raw_line() -> None:
         msg = SipMessage.parse(
             f"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCSeq:{value}\r\nContent-Length: 0\r\n\r\n".encode()
         )
-        assert outcome(lambda _: msg.cseq, value) == outcome(CSeq.parse, value), value
+        assert outcome(lambda _, m=msg: m.cseq, value) == outcome(CSeq.parse, value), value
+
+
+def test_max_forwards_from_raw_line() -> None:
+    """``msg.max_forwards`` read from the raw line equals ``parse_uint`` of
+    the decoded value (result or error)."""
+    from sipexpress.sip.headers import parse_uint
+    from sipexpress.sip.message import SipMessage
+
+    for v in [
+        "70",
+        "0",
+        "255",
+        "256",
+        "007",
+        "0255",
+        "1a",
+        "",
+        " 70",
+        "70 ",
+        "\t70",
+        "-1",
+        "9999",
+        "٣",
+        "7 0",
+    ]:
+        msg = SipMessage.parse(
+            f"OPTIONS sip:a@b SIP/2.0\r\nMax-Forwards:{v}\r\nVia: SIP/2.0/UDP h\r\n\r\n".encode()
+        )
+        assert outcome(lambda _, m=msg: m.max_forwards, v) == outcome(
+            lambda s: parse_uint(s.strip(), "Max-Forwards", 255), v
+        ), v

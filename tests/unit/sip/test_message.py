@@ -438,6 +438,25 @@ class TestSerializeWithVia:
         assert got == m.serialize()
         assert SipMessage.parse(got).via1.branch == "z9hG4bKsl"
 
+    @pytest.mark.parametrize("edit", ["none", "ruri", "header"])
+    def test_with_request_uri(self, edit: str) -> None:
+        m = SipMessage.parse(INVITE)
+        if edit == "ruri":
+            m.set_ruri("sip:first@192.0.2.9")
+        elif edit == "header":
+            m.replace_header("Max-Forwards", "3")
+        before = m.serialize()
+        got = m.serialize_with_via("SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKb1", "sip:bob@192.0.2.7:5070")
+        assert m.serialize() == before
+        ruri = m.ruri
+        m.set_ruri("sip:bob@192.0.2.7:5070")
+        m.add_via("SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKb1")
+        assert got == m.serialize()
+        # the same URI as the message's: as without one
+        m2 = SipMessage.parse(INVITE)
+        assert m2.serialize_with_via("SIP/2.0/UDP x", m2.ruri) == m2.serialize_with_via("SIP/2.0/UDP x")
+        assert ruri != "sip:bob@192.0.2.7:5070"
+
 
 class TestBuild:
     def test_build_reply(self) -> None:

@@ -79,7 +79,6 @@ _LR = re.compile(r";\s*lr(?:[;=>\s]|$)", re.IGNORECASE)
 ServerKey = tuple[Any, ...]
 
 
-_VIA_LINE = re.compile(rb"\n(?:via|v)[ \t]*:", re.IGNORECASE)
 # separators may hold a folded line end
 _BRANCH = re.compile(rb";[ \t\r\n]*branch[ \t\r\n]*=[ \t\r\n]*([^;, \t\r\n]+)", re.IGNORECASE)
 
@@ -113,14 +112,6 @@ def _strip_top_via(msg: SipMessage) -> bytes:
             return raw[:i] + first[: colon + 1] + b" " + rest + raw[i + len(first) :]
     msg.remove_top_via()
     return msg.serialize()
-
-
-def _insert_via(data: bytes, via: str) -> bytes:
-    """``data`` with ``Via: <via>`` inserted above its first Via line."""
-    m = _VIA_LINE.search(data)
-    line = b"Via: " + via.encode() + b"\r\n"
-    i = data.find(b"\n") + 1 if m is None else m.start() + 1
-    return data[:i] + line + data[i:]
 
 
 class Branch:
@@ -557,7 +548,6 @@ class TransactionLayer:
             br.machine = None  # its build_ack refers back to the branch
             br.reply = None
         t.branches = []  # no reference cycles left: freed without the GC
-        t.ctx_data.pop("_out", None)
         self.stats.freed(t.hash_index, t.waiting)
 
     def arm_guard(self, t: Transaction) -> None:
@@ -812,7 +802,7 @@ class TransactionLayer:
         br = Branch(t, idx, uri, bid)
         br.via = self._via_prefix(t, dproto, lst) + bid
         br.dst = (dproto, dip, dport)
-        br.data = _insert_via(self._outgoing(t, uri), br.via)
+        br.data = t.request.serialize_with_via(br.via, uri)
         reliable = dproto is not Proto.UDP
         if t.is_invite:
             br.machine = ClientInvite(br.data, reliable, self.client_timers, partial(self._ack_for, br))
@@ -853,23 +843,6 @@ class TransactionLayer:
                 self._via_prefixes.clear()
             self._via_prefixes[key] = prefix
         return prefix
-
-    def _outgoing(self, t: Transaction, uri: str) -> bytes:
-        """The relayed request with Request-URI ``uri``, before our Via
-        (serialized once per transaction for the unchanged URI)."""
-        msg = t.request
-        orig = msg.ruri
-        if uri == orig:
-            base: bytes | None = t.ctx_data.get("_out")
-            if base is None:
-                base = msg.serialize()
-                t.ctx_data["_out"] = base
-            return base
-        msg.set_ruri(uri)
-        try:
-            return msg.serialize()
-        finally:
-            msg.set_ruri(orig)
 
     # hop-by-hop requests built from the branch's request (RFC 3261 §9.1, §17.1.1.3)
     def _hop_request(self, br: Branch, method: str, to_line: bytes | None) -> bytes:
