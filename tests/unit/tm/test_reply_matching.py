@@ -38,3 +38,17 @@ def test_same_branch_as_the_via_parser(via: str) -> None:
 
 def test_no_via() -> None:
     assert _top_branch(reply("")) is None
+
+
+@pytest.mark.parametrize("eol", [b"\r\n", b"\n"])
+def test_strip_top_via_cuts_the_via_field_only(eol: bytes) -> None:
+    from sipexpress.modules.tm.proxy import _strip_top_via
+
+    data = (
+        b"SIP/2.0 200 OK\r\nX: Via: SIP/2.0/UDP p;branch=z9hG4bKa\r\nVia: SIP/2.0/UDP p;branch=z9hG4bKa\r\n"
+        b"Via: SIP/2.0/UDP q;branch=z9hG4bKb\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:b@c>\r\nCall-ID: x\r\n"
+        b"CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    ).replace(b"\r\n", eol)
+    out = SipMessage.parse(_strip_top_via(SipMessage.parse(data)))
+    assert out.header("x") == "Via: SIP/2.0/UDP p;branch=z9hG4bKa"
+    assert [v.host for v in out.vias] == ["q"]

@@ -97,11 +97,11 @@ def _top_branch(msg: SipMessage) -> str | None:
 def _strip_top_via(msg: SipMessage) -> bytes:
     """A received reply without its top Via (ours): the raw bytes with that
     line cut out when it holds a single value."""
-    lines = msg.raw_header_lines("via")
-    if lines and b'"' not in lines[0]:
-        first = lines[0]
+    top = msg.first_field_line("via")
+    if top is not None and b'"' not in top:
+        first = top + b"\r\n"  # a bare-LF message takes the general way below
         raw = msg.serialize()
-        i = raw.find(first)
+        i = raw.find(b"\n" + first) + 1  # at a line start
         if i > 0:
             comma = first.find(b",")
             if comma < 0:
