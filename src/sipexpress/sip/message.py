@@ -106,6 +106,7 @@ class _Layout:
         "cseq",
         "from_",
         "groups",
+        "keys",
         "max_forwards",
         "to",
         "vias",
@@ -113,6 +114,7 @@ class _Layout:
     )
 
     def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
         first: dict[str, int] = {}
         for i in range(len(keys) - 1, -1, -1):
             first[keys[i]] = i
@@ -137,13 +139,13 @@ class _Layout:
         self.content_length = first.get("content-length", -1)
         self.groups: dict[tuple[str, ...], tuple[tuple[int, ...], ...]] = {}
 
-    def positions(self, keys: Sequence[str], names: Sequence[str]) -> tuple[tuple[int, ...], ...]:
-        """For each of ``names``, the indexes of its fields in ``keys``."""
+    def positions(self, names: Sequence[str]) -> tuple[tuple[int, ...], ...]:
+        """For each of ``names``, the indexes of its fields."""
         names = names if type(names) is tuple else tuple(names)
         pos = self.groups.get(names)
         if pos is None:
             wanted = [_key_get(n) or header_key(n) for n in names]
-            pos = tuple(tuple(i for i, k in enumerate(keys) if k == w) for w in wanted)
+            pos = tuple(tuple(i for i, k in enumerate(self.keys) if k == w) for w in wanted)
             if len(self.groups) < 16:
                 self.groups[names] = pos
         return pos
@@ -492,7 +494,7 @@ class SipMessage:
         eol = self._eol
         out: list[list[bytes]] = []
         append = out.append
-        for pos in lay.positions(self._keys, names):  # type: ignore[arg-type]
+        for pos in lay.positions(names):
             if len(pos) == 1:
                 append([lines[pos[0]] + eol])
             else:
