@@ -83,6 +83,8 @@ _PROTO_BY_NAME = {"UDP": Proto.UDP, "TCP": Proto.TCP, "TLS": Proto.TLS}
 # on 3.11, and the receive/reply path compares protocols several times
 _UDP: Final = Proto.UDP
 _TCP: Final = Proto.TCP
+#: messages kept while the modules start (more are dropped: UDP peers retransmit)
+MAX_HELD: Final = 1000
 #: gc.set_threshold() while the server runs (see Core.start)
 GC_THRESHOLDS: Final = (50_000, 20, 100)
 #: the request's header fields a reply copies (RFC 3261 §8.2.6.2)
@@ -159,6 +161,10 @@ class Core:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stop_event: asyncio.Event | None = None
         self._running = False
+        #: messages that arrive while start() is still starting the modules:
+        #: handled once it is done (SER initialises modules before its
+        #: children read a socket); None when not starting
+        self._held: list[tuple[bytes, ReceiveInfo]] | None = None
         # myself: (host, port, proto) of listen sockets and their names
         self._my_socks: set[tuple[str, int, Proto]] | None = None
         self._my_hostport: set[tuple[str, int]] = set()
@@ -375,6 +381,7 @@ class Core:
         self.loop = loop = asyncio.get_running_loop()
         if self._stop_event is None:
             self._stop_event = asyncio.Event()
+        self._held = []
         max_size = int(self.options.get("max_msg_size") or 65535)
         sockets = self.listen_specs()
         if not sockets:
@@ -440,6 +447,11 @@ class Core:
         # so collect young objects rarely and old ones almost never.
         gc.set_threshold(*GC_THRESHOLDS)
         self._running = True
+        held, self._held = self._held, None
+        if held:
+            log.info("handling %d message(s) received while starting", len(held))
+            for data, rcv in held:
+                self.receive(data, rcv)
 
     async def _add_reverse_names(self) -> None:
         """SER adds the names of listen addresses (reverse DNS, host name)
@@ -514,6 +526,7 @@ class Core:
     async def stop(self) -> None:
         """Stop modules (reverse order), the management layer, listeners."""
         self._running = False
+        self._held = None
         if self.mgmt is not None:
             import sipexpress.mgmt as mgmt
 
@@ -572,6 +585,10 @@ class Core:
     # ------------------------------------------------------------------
     def receive(self, data: bytes, rcv: ReceiveInfo) -> None:
         """Entry point of every transport: one complete message."""
+        if self._held is not None:  # still starting: the modules are not ready
+            if len(self._held) < MAX_HELD:
+                self._held.append((data, rcv))
+            return
         try:
             msg = _parse(data)
         except SipParseError as e:

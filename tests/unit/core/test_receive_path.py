@@ -177,3 +177,54 @@ async def test_sl_reply_error_uses_last_error() -> None:
         "SIP/2.0 478 Unresolvable destination (478/SL)",
         "SIP/2.0 500 I'm terribly sorry, server error occurred (1/SL)",
     ]
+
+
+async def test_requests_wait_until_the_modules_have_started() -> None:
+    """A request that arrives while a module is still starting (e.g. loading
+    a table) is routed once start() is done, not before (ser.cfg functions
+    of an unstarted module would fail)."""
+    from sipexpress.core.registry import Module
+
+    gate = asyncio.Event()
+    started: list[bool] = []
+
+    class SlowStart(Module):
+        name = "slow_start_test"
+
+        async def start(self) -> None:
+            await gate.wait()
+            started.append(True)
+
+    seen: list[bool] = []
+
+    def route(ctx: RequestContext) -> int:
+        seen.append(bool(started))
+        return ctx.core.send_reply(ctx, 200, "OK")
+
+    from tests.support import free_port
+
+    core = Core({"listen": f"udp:127.0.0.1:{free_port()}", "sip_warning": 0})
+    core.load_module("sl")
+    core.set_routes(RouteTable({"0": route}, {}, {}, {}))
+    cap = Capture()
+    core.add_module(SlowStart(core))
+    starting = asyncio.create_task(core.start())
+    try:
+        for _ in range(100):
+            if core.udp_listeners:
+                break
+            await asyncio.sleep(0.01)
+        lst = core.udp_listeners[0]
+        rcv = ReceiveInfo(Proto.UDP, "192.0.2.1", 5060, "127.0.0.1", lst.port, 2, cap)
+        core.receive(request(), rcv)
+        await asyncio.sleep(0.05)
+        assert seen == [] and cap.sent == []  # held, not routed yet
+        gate.set()
+        await starting
+        assert seen == [True]  # routed after the module started
+        assert status(cap.sent[0][0]) == 200
+        core.receive(request(), rcv)  # and from then on at once
+        assert seen == [True, True]
+    finally:
+        gate.set()
+        await core.stop()
