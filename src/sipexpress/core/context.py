@@ -191,6 +191,18 @@ class CoreAPI(Protocol):
 
     def is_myself(self, host: str, port: int | None = None, proto: Proto | None = None) -> bool: ...
 
+    async def uri_destination(
+        self, uri_text: str, proto: Proto | None, rproto: Proto, uri: SipUri | None = None
+    ) -> tuple[Proto, str, int] | int:
+        """RFC 3263 target of a SIP URI, or a SER error code."""
+        ...
+
+    def known_destination(
+        self, uri_text: str, proto: Proto | None, rproto: Proto
+    ) -> tuple[Proto, str, int] | None:
+        """``uri_destination``'s kept answer for a numeric URI, if any."""
+        ...
+
     def send(self, proto: Proto, ip: str, port: int, data: bytes, rcv: ReceiveInfo | None = None) -> bool:
         """Send bytes; for TCP reuse a connection to ip:port (or the one the
         request came on when ``rcv`` is given), opening one if needed."""

@@ -43,7 +43,7 @@ import sys
 import time
 import types
 import zlib
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from sipexpress import __version__
@@ -61,7 +61,7 @@ from sipexpress.core.transport import (
     bind_socket,
     local_addresses,
 )
-from sipexpress.sip.errors import SipParseError
+from sipexpress.sip.errors import SipError, SipParseError
 from sipexpress.sip.uri import SipUri
 
 if TYPE_CHECKING:
@@ -171,8 +171,8 @@ class Core:
         self._my_aliases: dict[str, set[int]] = {}
         self._my_names_extra: list[tuple[str, int, Proto]] = []
         self._numeric: dict[str, bool] = {}
-        #: (URI, proto, in-proto) -> (proto, ip, port) of forward() for numeric hosts
-        self._fwd_dest: dict[tuple[str, Proto | None, Proto], tuple[Proto, str, int]] = {}
+        #: (URI, proto, in-proto) -> (proto, ip, port): uri_destination() for numeric hosts
+        self._uri_dest: dict[tuple[str, Proto | None, Proto], tuple[Proto, str, int]] = {}
         self.to_tag_prefix = hashlib.md5(f"sipexpress-sl-{os.getpid()}".encode()).hexdigest()
         self._tag_prefix_b = self.to_tag_prefix.encode()
         self._main_route: Callable[[RequestContext], Any] | None = None
@@ -845,51 +845,77 @@ class Core:
         rproto = ctx.rcv.proto
         if host is None:
             uri_text = ctx.dst_uri or ctx.ruri
-            dest = self._fwd_dest.get((uri_text, proto, rproto))
-            if dest is not None:
-                return self._forward_to(ctx, *dest)
+            known = self._uri_dest.get((uri_text, proto, rproto))
+            if known is not None:
+                return self._forward_to(ctx, *known)
             try:
                 uri = SipUri.parse(uri_text) if ctx.dst_uri else ctx.parsed_ruri
             except SipParseError as e:
                 log.error("forward: bad URI %r: %s", uri_text, e)
                 ctx.data[errors.SER_ERROR_KEY] = errors.E_BAD_URI
                 return errors.E_BAD_URI
-            if uri.scheme not in ("sip", "sips"):
-                ctx.data[errors.SER_ERROR_KEY] = errors.E_BAD_URI
-                return errors.E_BAD_URI
-            thost = uri.maddr or uri.host
-            tport = uri.port
-            transport = uri.transport
-            if transport is None and proto is not None:
-                transport = proto.name.lower()
-            if transport is None and uri.scheme == "sip" and self._is_numeric(thost):
-                transport = rproto.name.lower()
-            targets = await self.resolver.locate(thost, tport, transport, uri.scheme == "sips")
-            if not targets:
-                log.error("forward: cannot resolve %s", thost)
+            dest = await self.uri_destination(uri_text, proto, rproto, uri)
+            if isinstance(dest, int):
+                if dest == errors.E_BAD_ADDRESS:
+                    log.error("forward: cannot resolve %s", uri.maddr or uri.host)
+                ctx.data[errors.SER_ERROR_KEY] = dest
+                return dest
+            return self._forward_to(ctx, *dest)
+        dproto = proto or rproto
+        if self._is_numeric(host):
+            dip = _norm_host(host)
+        else:
+            addrs = await self.resolver.resolve_host(host)
+            if not addrs:
+                log.error("forward: cannot resolve %s", host)
                 ctx.data[errors.SER_ERROR_KEY] = errors.E_BAD_ADDRESS
                 return errors.E_BAD_ADDRESS
-            t = targets[0]
-            dproto = _PROTO_BY_NAME.get(t.proto.upper(), Proto.UDP)
-            dip, dport = t.ip, t.port
-            if self._is_numeric(thost):
-                # no DNS involved: the same URI always leads to the same place
-                if len(self._fwd_dest) >= 4096:
-                    self._fwd_dest.clear()
-                self._fwd_dest[(uri_text, proto, rproto)] = (dproto, dip, dport)
-        else:
-            dproto = proto or rproto
-            if self._is_numeric(host):
-                dip = _norm_host(host)
-            else:
-                addrs = await self.resolver.resolve_host(host)
-                if not addrs:
-                    log.error("forward: cannot resolve %s", host)
-                    ctx.data[errors.SER_ERROR_KEY] = errors.E_BAD_ADDRESS
-                    return errors.E_BAD_ADDRESS
-                dip = addrs[0]
-            dport = port or (SIPS_PORT if dproto is Proto.TLS else SIP_PORT)
+            dip = addrs[0]
+        dport = port or (SIPS_PORT if dproto is Proto.TLS else SIP_PORT)
         return self._forward_to(ctx, dproto, dip, dport)
+
+    def known_destination(
+        self, uri_text: str, proto: Proto | None, rproto: Proto
+    ) -> tuple[Proto, str, int] | None:
+        """What :meth:`uri_destination` gave for this numeric URI before."""
+        return self._uri_dest.get((uri_text, proto, rproto))
+
+    async def uri_destination(
+        self, uri_text: str, proto: Proto | None, rproto: Proto, uri: SipUri | None = None
+    ) -> tuple[Proto, str, int] | int:
+        """RFC 3263 (``locate``): the first target ``(proto, ip, port)`` of a
+        SIP/SIPS URI, sent with ``proto`` if given (else the URI's transport,
+        else ``rproto`` for a numeric ``sip:`` host); ``E_BAD_URI`` or
+        ``E_BAD_ADDRESS`` when there is none.  Numeric hosts involve no DNS:
+        their answer is kept (forward() and tm ask for every request)."""
+        key = (uri_text, proto, rproto)
+        dest = self._uri_dest.get(key)
+        if dest is not None:
+            return dest
+        if uri is None:
+            try:
+                uri = SipUri.parse(uri_text)
+            except (SipParseError, SipError):
+                return errors.E_BAD_URI
+        if uri.scheme not in ("sip", "sips"):
+            return errors.E_BAD_URI
+        thost = uri.maddr or uri.host
+        numeric = self._is_numeric(thost)
+        transport = uri.transport
+        if transport is None and proto is not None:
+            transport = proto.name.lower()
+        if transport is None and uri.scheme == "sip" and numeric:
+            transport = rproto.name.lower()
+        targets = await self.resolver.locate(thost, uri.port, transport, uri.scheme == "sips")
+        if not targets:
+            return errors.E_BAD_ADDRESS
+        t = targets[0]
+        dest = _PROTO_BY_NAME.get(t.proto.upper(), Proto.UDP), t.ip.strip("[]"), t.port
+        if numeric:
+            if len(self._uri_dest) >= 4096:
+                self._uri_dest.clear()
+            self._uri_dest[key] = dest
+        return dest
 
     def _forward_to(self, ctx: RequestContext, dproto: Proto, dip: str, dport: int) -> int:
         lst = self.pick_listener(ctx, dproto, dip)
@@ -932,13 +958,6 @@ class Core:
         on (same protocol and family), else the first of that protocol and
         family (SER's ``get_send_socket`` without mhomed)."""
         af = socket.AF_INET6 if ":" in dip else socket.AF_INET
-        if ctx is not None and ctx.send_socket is None and proto is _UDP:
-            rcv = ctx.rcv  # the everyday case: out on the UDP socket it came in on
-            if rcv.proto is _UDP and rcv.af == af and rcv.transport is not None:
-                return rcv.transport
-        listeners: list[Any] = list(self.udp_listeners) if proto is _UDP else []
-        if proto is _TCP and self.tcp is not None:
-            listeners = list(self.tcp.listeners)
         if ctx is not None:
             forced = ctx.send_socket
             if forced is not None:
@@ -946,7 +965,7 @@ class Core:
                 fhost = _norm_host(str(getattr(forced, "host", getattr(forced, "ip", ""))))
                 fport = int(getattr(forced, "port", 0) or 0)
                 if fproto in (None, proto):
-                    for lst in listeners:
+                    for lst in self._listeners(proto):
                         if lst.ip == fhost and (not fport or lst.port == fport) and lst.af == af:
                             return lst
                 log.warning("force_send_socket(%s): no such %s socket", forced, proto.name.lower())
@@ -955,13 +974,20 @@ class Core:
                 t = rcv.transport
                 if proto is _UDP and t is not None:
                     return t
-                for lst in listeners:
+                for lst in self._listeners(proto):
                     if lst.ip == rcv.dst_ip and lst.port == rcv.dst_port:
                         return lst
-        for lst in listeners:
+        for lst in self._listeners(proto):
             if lst.af == af:
                 return lst
         return None
+
+    def _listeners(self, proto: Proto) -> Sequence[Any]:
+        if proto is _UDP:
+            return self.udp_listeners
+        if proto is _TCP and self.tcp is not None:
+            return self.tcp.listeners
+        return ()
 
     def build_forward(self, ctx: RequestContext, proto: Proto, lst: Any) -> bytes:
         """The request as it leaves from listener ``lst``: received/rport on
@@ -978,14 +1004,7 @@ class Core:
         via = (
             f"SIP/2.0/{proto.name} {host}:{adv_port or lst.port};branch={self.stateless_branch(msg, out_uri)}"
         )
-        orig_ruri = msg.ruri
-        if ctx.new_uri is None or ctx.new_uri == orig_ruri:
-            return msg.serialize_with_via(via)
-        msg.set_ruri(out_uri)
-        try:
-            return msg.serialize_with_via(via)
-        finally:
-            msg.set_ruri(orig_ruri)
+        return msg.serialize_with_via(via, out_uri)
 
     def forward_reply(self, msg: SipMessage, rcv: ReceiveInfo) -> int:
         """SER's ``forward_reply``: drop our Via, send to the next one."""

@@ -150,6 +150,16 @@ class CheckCore:
     def is_myself(self, host: str, port: int | None = None, proto: Proto | None = None) -> bool:
         return False
 
+    async def uri_destination(
+        self, uri_text: str, proto: Proto | None, rproto: Proto, uri: Any = None
+    ) -> tuple[Proto, str, int] | int:
+        return -1
+
+    def known_destination(
+        self, uri_text: str, proto: Proto | None, rproto: Proto
+    ) -> tuple[Proto, str, int] | None:
+        return None
+
     def send(self, proto: Proto, ip: str, port: int, data: bytes, rcv: Any = None) -> bool:
         return False
 

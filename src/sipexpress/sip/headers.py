@@ -418,17 +418,48 @@ def contact_from_line(line: bytes, start: int) -> Contact | None:
     return _addr_from_line(line, start, Contact)
 
 
+# -- parameters split on demand --------------------------------------------------
+
+
+class _Params:
+    """``params`` of a Via or name-addr, split on first access: the fast
+    paths (``via_from_line`` ...) keep the parameter text (";name=value..."
+    in the everyday spelling) and most requests never read a parameter."""
+
+    __slots__ = ("_params", "_ptext")
+
+    #: the split parameters, None until ``_ptext`` is split
+    _params: dict[str, str | None] | None
+    _ptext: str
+
+    @property
+    def params(self) -> dict[str, str | None]:
+        p = self._params
+        if p is None:
+            p = self._params = _fast_params(self._ptext)
+        return p
+
+    @params.setter
+    def params(self, value: dict[str, str | None]) -> None:
+        self._params = value
+
+    def _may_have(self, name: str) -> bool:
+        """False when parameter ``name`` (lower case) is surely absent, told
+        from the text alone without splitting it."""
+        return self._params is not None or name in self._ptext.lower()
+
+
 # -- Via -----------------------------------------------------------------------
 
 
-class Via:
+class Via(_Params):
     """One via-parm (RFC 3261 §20.42): ``SIP/2.0/UDP host:port;params``.
 
     ``params`` keeps the parameters in order (names lower-cased); ``rport``
     and the other accessors are ``None`` when absent, ``""`` when present
     without value."""
 
-    __slots__ = ("_params", "_ptext", "host", "port", "protocol", "transport")
+    __slots__ = ("host", "port", "protocol", "transport")
 
     def __init__(
         self,
@@ -443,21 +474,8 @@ class Via:
         self.transport = transport
         self.host = host
         self.port = port
-        # ``ptext`` (";name=value..." in the fast spelling) stands for the
-        # parameters until they are asked for
-        self._params: dict[str, str | None] | None = params if params is not None or ptext else {}
+        self._params = params if params is not None or ptext else {}
         self._ptext = ptext
-
-    @property
-    def params(self) -> dict[str, str | None]:
-        p = self._params
-        if p is None:
-            p = self._params = _fast_params(self._ptext)
-        return p
-
-    @params.setter
-    def params(self, value: dict[str, str | None]) -> None:
-        self._params = value
 
     @classmethod
     def parse(cls, text: str) -> Via:
@@ -533,14 +551,10 @@ class Via:
     @property
     def rport(self) -> str | None:
         """``None`` when absent, ``""`` for a bare ``;rport``, else the value."""
-        params = self._params
-        if params is None:
-            if "rport" not in self._ptext.lower():  # no need to split them
-                return None
-            params = self.params
-        if "rport" not in params:
+        if not self._may_have("rport"):
             return None
-        return params["rport"] or ""
+        params = self.params
+        return (params["rport"] or "") if "rport" in params else None
 
     @property
     def maddr(self) -> str | None:
@@ -564,7 +578,7 @@ class Via:
 # -- name-addr / addr-spec -----------------------------------------------------
 
 
-class NameAddr:
+class NameAddr(_Params):
     """``[display-name] <URI> *(;param)`` or ``addr-spec *(;param)``
     (From, To, Contact, Route, Record-Route, Reply-To ...).
 
@@ -572,7 +586,7 @@ class NameAddr:
     absent), ``uri`` the URI text as written, ``params`` the header
     parameters (names lower-cased)."""
 
-    __slots__ = ("_params", "_ptext", "display", "uri")
+    __slots__ = ("display", "uri")
 
     def __init__(
         self,
@@ -583,20 +597,8 @@ class NameAddr:
     ) -> None:
         self.uri = uri
         self.display = display
-        # as Via: ``ptext`` stands for the parameters until asked for
-        self._params: dict[str, str | None] | None = params if params is not None or ptext else {}
+        self._params = params if params is not None or ptext else {}
         self._ptext = ptext
-
-    @property
-    def params(self) -> dict[str, str | None]:
-        p = self._params
-        if p is None:
-            p = self._params = _fast_params(self._ptext)
-        return p
-
-    @params.setter
-    def params(self, value: dict[str, str | None]) -> None:
-        self._params = value
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:
@@ -659,12 +661,7 @@ class NameAddr:
 
     @property
     def tag(self) -> str | None:
-        params = self._params
-        if params is None:
-            if "tag" not in self._ptext.lower():  # no need to split them
-                return None
-            params = self.params
-        return params.get("tag")
+        return self.params.get("tag") if self._may_have("tag") else None
 
     def __str__(self) -> str:
         d = "" if self.display is None else (quote(self.display) + " ")

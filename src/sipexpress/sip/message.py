@@ -155,6 +155,23 @@ class _Layout:
 _LAYOUTS: dict[tuple[str, ...], _Layout] = {}
 
 
+def _small_uint(line: bytes, digits: int) -> int | None:
+    """The number of a raw field line whose value is just 1..``digits``
+    ASCII digits (the everyday spelling), else None."""
+    v = line[line.find(b":") + 1 :].strip()
+    return int(v) if 0 < len(v) <= digits and v.isdigit() else None
+
+
+def _cseq_from_line(line: bytes) -> CSeq | None:
+    """The CSeq of a raw field line in the everyday spelling, as
+    ``CSeq.parse`` gives it, else None."""
+    m = CSEQ_LINE_B.fullmatch(line, line.find(b":") + 1)
+    if m is None:
+        return None
+    num = int(m[1])
+    return CSeq(num, m[2].decode("ascii")) if num <= 0xFFFFFFFF else None
+
+
 def _name_key(rn: bytes) -> str:
     """Key of a header name given as the bytes before the colon."""
     k = _NAME_KEYS.get(rn)
@@ -603,14 +620,9 @@ class SipMessage:
         if v is not None:
             return v  # type: ignore[no-any-return]
         line = self.first_field_line("cseq")
-        if line is not None:
-            # the everyday spelling straight from the raw line (as _quick_check)
-            m = CSEQ_LINE_B.fullmatch(line, line.find(b":") + 1)
-            if m is not None and len(m[1]) < 10:
-                cs = CSeq(int(m[1]), m[2].decode("ascii"))
-                self._cache["cseq"] = cs
-                return cs
-        cs = CSeq.parse(self._required("cseq", "CSeq"))
+        cs = _cseq_from_line(line) if line is not None else None
+        if cs is None:
+            cs = CSeq.parse(self._required("cseq", "CSeq"))
         self._cache["cseq"] = cs
         return cs
 
@@ -619,11 +631,9 @@ class SipMessage:
         line = self.first_field_line("max-forwards")
         if line is None:
             return None
-        v = line[line.find(b":") + 1 :].strip(b" \t")
-        if 0 < len(v) <= 3 and v.isdigit():  # the everyday value, from the raw line
-            n = int(v)
-            if n <= 255:
-                return n
+        n = _small_uint(line, 3)
+        if n is not None and n <= 255:
+            return n
         return parse_uint(self._value(line), "Max-Forwards", 255)
 
     @property
@@ -840,25 +850,16 @@ class SipMessage:
         line = lines[lay.call_id]
         if CALL_ID_LINE_B.fullmatch(line, line.find(b":") + 1) is None:
             return False
-        line = lines[lay.cseq]
-        m = CSEQ_LINE_B.fullmatch(line, line.find(b":") + 1)
-        if m is None:
-            return False
-        num = int(m[1])
-        method = m[2].decode("ascii")
-        if num > 0xFFFFFFFF or (self.is_request and method != self.method):
+        cseq = _cseq_from_line(lines[lay.cseq])
+        if cseq is None or (self.is_request and cseq.method != self.method):
             return False
         if lay.max_forwards >= 0:
-            line = lines[lay.max_forwards]
-            v = line[line.find(b":") + 1 :].strip()
-            if not (v.isdigit() and len(v) <= 3 and int(v) <= 255):
+            mf = _small_uint(lines[lay.max_forwards], 3)
+            if mf is None or mf > 255:
                 return False
         if lay.content_length >= 0:
-            line = lines[lay.content_length]
-            v = line[line.find(b":") + 1 :].strip()
-            if not (v.isdigit() and len(v) <= 9):
-                return False
-            if self._body is None and int(v) > len(self.raw) - self._body_start:
+            cl = _small_uint(lines[lay.content_length], 9)
+            if cl is None or (self._body is None and cl > len(self.raw) - self._body_start):
                 return False
         if self.is_request:
             ruri = self.ruri
@@ -893,7 +894,7 @@ class SipMessage:
                 if via_from_line(line, line.find(b":") + 1) is None:
                     return False
         if "cseq" not in cache:
-            cache["cseq"] = CSeq(num, method)
+            cache["cseq"] = cseq
         return True
 
     def _check_ruri(self) -> None:

@@ -72,7 +72,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("sipexpress.tm")
 
 TRYING_REASON = "trying -- your call is important to us"
-_PROTO = {"udp": Proto.UDP, "tcp": Proto.TCP, "tls": Proto.TLS}
 _NEGATIVE_DONE = (State.COMPLETED, State.CONFIRMED)
 _LR = re.compile(r";\s*lr(?:[;=>\s]|$)", re.IGNORECASE)
 
@@ -306,8 +305,6 @@ class TransactionLayer:
         # run when a transaction is created from a request (acc marks flagged INVITEs noisy)
         self.on_create: list[Callable[[Transaction], None]] = []
         self._label = 0
-        # (uri, proto, received proto) -> destination, for numeric-host URIs only
-        self._numeric_dest: dict[tuple[str, Proto | None, Proto], tuple[Proto, str, int]] = {}
         self._via_prefixes: dict[tuple[Any, ...], str] = {}
         self._secret = secrets.token_hex(3)
         self.to_tag_prefix = zlib.crc32(f"tm-{os.getpid()}-{self._secret}".encode()) & 0xFFFFFFFF
@@ -744,34 +741,7 @@ class TransactionLayer:
                     return errors.E_BAD_ADDRESS
                 ip = addrs[0]
             return dproto, ip, port or 5060
-        key = (uri_text, proto, rproto)
-        cached = self._numeric_dest.get(key)
-        if cached is not None:
-            return cached
-        try:
-            uri = SipUri.parse(uri_text)
-        except (SipParseError, SipError):
-            return errors.E_BAD_URI
-        if uri.scheme not in ("sip", "sips"):
-            return errors.E_BAD_URI
-        thost = uri.params.get("maddr") or uri.host
-        numeric = core._is_numeric(thost)
-        transport = uri.transport
-        if transport is None and proto is not None:
-            transport = proto.name.lower()
-        if transport is None and uri.scheme == "sip" and numeric:
-            transport = rproto.name.lower()
-        targets = await core.resolver.locate(thost, uri.port, transport, uri.scheme == "sips")
-        if not targets:
-            return errors.E_BAD_ADDRESS
-        tg = targets[0]
-        dest = _PROTO.get(tg.proto, Proto.UDP), tg.ip.strip("[]"), tg.port
-        if numeric:
-            # no DNS involved: the same URI always gives the same target
-            if len(self._numeric_dest) >= 4096:
-                self._numeric_dest.clear()
-            self._numeric_dest[key] = dest
-        return dest
+        return await self.core.uri_destination(uri_text, proto, rproto)
 
     async def _add_branch(
         self,
@@ -786,7 +756,7 @@ class TransactionLayer:
         rproto = t.rcv.proto
         dest: tuple[Proto, str, int] | int | None = None
         if host is None:
-            dest = self._numeric_dest.get((next_hop or uri, proto, rproto))
+            dest = self.core.known_destination(next_hop or uri, proto, rproto)
         if dest is None:
             dest = await self._resolve(next_hop or uri, host, port, proto, rproto)
         if isinstance(dest, int):
