@@ -188,7 +188,9 @@ def test_missed_calls_recorded_once_each(ser_factory, db_url: str, tmp_path: Pat
         p.invite("sip:ring@example.com")
         results["noanswer"] = p.final().status
         p.close()
-        # cancelled while ringing
+        # cancelled while ringing: a second phone on the ring port, once the
+        # first has taken our CANCEL and left (it holds the port until then)
+        ring.wait(15)
         ring2 = sipp_uas(ring_port, "uas_ring_forever.xml", tmp_path / "2")
         uas.append(ring2)
         time.sleep(0.5)
