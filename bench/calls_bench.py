@@ -51,7 +51,7 @@ SCRIPT = """
 from sipexpress.script.pyroute import forward, lookup, save, sl_send_reply, t_newtran, t_relay
 from sipexpress.script.pyroute import t_relay_to_udp, t_reply
 
-OPTIONS = {{"listen": "udp:127.0.0.1:{port}", "sip_warning": 0, "maxbuffer": {buffers}}}
+OPTIONS = {{"listen": "udp:127.0.0.1:{port}", "sip_warning": 0{buffers}}}
 MODULES = ["sl", "tm", "usrloc", "registrar"]
 MODPARAMS = [("tm", "wt_timer", 2)]
 
@@ -74,6 +74,29 @@ RELAY = {
     "stateless": 'return await forward(ctx, "127.0.0.1", "{uas}")',
 }
 
+# The reference of issue 4 ("Kamailio 5.6: 0.13-0.17 s per 1000 calls"),
+# measured here under the same SIPp load: the same route in Kamailio's
+# language, location in memory, one UDP worker (``--server kamailio``).
+KAMAILIO_CFG = """\
+listen=udp:127.0.0.1:{port}
+children={children}
+disable_tcp=yes
+debug=0
+log_stderror=yes
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+modparam("usrloc", "db_mode", 0)
+modparam("tm", "wt_timer", 2000)
+request_route {{
+    if (method=="OPTIONS" && $rU==$null) {{ sl_send_reply("200", "OK"); exit; }}
+    if (method=="REGISTER") {{ save("location"); exit; }}
+    if (!lookup("location")) {{ sl_send_reply("404", "Not Found"); exit; }}
+    t_relay();
+}}
+"""
+
 PROFILE_WRAPPER = """\
 import cProfile, sys
 from sipexpress.cli import ser
@@ -87,16 +110,32 @@ finally:
 """
 
 
+def process_tree(pid: int) -> list[int]:
+    """The process and its descendants (Kamailio forks its workers)."""
+    found = [pid]
+    for p in found:
+        try:
+            found.extend(int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split())
+        except OSError:
+            continue
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in process_tree(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    total = 0
+    for p in process_tree(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
 
 
 def counter(stdout: str, name: str) -> int:
@@ -130,8 +169,13 @@ def sipp_retrans_unexpected(stdout: str) -> tuple[int, int]:
     return retrans, unexpected
 
 
+def rport_options(port: int) -> bytes:
+    """options_request with ``rport``: Kamailio answers to the Via otherwise."""
+    return options_request("127.0.0.1", port).replace(b"127.0.0.1:9;", b"127.0.0.1:9;rport;", 1)
+
+
 def probe(port: int) -> str:
-    r = udp_exchange(options_request("127.0.0.1", port), "127.0.0.1", port, 1.0)
+    r = udp_exchange(rport_options(port), "127.0.0.1", port, 1.0)
     if r is None:
         return "?"
     for line in r.decode(errors="replace").split("\r\n"):
@@ -143,7 +187,7 @@ def probe(port: int) -> str:
 def register(port: int, uas_port: int) -> bool:
     req = (
         f"REGISTER sip:127.0.0.1:{port} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKreg{uas_port}\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bKreg{uas_port}\r\n"
         f"From: <sip:service@127.0.0.1:{port}>;tag=reg\r\n"
         f"To: <sip:service@127.0.0.1:{port}>\r\n"
         f"Call-ID: bench-register-{uas_port}\r\nCSeq: 1 REGISTER\r\n"
@@ -219,9 +263,16 @@ def main() -> int:
         "--buffers",
         type=int,
         default=0,
-        help="UDP socket buffer bytes for ser (maxbuffer) and SIPp (-buff_size); 0: defaults",
+        help="UDP socket buffer bytes for ser (maxbuffer) and SIPp (-buff_size); 0: their defaults",
     )
     ap.add_argument("--profile", help="write a cProfile of the server to this file")
+    ap.add_argument(
+        "--server",
+        choices=["ser", "kamailio"],
+        default="ser",
+        help="kamailio: the reference, same route (lookup mode only); CPU and RSS summed over its processes",
+    )
+    ap.add_argument("--children", type=int, default=1, help="Kamailio's UDP workers")
     ap.add_argument(
         "--pin",
         action="store_true",
@@ -238,8 +289,17 @@ def main() -> int:
     port, uas_port = free_port(), free_port()
     work = Path(tempfile.mkdtemp(prefix="calls_bench"))
     script = work / "routes.py"
-    script.write_text(SCRIPT.format(port=port, buffers=args.buffers, relay=RELAY[mode].format(uas=uas_port)))
-    if args.profile:
+    # --buffers 0 leaves ser's own default (maxbuffer, 256 KiB as in SER)
+    maxbuffer = f', "maxbuffer": {args.buffers}' if args.buffers else ""
+    script.write_text(SCRIPT.format(port=port, buffers=maxbuffer, relay=RELAY[mode].format(uas=uas_port)))
+    if args.server == "kamailio":
+        if mode != "lookup" or shutil.which("kamailio") is None:
+            print("--server kamailio needs the kamailio binary and --mode lookup")
+            return 1
+        script = work / "kamailio.cfg"
+        script.write_text(KAMAILIO_CFG.format(port=port, children=args.children))
+        cmd = [*ser_pin, "kamailio", "-f", str(script), "-DD", "-E", "-m", "256", "-M", "16", "-w", str(work)]
+    elif args.profile:
         wrapper = work / "prof.py"
         wrapper.write_text(PROFILE_WRAPPER.format(out=str(Path(args.profile).resolve())))
         cmd = [*ser_pin, sys.executable, str(wrapper), "-f", str(script), "-D", "-E"]
@@ -251,7 +311,7 @@ def main() -> int:
     rates = [int(r) for r in args.rates.split(",")]
     try:
         for _ in range(50):
-            if udp_exchange(options_request("127.0.0.1", port), "127.0.0.1", port, 0.3):
+            if udp_exchange(rport_options(port), "127.0.0.1", port, 0.3):
                 break
         else:
             print("ser did not start:", (work / "ser.log").read_text())
@@ -259,7 +319,7 @@ def main() -> int:
         if mode == "lookup" and not register(port, uas_port):
             print("REGISTER of the UAS failed")
             return 1
-        print(f"ser pid {ser.pid}, mode {mode}, RSS at start {rss_kib(ser.pid)} KiB")
+        print(f"{args.server} pid {ser.pid}, mode {mode}, RSS at start {rss_kib(ser.pid)} KiB")
         if args.warmup:
             w = run_step(sipp, port, uas_port, args.warmup, rates[0], args.buffers, sipp_pin)
             time.sleep(2.5)
