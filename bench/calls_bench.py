@@ -79,7 +79,7 @@ RELAY = {
 # language, location in memory, one UDP worker (``--server kamailio``).
 KAMAILIO_CFG = """\
 listen=udp:127.0.0.1:{port}
-children={children}
+children={children}{maxbuffer}
 disable_tcp=yes
 debug=0
 log_stderror=yes
@@ -297,7 +297,8 @@ def main() -> int:
             print("--server kamailio needs the kamailio binary and --mode lookup")
             return 1
         script = work / "kamailio.cfg"
-        script.write_text(KAMAILIO_CFG.format(port=port, children=args.children))
+        kam_buffer = f"\nmaxbuffer={args.buffers}" if args.buffers else ""
+        script.write_text(KAMAILIO_CFG.format(port=port, children=args.children, maxbuffer=kam_buffer))
         cmd = [*ser_pin, "kamailio", "-f", str(script), "-DD", "-E", "-m", "256", "-M", "16", "-w", str(work)]
     elif args.profile:
         wrapper = work / "prof.py"

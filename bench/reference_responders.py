@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import options_bench as ob
+from calls_bench import cpu_seconds as tree_cpu_seconds
 
 
 def wait_ready(port: int, timeout: float = 15.0) -> None:
@@ -119,18 +120,6 @@ def start(kind: str, port: int, work: Path) -> list[subprocess.Popen[bytes]]:
     return [subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)]
 
 
-def process_tree(pid: int) -> list[int]:
-    """The process and its descendants (Kamailio forks its workers)."""
-    found = [pid]
-    for p in found:
-        try:
-            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except OSError:
-            continue
-        found.extend(int(c) for c in children)
-    return found
-
-
 def measure(kind: str, sipp: str, rate: int, seconds: float) -> float | None:
     port = ob.free_port()
     work = Path(tempfile.mkdtemp(prefix=f"ref_{kind}_"))
@@ -138,10 +127,9 @@ def measure(kind: str, sipp: str, rate: int, seconds: float) -> float | None:
     main_pid = procs[0].pid
     try:
         wait_ready(port)
-        pids = process_tree(main_pid)
-        before = sum(ob.cpu_seconds(p) for p in pids)
+        before = tree_cpu_seconds(main_pid)
         step = ob.run_step(sipp, port, rate, seconds, main_pid)
-        after = sum(ob.cpu_seconds(p) for p in pids)
+        after = tree_cpu_seconds(main_pid)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
