@@ -169,13 +169,8 @@ def sipp_retrans_unexpected(stdout: str) -> tuple[int, int]:
     return retrans, unexpected
 
 
-def rport_options(port: int) -> bytes:
-    """options_request with ``rport``: Kamailio answers to the Via otherwise."""
-    return options_request("127.0.0.1", port).replace(b"127.0.0.1:9;", b"127.0.0.1:9;rport;", 1)
-
-
 def probe(port: int) -> str:
-    r = udp_exchange(rport_options(port), "127.0.0.1", port, 1.0)
+    r = udp_exchange(options_request("127.0.0.1", port, rport=True), "127.0.0.1", port, 1.0)
     if r is None:
         return "?"
     for line in r.decode(errors="replace").split("\r\n"):
@@ -312,7 +307,7 @@ def main() -> int:
     rates = [int(r) for r in args.rates.split(",")]
     try:
         for _ in range(50):
-            if udp_exchange(rport_options(port), "127.0.0.1", port, 0.3):
+            if udp_exchange(options_request("127.0.0.1", port, rport=True), "127.0.0.1", port, 0.3):
                 break
         else:
             print("ser did not start:", (work / "ser.log").read_text())

@@ -76,8 +76,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 def wait_ready(port: int, timeout: float = 15.0) -> None:
+    """Probe until the server answers (``rport``: answer to the probe's
+    port, which Kamailio in reference_responders.py needs as well)."""
     probe = (
-        f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKready\r\n"
+        f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bKready\r\n"
         "From: <sip:b@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: ready\r\nCSeq: 1 OPTIONS\r\n"
         "Content-Length: 0\r\n\r\n"
     ).encode()

@@ -21,42 +21,16 @@ from __future__ import annotations
 import argparse
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import options_bench as ob
 from calls_bench import cpu_seconds as tree_cpu_seconds
-
-
-def wait_ready(port: int, timeout: float = 15.0) -> None:
-    """options_bench's probe sets Via port 9; Kamailio answers to the Via
-    (no rport in it), so this probe names its own port."""
-    deadline = time.monotonic() + timeout
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        s.settimeout(0.3)
-        me = s.getsockname()[1]
-        probe = (
-            f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKready\r\n"
-            "From: <sip:b@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: ready\r\nCSeq: 1 OPTIONS\r\n"
-            "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        ).encode()
-        while time.monotonic() < deadline:
-            s.sendto(probe, ("127.0.0.1", port))
-            try:
-                s.recvfrom(65535)
-                return
-            except TimeoutError:
-                continue
-    raise RuntimeError(f"nothing answered on port {port}")
-
 
 # The trivial parse: copy the five lines a reply must echo, nothing checked.
 RESPONDER = """\
@@ -126,7 +100,7 @@ def measure(kind: str, sipp: str, rate: int, seconds: float) -> float | None:
     procs = start(kind, port, work)
     main_pid = procs[0].pid
     try:
-        wait_ready(port)
+        ob.wait_ready(port)
         before = tree_cpu_seconds(main_pid)
         step = ob.run_step(sipp, port, rate, seconds, main_pid)
         after = tree_cpu_seconds(main_pid)

@@ -34,12 +34,17 @@ def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
     raise RuntimeError("no free port")
 
 
-def options_request(host: str, port: int, ruri: str | None = None, branch: str | None = None) -> bytes:
+def options_request(
+    host: str, port: int, ruri: str | None = None, branch: str | None = None, rport: bool = False
+) -> bytes:
+    """An OPTIONS whose Via names port 9; ``rport`` asks for the reply on
+    the source port instead (RFC 3581), for peers that answer to the Via."""
     branch = branch or "z9hG4bK" + uuid.uuid4().hex[:16]
     ruri = ruri or f"sip:{host}:{port}"
+    sent_by = "127.0.0.1:9;rport" if rport else "127.0.0.1:9"
     return (
         f"OPTIONS {ruri} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:9;branch={branch}\r\n"
+        f"Via: SIP/2.0/UDP {sent_by};branch={branch}\r\n"
         "Max-Forwards: 70\r\n"
         f"From: <sip:probe@{host}>;tag={uuid.uuid4().hex[:8]}\r\n"
         f"To: <sip:{host}>\r\n"
