@@ -67,8 +67,10 @@ def run_fifo(fifo: str, reply_dir: str, clients: int, seconds: float) -> int:
 
 
 BODY = json.dumps({"jsonrpc": "2.0", "method": "uptime", "id": 1}).encode()
+TOKEN = "bench-token"
 HTTP_REQ = (
     b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    + f"Authorization: Bearer {TOKEN}\r\n".encode()
     + f"Content-Length: {len(BODY)}\r\n\r\n".encode()
     + BODY
 )
@@ -134,7 +136,7 @@ def main() -> None:
     fifo, reply_dir, sock = str(tmp / "ser_fifo"), f"{tmp}/", str(tmp / "rpc.sock")
     srv = subprocess.Popen(
         [sys.executable, "-m", "sipexpress.mgmt", f"fifo={fifo}", f"fifo_dir={reply_dir}",
-         "jsonrpc_http=127.0.0.1:0", f"jsonrpc_socket={sock}"],
+         "jsonrpc_http=127.0.0.1:0", f"jsonrpc_secret={TOKEN}", f"jsonrpc_socket={sock}"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert srv.stdout is not None

@@ -182,6 +182,7 @@ def shipped_config(port: int | str, fifo: str, *, jsonrpc: str | None = None, we
         (r'(?m)^fifo="/tmp/ser_fifo"', f'fifo="{fifo}"'),
         (r'(?m)^jsonrpc_http=".*"', f'jsonrpc_http="{jsonrpc}"' if jsonrpc else "# jsonrpc off in this test"),
         (r'(?m)^web_listen=".*"', f'web_listen="{web}"' if web else "# web off in this test"),
+        (r'(?m)^jsonrpc_secret_file=".*"', f'jsonrpc_secret_file="{fifo}.jsonrpc.secret"'),
     ]
     for pattern, repl in subs:
         text, n = re.subn(pattern, repl.replace("\\", "\\\\"), text)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from sipexpress.db import create_all, dispose_engines
+from sipexpress.mgmt.token import read_token
 from tests.support import IN_CI, SerProcess, free_port, need_tool
 
 HERE = Path(__file__).resolve().parent
@@ -42,6 +43,7 @@ alias=udp:127.0.0.1:5060
 fifo="{fifo}"
 fifo_dir="{workdir}/"
 jsonrpc_http="127.0.0.1:{rpc_port}"
+jsonrpc_secret_file="{workdir}/jsonrpc.secret"
 web_listen="127.0.0.1:{web_port}"
 web_domain="127.0.0.1"
 web_db_url="{db_url}"
@@ -96,6 +98,11 @@ class WebServer:
     db_url: str
     rpc_url: str
     workdir: Path
+
+    @property
+    def rpc_secret(self) -> str:
+        """The token ser created for its JSON-RPC (jsonrpc_secret_file)."""
+        return read_token(str(self.workdir / "jsonrpc.secret"))
 
     def mail_link(self, email: str, path: str = "/confirm?nr=", timeout: float = 5.0) -> str:
         """The link in the last mail to ``email`` (from ser's log)."""

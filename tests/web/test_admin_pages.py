@@ -76,7 +76,7 @@ def test_admin_users_groups_and_command(page: Any, web: WebServer) -> None:
     page.get_by_label("New alias").fill("82042")
     page.get_by_role("button", name="Add alias").click()
     assert "Alias 82042@127.0.0.1 added." in status(page)
-    got = rpc_call("ul_show_contact", ["aliases", "82042@127.0.0.1"], url=web.rpc_url)
+    got = rpc_call("ul_show_contact", ["aliases", "82042@127.0.0.1"], url=web.rpc_url, secret=web.rpc_secret)
     assert got[0]["contact"] == "sip:user042@127.0.0.1"
     shot(page, "admin_user")
     page.get_by_label("New alias").fill("user001")
@@ -139,6 +139,7 @@ def test_statistics_change_while_sipp_calls(page: Any, web: WebServer, phones: A
         "ul_add",
         ["location", "callee@127.0.0.1", f"sip:callee@127.0.0.1:{uas.port}", "600", "1.00"],
         url=web.rpc_url,
+        secret=web.rpc_secret,
     )
     login(page, "admin", "heslo")
     page.wait_for_url("**/account")
@@ -181,6 +182,8 @@ def test_serweb_runs_on_its_own(web: WebServer) -> None:
         f"127.0.0.1:{port}",
         "--jsonrpc",
         web.rpc_url,
+        "--jsonrpc-secret",
+        web.rpc_secret,
         "--db-url",
         web.db_url,
         "--domain",

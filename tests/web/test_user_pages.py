@@ -223,6 +223,7 @@ def test_phonebook_click_to_dial_and_missed_calls(page: Any, web: WebServer, pho
         "ul_add",
         ["location", "carol@127.0.0.1", f"sip:carol@127.0.0.1:{callee.port}", "600", "1.00"],
         url=web.rpc_url,
+        secret=web.rpc_secret,
     )
     page.goto("/phonebook")
     page.evaluate("document.querySelector('form[action=\"/phonebook/add\"]').noValidate = true")

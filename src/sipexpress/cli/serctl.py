@@ -45,6 +45,8 @@ from sipexpress.mgmt.client import (
     rpc_call,
     split_reply,
 )
+from sipexpress.mgmt.jsonrpc import parse_address
+from sipexpress.mgmt.token import TokenError, read_token
 from sipexpress.uac.flows import CONTROLLER, click_to_dial, instant_message
 
 T = TypeVar("T")
@@ -223,7 +225,12 @@ def table(rows: list[dict[str, Any]], columns: list[str], c: Ctx, title: str | N
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--rpc-url", envvar="SER_RPC_URL", default="http://127.0.0.1:5080/", show_default=True)
 @click.option("--rpc-socket", envvar="SER_RPC_SOCKET", help="JSON-RPC Unix socket (instead of HTTP)")
-@click.option("--rpc-secret", envvar="SER_RPC_SECRET", help="JSON-RPC shared secret")
+@click.option("--rpc-secret", envvar="SER_RPC_SECRET", help="JSON-RPC token")
+@click.option(
+    "--rpc-secret-file",
+    envvar="SER_RPC_SECRET_FILE",
+    help="file holding the JSON-RPC token (jsonrpc_secret_file= from --config)",
+)
 @click.option("--pid-file", envvar="PID_FILE", default="/var/run/ser.pid", show_default=True)
 @click.option("--ser-bin", envvar="SERBIN", help="the ser program (default: ser next to serctl)")
 @click.version_option(__version__, "-V", "--version-option")
@@ -240,6 +247,7 @@ def cli(
     rpc_url: str,
     rpc_socket: str | None,
     rpc_secret: str | None,
+    rpc_secret_file: str | None,
     pid_file: str,
     ser_bin: str | None,
 ) -> None:
@@ -255,6 +263,16 @@ def cli(
             fifo = _cfg_value(config, "fifo") or fifo
         if ctx.get_parameter_source("reply_dir") == default:
             reply_dir = _cfg_value(config, "fifo_dir") or reply_dir
+        if ctx.get_parameter_source("rpc_url") == default and (http := _cfg_value(config, "jsonrpc_http")):
+            host, port = parse_address(http)
+            rpc_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
+        rpc_secret = rpc_secret or _cfg_value(config, "jsonrpc_secret")
+        rpc_secret_file = rpc_secret_file or _cfg_value(config, "jsonrpc_secret_file")
+    if not rpc_secret and rpc_secret_file:
+        try:
+            rpc_secret = read_token(rpc_secret_file)
+        except TokenError as e:
+            fail(str(e), 2)
     ctx.obj = Ctx(
         fifo,
         reply_dir,

@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "dns": False,
     "rev_dns": False,
     "syn_branch": True,
-    "sip_warning": True,
+    "sip_warning": False,  # Kamailio's default: the Warning header tells internals to anyone
     "server_signature": True,
     "reply_to_via": False,
     "memlog": 4,
@@ -51,8 +51,10 @@ DEFAULTS: dict[str, Any] = {
     "fifo_timeout": 0.5,
     "jsonrpc_http": None,
     "jsonrpc_socket": None,
-    "jsonrpc_socket_mode": 0o660,
+    "jsonrpc_socket_mode": None,  # None: fifo_mode
     "jsonrpc_secret": None,
+    "jsonrpc_secret_file": None,
+    "jsonrpc_allow_origin": None,
     "jsonrpc_user": None,
     "jsonrpc_password": None,
     "mgmt_allow_kill": False,

@@ -19,13 +19,17 @@ option                      meaning
 ``jsonrpc_http``            ``host:port`` of JSON-RPC over HTTP; unset = off;
                             ``yes`` = ``127.0.0.1:5080``
 ``jsonrpc_socket``          path of the JSON-RPC Unix stream socket; unset = off
-``jsonrpc_socket_mode``     its permissions, default ``0660``
-``jsonrpc_secret``          shared secret (``Authorization: Bearer``/``X-Auth-Token``)
+``jsonrpc_socket_mode``     its permissions, default ``fifo_mode`` (``0660``);
+                            owner ``fifo_user``/``fifo_group`` as the FIFO
+``jsonrpc_secret``          the token (``Authorization: Bearer``/``X-Auth-Token``)
+``jsonrpc_secret_file``     file holding the token, created 0600 if missing
+                            (neither: a token only the built-in web UI knows)
 ``jsonrpc_user``/``jsonrpc_password``  HTTP basic credentials
+``jsonrpc_allow_origin``    space/comma separated Origins allowed (default none)
 ``mgmt_allow_kill``         register the ``kill`` command (default no)
 ==========================  ===============================================
 
-A non-local ``jsonrpc_http`` address requires a secret or basic
+A non-local ``jsonrpc_http`` address requires a configured token or basic
 credentials.  ``Manager`` can also be used on its own (tests, the web UI):
 ``Manager(options, modules)``.
 """
@@ -34,6 +38,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -43,6 +49,7 @@ from sipexpress.mgmt.builtin import builtin_commands
 from sipexpress.mgmt.fifo import FifoError, FifoServer
 from sipexpress.mgmt.jsonrpc import Dispatcher, HttpServer, JsonRpcError, UnixServer, parse_address
 from sipexpress.mgmt.registry import CommandRegistry, render_fifo
+from sipexpress.mgmt.token import TokenError, server_token
 
 __all__ = [
     "CommandRegistry",
@@ -138,6 +145,7 @@ class Manager:
         self.fifo: FifoServer | None = None
         self.http: HttpServer | None = None
         self.unix: UnixServer | None = None
+        self.rpc_token: str | None = None  # what HTTP clients must send (also the built-in web UI)
 
     async def call(self, name: str, params: list[str] | None = None) -> MgmtReply:
         """Run a command in-process (web UI, tests)."""
@@ -181,22 +189,36 @@ class Manager:
             if http and http not in (0, "0", "no", "off"):
                 addr = DEFAULT_HTTP if http in (1, "1", "yes", "on", True) else str(http)
                 host, port = parse_address(addr)
+                secret, secret_file = _opt(o, "jsonrpc_secret"), _opt(o, "jsonrpc_secret_file")
+                if secret:
+                    self.rpc_token = str(secret)
+                elif secret_file:
+                    self.rpc_token = server_token(str(secret_file))
+                else:
+                    self.rpc_token = secrets.token_urlsafe(32)
+                origins = str(_opt(o, "jsonrpc_allow_origin", ""))
                 self.http = HttpServer(
                     self.dispatcher,
                     host,
                     port,
-                    secret=_opt(o, "jsonrpc_secret"),
+                    token=self.rpc_token,
+                    explicit=bool(secret or secret_file),
                     user=_opt(o, "jsonrpc_user"),
                     password=_opt(o, "jsonrpc_password"),
+                    allow_origins=frozenset(x for x in re.split(r"[\s,]+", origins) if x),
                 )
                 await self.http.start()
             sock = _opt(o, "jsonrpc_socket")
             if sock:
                 self.unix = UnixServer(
-                    self.dispatcher, str(sock), _mode(_opt(o, "jsonrpc_socket_mode"), 0o660)
+                    self.dispatcher,
+                    str(sock),
+                    _mode(_opt(o, "jsonrpc_socket_mode") or _opt(o, "fifo_mode"), 0o660),
+                    user=_opt(o, "fifo_user"),
+                    group=_opt(o, "fifo_group"),
                 )
                 await self.unix.start()
-        except (FifoError, JsonRpcError, OSError) as e:
+        except (FifoError, JsonRpcError, TokenError, OSError) as e:
             await self.stop()
             raise MgmtStartError(str(e)) from e
 

@@ -176,7 +176,9 @@ def rpc_call(
     else:
         import httpx
 
-        headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+        headers = {"Content-Type": "application/json"}
+        if secret:
+            headers["Authorization"] = f"Bearer {secret}"
         try:
             r = httpx.post(
                 url or "http://127.0.0.1:5080/", content=body, headers=headers, auth=auth, timeout=timeout

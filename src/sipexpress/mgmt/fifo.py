@@ -286,6 +286,16 @@ def _looks_like_requests(path: str, st: os.stat_result) -> bool:
     return not head or head.startswith(b":")
 
 
+def owner_ids(user: str | int | None, group: str | int | None) -> tuple[int, int]:
+    """uid and gid for chown (-1: unchanged) from names or numbers."""
+    try:
+        uid = pwd.getpwnam(user).pw_uid if isinstance(user, str) else (-1 if user is None else user)
+        gid = grp.getgrnam(group).gr_gid if isinstance(group, str) else (-1 if group is None else group)
+    except KeyError as e:
+        raise FifoError(f"fifo_user/fifo_group: no such user or group {e}") from None
+    return uid, gid
+
+
 def prepare_fifo(path: str, mode: int, user: str | int | None = None, group: str | int | None = None) -> int:
     """Create the request FIFO (SER 0.9: an old FIFO is replaced); returns
     its inode.  Refuses, with a clear :class:`FifoError`, to remove anything
@@ -334,11 +344,7 @@ def prepare_fifo(path: str, mode: int, user: str | int | None = None, group: str
     except OSError as e:
         raise FifoError(f"cannot create FIFO {path}: {e.strerror}") from None
     if user is not None or group is not None:
-        try:
-            uid = pwd.getpwnam(user).pw_uid if isinstance(user, str) else (-1 if user is None else user)
-            gid = grp.getgrnam(group).gr_gid if isinstance(group, str) else (-1 if group is None else group)
-        except KeyError as e:
-            raise FifoError(f"fifo_user/fifo_group: no such user or group {e}") from None
+        uid, gid = owner_ids(user, group)
         try:
             os.chown(path, uid, gid)
         except OSError as e:
@@ -529,10 +535,10 @@ class FifoServer:
         finally:
             os.close(fd)
 
-    @staticmethod
-    def _safe_reply_fd(fd: int, path: str) -> bool:
+    def _safe_reply_fd(self, fd: int, path: str) -> bool:
         """SER 0.8.11+'s checks: a FIFO, one link, not a symlink, and the
-        path still names the file we opened."""
+        path still names the file we opened; and not our own request FIFO
+        (we would read the reply back as commands)."""
         try:
             fst = os.fstat(fd)
             lst = os.lstat(path)
@@ -545,6 +551,11 @@ class FifoServer:
         if (fst.st_ino, fst.st_dev) != (lst.st_ino, lst.st_dev):
             log.error("FIFO: reply file %s was replaced, reply dropped", path)
             return False
+        if self._rfd >= 0:
+            own = os.fstat(self._rfd)
+            if (fst.st_ino, fst.st_dev) == (own.st_ino, own.st_dev):
+                log.error("FIFO: reply file %s is the server's own FIFO, reply dropped", path)
+                return False
         return True
 
     async def _write_all(self, fd: int, data: bytes, path: str) -> bool:

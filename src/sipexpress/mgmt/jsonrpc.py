@@ -17,12 +17,22 @@ set-up of the process (the core owns those), and a 150-line
 size, keep-alive) costs less per request and has no moving parts we do not
 test.  The web UI (Starlette) can still call the same registry in-process.
 
-Access: HTTP binds ``127.0.0.1`` by default.  Bound to any other address
-it refuses to start unless a shared secret (``Authorization: Bearer <s>``
-or ``X-Auth-Token: <s>``) or HTTP basic credentials are configured.  The
-Unix socket is protected by its file mode.  The Unix socket speaks
+Access over HTTP: every request needs the token (``Authorization: Bearer
+<token>`` or ``X-Auth-Token: <token>``, see :mod:`sipexpress.mgmt.token`)
+or the configured HTTP basic credentials; a browser page on the host
+cannot use the endpoint: a request with an ``Origin`` not listed in
+``jsonrpc_allow_origin`` or a cross-site ``Sec-Fetch-Site`` is refused
+(403), so is a body that is not ``application/json`` (415), and, while the
+listener is on loopback, a ``Host`` that is not a loopback name (403: DNS
+rebinding).  Each refusal is logged with the peer's address.  HTTP binds
+``127.0.0.1`` by default; another address needs an explicit
+``jsonrpc_secret`` or basic credentials.  The Unix socket is protected by
+its file mode, set before anyone can connect.  The Unix socket speaks
 newline-delimited JSON: one request (or batch) per line, one response line
 per request (none for notifications).
+
+Batches hold at most ``MAX_BATCH`` calls and yield to the event loop
+between calls, so that one batch of heavy commands cannot stall SIP.
 """
 
 from __future__ import annotations
@@ -35,16 +45,20 @@ import ipaddress
 import json
 import logging
 import os
+import socket
 import stat
+import tempfile
 from typing import Any
 
 from sipexpress.core.registry import MgmtReply
+from sipexpress.mgmt.fifo import owner_ids
 from sipexpress.mgmt.registry import CommandRegistry
 
 log = logging.getLogger("sipexpress.mgmt.jsonrpc")
 
 MAX_HEADER = 16384
 MAX_BODY = 1 << 20
+MAX_BATCH = 100
 IDLE_TIMEOUT = 30.0
 
 PARSE_ERROR = -32700
@@ -63,6 +77,15 @@ def _error(rid: Any, code: int, message: str, data: Any = None) -> dict[str, Any
     if data is not None:
         err["data"] = data
     return {"jsonrpc": "2.0", "error": err, "id": rid}
+
+
+def _no_constant(name: str) -> Any:
+    """``NaN``/``Infinity`` are not JSON: a request using them is a parse error."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _valid_id(rid: Any) -> bool:
+    return rid is None or (isinstance(rid, str | int | float) and not isinstance(rid, bool))
 
 
 def _params(raw: Any) -> list[str] | None:
@@ -93,25 +116,41 @@ class Dispatcher:
         """One HTTP body or socket line in, the response out (None: nothing
         to send, i.e. only notifications)."""
         try:
-            msg = json.loads(body)
+            msg = json.loads(body, parse_constant=_no_constant)
         except (ValueError, RecursionError):
             return self._dump(_error(None, PARSE_ERROR, "Parse error"))
         if isinstance(msg, list):
             if not msg:
                 return self._dump(_error(None, INVALID_REQUEST, "Invalid Request"))
-            results = [r for r in [await self.handle(m) for m in msg] if r is not None]
+            if len(msg) > MAX_BATCH:
+                return self._dump(
+                    _error(None, INVALID_REQUEST, f"Invalid Request: more than {MAX_BATCH} calls")
+                )
+            results = []
+            for m in msg:
+                r = await self.handle(m)
+                if r is not None:
+                    results.append(r)
+                await asyncio.sleep(0)  # let SIP run between the calls of a batch
             return self._dump(results) if results else None
         result = await self.handle(msg)
         return None if result is None else self._dump(result)
 
     @staticmethod
     def _dump(obj: Any) -> bytes:
-        return json.dumps(obj, ensure_ascii=False, default=str).encode("utf-8", "surrogateescape")
+        return json.dumps(obj, ensure_ascii=False, default=str, allow_nan=False).encode(
+            "utf-8", "surrogateescape"
+        )
 
     async def handle(self, msg: Any) -> dict[str, Any] | None:
-        if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0" or not isinstance(msg.get("method"), str):
+        if (
+            not isinstance(msg, dict)
+            or msg.get("jsonrpc") != "2.0"
+            or not isinstance(msg.get("method"), str)
+            or not _valid_id(msg.get("id"))
+        ):
             rid = msg.get("id") if isinstance(msg, dict) else None
-            return _error(rid, INVALID_REQUEST, "Invalid Request")
+            return _error(rid if _valid_id(rid) else None, INVALID_REQUEST, "Invalid Request")
         notification = "id" not in msg
         rid = msg.get("id")
         method: str = msg["method"]
@@ -161,8 +200,18 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+
+
+def _host_name(host_header: str) -> str:
+    """``Host`` without its port (``[v6]:p``, ``name:p``, ``name``)."""
+    if host_header.startswith("["):
+        return host_header[: host_header.find("]") + 1].lower()
+    return host_header.rpartition(":")[0].lower() if ":" in host_header else host_header.lower()
+
+
 class HttpServer:
-    """JSON-RPC over HTTP/1.1 POST."""
+    """JSON-RPC over HTTP/1.1 POST, for callers holding the token."""
 
     def __init__(
         self,
@@ -170,21 +219,27 @@ class HttpServer:
         host: str,
         port: int,
         *,
-        secret: str | None = None,
+        token: str,
+        explicit: bool = False,
         user: str | None = None,
         password: str | None = None,
+        allow_origins: frozenset[str] = frozenset(),
     ) -> None:
+        """``token`` is always required; ``explicit`` tells that it came from
+        the configuration (needed to listen on a non-loopback address)."""
         self.dispatcher = dispatcher
         self.host = host
         self.port = port
-        self.secret = secret or None
+        self.secret = token
         self.basic = None
         if user:
             self.basic = "Basic " + base64.b64encode(f"{user}:{password or ''}".encode()).decode()
-        if not _is_loopback(host) and self.secret is None and self.basic is None:
+        self.allow_origins = allow_origins
+        self.loopback = _is_loopback(host)
+        if not self.loopback and not explicit and self.basic is None:
             raise JsonRpcError(
-                f"JSON-RPC over HTTP on non-local address {host} needs jsonrpc_secret or "
-                "jsonrpc_user/jsonrpc_password"
+                f"JSON-RPC over HTTP on non-local address {host} needs jsonrpc_secret, "
+                "jsonrpc_secret_file or jsonrpc_user/jsonrpc_password"
             )
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
@@ -205,25 +260,39 @@ class HttpServer:
             self._server = None
 
     def _authorized(self, headers: dict[str, str]) -> bool:
-        if self.secret is None and self.basic is None:
-            return True
         auth = headers.get("authorization", "")
         if self.basic is not None and hmac.compare_digest(auth.encode(), self.basic.encode()):
             return True
-        if self.secret is not None:
-            token = headers.get("x-auth-token") or (auth[7:] if auth.lower().startswith("bearer ") else "")
-            if token and hmac.compare_digest(token.encode(), self.secret.encode()):
-                return True
-        return False
+        token = headers.get("x-auth-token") or (auth[7:] if auth.lower().startswith("bearer ") else "")
+        return bool(token) and hmac.compare_digest(token.encode(), self.secret.encode())
+
+    def refusal(self, method: str, headers: dict[str, str]) -> tuple[int, str] | None:
+        """Why this request may not run a command (status, reason), or None."""
+        if method != "POST":
+            return 405, "use POST"
+        origin = headers.get("origin")
+        if origin is not None and origin not in self.allow_origins:
+            return 403, f"cross-origin request from {origin}"
+        if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            return 403, "cross-site request"
+        if self.loopback and _host_name(headers.get("host", "localhost")) not in _LOOPBACK_NAMES:
+            return 403, f"Host {headers.get('host')} is not this loopback listener"
+        ctype = headers.get("content-type", "").partition(";")[0].strip().lower()
+        if ctype != "application/json":
+            return 415, "Content-Type must be application/json"
+        if not self._authorized(headers):
+            return 401, "no valid credential"
+        return None
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._conns.add(writer)
         try:
             while await self._one(reader, writer):
                 pass
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, asyncio.LimitOverrunError):
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass
-        except ValueError:  # StreamReader limit exceeded on a header line
+        except (asyncio.LimitOverrunError, ValueError):  # the header block exceeds MAX_HEADER
+            self._log_refusal(writer, f"header block larger than {MAX_HEADER} bytes")
             with contextlib.suppress(Exception):
                 await self._respond(writer, 431, b"header too large\n", close=True)
         finally:
@@ -232,6 +301,11 @@ class HttpServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    @staticmethod
+    def _log_refusal(writer: asyncio.StreamWriter, reason: str) -> None:
+        peer = writer.get_extra_info("peername")
+        log.warning("JSON-RPC over HTTP: refused a request from %s: %s", peer, reason)
+
     async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Serve one HTTP request; False closes the connection."""
         async with asyncio.timeout(IDLE_TIMEOUT):  # cheaper than wait_for: no extra task
@@ -239,6 +313,7 @@ class HttpServer:
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            self._log_refusal(writer, "bad request line")
             await self._respond(writer, 400, b"bad request line\n", close=True)
             return False
         method, _, version = parts
@@ -247,12 +322,14 @@ class HttpServer:
             if h:
                 name, sep, value = h.partition(":")
                 if not sep:
+                    self._log_refusal(writer, "bad header line")
                     await self._respond(writer, 400, b"bad header\n", close=True)
                     return False
                 headers[name.strip().lower()] = value.strip()
         conn = headers.get("connection", "").lower()
         keep = conn != "close" if version == "HTTP/1.1" else conn == "keep-alive"
         if "transfer-encoding" in headers:
+            self._log_refusal(writer, "Transfer-Encoding")
             await self._respond(writer, 411, b"Content-Length required\n", close=True)
             return False
         try:
@@ -260,22 +337,20 @@ class HttpServer:
         except ValueError:
             length = -1
         if length < 0 or length > MAX_BODY:
+            self._log_refusal(writer, f"Content-Length {headers.get('content-length')}")
             await self._respond(writer, 413 if length > 0 else 400, b"bad Content-Length\n", close=True)
             return False
         body = b""
         if length:
             async with asyncio.timeout(IDLE_TIMEOUT):
                 body = await reader.readexactly(length)
-        if method != "POST":
-            await self._respond(writer, 405, b"use POST\n", close=not keep, extra="Allow: POST\r\n")
-            return keep
-        if not self._authorized(headers):
+        refused = self.refusal(method, headers)
+        if refused is not None:
+            status, reason = refused
+            self._log_refusal(writer, f"{method} {parts[1]}: {reason}")
+            extra = {405: "Allow: POST\r\n", 401: 'WWW-Authenticate: Bearer realm="ser"\r\n'}.get(status, "")
             await self._respond(
-                writer,
-                401,
-                b"unauthorized\n",
-                close=not keep,
-                extra='WWW-Authenticate: Basic realm="ser"\r\n',
+                writer, status, reason.encode("latin-1", "replace") + b"\n", close=not keep, extra=extra
             )
             return keep
         out = await self.dispatcher.handle_bytes(body)
@@ -300,9 +375,11 @@ class HttpServer:
             204: "No Content",
             400: "Bad Request",
             401: "Unauthorized",
+            403: "Forbidden",
             405: "Method Not Allowed",
             411: "Length Required",
             413: "Payload Too Large",
+            415: "Unsupported Media Type",
             431: "Request Header Fields Too Large",
         }.get(status, "Error")
         head = (
@@ -316,12 +393,45 @@ class HttpServer:
 class UnixServer:
     """JSON-RPC over a Unix stream socket, one JSON text per line."""
 
-    def __init__(self, dispatcher: Dispatcher, path: str, mode: int = 0o660) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        path: str,
+        mode: int = 0o660,
+        user: str | int | None = None,
+        group: str | int | None = None,
+    ) -> None:
         self.dispatcher = dispatcher
         self.path = path
         self.mode = mode
+        self.user = user
+        self.group = group
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
+
+    def _bind(self) -> socket.socket:
+        """A listening socket at ``path`` that has its mode and owner from
+        the first moment: bound in a private directory, then renamed into
+        place (a chmod after bind() leaves a window with the umask's mode)."""
+        private = tempfile.mkdtemp(prefix=".jsonrpc-", dir=os.path.dirname(os.path.abspath(self.path)))
+        tmp = os.path.join(private, "sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(tmp)
+            os.chmod(tmp, self.mode)
+            if self.user is not None or self.group is not None:
+                uid, gid = owner_ids(self.user, self.group)
+                os.chown(tmp, uid, gid)
+            sock.listen(100)
+            os.rename(tmp, self.path)
+        except BaseException:
+            sock.close()
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            os.rmdir(private)
+        return sock
 
     async def start(self) -> None:
         try:
@@ -331,10 +441,8 @@ class UnixServer:
         else:
             if not stat.S_ISSOCK(st.st_mode):
                 raise JsonRpcError(f"{self.path} exists and is not a socket; refusing to remove it")
-            os.unlink(self.path)
-        self._server = await asyncio.start_unix_server(self._client, self.path, limit=MAX_BODY)
-        os.chmod(self.path, self.mode)
-        log.info("JSON-RPC on Unix socket %s", self.path)
+        self._server = await asyncio.start_unix_server(self._client, sock=self._bind(), limit=MAX_BODY)
+        log.info("JSON-RPC on Unix socket %s (mode %04o)", self.path, self.mode)
 
     async def stop(self) -> None:
         if self._server is not None:

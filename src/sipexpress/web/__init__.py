@@ -74,6 +74,9 @@ async def start_in_core(core: Any) -> asyncio.Task[None]:
     """Start the web interface inside ``ser`` (option ``web_listen``): a task
     in the core's loop; it talks to the core over JSON-RPC (loopback)."""
     cfg = WebConfig.from_options(core.options)
+    mgr = getattr(core, "mgmt", None)
+    if cfg.jsonrpc_secret is None and mgr is not None:
+        cfg.jsonrpc_secret = mgr.rpc_token  # the server's own token, known to nobody else
     task = asyncio.get_running_loop().create_task(serve(cfg), name="web")
 
     def done(t: asyncio.Task[None]) -> None:

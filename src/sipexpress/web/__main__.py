@@ -17,6 +17,7 @@ import logging
 import sys
 from typing import Any
 
+from sipexpress.mgmt.token import TokenError
 from sipexpress.web.config import WebConfig
 
 
@@ -59,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         v = getattr(a, flag)
         if v is not None:
             options[opt] = v
-    cfg = WebConfig.from_options(options)
+    try:
+        cfg = WebConfig.from_options(options)
+    except TokenError as e:
+        print(f"serweb: {e}", file=sys.stderr)
+        return 2
     from sipexpress.web import serve
 
     logging.getLogger("sipexpress.web").info(

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sipexpress.db.engine import default_db_url
+from sipexpress.mgmt.token import configured_token
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -119,7 +120,7 @@ class WebConfig:
             port=port,
             db_url=_s(options, "web_db_url") or default_db_url(dict(options)),
             jsonrpc=rpc,
-            jsonrpc_secret=_s(options, "web_jsonrpc_secret") or _s(options, "jsonrpc_secret"),
+            jsonrpc_secret=_s(options, "web_jsonrpc_secret") or configured_token(options),
             domain=_s(options, "web_domain") or "localhost",
             admins=admins,
             secret=secret,

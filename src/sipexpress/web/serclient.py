@@ -62,7 +62,9 @@ class SerClient:
                 resp = await asyncio.wait_for(self._unix(path, body), t)
             else:
                 if self._http is None:
-                    headers = {"Authorization": f"Bearer {self.secret}"} if self.secret else {}
+                    headers = {"Content-Type": "application/json"}
+                    if self.secret:
+                        headers["Authorization"] = f"Bearer {self.secret}"
                     self._http = httpx.AsyncClient(headers=headers)
                 r = await self._http.post(self.target, content=body, timeout=t)
                 if r.status_code != 200:

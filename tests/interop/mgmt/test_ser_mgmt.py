@@ -30,6 +30,7 @@ fifo="{fifo}"
 fifo_dir="{workdir}/"
 jsonrpc_http="127.0.0.1:{rpc_port}"
 jsonrpc_socket="{workdir}/rpc.sock"
+jsonrpc_secret_file="{workdir}/jsonrpc.secret"
 loadmodule "sl"
 loadmodule "tm"
 loadmodule "usrloc"
@@ -48,6 +49,7 @@ def serctl(
 ) -> subprocess.CompletedProcess[str]:
     e = dict(os.environ)
     e.update({"SER_FIFO": sp.fifo, "SER_FIFO_DIR": f"{sp.workdir}/", "SIP_DOMAIN": "iptel.org"})
+    e["SER_RPC_SECRET_FILE"] = f"{sp.workdir}/jsonrpc.secret"
     e.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "sipexpress.cli.serctl", *args],

@@ -314,7 +314,10 @@ def test_t_uac_dlg_over_json_rpc(ser_factory, phones, tmp_path: Path) -> None:  
 
     rpc_port = free_port()
     srv = ser_factory(
-        CFG.replace('fifo="{fifo}"', 'fifo="{fifo}"\njsonrpc_http="127.0.0.1:{rpc_port}"'), rpc_port=rpc_port
+        CFG.replace(
+            'fifo="{fifo}"', 'fifo="{fifo}"\njsonrpc_http="127.0.0.1:{rpc_port}"\njsonrpc_secret="t0ken"'
+        ),
+        rpc_port=rpc_port,
     )
     phone = Phone("uas_message.xml", tmp_path / "json")
     phones.append(phone)
@@ -331,13 +334,13 @@ def test_t_uac_dlg_over_json_rpc(ser_factory, phones, tmp_path: Path) -> None:  
         "over json",
         ".",
     ]
-    result = rpc_call("t_uac_dlg", lines, url=url, timeout=20)
+    result = rpc_call("t_uac_dlg", lines, url=url, timeout=20, secret="t0ken")
     assert result["code"] == 200 and result["reason"] == "OK"
     assert ["CSeq", "10 MESSAGE"] in result["headers"]
     assert result["to_tag"]
     assert "over json" in phone.received()
     with pytest.raises(RpcError) as e:
-        rpc_call("t_uac_dlg", ["MESSAGE", "garbage", ".", ".", "."], url=url)
+        rpc_call("t_uac_dlg", ["MESSAGE", "garbage", ".", ".", "."], url=url, secret="t0ken")
     assert e.value.code == 400
 
 

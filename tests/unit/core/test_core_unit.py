@@ -133,7 +133,7 @@ def test_fix_top_via_rport_and_force_rport() -> None:
 
 # -- replies ---------------------------------------------------------------------
 def test_reply_404_copies_headers_and_adds_tag() -> None:
-    core = make_core()
+    core = make_core(sip_warning=1)
     ctx = ctx_for(core, via="pc33.example.com;rport", sport=40000)
     data = core.build_reply(ctx, 404, "Not Found")
     r = parse_reply(data)
@@ -155,6 +155,7 @@ def test_reply_404_copies_headers_and_adds_tag() -> None:
 
 
 def test_reply_keeps_existing_to_tag_and_100_has_none() -> None:
+    assert make_core().build_reply(ctx_for(make_core()), 404, "x").find(b"Warning:") < 0  # off by default
     core = make_core(sip_warning=0, server_signature=0)
     r = parse_reply(core.build_reply(ctx_for(core, totag=";tag=abc"), 486, "Busy Here"))
     assert r.to.tag == "abc"

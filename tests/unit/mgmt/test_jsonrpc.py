@@ -34,7 +34,12 @@ def url(m: Manager) -> str:
     return f"http://127.0.0.1:{m.http.port}/"
 
 
+def token_headers(m: Manager) -> dict[str, str]:
+    return {"Authorization": f"Bearer {m.rpc_token}", "Content-Type": "application/json"}
+
+
 async def post(m: Manager, body: object, **kw: object) -> httpx.Response:
+    kw.setdefault("headers", token_headers(m))
     async with httpx.AsyncClient() as c:
         return await c.post(url(m), content=json.dumps(body), **kw)  # type: ignore[arg-type]
 
@@ -74,7 +79,7 @@ async def test_errors_carry_ser_code(rpc: Manager) -> None:
 
 
 async def test_protocol_errors(rpc: Manager) -> None:
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(headers=token_headers(rpc)) as c:
         r = await c.post(url(rpc), content=b"{not json")
         assert r.json()["error"]["code"] == -32700
         r = await c.post(url(rpc), json={"method": "uptime", "id": 1})
@@ -112,7 +117,7 @@ async def test_batch_and_notification(rpc: Manager) -> None:
 
 
 async def test_keep_alive_many_requests(rpc: Manager) -> None:
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(headers=token_headers(rpc)) as c:
         for i in range(50):
             r = await c.post(
                 url(rpc), json={"jsonrpc": "2.0", "method": "print", "params": [str(i)], "id": i}
@@ -149,12 +154,15 @@ async def test_shared_secret_and_basic_auth() -> None:
     await m.start()
     try:
         body = {"jsonrpc": "2.0", "method": "print", "params": ["ok"], "id": 1}
-        assert (await post(m, body)).status_code == 401
-        assert (await post(m, body, headers={"Authorization": "Bearer wrong"})).status_code == 401
-        assert (await post(m, body, headers={"Authorization": "Bearer s3cret"})).json()["result"] == "ok"
-        assert (await post(m, body, headers={"X-Auth-Token": "s3cret"})).json()["result"] == "ok"
-        assert (await post(m, body, auth=("admin", "pw"))).json()["result"] == "ok"
-        assert (await post(m, body, auth=("admin", "nope"))).status_code == 401
+        js = {"Content-Type": "application/json"}
+        assert (await post(m, body, headers=js)).status_code == 401
+        assert (await post(m, body, headers={**js, "Authorization": "Bearer wrong"})).status_code == 401
+        assert (await post(m, body, headers={**js, "Authorization": "Bearer s3cret"})).json()[
+            "result"
+        ] == "ok"
+        assert (await post(m, body, headers={**js, "X-Auth-Token": "s3cret"})).json()["result"] == "ok"
+        assert (await post(m, body, headers=js, auth=("admin", "pw"))).json()["result"] == "ok"
+        assert (await post(m, body, headers=js, auth=("admin", "nope"))).status_code == 401
     finally:
         await m.stop()
 
@@ -162,6 +170,6 @@ async def test_shared_secret_and_basic_auth() -> None:
 async def test_deeply_nested_json_is_a_parse_error(rpc: Manager) -> None:
     r = await post(rpc, {"jsonrpc": "2.0", "method": "print", "params": ["x"], "id": 1})
     assert r.status_code == 200
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(headers=token_headers(rpc)) as c:
         r = await c.post(url(rpc), content=b"[" * 100000 + b"]" * 100000)
     assert r.json()["error"]["code"] == -32700
