@@ -35,8 +35,19 @@ Parameters: ``secret`` (random per start when empty; set the same value on
 servers that must accept each other's nonces), ``nonce_expire`` (300 s),
 ``rpid_prefix`` (""), ``rpid_suffix``
 (``;party=calling;id-type=subscriber;screen=yes``), ``realm_prefix`` (""),
-``nc_slots`` (65536: nonces with ``qop`` whose nonce counts are tracked at
+``nc_slots`` (65536: nonces with an index whose nonce counts are tracked at
 once; an older one is answered with ``stale=true``).
+
+Replay protection, as Kamailio's auth module at its safest: a ``qop``
+nonce accepts each nonce count once (``nonce_count``, always on); a nonce
+without ``qop`` serves one request (``one_time_nonce``, default 1: 0 gives
+SER's reusable nonces); a retransmission is recognised by the digest of the
+whole request and its source, so the same credentials on another message
+(another Contact, Call-ID, branch or sender) are refused with
+``stale=true``.  ``auth_checks_register``, ``auth_checks_no_dlg`` (requests
+outside a dialog) and ``auth_checks_in_dlg`` (with a To tag) bind the nonce
+to parts of the challenged request, Kamailio's bits: 1 the Request-URI, 2
+the Call-ID, 4 the From tag, 8 the source address (default 0).
 
 2003 compatibility: before auth_db and group existed, this module also
 exported ``www_authorize``, ``proxy_authorize``, ``is_user_in`` and
@@ -53,6 +64,7 @@ step of every registration, at INFO); passwords and responses never are.
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -145,7 +157,13 @@ class AuthModule(Module):
             "rpid_suffix", str, ";party=calling;id-type=subscriber;screen=yes", "text after the rpid value"
         ),
         Param("realm_prefix", str, "", "prefix removed from a realm taken from To/From"),
-        Param("nc_slots", int, 65536, "qop nonces whose nonce counts are tracked at once"),
+        Param("nc_slots", int, 65536, "nonces whose nonce counts are tracked at once"),
+        Param("one_time_nonce", int, 1, "a nonce without qop serves one request"),
+        Param(
+            "auth_checks_register", int, 0, "bind REGISTER nonces: 1 R-URI, 2 Call-ID, 4 From tag, 8 source"
+        ),
+        Param("auth_checks_no_dlg", int, 0, "bind nonces of requests outside a dialog (same bits)"),
+        Param("auth_checks_in_dlg", int, 0, "bind nonces of in-dialog requests (same bits)"),
         # 2003: one auth module with the database part (see the module doc)
         Param("db_url", str, "", "2003: database of www_authorize/proxy_authorize/is_user_in"),
         Param("db_timeout", int, 3000, "2003: milliseconds one query may take"),
@@ -276,10 +294,43 @@ class AuthModule(Module):
             ctx, realm, bool(qop), 407, "Proxy Authentication Required", "Proxy-Authenticate", PROXY
         )
 
-    def challenge_header(self, realm: str, qop: bool, stale: bool, name: str = "WWW-Authenticate") -> str:
+    def challenge_header(
+        self, realm: str, qop: bool, stale: bool, name: str = "WWW-Authenticate", binding: str = ""
+    ) -> str:
         """A complete challenge header field (no CRLF) with a fresh nonce."""
-        nonce = self.nonces.generate(time.time(), qop)
+        nonce = self.nonces.generate(time.time(), qop, binding, bool(self.values["one_time_nonce"]))
         return f"{name}: {build_challenge(realm, nonce, qop, stale)}"
+
+    def binding(self, ctx: RequestContext) -> str:
+        """What this request's nonce is bound to (``auth_checks_*``)."""
+        msg = ctx.msg
+        try:
+            if msg.method == "REGISTER":
+                checks = int(self.values["auth_checks_register"])
+            elif msg.to.params.get("tag"):
+                checks = int(self.values["auth_checks_in_dlg"])
+            else:
+                checks = int(self.values["auth_checks_no_dlg"])
+            if not checks:
+                return ""
+            parts = [
+                msg.ruri if checks & 1 else "",
+                msg.call_id if checks & 2 else "",
+                (msg.from_.params.get("tag") or "") if checks & 4 else "",
+                ctx.rcv.src_ip if checks & 8 else "",
+            ]
+        except SipParseError:
+            return "\0malformed"  # matches no nonce: the request is challenged again
+        return "\0".join(parts)
+
+    @staticmethod
+    def replay_key(ctx: RequestContext) -> str:
+        """Identifies one request, so that only its retransmissions may use
+        a nonce (count) again: its bytes as received and its sender."""
+        rcv = ctx.rcv
+        h = hashlib.md5(ctx.msg.raw, usedforsecurity=False)
+        h.update(f"\0{rcv.src_ip}\0{rcv.src_port}".encode())
+        return h.hexdigest()
 
     def _challenge(
         self, ctx: RequestContext, realm: str, qop: bool, code: int, reason: str, hname: str, hf: str
@@ -291,7 +342,7 @@ class AuthModule(Module):
                 log.error("auth: cannot take the realm from the request: %s %s", e, _who(ctx))
                 return 0 if _reply(ctx, 400, "Bad Request") > 0 else -1
         stale = bool(ctx.data.get(_STALE_KEY))
-        hdr = self.challenge_header(realm, qop, stale, hname)
+        hdr = self.challenge_header(realm, qop, stale, hname, self.binding(ctx))
         if _reply(ctx, code, reason, [hdr]) < 0:
             log.error("auth: cannot send %d challenge %s", code, _who(ctx))
             return -1
@@ -353,7 +404,7 @@ class AuthModule(Module):
             )
             _reply(ctx, 400, "Bad Request")
             return AuthResult.ERROR, creds, realm, NonceStatus.INVALID
-        res, status = precheck(creds, self.nonces, time.time())
+        res, status = precheck(creds, self.nonces, time.time(), self.binding(ctx))
         if res is DigestResult.BAD_REQUEST:
             log.log(NOTICE, "auth: invalid nc '%s' from '%s' %s", creds.nc, creds.username, _who(ctx))
             _reply(ctx, 400, "Bad Request")
@@ -405,11 +456,7 @@ class AuthModule(Module):
         """Check the response against ``ha1``; on success remember the
         credentials on ``ctx.credentials`` (and the rpid)."""
         msg = ctx.msg
-        try:
-            key: str | None = f"{msg.via1.branch}\0{msg.call_id}\0{msg.cseq.num}"
-        except SipParseError:
-            key = None
-        res = verify(creds, ha1, msg.method, self.nonces, time.time(), msg.body, status, key)
+        res = verify(creds, ha1, msg.method, self.nonces, time.time(), msg.body, status, self.replay_key(ctx))
         if res is DigestResult.OK:
             ctx.credentials = creds
             ctx.data[_RPID_KEY] = rpid or ""

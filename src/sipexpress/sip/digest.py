@@ -3,19 +3,23 @@
 Theory of operation
 -------------------
 A server challenges with a *nonce* it can later recognise without keeping
-state for it (SER 0.9 ``modules_s/auth/nonce.c``)::
+state for it (SER 0.9 ``modules_s/auth/nonce.c``, Kamailio's auth)::
 
-    nonce = hex8(expires) [ hex8(index) ] md5hex(hex8(expires) [hex8(index)] secret)
+    nonce = hex8(issued) [ hex8(index·2 + qop) ] md5hex(head secret [NUL binding])
 
-``expires`` is the absolute Unix time after which the nonce is *stale*;
-the MD5 binds it to the server ``secret`` (random per start unless
-configured, so nonces of a previous run or another server are refused).
-Without ``qop`` the nonce is SER's 40-character form.  A challenge that
-offers ``qop="auth"`` carries a 48-character nonce with an ``index``: the
-slot in a fixed-size :class:`NonceCounts` table that remembers which
-nonce-count (``nc``) values were already used with it.  A replayed ``nc``
-is refused, and so is an answer without ``qop`` to a ``qop`` challenge
-(no downgrade).  The table is bounded: an index whose slot was reused by a
+``issued`` is the Unix time the nonce was made; it is *stale* ``expire``
+seconds later.  The MD5 binds it to the server ``secret`` (random per
+start unless configured, so nonces of a previous run or another server are
+refused) and, when asked (Kamailio's ``auth_checks_*``), to a *binding*:
+parts of the challenged request such as the client's address or the
+Call-ID, so the nonce is worthless elsewhere.  The 40-character form
+(SER's) is reusable until it expires; the 48-character form carries an
+``index``: the slot in a fixed-size :class:`NonceCounts` table that
+remembers which nonce-count (``nc``) values were already used with it.
+A ``qop`` nonce (``nonce_count``) accepts each ``nc`` once; a nonce
+without ``qop`` that has an index is single-use (``one_time_nonce``).
+An answer without ``qop`` to a ``qop`` challenge is refused (no
+downgrade).  The table is bounded: an index whose slot was reused by a
 newer nonce reads as stale, so the UA is challenged again (``stale=true``)
 rather than let in.
 
@@ -58,7 +62,8 @@ __all__ = [
 ]
 
 NONCE_LEN = 40  # SER 0.9: 8 hex expiry + 32 hex MD5
-NONCE_LEN_QOP = 48  # + 8 hex nonce-count slot index
+NONCE_LEN_QOP = 48  # + 8 hex: nonce-count slot index · 2 + (1 if qop was offered)
+MAX_INDEX = 0x7FFFFFFF
 
 
 def md5_hex(data: str | bytes) -> str:
@@ -250,8 +255,9 @@ class NonceCounts:
     (pipelining, UDP) but none is accepted twice.
 
     A *retransmission* is not a replay: the last accepted nc of a slot is
-    remembered with the transaction key of its request (``key``: Via
-    branch, Call-ID, CSeq) and accepted again for that same key for
+    remembered with a key of its request (the caller's: a digest of the
+    whole message and its source, so that another Contact or another
+    sender is not "the same request") and accepted again for that key for
     :attr:`RETRANSMIT_WINDOW` seconds (RFC 3261 Timer F: 64·T1), as a
     transaction layer would have absorbed it.
     """
@@ -271,12 +277,12 @@ class NonceCounts:
         self._last_nc = array("L", [0]) * size
         self._last_t = array("d", [0.0]) * size
         self._last_key: list[str | None] = [None] * size
-        self._next = secrets.randbelow(0xFFFFFFFF) + 1
+        self._next = secrets.randbelow(MAX_INDEX) + 1
 
     def allocate(self) -> int:
-        """A fresh non-zero 32-bit index; its slot forgets the previous owner."""
+        """A fresh non-zero 31-bit index; its slot forgets the previous owner."""
         idx = self._next
-        self._next = idx + 1 if idx < 0xFFFFFFFF else 1
+        self._next = idx + 1 if idx < MAX_INDEX else 1
         slot = idx % self.size
         self._owner[slot] = idx
         self._max[slot] = 0
@@ -337,15 +343,19 @@ class Nonces:
         self.expire = expire
         self.counts = NonceCounts(nc_slots)
 
-    def _mac(self, head: str) -> str:
-        return hashlib.md5(head.encode("ascii") + self.secret, usedforsecurity=False).hexdigest()
+    def _mac(self, head: str, binding: str) -> str:
+        data = head.encode("ascii") + self.secret
+        if binding:
+            data += b"\0" + binding.encode("utf-8", "surrogateescape")
+        return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
-    def generate(self, now: float, qop: bool = False) -> str:
-        """A nonce valid until ``now + expire``; ``qop`` nonces get an nc slot."""
-        head = _hex8(int(now) + self.expire)
-        if qop:
-            head += _hex8(self.counts.allocate())
-        return head + self._mac(head)
+    def generate(self, now: float, qop: bool = False, binding: str = "", one_time: bool = False) -> str:
+        """A nonce valid for ``expire`` seconds from ``now``, bound to
+        ``binding``; ``qop`` and ``one_time`` nonces get an nc slot."""
+        head = _hex8(int(now))
+        if qop or one_time:
+            head += _hex8(self.counts.allocate() << 1 | qop)
+        return head + self._mac(head, binding)
 
     @staticmethod
     def _split(nonce: str) -> tuple[str, int, int] | None:
@@ -358,26 +368,31 @@ class Nonces:
             return None
         if nonce.strip(_HEX):
             return None
-        expires = int(nonce[:8], 16)
-        idx = int(nonce[8:16], 16) if len(head) == 16 else 0
-        return head, expires, idx
+        issued = int(nonce[:8], 16)
+        idx = int(nonce[8:16], 16) >> 1 if len(head) == 16 else 0
+        return head, issued, idx
 
-    def check(self, nonce: str, now: float) -> NonceStatus:
-        """Integrity and expiry of a nonce (no nonce-count check)."""
+    def check(self, nonce: str, now: float, binding: str = "") -> NonceStatus:
+        """Integrity, binding and age of a nonce (no nonce-count check)."""
         parts = self._split(nonce)
         if parts is None:
             return NonceStatus.INVALID
-        head, expires, _ = parts
-        if not hmac.compare_digest(self._mac(head), nonce[len(head) :].lower()):
+        head, issued, _ = parts
+        if not hmac.compare_digest(self._mac(head, binding), nonce[len(head) :].lower()):
             return NonceStatus.FOREIGN
-        if expires < int(now):
+        if issued + self.expire < int(now):
             return NonceStatus.STALE
         return NonceStatus.VALID
 
     @staticmethod
     def index_of(nonce: str) -> int:
-        """The nc slot index of a (checked) nonce; 0 for a nonce without qop."""
-        return int(nonce[8:16], 16) if len(nonce) == NONCE_LEN_QOP else 0
+        """The nc slot index of a (checked) nonce; 0 for a reusable one."""
+        return int(nonce[8:16], 16) >> 1 if len(nonce) == NONCE_LEN_QOP else 0
+
+    @staticmethod
+    def offered_qop(nonce: str) -> bool:
+        """Whether the challenge that carried this nonce offered qop."""
+        return len(nonce) == NONCE_LEN_QOP and int(nonce[15], 16) & 1 == 1
 
 
 def check_nc(nc: str) -> int | None:
@@ -405,17 +420,20 @@ class DigestResult(enum.Enum):
     URI_MISMATCH = "digest uri mismatch"  # 400 (RFC 2617 §3.2.2.5)
 
 
-def precheck(creds: Credentials, nonces: Nonces, now: float) -> tuple[DigestResult, NonceStatus]:
-    """Everything that can be checked before H(A1) is known."""
+def precheck(
+    creds: Credentials, nonces: Nonces, now: float, binding: str = ""
+) -> tuple[DigestResult, NonceStatus]:
+    """Everything that can be checked before H(A1) is known; ``binding``
+    is what the nonce must be bound to (see :class:`Nonces`)."""
     if creds.problems():
         return DigestResult.BAD_REQUEST, NonceStatus.INVALID
     if creds.algorithm.upper() != "MD5":
         return DigestResult.BAD_ALGORITHM, NonceStatus.INVALID
     nonce = creds.nonce or ""
-    status = nonces.check(nonce, now)
+    status = nonces.check(nonce, now, binding)
     if status is NonceStatus.INVALID:
         return DigestResult.INVALID_NONCE, status
-    if status is not NonceStatus.FOREIGN and Nonces.index_of(nonce) and not creds.qop:
+    if status is not NonceStatus.FOREIGN and Nonces.offered_qop(nonce) and not creds.qop:
         return DigestResult.QOP_REQUIRED, status
     if creds.qop and check_nc(creds.nc) is None:
         return DigestResult.BAD_REQUEST, status
@@ -435,8 +453,9 @@ def verify(
     """Check a response against H(A1); on success record the nonce count.
 
     ``status`` is the nonce status :func:`precheck` returned (it is
-    recomputed when omitted); ``txn_key`` identifies the request's
-    transaction so that a retransmission is not taken for a replay."""
+    recomputed, without binding, when omitted); ``txn_key`` identifies the
+    request (a digest of its bytes and source) so that a retransmission is
+    not taken for a replay."""
     if status is None:
         res, status = precheck(creds, nonces, now)
         if res is not DigestResult.OK:
@@ -462,4 +481,6 @@ def verify(
         # accepted as SER did; a tracked nonce must present a fresh nc
         if idx and not nonces.counts.use(idx, nc, txn_key, now):
             return DigestResult.STALE
+    elif idx and not nonces.counts.use(idx, 1, txn_key, now):
+        return DigestResult.STALE  # a one-time nonce used by another request
     return DigestResult.OK

@@ -116,7 +116,7 @@ async def test_challenge_without_qop(servers: list[Server], sqlite_url: str) -> 
     www = ch.header("www-authenticate") or ""
     assert www.startswith('Digest realm="my.realm", nonce="')
     assert www.endswith('", algorithm=MD5') and "qop" not in www
-    assert len(ch.www_authenticate[0].get("nonce") or "") == 40
+    assert len(ch.www_authenticate[0].get("nonce") or "") == 48  # one_time_nonce: with a slot
 
 
 async def test_realm_is_from_host_for_non_register(servers: list[Server], sqlite_url: str) -> None:

@@ -142,12 +142,30 @@ def test_parse_credentials_raises_only_sip_parse_error(value: str) -> None:
 # -- nonces --------------------------------------------------------------------------
 
 
-def test_nonce_is_ser_09_format() -> None:
+def test_nonce_carries_its_issue_time() -> None:
     n = Nonces(b"secret", 300)
     nonce = n.generate(NOW)
-    exp = f"{int(NOW) + 300:08x}"
+    issued = f"{int(NOW):08x}"
     assert len(nonce) == NONCE_LEN
-    assert nonce == exp + hashlib.md5(exp.encode() + b"secret").hexdigest()
+    assert nonce == issued + hashlib.md5(issued.encode() + b"secret").hexdigest()
+
+
+def test_bound_nonce_is_foreign_elsewhere() -> None:
+    n = Nonces(b"secret", 300)
+    nonce = n.generate(NOW, binding="192.0.2.1")
+    assert n.check(nonce, NOW, "192.0.2.1") is NonceStatus.VALID
+    assert n.check(nonce, NOW, "192.0.2.66") is NonceStatus.FOREIGN
+    assert n.check(nonce, NOW) is NonceStatus.FOREIGN
+
+
+def test_one_time_nonce_without_qop_serves_one_request() -> None:
+    n = Nonces(b"secret", 300)
+    nonce = n.generate(NOW, one_time=True)
+    assert len(nonce) == NONCE_LEN_QOP and not Nonces.offered_qop(nonce)
+    creds = make_creds(n, qop=False, nonce=nonce)
+    assert verify(creds, HA1, "REGISTER", n, NOW, txn_key="first") is DigestResult.OK
+    assert verify(creds, HA1, "REGISTER", n, NOW + 1, txn_key="first") is DigestResult.OK  # retransmission
+    assert verify(creds, HA1, "REGISTER", n, NOW + 1, txn_key="another") is DigestResult.STALE
 
 
 def test_qop_nonce_carries_a_tracked_index() -> None:
