@@ -142,7 +142,7 @@ def test_shipped_config_refuses_a_register_for_someone_else(ser_factory: StartSe
     text = re.sub(r"(?m)^#(\t+.*)$", r"\1", text)  # the commented lines inside the REGISTER branch
     cfg = text.replace("{", "{{").replace("}", "}}").replace("@PORT@", "{port}").replace("@FIFO@", "{fifo}")
     sp = ser_factory(cfg)
-    auth, ok = login(sp, "alice", "alicepw")
+    _, ok = login(sp, "alice", "alicepw")
     assert ok.status == 200
     challenge, _ = register(sp, "alice", to_user="admin")
     assert challenge.status == 401
