@@ -142,8 +142,9 @@ async def test_database_outage_does_not_stall(tmp_path) -> None:  # type: ignore
     hung = f"mysql://root@127.0.0.1:{srv.sockets[0].getsockname()[1]}/ser"
     try:
         await h.send(h.register("mem", ["<sip:m@10.0.0.1>"], 600))
-        # the database hangs: write-through REGISTERs still succeed (memory
-        # is authoritative, the write is retried), bounded by db_timeout
+        # the database hangs: a write-through REGISTER is not acknowledged
+        # (500 after db_timeout, nothing stored anywhere), lookups of others
+        # go on meanwhile
         store.url = hung
         t0 = time.monotonic()
         reg_task = asyncio.create_task(h.send(h.register("slow", ["<sip:s@10.0.0.2>"], 600), timeout=5))
@@ -160,12 +161,12 @@ async def test_database_outage_does_not_stall(tmp_path) -> None:  # type: ignore
         assert not reg_task.done()
         assert time.monotonic() - t0 < 0.9
         r = await reg_task
-        assert r.status == 200
+        assert r.status == 500 and r.header("p-registrar-error") == "usrloc_contact_insert failed"
         assert time.monotonic() - t0 < 3.0
-        assert ("slow", "sip:s@10.0.0.2") in h.ul.domain("location").dirty  # type: ignore[union-attr]
-        # the database is back: the timer writes what was missed
+        assert h.ul.domain("location").get("slow") is None  # type: ignore[union-attr]
+        # the database is back: the UA's next attempt is stored, then acknowledged
         store.url = url
-        await h.ul.run_timer()
+        assert (await h.send(h.register("slow", ["<sip:s@10.0.0.2>"], 600))).status == 200
         assert ("slow", "sip:s@10.0.0.2") in await _rows(url)
 
         # db_mode 3 against a dead database: clear errors, fast
@@ -220,8 +221,8 @@ async def test_refused_row_does_not_block_flush(db_url: str) -> None:
 
 
 async def test_database_down_at_start(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """usrloc starts without its database (serving from memory) and loads
-    the stored bindings once the database answers."""
+    """usrloc starts without its database and loads the stored bindings once
+    the database answers; until then write-through REGISTERs get 500."""
     url = f"sqlite:///{tmp_path / 'later.sqlite'}"
     await db.create_all(url)
 
@@ -237,13 +238,14 @@ async def test_database_down_at_start(tmp_path) -> None:  # type: ignore[no-unty
     await h.start(ul={"db_mode": 1, "db_url": _dead_url(), "db_timeout": 1})
     try:
         r = await h.send(h.register("live", ["<sip:live@10.0.0.6>"], 600))
-        assert r.status == 200
+        assert r.status == 500
         assert (await h.send(h.invite("pre"))).reason == "Not Found -3"
         store = h.ul.store
         assert isinstance(store, SqlLocationStore)
         store.url = url  # the database is back
         await h.ul.run_timer()
         assert (await h.send(h.invite("pre"))).status == 302
+        assert (await h.send(h.register("live", ["<sip:live@10.0.0.6>"], 600))).status == 200
         assert ("live", "sip:live@10.0.0.6") in await _rows(url)
     finally:
         await h.stop()

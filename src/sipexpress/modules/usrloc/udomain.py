@@ -4,18 +4,18 @@ and synchronised with a :class:`LocationStore` according to ``db_mode``.
 Theory of operation
 -------------------
 * ``db_mode`` 0: memory only.
-* 1 write-through: every change is applied in memory, then written to the
-  store before the caller continues.  A failed or slow write does not undo
-  the change: it is logged and the binding marked dirty, and the timer
-  retries it (so an outage degrades to write-back instead of failing
-  registrations).
+* 1 write-through: every change is written to the store and committed
+  first, and only then applied in memory; the caller (registrar's 200 OK)
+  continues only after the commit.  A failed or timed-out write changes
+  nothing, is logged and reaches the caller as DbError (save replies 500),
+  so a binding that was acknowledged survives a ``kill -9`` at any moment.
 * 2 write-back: changes are applied in memory and marked dirty; the timer
   (every ``timer_interval``) writes all dirty bindings in one transaction.
 * 3 DB only: no memory copy; every read and write goes to the store, and
   errors reach the caller (lookup returns -2, save replies 500).
 
-Changes are applied to memory synchronously, before the first ``await``,
-so concurrent requests for one AOR never see a half-applied update.  In
+Changes are applied to memory synchronously (mode 1: right after the
+commit), so concurrent requests for one AOR never see a half-applied update.  In
 modes 0 and 2 (once loaded, :meth:`Udomain.sync_writes`) nothing needs an
 ``await`` at all: :meth:`Udomain.apply_now` is :meth:`Udomain.apply`
 without suspending (registrar's REGISTER hot path).
@@ -193,30 +193,24 @@ class Udomain:
 
     async def apply(self, aor: str, upserts: Sequence[Ucontact], deletes: Sequence[str]) -> None:
         """Replace/insert ``upserts`` and remove the contacts ``deletes`` of
-        ``aor`` (memory first, then the store per db_mode).  Raises
-        DbError only in mode 3."""
+        ``aor`` (memory and the store per db_mode).  Raises DbError in modes
+        1 and 3, and then nothing has changed."""
         if not self.ready.is_set():
             await self.ready.wait()
-        if self.db_mode != DB_ONLY:
-            self._apply_mem(aor, upserts, deletes)
-        if self.db_mode == NO_DB:
-            return
         ups = [c for c in upserts if not c.flags & FL_MEM]
         dels = [(aor, uri) for uri in deletes]
-        if not ups and not dels:
-            return
-        if self.db_mode == WRITE_BACK:
-            self._mark(ups, dels)
-            return
-        assert self.store is not None
-        try:
-            await self.store.write(self.name, ups, dels)
+        if self.db_mode in (WRITE_THROUGH, DB_ONLY) and (ups or dels):
+            assert self.store is not None
+            try:
+                await self.store.write(self.name, ups, dels)
+            except DbError as e:
+                log.error("usrloc %s: writing %s failed, nothing changed: %s", self.name, aor, e)
+                raise
             for c in ups:
                 c.state = CState.CS_SYNC
-        except DbError as e:
-            if self.db_mode == DB_ONLY:
-                raise
-            log.error("usrloc %s: write-through failed (%s); will retry on timer", self.name, e)
+        if self.db_mode != DB_ONLY:
+            self._apply_mem(aor, upserts, deletes)
+        if self.db_mode == WRITE_BACK and (ups or dels):
             self._mark(ups, dels)
 
     def _mark(self, ups: Sequence[Ucontact], dels: Sequence[tuple[str, str]]) -> None:
@@ -228,15 +222,16 @@ class Udomain:
 
     async def delete_record(self, aor: str) -> bool:
         """Remove the AOR and all its bindings.  False if it did not exist
-        (memory modes).  Raises DbError in mode 3."""
+        (memory modes).  Raises DbError in modes 1 and 3."""
         if self.db_mode == DB_ONLY:
             assert self.store is not None
             await self.store.delete_aor(self.name, aor)
             return True
-        rec = self.records.pop(aor, None)
+        rec = self.records.get(aor)
         if rec is None:
             return False
         await self.apply(aor, (), [c.uri for c in rec.contacts])
+        self.records.pop(aor, None)  # memory-only bindings go too
         return True
 
     # -- timer ---------------------------------------------------------------
