@@ -88,6 +88,10 @@ DEFAULTS: dict[str, Any] = {
     # seconds a TCP connection may stay idle before it is closed (SER's
     # TCP_CON_TIMEOUT / tcp_connection_lifetime)
     "tcp_connection_lifetime": 120,
+    # connection limits (sipexpress.core.transport.TcpLimits)
+    "tcp_max_connections": 2048,
+    "tcp_max_connections_per_source": 128,
+    "tcp_msg_read_timeout": 20,
     "disable_tls": True,
     "advertised_address": None,
     "advertised_port": None,

@@ -55,6 +55,7 @@ from sipexpress.core.resolver import Resolver
 from sipexpress.core.stats import Stats
 from sipexpress.core.transport import (
     TcpConnection,
+    TcpLimits,
     TcpListener,
     TcpManager,
     UdpListener,
@@ -393,6 +394,7 @@ class Core:
             float(self.options.get("tcp_connection_lifetime") or 120),
             float(self.options.get("tcp_connect_timeout") or 10),
             self._bad_stream,
+            TcpLimits.from_options(self.options),
         )
         rcvbuf = int(self.options.get("maxbuffer") or 0)
         try:

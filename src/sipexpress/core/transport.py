@@ -9,7 +9,15 @@
   ``(ip, port)`` (plus aliases: the Via sent-by of requests received on the
   connection, so that replies routed by Via find the connection the request
   came on), outbound connects with write buffering until connected, and the
-  idle sweep (``tcp_connection_lifetime``).
+  sweep that enforces :class:`TcpLimits`.
+
+:class:`TcpLimits` keeps one client from taking every descriptor:
+``tcp_max_connections`` in all, ``tcp_max_connections_per_source`` per
+client address (accepted connections beyond either are reset at once),
+``tcp_msg_read_timeout`` seconds to complete a message once its first byte
+has come (slowloris), ``tcp_connection_lifetime`` seconds of idleness.
+Each limit hit is logged once per source address per
+:attr:`TcpManager.LOG_EVERY` seconds, so a flood cannot flood the log.
 
 TLS is a seam only: :class:`~sipexpress.core.context.Proto` has ``TLS``
 but no listener exists for it.
@@ -23,7 +31,8 @@ import fcntl
 import logging
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sipexpress.core.context import Proto, ReceiveInfo
@@ -151,6 +160,24 @@ class UdpListener(asyncio.DatagramProtocol):
             self.transport.close()
 
 
+@dataclass(frozen=True, slots=True)
+class TcpLimits:
+    max_connections: int = 2048  # Kamailio's tcp_max_connections default
+    per_source: int = 128
+    msg_read_timeout: float = 20.0  # Kamailio's tcp_msg_read_timeout default
+    lifetime: float = 120.0
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> TcpLimits:
+        d = cls()
+        return cls(
+            int(options.get("tcp_max_connections") or d.max_connections),
+            int(options.get("tcp_max_connections_per_source") or d.per_source),
+            float(options.get("tcp_msg_read_timeout") or d.msg_read_timeout),
+            float(options.get("tcp_connection_lifetime") or d.lifetime),
+        )
+
+
 class TcpConnection(asyncio.Protocol):
     """One TCP connection (accepted or opened by us)."""
 
@@ -168,7 +195,9 @@ class TcpConnection(asyncio.Protocol):
         self.keys: list[tuple[str, int]] = []
         self.pending: list[bytes] = []
         self.closed = False
+        self.counted = False  # an accepted connection counted against the limits
         self.last_activity = manager.loop.time()
+        self.msg_started: float | None = None  # first byte of an unfinished message
 
     def __repr__(self) -> str:
         return f"<TcpConnection {self.peer}>"
@@ -187,6 +216,12 @@ class TcpConnection(asyncio.Protocol):
         sockname = transport.get_extra_info("sockname")
         ip, port = str(peer[0]), int(peer[1])
         self.peer = (ip, port)
+        if self.listener is not None:
+            if not self.manager.admit(ip):
+                self.closed = True
+                transport.abort()  # type: ignore[attr-defined]
+                return
+            self.counted = True
         # the "local socket" of a connection is the listener it belongs to
         # (what Via advertises); outbound ones borrow a listener of the family
         lst = self.listener or self.manager.listener_for(family_of(ip))
@@ -209,7 +244,9 @@ class TcpConnection(asyncio.Protocol):
             self.pending.clear()
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = self.manager.loop.time()
+        now = self.last_activity = self.manager.loop.time()
+        if self.closed:
+            return
         assert self.framer is not None and self.rcv is not None
         try:
             frames = self.framer.feed(data)
@@ -220,6 +257,10 @@ class TcpConnection(asyncio.Protocol):
             self.manager.core_bad_stream(self.rcv, e, pending)
             self.close()
             return
+        if not self.framer.buffered:
+            self.msg_started = None
+        elif frames or self.msg_started is None:
+            self.msg_started = now
         receive = self.manager.receive
         for frame in frames:
             receive(frame, self.rcv)
@@ -279,6 +320,8 @@ class TcpListener:
 class TcpManager:
     """The TCP connection table (SER's ``tcpconn`` hash by ip:port + aliases)."""
 
+    LOG_EVERY = 60.0
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -287,12 +330,17 @@ class TcpManager:
         lifetime: float,
         connect_timeout: float,
         on_bad_stream: Callable[[ReceiveInfo, Exception, bytes], None] | None = None,
+        limits: TcpLimits | None = None,
     ) -> None:
         self.loop = loop
         self.receive = receive
         self.max_size = max_size
-        self.lifetime = lifetime
+        self.limits = limits or TcpLimits(lifetime=lifetime)
+        self.lifetime = self.limits.lifetime
         self.connect_timeout = connect_timeout
+        self.accepted = 0
+        self.per_source: dict[str, int] = {}
+        self._logged: dict[tuple[str, str], float] = {}
         self.listeners: list[TcpListener] = []
         self.by_addr: dict[tuple[str, int], TcpConnection] = {}
         self.connections: set[TcpConnection] = set()
@@ -306,6 +354,31 @@ class TcpManager:
             if lst.af == af:
                 return lst
         return self.listeners[0] if self.listeners else None
+
+    def admit(self, ip: str) -> bool:
+        """Count a new accepted connection from ``ip``, or refuse it (logged)."""
+        lim = self.limits
+        if self.accepted >= lim.max_connections:
+            self.limit_hit(ip, f"tcp_max_connections ({lim.max_connections}) reached; refusing connections")
+            return False
+        if self.per_source.get(ip, 0) >= lim.per_source:
+            self.limit_hit(ip, f"more than tcp_max_connections_per_source ({lim.per_source}); refusing")
+            return False
+        self.accepted += 1
+        self.per_source[ip] = self.per_source.get(ip, 0) + 1
+        return True
+
+    def limit_hit(self, ip: str, what: str) -> None:
+        """Log a limit hit by ``ip``: once per source and limit every LOG_EVERY s."""
+        key = (ip, what)
+        now = self.loop.time()
+        last = self._logged.get(key)
+        if last is not None and now - last < self.LOG_EVERY:
+            return
+        if len(self._logged) > 4096:
+            self._logged = {k: t for k, t in self._logged.items() if now - t < self.LOG_EVERY}
+        self._logged[key] = now
+        log.warning("tcp from %s: %s", ip, what)
 
     def register(self, conn: TcpConnection, key: tuple[str, int]) -> None:
         self.connections.add(conn)
@@ -324,6 +397,15 @@ class TcpManager:
         conn.keys.append(key)
 
     def unregister(self, conn: TcpConnection) -> None:
+        if conn.counted and conn.peer is not None:
+            conn.counted = False
+            self.accepted -= 1
+            ip = conn.peer[0]
+            left = self.per_source.get(ip, 1) - 1
+            if left > 0:
+                self.per_source[ip] = left
+            else:
+                self.per_source.pop(ip, None)
         self.connections.discard(conn)
         for key in conn.keys:
             if self.by_addr.get(key) is conn:
@@ -366,12 +448,21 @@ class TcpManager:
 
     # -- life cycle ------------------------------------------------------------
     def start_sweeper(self) -> None:
-        interval = max(0.2, min(10.0, self.lifetime / 4))
+        lim = self.limits
+        interval = max(0.2, min(10.0, lim.lifetime / 4, lim.msg_read_timeout / 4))
 
         def sweep() -> None:
-            deadline = self.loop.time() - self.lifetime
+            now = self.loop.time()
+            idle, unfinished = now - lim.lifetime, now - lim.msg_read_timeout
             for conn in list(self.connections):
-                if conn.last_activity < deadline:
+                if conn.msg_started is not None and conn.msg_started < unfinished:
+                    ip = conn.peer[0] if conn.peer else "?"
+                    self.limit_hit(
+                        ip,
+                        f"message not complete within tcp_msg_read_timeout ({lim.msg_read_timeout:g} s); closing",
+                    )
+                    conn.close()
+                elif conn.last_activity < idle:
                     log.debug("closing idle tcp connection %s", conn.peer)
                     conn.close()
             self._sweeper = self.loop.call_later(interval, sweep)
