@@ -86,6 +86,24 @@ _UDP: Final = Proto.UDP
 _TCP: Final = Proto.TCP
 #: messages kept while the modules start (more are dropped: UDP peers retransmit)
 MAX_HELD: Final = 1000
+#: the largest UDP payload over IPv4 (65535 - 20 IP - 8 UDP header bytes)
+MAX_UDP_PAYLOAD: Final = 65507
+
+
+def reply_too_large(reply: bytes) -> bytes | None:
+    """What to send instead of a reply that fits no datagram: a 500 with
+    the reply's transaction headers (Via, From, To, Call-ID, CSeq); None
+    when even that is too large or the reply cannot be read."""
+    try:
+        msg = _parse(reply)
+        lines = msg.raw_header_groups(("via", "from", "to", "call-id", "cseq"))
+    except SipParseError:
+        return None
+    out = b"".join([b"SIP/2.0 500 Reply Too Large For UDP\r\n", *(b"".join(g) for g in lines)])
+    out += b"Content-Length: 0\r\n\r\n"
+    return out if len(out) <= MAX_UDP_PAYLOAD else None
+
+
 #: gc.set_threshold() while the server runs (see Core.start)
 GC_THRESHOLDS: Final = (50_000, 20, 100)
 #: the request's header fields a reply copies (RFC 3261 §8.2.6.2)
@@ -750,6 +768,30 @@ class Core:
                 return lst
         return None
 
+    def send_udp(self, lst: UdpListener, data: bytes, ip: str, port: int) -> bool:
+        if len(data) <= MAX_UDP_PAYLOAD:
+            return lst.sendto(data, ip, port)
+        return self._too_large_for_udp(lst, data, ip, port)
+
+    def _too_large_for_udp(self, lst: UdpListener, data: bytes, ip: str, port: int) -> bool:
+        """A message that fits no datagram.  A reply goes over TCP to the
+        same address when we have TCP (every SIP element implements it,
+        RFC 3261 §18; §18.2.2 sends a reply to the client's sent-by port),
+        else a 500 saying so takes its place; both are logged, as is a
+        request that cannot be sent."""
+        if not data.startswith(b"SIP/2.0 "):
+            log.error("udp: a %d-byte request to %s:%d fits no datagram; not sent", len(data), ip, port)
+            return False
+        if self.tcp is not None and self.tcp.listeners:
+            log.warning("udp: a %d-byte reply to %s:%d fits no datagram; sent over TCP", len(data), ip, port)
+            return self.tcp.send(ip, port, data)
+        small = reply_too_large(data)
+        if small is None:
+            log.error("udp: a %d-byte reply to %s:%d fits no datagram; dropped", len(data), ip, port)
+            return False
+        log.error("udp: a %d-byte reply to %s:%d fits no datagram; sent a 500 instead", len(data), ip, port)
+        return lst.sendto(small, ip, port)
+
     def send(self, proto: Proto, ip: str, port: int, data: bytes, rcv: ReceiveInfo | None = None) -> bool:
         if proto is _UDP:
             lst = rcv.transport if rcv is not None and rcv.proto is _UDP else None
@@ -760,7 +802,7 @@ class Core:
                     log.error("no udp socket for %s", ip)
                     self.stats.send_failures += 1
                     return False
-            ok: bool = lst.sendto(data, ip, port)
+            ok: bool = self.send_udp(lst, data, ip, port)
         elif proto is _TCP:
             if self.tcp is None:
                 return False
@@ -1218,7 +1260,7 @@ class Core:
             ip, port = via_destination(msg.via1, proto)
             ok = self.send(proto, ip, port, data, rcv)
         elif rcv.proto is _UDP and rcv.transport is not None:
-            ok = rcv.transport.sendto(data, rcv.src_ip, rcv.src_port)  # the common case
+            ok = self.send_udp(rcv.transport, data, rcv.src_ip, rcv.src_port)  # the common case
         else:
             conn = rcv.transport
             if rcv.proto is _TCP and (not isinstance(conn, TcpConnection) or conn.closed):
