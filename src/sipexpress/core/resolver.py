@@ -16,6 +16,7 @@ import socket
 import time
 from typing import Any
 
+from sipexpress.sip.cache import BoundedCache
 from sipexpress.sip.locate import (
     DEFAULT_PORT,
     NaptrRecord,
@@ -47,7 +48,8 @@ class Resolver:
         self.nameservers = nameservers  # None: from /etc/resolv.conf
         self.dns_port = dns_port
         self._dns: Any = None
-        self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
+        # names come from the wire (Via, Request-URI): bounded in bytes
+        self._cache: BoundedCache[tuple[str, str], tuple[float, Any]] = BoundedCache(4 << 20, 4096)
 
     def _cached(self, kind: str, name: str) -> Any:
         hit = self._cache.get((kind, name))
@@ -56,9 +58,8 @@ class Resolver:
         return None
 
     def _store(self, kind: str, name: str, value: Any, ttl: float) -> None:
-        if len(self._cache) > 10000:
-            self._cache.clear()
-        self._cache[(kind, name)] = (time.monotonic() + ttl, value)
+        entries = len(value) if isinstance(value, list | tuple) else 1
+        self._cache.put((kind, name), (time.monotonic() + ttl, value), len(name) + 128 * entries)
 
     def _resolver(self) -> Any:
         if self._dns is None:

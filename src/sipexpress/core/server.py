@@ -62,6 +62,7 @@ from sipexpress.core.transport import (
     bind_socket,
     local_addresses,
 )
+from sipexpress.sip.cache import BoundedCache
 from sipexpress.sip.errors import SipError, SipParseError
 from sipexpress.sip.uri import SipUri
 
@@ -189,9 +190,11 @@ class Core:
         self._my_hostport: set[tuple[str, int]] = set()
         self._my_aliases: dict[str, set[int]] = {}
         self._my_names_extra: list[tuple[str, int, Proto]] = []
-        self._numeric: dict[str, bool] = {}
+        self._numeric: BoundedCache[str, bool] = BoundedCache(1 << 20, 1024)
         #: (URI, proto, in-proto) -> (proto, ip, port): uri_destination() for numeric hosts
-        self._uri_dest: dict[tuple[str, Proto | None, Proto], tuple[Proto, str, int]] = {}
+        self._uri_dest: BoundedCache[tuple[str, Proto | None, Proto], tuple[Proto, str, int]] = BoundedCache(
+            2 << 20, 2048
+        )
         self.to_tag_prefix = hashlib.md5(f"sipexpress-sl-{os.getpid()}".encode()).hexdigest()
         self._tag_prefix_b = self.to_tag_prefix.encode()
         self._main_route: Callable[[RequestContext], Any] | None = None
@@ -956,9 +959,7 @@ class Core:
         t = targets[0]
         dest = _PROTO_BY_NAME.get(t.proto.upper(), Proto.UDP), t.ip.strip("[]"), t.port
         if numeric:
-            if len(self._uri_dest) >= 4096:
-                self._uri_dest.clear()
-            self._uri_dest[key] = dest
+            self._uri_dest.put(key, dest, len(uri_text) + len(dest[1]))
         return dest
 
     def _forward_to(self, ctx: RequestContext, dproto: Proto, dip: str, dport: int) -> int:
@@ -991,9 +992,7 @@ class Core:
                 r = True
             except ValueError:
                 r = False
-            if len(self._numeric) > 4096:
-                self._numeric.clear()
-            self._numeric[host] = r
+            self._numeric.put(host, r, len(host))
         return r
 
     def pick_listener(self, ctx: RequestContext | None, proto: Proto, dip: str) -> Any:

@@ -17,6 +17,7 @@ import re
 from datetime import UTC, datetime
 from typing import Final, TypeVar
 
+from sipexpress.sip.cache import BoundedCache
 from sipexpress.sip.errors import SipParseError
 
 __all__ = [
@@ -96,7 +97,7 @@ def canonical_name(name: str) -> str:
     return "-".join(w[:1].upper() + w[1:] for w in key.split("-"))
 
 
-_KEY_CACHE: dict[str, str] = {}
+_KEY_CACHE: BoundedCache[str, str] = BoundedCache(1 << 20, 256)
 
 
 def header_key(name: str) -> str:
@@ -108,8 +109,7 @@ def header_key(name: str) -> str:
     k = name.strip().lower()
     if len(k) == 1:
         k = COMPACT.get(k, k)
-    if len(_KEY_CACHE) < 2048:
-        _KEY_CACHE[name] = k
+    _KEY_CACHE.put(name, k, 2 * len(name))
     return k
 
 

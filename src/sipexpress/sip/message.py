@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Final
 
+from sipexpress.sip.cache import BoundedCache
 from sipexpress.sip.errors import SipError, SipParseError
 from sipexpress.sip.headers import (
     _KEY_CACHE,
@@ -80,7 +81,7 @@ _TOKEN_B: Final = TOKEN_CHARS.encode()
 _DIGITS_B: Final = b"0123456789"
 
 # raw header-name bytes (as they appear before the colon) -> lookup key
-_NAME_KEYS: dict[bytes, str] = {}
+_NAME_KEYS: BoundedCache[bytes, str] = BoundedCache(1 << 20, 256)
 
 #: header fields every request and response carries exactly once
 _REQUIRED: Final = (("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
@@ -90,7 +91,7 @@ _SCHEME_CHARS: Final = "abcdefghijklmnopqrstuvwxyz0123456789+-."
 _key_get: Final = _KEY_CACHE.get  # header_key's cache, without the call
 #: Request-URIs that passed ``_check_ruri`` (a pure function of the text):
 #: the quick check skips re-parsing the same URI (bounded, cleared when full)
-_GOOD_RURIS: dict[str, None] = {}
+_GOOD_RURIS: BoundedCache[str, None] = BoundedCache(1 << 20, 512)
 
 
 class _Layout:
@@ -151,8 +152,9 @@ class _Layout:
         return pos
 
 
-#: header-key sequence -> its layout (bounded, cleared when full)
-_LAYOUTS: dict[tuple[str, ...], _Layout] = {}
+#: header-key sequence -> its layout (bounded in bytes: a message with
+#: hundreds of header names of its own gets a layout nobody else shares)
+_LAYOUTS: BoundedCache[tuple[str, ...], _Layout] = BoundedCache(8 << 20, 16 << 10)
 
 
 def _small_uint(line: bytes, digits: int) -> int | None:
@@ -182,8 +184,7 @@ def _name_key(rn: bytes) -> str:
         k = name.decode("ascii").lower()
         if len(k) == 1:
             k = COMPACT.get(k, k)
-        if len(_NAME_KEYS) < 4096:
-            _NAME_KEYS[rn] = k
+        _NAME_KEYS.put(rn, k, 2 * len(rn))
     return k
 
 
@@ -426,9 +427,9 @@ class SipMessage:
             t = tuple(keys)
             lay = _LAYOUTS.get(t)
             if lay is None:
-                if len(_LAYOUTS) >= 1024:
-                    _LAYOUTS.clear()
-                lay = _LAYOUTS[t] = _Layout(t)
+                lay = _Layout(t)
+                # the tuple, its keys, the per-field tuples of the layout
+                _LAYOUTS.put(t, lay, 3 * 8 * len(t) + sum(map(len, t)))
             self._lay = lay
         return lay
 
@@ -868,10 +869,7 @@ class SipMessage:
                     self._check_ruri()
                 except SipParseError:
                     return False
-                if len(ruri) <= 256:  # bounded: at most 1024 short URIs
-                    if len(_GOOD_RURIS) >= 1024:
-                        _GOOD_RURIS.clear()
-                    _GOOD_RURIS[ruri] = None
+                _GOOD_RURIS.put(ruri, None, len(ruri))
         # the top Via and To are needed by nearly every request's handling
         # (reply routing, the reply's To tag, dialogs): keep them parsed
         cache = self._cache

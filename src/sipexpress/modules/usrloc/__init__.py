@@ -41,6 +41,8 @@ from sipexpress.modules.usrloc.store import COLUMN_PARAMS, LocationStore, SqlLoc
 from sipexpress.modules.usrloc.udomain import DB_ONLY, NO_DB, WRITE_BACK, WRITE_THROUGH, Udomain
 
 log = logging.getLogger("sipexpress.usrloc")
+#: records ul_dump renders between two yields to the event loop
+DUMP_SLICE = 500
 
 __all__ = [
     "DB_ONLY",
@@ -416,7 +418,7 @@ class UsrlocModule(Module):
         now = int(self.clock())
         out = ["===Domain list===\n"]
         data: list[dict[str, Any]] = []
-        for d in self.domains.values():
+        for d in list(self.domains.values()):
             recs = list(d.records.values())
             out.append(
                 f"---Domain---\nname : '{d.name}'\nsize : 512\ntable: 0x{id(d):x}\n"
@@ -425,7 +427,9 @@ class UsrlocModule(Module):
                 f"    last : {self._ptr(recs[-1] if recs else None)}\n}}\n\n"
             )
             drecs: list[dict[str, Any]] = []
-            for r in recs:
+            for n, r in enumerate(recs, 1):
+                if n % DUMP_SLICE == 0:
+                    await asyncio.sleep(0)  # a dump of 100 000 bindings must not stall SIP
                 out.append(f"...Record({self._ptr(r)})...\ndomain: '{d.name}'\naor   : '{r.aor}'\n")
                 cl: list[dict[str, Any]] = []
                 for i, c in enumerate(r.contacts):
