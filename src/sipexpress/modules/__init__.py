@@ -29,6 +29,7 @@ CATALOGUE: dict[str, str] = {
     "domain": "sipexpress.modules.domain:DomainModule",
     "acc": "sipexpress.modules.acc:AccModule",
     "exec": "sipexpress.modules.exec:ExecModule",
+    "pike": "sipexpress.modules.pike:PikeModule",
     # SER's database drivers: accepted so that old configs load; the
     # database layer itself is chosen by the db_url's scheme.
     "mysql": "sipexpress.modules.dbdriver:MysqlModule",
