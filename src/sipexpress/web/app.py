@@ -71,8 +71,10 @@ class WebApp:
         self.cfg = cfg
         self.ser = ser or SerClient(cfg.jsonrpc, cfg.jsonrpc_secret)
         self.store = Store(cfg.db_url)
-        # failed log-ins: per user name, and (more leniently: NAT) per address
+        # failed log-ins: per address and user name (a guesser elsewhere must
+        # not lock the user out), and (more leniently: NAT) per address
         self.user_limiter = sec.RateLimiter(cfg.login_attempts, cfg.login_window)
+        self.sessions = sec.Sessions()
         self.ip_limiter = sec.RateLimiter(cfg.login_attempts * 4, cfg.login_window)
         self.mail_limiter = sec.RateLimiter(3, 3600)
         self.resets = URLSafeTimedSerializer(cfg.secret, salt="serweb-password-reset")
@@ -131,7 +133,22 @@ class WebApp:
         u = request.session.get("user")
         if not isinstance(u, list) or len(u) != 2:
             raise _LoginRequired
+        if not self.sessions.valid(self.session_key(str(u[0]), str(u[1])), request.session.get("sid")):
+            request.session.clear()  # ended by a log-out or password change elsewhere
+            raise _LoginRequired
         return str(u[0]), str(u[1])
+
+    @staticmethod
+    def session_key(user: str, domain: str) -> str:
+        return f"{user.lower()}@{domain.lower()}"
+
+    def end_sessions(self, request: Request | None, user: str, domain: str) -> None:
+        """End every session of the user; ``request``'s own one goes on
+        under a new id (whoever changed the password knows the new one)."""
+        key = self.session_key(user, domain)
+        self.sessions.end_all(key)
+        if request is not None:
+            request.session["sid"] = self.sessions.start(key)
 
     async def admin(self, request: Request) -> tuple[str, str]:
         """The logged-in administrator; the right is checked again on every
@@ -173,7 +190,7 @@ class WebApp:
         if errors:
             return self.render(request, "login.html", 400, errors=errors, form=form_values)
         ip = request.client.host if request.client else "?"
-        user_key = f"{username.lower()}@{domain.lower()}"
+        user_key = f"{ip} {self.session_key(username, domain)}"
         wait = max(self.ip_limiter.blocked(ip), self.user_limiter.blocked(user_key))
         if wait:
             msg = f"Too many failed log-ins. Try again in {int(wait // 60) + 1} minute(s)."
@@ -192,7 +209,8 @@ class WebApp:
         self.user_limiter.reset(user_key)
         is_admin = await self.is_admin(username, domain)
         request.session.clear()  # new session: no fixation
-        request.session.update(user=[username, domain], admin=is_admin, t=int(time.time()))
+        sid = self.sessions.start(self.session_key(username, domain))
+        request.session.update(user=[username, domain], admin=is_admin, t=int(time.time()), sid=sid)
         sec.csrf_token(request.session)
         nxt = form_values["next"]
         safe = nxt.startswith("/") and not nxt.startswith("//") and "\\" not in nxt and len(nxt) < 200
@@ -200,6 +218,9 @@ class WebApp:
 
     async def logout(self, request: Request) -> Response:
         await self.form(request)
+        u = request.session.get("user")
+        if isinstance(u, list) and len(u) == 2:
+            self.sessions.end_all(self.session_key(str(u[0]), str(u[1])))  # on every device
         request.session.clear()
         self.flash(request, "You are logged out.")
         return self.redirect("/login")
@@ -372,6 +393,7 @@ class WebApp:
         if err:
             return self.render(request, "reset.html", 400, token=token, errors=[err])
         await set_password(self.cfg.db_url, who[0], who[1], str(new))
+        self.end_sessions(None, who[0], who[1])
         self.flash(request, "Your password was changed. Please log in.")
         return self.redirect("/login")
 
@@ -428,6 +450,7 @@ class WebApp:
             self.flash(request, err, "error")
             return self.redirect("/account")
         await set_password(self.cfg.db_url, u, d, str(new))
+        self.end_sessions(request, u, d)
         self.flash(request, "Your password was changed. Use the new one on your phones too.")
         return self.redirect("/account")
 
@@ -712,6 +735,7 @@ class WebApp:
             self.flash(request, err, "error")
         else:
             await set_password(self.cfg.db_url, u, d, str(pw))
+            self.end_sessions(None, u, d)
             self.flash(request, f"Password of {u}@{d} changed.")
         return self.redirect(_user_url(u, d))
 

@@ -1,5 +1,6 @@
-"""Security pieces: response headers, CSRF tokens, log-in rate limiting,
-input validation.  Output escaping is Jinja2's autoescape."""
+"""Security pieces: response headers, CSRF tokens, server-side session
+records, log-in rate limiting, input validation.  Output escaping is
+Jinja2's autoescape."""
 
 from __future__ import annotations
 
@@ -63,6 +64,36 @@ def csrf_token(session: dict[str, Any]) -> str:
 def csrf_ok(session: dict[str, Any], given: object) -> bool:
     tok = session.get("csrf")
     return isinstance(tok, str) and isinstance(given, str) and hmac.compare_digest(tok, given)
+
+
+class Sessions:
+    """The log-ins behind the signed session cookies, kept on the server: a
+    cookie counts only while its random id is listed for its user, so
+    logging out or changing the password ends every session of that user
+    at once (a signed cookie alone stays valid until it expires), and a
+    restart ends all.  Bounded: ``per_user`` sessions per user (the oldest
+    goes first) and ``max_users`` users (the least recently logged-in go)."""
+
+    def __init__(self, per_user: int = 16, max_users: int = 20000) -> None:
+        self.per_user = per_user
+        self.max_users = max_users
+        self._by_user: dict[str, list[str]] = {}
+
+    def start(self, user: str) -> str:
+        sid = secrets.token_urlsafe(18)
+        sids = self._by_user.pop(user, [])  # re-inserted last: most recent
+        sids.append(sid)
+        del sids[: -self.per_user]
+        self._by_user[user] = sids
+        while len(self._by_user) > self.max_users:
+            del self._by_user[next(iter(self._by_user))]
+        return sid
+
+    def valid(self, user: str, sid: object) -> bool:
+        return isinstance(sid, str) and sid in self._by_user.get(user, ())
+
+    def end_all(self, user: str) -> None:
+        self._by_user.pop(user, None)
 
 
 class RateLimiter:
