@@ -5,15 +5,12 @@ or raise the protocol error")."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sipexpress.sip.errors import SipParseError
-from sipexpress.sip.message import SipMessage, StreamFramer, build_reply
-from sipexpress.sip.uri import SipUri
+from sipexpress.sip.message import SipMessage, StreamFramer
+from tests.fuzz.targets import exercise, only_parse_errors, sip_message
 from tests.support import RFC4475
 
 INVITE = (
@@ -84,66 +81,10 @@ def mutated(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-def only_parse_errors(fn: Callable[[], Any]) -> None:
-    try:
-        fn()
-    except SipParseError as e:
-        assert isinstance(e.reason, str) and e.reason
-        assert 400 <= e.status < 600
-
-
-ACCESSORS = [
-    "via1", "vias", "from_", "to", "call_id", "cseq", "max_forwards", "content_length", "expires", "date",
-    "content_type", "contacts", "contact_star", "routes", "record_routes", "authorization", "proxy_authorization",
-    "www_authenticate", "proxy_authenticate", "parsed_ruri", "body", "first_line",
-]  # fmt: skip
-
-
-def exercise(m: SipMessage) -> None:
-    for name in ACCESSORS:
-        only_parse_errors(lambda name=name: getattr(m, name))  # type: ignore[misc]
-    only_parse_errors(lambda: [m.header(h) for h in ("via", "i", "x-unknown", "subject")])
-    only_parse_errors(lambda: (m.values("via"), m.values("contact"), m.header_all("route")))
-    only_parse_errors(lambda: (list(m.iter_headers()), m.header_names(), m.raw_header_lines("via")))
-    only_parse_errors(m.validate)
-    only_parse_errors(lambda: m.validate(strict=True))
-    only_parse_errors(lambda: [SipUri.parse(c.uri) for c in m.contacts])
-    only_parse_errors(lambda: build_reply(m, 400, "Bad", to_tag="t", received="192.0.2.1", rport=9))
-    # modifications, then the result must parse back with the edits in place
-    c = m.copy()
-
-    def edit() -> None:
-        if c.is_request:
-            c.set_ruri("sip:new@example.com")
-        c.add_via("SIP/2.0/UDP 192.0.2.250;branch=z9hG4bKfuzz")
-        c.replace_header("Max-Forwards", "10")
-        c.insert_header("X-Fuzz", "1", first=False)
-        c.remove_header("subject")
-        out = c.serialize()
-        again = SipMessage.parse(out)
-        assert again.via1.branch == "z9hG4bKfuzz"
-        assert again.header("x-fuzz") == "1" and again.max_forwards == 10
-        c.remove_top_via()
-        c.set_body(b"xyz", "text/plain")
-        assert SipMessage.parse(c.serialize()).body == b"xyz"
-
-    only_parse_errors(edit)
-
-
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated())
 def test_mutated_messages_raise_only_sip_parse_error(data: bytes) -> None:
-    try:
-        m = SipMessage.parse(data)
-    except SipParseError as e:
-        assert e.reason
-        partial, status, reason = e.msg, e.status, e.reason
-        if partial is not None:  # a partial message must be usable for a reply
-            only_parse_errors(lambda: partial.raw_header_lines("via"))
-            only_parse_errors(lambda: build_reply(partial, status, reason))
-        return
-    assert m.serialize() == data.lstrip(b"\r\n")
-    exercise(m)
+    sip_message(data)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
