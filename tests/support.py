@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,6 +189,13 @@ def shipped_config(port: int | str, fifo: str, *, jsonrpc: str | None = None, we
         text, n = re.subn(pattern, repl.replace("\\", "\\\\"), text)
         assert n == 1, f"etc/ser.cfg changed: {pattern!r} not found"
     return text
+
+
+def shipped_template(edit: Callable[[str], str] = lambda text: text) -> str:
+    """etc/ser.cfg as shipped, edited by ``edit``, as ``ser_factory`` text
+    (its ``{port}`` and ``{fifo}``)."""
+    text = edit(shipped_config("@PORT@", "@FIFO@"))
+    return text.replace("{", "{{").replace("}", "}}").replace("@PORT@", "{port}").replace("@FIFO@", "{fifo}")
 
 
 # RFC 4475's torture messages, byte-exact (a copy of ../shared/rfc4475)

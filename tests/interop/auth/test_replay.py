@@ -15,7 +15,7 @@ import pytest
 
 from sipexpress.sip.message import SipMessage
 from tests.interop.auth.test_auth_interop import CFG, prepare_db
-from tests.support import SerProcess, shipped_config
+from tests.support import SerProcess, shipped_template
 from tests.unit.auth.conftest import authorization
 from tests.unit.db.dbfixtures import new_db_url
 
@@ -123,24 +123,22 @@ def test_nonce_bound_to_the_source_address(auth_ser: Callable[[str, str], SerPro
 def test_shipped_config_refuses_a_register_for_someone_else(ser_factory: StartSer, tmp_path: Path) -> None:
     url = new_db_url("sqlite", tmp_path)
     prepare_db(url, [("alice", "iptel.org", "alicepw"), ("admin", "iptel.org", "adminpw")])
-    text = 'alias="iptel.org"\n' + shipped_config("@PORT@", "@FIFO@")
-    # what an administrator does to switch authentication on
-    for line in ('loadmodule "auth"', 'loadmodule "auth_db"', 'loadmodule "uri_db"'):
-        text = text.replace("#" + line, line)
-    text = text.replace(
-        '#modparam("auth_db", "calculate_ha1", yes)', 'modparam("auth_db", "calculate_ha1", yes)'
-    )
-    text = text.replace(
-        '#modparam("auth_db", "password_column", "password")',
-        'modparam("auth_db", "password_column", "password")',
-    )
-    text = re.sub(
-        r'#modparam\("usrloc\|auth_db\|uri_db", "db_url", "[^"]*"\)',
-        f'modparam("auth_db|uri_db", "db_url", "{url}")',
-        text,
-    )
-    text = re.sub(r"(?m)^#(\t+.*)$", r"\1", text)  # the commented lines inside the REGISTER branch
-    cfg = text.replace("{", "{{").replace("}", "}}").replace("@PORT@", "{port}").replace("@FIFO@", "{fifo}")
+
+    def with_authentication(text: str) -> str:
+        """What an administrator does to switch authentication on."""
+        for line in ('loadmodule "auth"', 'loadmodule "auth_db"', 'loadmodule "uri_db"'):
+            text = text.replace("#" + line, line)
+        for param in ('"calculate_ha1", yes)', '"password_column", "password")'):
+            text = text.replace(f'#modparam("auth_db", {param}', f'modparam("auth_db", {param}')
+        text = re.sub(
+            r'#modparam\("usrloc\|auth_db\|uri_db", "db_url", "[^"]*"\)',
+            f'modparam("auth_db|uri_db", "db_url", "{url}")',
+            text,
+        )
+        text = re.sub(r"(?m)^#(\t+.*)$", r"\1", text)  # the commented lines inside the REGISTER branch
+        return 'alias="iptel.org"\n' + text
+
+    cfg = shipped_template(with_authentication)
     sp = ser_factory(cfg)
     _, ok = login(sp, "alice", "alicepw")
     assert ok.status == 200

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from sipexpress.sip.message import SipMessage, StreamFramer
-from tests.support import SerProcess, shipped_config
+from tests.support import SerProcess, shipped_template
 
 pytestmark = pytest.mark.interop
 
@@ -108,9 +108,7 @@ def test_too_large_reply_becomes_a_500_without_tcp(ser_factory: StartSer) -> Non
 
 
 def test_shipped_config_answers_a_huge_request_uri_with_513(ser_factory: StartSer) -> None:
-    text = shipped_config("@PORT@", "@FIFO@")
-    cfg = text.replace("{", "{{").replace("}", "}}").replace("@PORT@", "{port}").replace("@FIFO@", "{fifo}")
-    sp = ser_factory(cfg)
+    sp = ser_factory(shipped_template())
     ruri = f"sip:{'u' * 60000}@{sp.host}:{sp.port}"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
         u.bind(("127.0.0.1", 0))

@@ -11,15 +11,14 @@ from pathlib import Path
 import pytest
 
 from sipexpress.sip.message import SipMessage
-from tests.support import SippPhone, free_port, shipped_config, udp_exchange
+from tests.support import SippPhone, free_port, shipped_template, udp_exchange
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def default_cfg() -> str:
     """etc/ser.cfg as shipped, as ser_factory text."""
-    text = shipped_config("@PORT@", "@FIFO@")
-    return text.replace("{", "{{").replace("}", "}}").replace("@PORT@", "{port}").replace("@FIFO@", "{fifo}")
+    return shipped_template()
 
 
 def run_phone(scenario: str, cwd: Path, port: int, *extra: str, proxy_port: int) -> None:
