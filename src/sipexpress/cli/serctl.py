@@ -263,8 +263,9 @@ def cli(
             fifo = _cfg_value(config, "fifo") or fifo
         if ctx.get_parameter_source("reply_dir") == default:
             reply_dir = _cfg_value(config, "fifo_dir") or reply_dir
-        if ctx.get_parameter_source("rpc_url") == default and (http := _cfg_value(config, "jsonrpc_http")):
-            host, port = parse_address(http)
+        http = _cfg_value(config, "jsonrpc_http")
+        if ctx.get_parameter_source("rpc_url") == default and http and http not in ("0", "no", "off"):
+            host, port = parse_address("" if http in ("1", "yes", "on") else http)
             rpc_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
         rpc_secret = rpc_secret or _cfg_value(config, "jsonrpc_secret")
         rpc_secret_file = rpc_secret_file or _cfg_value(config, "jsonrpc_secret_file")
