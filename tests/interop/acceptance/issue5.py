@@ -76,14 +76,14 @@ def acceptance_cfg(db_url: str, db_mode: int, calculate_ha1: bool) -> str:
         text, n = re.subn(pattern, repl, text, flags=re.M)
         assert n >= 1, f"etc/ser.cfg changed: {pattern!r} not found"
 
-    sub(r'^#(loadmodule "auth(_db)?")', r"\1")
+    sub(r'^#(loadmodule "(auth|auth_db|uri_db)")', r"\1")
     sub(r'^modparam\("usrloc", "db_mode",\s+0\)', f'modparam("usrloc", "db_mode", {db_mode})')
-    sub(r'^#(modparam\("usrloc\|auth_db", "db_url", )"[^"]*"\)', rf'\1"{db_url}")')
+    sub(r'^#(modparam\("usrloc\|auth_db\|uri_db", "db_url", )"[^"]*"\)', rf'\1"{db_url}")')
     if calculate_ha1:
         sub(r'^#(modparam\("auth_db", "calculate_ha1", yes\))', r"\1")
         sub(r'^#(modparam\("auth_db", "password_column", "password"\))', r"\1")
-    # the www_authorize/www_challenge block of the REGISTER branch
-    sub(r"^#(\t\t\t(if \(!www_authorize|\twww_challenge|\tbreak;|\};))", r"\1")
+    # the www_authorize/www_challenge and check_to blocks of the REGISTER branch
+    sub(r"^#(\t+.*)$", r"\1")
     assert 'www_authorize("iptel.org", "subscriber")' in text
     return text.replace("{", "{{").replace("}", "}}").replace("@PORT@", "{port}").replace("@FIFO@", "{fifo}")
 

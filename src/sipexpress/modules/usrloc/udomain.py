@@ -9,6 +9,10 @@ Theory of operation
   continues only after the commit.  A failed or timed-out write changes
   nothing, is logged and reaches the caller as DbError (save replies 500),
   so a binding that was acknowledged survives a ``kill -9`` at any moment.
+  The writes of concurrent requests share transactions (:class:`GroupCommit`):
+  one commit per round instead of one per REGISTER, which is what lets a
+  database that fsyncs every commit (SQLite) keep up with a registration
+  storm.
 * 2 write-back: changes are applied in memory and marked dirty; the timer
   (every ``timer_interval``) writes all dirty bindings in one transaction.
 * 3 DB only: no memory copy; every read and write goes to the store, and
@@ -88,6 +92,71 @@ class _AorLock:
             del self.locks[self.aor]
 
 
+class GroupCommit:
+    """Write-through writes committed together: the writes queued while one
+    transaction runs go into the next one; each caller returns once the
+    commit holding its rows is done, or gets its DbError.  A data error
+    (one row the database refuses) is retried write by write, so that it
+    fails only its own request.  Concurrent writes never touch the same AOR
+    (the caller holds the AOR's lock), so their order does not matter."""
+
+    def __init__(self, store: LocationStore, table: str) -> None:
+        self.store = store
+        self.table = table
+        self._queue: list[tuple[Sequence[Ucontact], Sequence[tuple[str, str]], asyncio.Future[None]]] = []
+        self._runner: asyncio.Task[None] | None = None
+
+    async def write(self, ups: Sequence[Ucontact], dels: Sequence[tuple[str, str]]) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._queue.append((ups, dels, fut))
+        if self._runner is None:
+            self._runner = loop.create_task(self._run())
+        await fut
+
+    async def _run(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    await self.store.write(
+                        self.table, [c for b in batch for c in b[0]], [d for b in batch for d in b[1]]
+                    )
+                except DbDataError as e:
+                    if len(batch) == 1:
+                        self._settle(batch[0][2], e)
+                    else:
+                        await self._one_by_one(batch)
+                except DbError as e:
+                    for *_, fut in batch:
+                        self._settle(fut, e)
+                else:
+                    for *_, fut in batch:
+                        self._settle(fut, None)
+        finally:
+            self._runner = None
+
+    async def _one_by_one(
+        self, batch: list[tuple[Sequence[Ucontact], Sequence[tuple[str, str]], asyncio.Future[None]]]
+    ) -> None:
+        for ups, dels, fut in batch:
+            try:
+                await self.store.write(self.table, ups, dels)
+            except DbError as e:
+                self._settle(fut, e)
+            else:
+                self._settle(fut, None)
+
+    @staticmethod
+    def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:
+        if fut.done():  # the request was cancelled (shutdown)
+            return
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(error)
+
+
 class Udomain:
     def __init__(
         self,
@@ -115,6 +184,7 @@ class Udomain:
             self.ready.set()
         # modes 1 and 3: aor -> (lock, [holders + waiters])
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self.commits = GroupCommit(store, name) if store is not None else None
 
     def lock(self, aor: str) -> _AorLock | _NoLock:
         """``async with d.lock(aor):`` around a read-modify-write of the AOR
@@ -200,9 +270,9 @@ class Udomain:
         ups = [c for c in upserts if not c.flags & FL_MEM]
         dels = [(aor, uri) for uri in deletes]
         if self.db_mode in (WRITE_THROUGH, DB_ONLY) and (ups or dels):
-            assert self.store is not None
+            assert self.commits is not None
             try:
-                await self.store.write(self.name, ups, dels)
+                await self.commits.write(ups, dels)
             except DbError as e:
                 log.error("usrloc %s: writing %s failed, nothing changed: %s", self.name, aor, e)
                 raise
