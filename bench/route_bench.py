@@ -148,7 +148,7 @@ async def main(n: int) -> None:
         await run_case(core, "invite-relay", [invite("bob", port) for _ in range(n + 50)], rcv)
         core2 = Core({"listen": f"udp:127.0.0.1:{port}"})
         core2.set_routes(compile_config(parse_config(CORE_ONLY, "core-only.cfg"), core2).routes)
-        core2._build_myself()
+        core2.myself.build()
         await run_case(core2, "core-only", [invite("alice", port) for _ in range(n + 50)], rcv)
     finally:
         await runner.stop()

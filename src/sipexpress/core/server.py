@@ -1,4 +1,4 @@
-"""The Core: listeners, ``myself``, the receive path, sending and replies.
+"""The Core: listeners, the receive path, sending and stateless replies.
 
 Theory of operation
 -------------------
@@ -17,9 +17,9 @@ transactions) and otherwise is forwarded statelessly
 (:mod:`sipexpress.core.forward`, which also does ``forward()``).
 
 Stateless replies are built from the request's raw header lines by
-:func:`sipexpress.sip.message.build_reply`.  Starting and stopping the
-modules and the management layer is the runner's job
-(:mod:`sipexpress.core.runner`).
+:func:`sipexpress.sip.message.build_reply`.  What is ours is
+:mod:`sipexpress.core.myself`; starting and stopping the modules and the
+management layer is the runner's job (:mod:`sipexpress.core.runner`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ from sipexpress.core.api import Listener, ReplyHook, RequestHook
 from sipexpress.core.context import Proto, ReceiveInfo, RequestContext, RouteTable
 from sipexpress.core.driver import CoroutineDriver
 from sipexpress.core.forward import PROTO_BY_NAME, StatelessForwarder
-from sipexpress.core.options import SocketSpec, normalize_options
+from sipexpress.core.myself import Myself
+from sipexpress.core.options import normalize_options
 from sipexpress.core.registry import ConfigError, Module, RouteType
 from sipexpress.core.resolver import Resolver
 from sipexpress.core.stats import Stats
@@ -51,12 +52,10 @@ from sipexpress.core.transport import (
     TcpManager,
     UdpListener,
     bind_socket,
-    local_addresses,
 )
 from sipexpress.sip.errors import SipParseError
 from sipexpress.sip.forwarding import (
     SIP_PORT,
-    SIPS_PORT,
     normalize_host,
     via_destination,
     via_host,
@@ -107,11 +106,8 @@ class Core:
         #: modules: handled once it is done (SER initialises modules before
         #: its children read a socket); None when not starting
         self._held: list[tuple[bytes, ReceiveInfo]] | None = None
-        # myself: (host, port, proto) of listen sockets and their names
-        self._my_socks: set[tuple[str, int, Proto]] | None = None
-        self._my_hostport: set[tuple[str, int]] = set()
-        self._my_aliases: dict[str, set[int]] = {}
-        self._my_names_extra: list[tuple[str, int, Proto]] = []
+        self.myself = Myself(self)
+        self.is_myself = self.myself.is_myself
         self.to_tag_prefix = hashlib.md5(f"sipexpress-sl-{os.getpid()}".encode()).hexdigest()
         self._tag_prefix_b = self.to_tag_prefix.encode()
         self._main_route: Callable[[RequestContext], Any] | None = None
@@ -138,7 +134,7 @@ class Core:
                 opts["listen"] = []
             opts = normalize_options(self.cli_overrides, opts)
         self.options = opts
-        self._my_socks = None
+        self.myself.reset()
 
     def set_routes(self, routes: RouteTable) -> None:
         self.routes = routes
@@ -222,106 +218,6 @@ class Core:
         return 1 if res is None else int(res)
 
     # ------------------------------------------------------------------
-    # myself
-    # ------------------------------------------------------------------
-    def listen_specs(self) -> list[tuple[Proto, str, int]]:
-        """The sockets to bind: ``listen`` entries expanded (no proto = UDP
-        and TCP; no port = ``port``; 0.0.0.0/:: = every local address)."""
-        port = int(self.options.get("port") or SIP_PORT)
-        specs: list[SocketSpec] = list(self.options.get("listen") or [])
-        if not specs:
-            specs = [SocketSpec(None, "0.0.0.0", port)]
-        protos = [Proto.UDP] if self.options.get("disable_tcp") else [Proto.UDP, Proto.TCP]
-        out: list[tuple[Proto, str, int]] = []
-        local: list[str] | None = None
-        for spec in specs:
-            hosts: list[str]
-            if spec.host in ("0.0.0.0", "::"):
-                if local is None:
-                    local = local_addresses()
-                want_v6 = spec.host == "::"
-                hosts = [a for a in local if (":" in a) == want_v6]
-            elif spec.is_ip:
-                hosts = [normalize_host(spec.host)]
-            else:
-                hosts = _resolve_now(spec.host)
-                if not hosts:
-                    raise ConfigError(f"listen: cannot resolve '{spec.host}'")
-                self._my_names_extra.extend(
-                    (spec.host.lower(), spec.port or port, p)
-                    for p in ([spec.proto] if spec.proto else protos)
-                )
-            for p in [spec.proto] if spec.proto else protos:
-                if p is Proto.TLS:
-                    log.warning("listen=%s: TLS is not supported, ignored", spec)
-                    continue
-                if p is Proto.TCP and self.options.get("disable_tcp"):
-                    continue
-                for h in hosts:
-                    item = (p, h, spec.port or port)
-                    if item not in out:
-                        out.append(item)
-        return out
-
-    def _build_myself(self, sockets: list[tuple[Proto, str, int]] | None = None) -> None:
-        if sockets is None:
-            sockets = [(lst.proto, lst.ip, lst.port) for lst in self.udp_listeners]
-            if self.tcp is not None:
-                sockets += [(lst.proto, lst.ip, lst.port) for lst in self.tcp.listeners]
-            if not sockets:
-                try:
-                    sockets = self.listen_specs()
-                except ConfigError:
-                    sockets = []
-        socks: set[tuple[str, int, Proto]] = set()
-        for proto, ip, port in sockets:
-            socks.add((normalize_host(ip), port, proto))
-            if ip.startswith("127.") or ip == "::1":
-                socks.add(("localhost", port, proto))
-        for name, port, proto in self._my_names_extra:
-            socks.add((name, port, proto))
-        adv = self.options.get("advertised_address")
-        if adv:
-            adv_port = int(self.options.get("advertised_port") or 0)
-            for _, _, port in sockets or [(Proto.UDP, "", SIP_PORT)]:
-                for p in (Proto.UDP, Proto.TCP):
-                    socks.add((normalize_host(str(adv)), adv_port or port, p))
-        self._my_socks = socks
-        self._my_hostport = {(h, p) for h, p, _ in socks}
-        aliases: dict[str, set[int]] = {}
-        for spec in self.options.get("alias") or []:
-            aliases.setdefault(normalize_host(spec.host), set()).add(spec.port)
-        self._my_aliases = aliases
-
-    def add_myself_names(self, names: list[str]) -> None:
-        """Extra host names of our sockets (reverse DNS, hostname)."""
-        if self._my_socks is None:
-            self._build_myself()
-        assert self._my_socks is not None
-        extra = set()
-        for name in names:
-            for _, port, proto in list(self._my_socks):
-                extra.add((name.lower(), port, proto))
-        self._my_socks |= extra
-        self._my_hostport |= {(h, p) for h, p, _ in extra}
-
-    def is_myself(self, host: str, port: int | None = None, proto: Proto | None = None) -> bool:
-        """SER's ``check_self``: host (name or IP, case-insensitive) and port
-        of one of our sockets, or an ``alias`` (alias without port = any
-        port).  A missing port means 5060 (5061 for TLS)."""
-        if self._my_socks is None:
-            self._build_myself()
-        h = normalize_host(host)
-        p = port or (SIPS_PORT if proto is Proto.TLS else SIP_PORT)
-        if proto is None:
-            if (h, p) in self._my_hostport:
-                return True
-        elif (h, p, proto) in self._my_socks:  # type: ignore[operator]
-            return True
-        ports = self._my_aliases.get(h)
-        return ports is not None and (0 in ports or p in ports)
-
-    # ------------------------------------------------------------------
     # listeners (the runner opens and closes them)
     # ------------------------------------------------------------------
     async def open_listeners(self) -> None:
@@ -330,7 +226,7 @@ class Core:
         self.loop = loop = asyncio.get_running_loop()
         self._held = []
         max_size = int(self.options.get("max_msg_size") or 65535)
-        sockets = self.listen_specs()
+        sockets = self.myself.listen_specs()
         if not sockets:
             raise ConfigError("no listen address to bind")
         self.tcp = TcpManager(
@@ -359,8 +255,8 @@ class Core:
                 f"cannot bind {proto.name.lower()}:{via_host(ip)}:{port}: {e.strerror}"
             ) from None
         self.tcp.start_sweeper()
-        self._build_myself()
-        await self._add_reverse_names()
+        self.myself.build()
+        await self.myself.add_reverse_names()
         for lst in self.udp_listeners:
             log.info("listening on udp:%s", lst.address)
         for tl in self.tcp.listeners:
@@ -380,37 +276,6 @@ class Core:
     def drop_held(self) -> None:
         """Stopping: nothing more is held."""
         self._held = None
-
-    async def _add_reverse_names(self) -> None:
-        """SER adds the names of listen addresses (reverse DNS, host name)
-        to ``myself``; bounded so a dead DNS cannot stall start-up."""
-        assert self.loop is not None
-        names: set[str] = set()
-        specs = self.options.get("listen") or []
-        if not specs or any(sp.host in ("0.0.0.0", "::") for sp in specs):
-            # listening on every interface: the host's own name is ours too
-            with contextlib.suppress(OSError):
-                names.add(socket.gethostname())
-        ips = {lst.ip for lst in self.udp_listeners}
-        if self.tcp is not None:
-            ips |= {lst.ip for lst in self.tcp.listeners}
-
-        def lookup() -> set[str]:
-            found: set[str] = set()
-            for ip in ips:
-                try:
-                    name, aliases, _ = socket.gethostbyaddr(ip)
-                except (OSError, UnicodeError):
-                    continue
-                found.add(name)
-                found.update(aliases)
-            return found
-
-        if self.options.get("rev_dns") or any(not ip.startswith("127.") for ip in ips):
-            with contextlib.suppress(TimeoutError, OSError):
-                names |= await asyncio.wait_for(self.loop.run_in_executor(None, lookup), 1.5)
-        if names:
-            self.add_myself_names(sorted(names))
 
     def close_listeners(self) -> None:
         for lst in self.udp_listeners:
@@ -799,14 +664,6 @@ def _has_via(msg: SipMessage) -> bool:
         return bool(msg.raw_header_lines("via"))
     except SipParseError:
         return False
-
-
-def _resolve_now(host: str) -> list[str]:
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
-    except (OSError, UnicodeError):
-        return []
-    return list(dict.fromkeys(str(i[4][0]) for i in infos))
 
 
 def _parse(data: bytes) -> SipMessage:

@@ -85,7 +85,7 @@ def test_myself_default_port_option() -> None:
 
 def test_myself_extra_names() -> None:
     core = make_core()
-    core.add_myself_names(["proxy.example.net"])
+    core.myself.add_names(["proxy.example.net"])
     assert core.is_myself("PROXY.example.net", 5060)
     assert not core.is_myself("proxy.example.net", 5099)
 
