@@ -39,7 +39,8 @@ from sipexpress.core.registry import (
 )
 
 if TYPE_CHECKING:
-    from sipexpress.core.context import CoreAPI, RequestContext
+    from sipexpress.core.api import CoreAPI
+    from sipexpress.core.context import RequestContext
 
 log = logging.getLogger("sipexpress.pike")
 
