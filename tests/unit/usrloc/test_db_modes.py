@@ -12,7 +12,9 @@ from sqlalchemy import select, text
 
 from sipexpress import db
 from sipexpress.db import schema
-from sipexpress.modules.usrloc import SqlLocationStore
+from sipexpress.db.engine import DbError
+from sipexpress.modules.usrloc import WRITE_THROUGH, SqlLocationStore, Ucontact, Udomain
+from tests.unit.db.dbfixtures import cleanup, new_db_url
 from tests.unit.usrloc.harness import Harness, _Client
 
 
@@ -298,3 +300,24 @@ async def test_any_table_name_persists(db_url: str) -> None:
                 assert rep.text.startswith("<sip:desk@10.0.0.4>;q=1;expires=")
         finally:
             await h.stop()
+
+
+@pytest.mark.parametrize("kind", ["mysql", "postgres"])
+async def test_group_commit_a_refused_row_fails_only_its_request(kind: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Concurrent write-through writes share a transaction; a row the
+    database refuses (a contact longer than its column) fails its own write
+    only, the others are committed and applied."""
+    url = new_db_url(kind, tmp_path)
+    await db.create_all(url)
+    try:
+        d = Udomain("location", WRITE_THROUGH, SqlLocationStore(url))
+        d.ready.set()
+        expires = int(time.time()) + 600
+        contacts = [Ucontact(f"u{i}", f"sip:u{i}@10.0.0.1", expires) for i in range(5)]
+        contacts.insert(3, Ucontact("bad", "sip:" + "x" * 300 + "@10.0.0.1", expires))
+        results = await asyncio.gather(*(d.apply(c.aor, [c], ()) for c in contacts), return_exceptions=True)
+        assert [isinstance(r, DbError) for r in results] == [False, False, False, True, False, False]
+        assert sorted(await _rows(url)) == [(f"u{i}", f"sip:u{i}@10.0.0.1") for i in range(5)]
+        assert d.get("bad") is None and d.get("u4") is not None
+    finally:
+        await cleanup(url)
