@@ -49,7 +49,7 @@ from sipexpress.script.pyroute import load_script
 try:
     from sipexpress.core.server import GC_THRESHOLDS
 except ImportError:  # an older tree (A/B runs): the same thresholds
-    GC_THRESHOLDS = (50_000, 20, 100)
+    GC_THRESHOLDS = (50_000, 20, 100)  # type: ignore[misc]
 
 ROUTES = {
     "options": """
@@ -319,8 +319,8 @@ async def run(kind: str, n: int, profile: bool, route: str = "cfg", ser_cfg: Pat
     else:
         core.set_routes(load_script(work / name, core))
     core.loop = asyncio.get_running_loop()
-    for m in core.module_list:
-        await m.start()
+    for module in core.module_list:
+        await module.start()
     cap = Capture()
     core.udp_listeners.append(cap)  # type: ignore[arg-type]
     rcv = ReceiveInfo(Proto.UDP, "127.0.0.1", 6000, "127.0.0.1", 5999, 2, cap)
