@@ -913,13 +913,15 @@ class SipMessage:
             raise SipParseError(f"invalid Request-URI {r[:60]!r}")
 
     # -- modification ----------------------------------------------------------
-    def _edit(self, *changed: str) -> tuple[list[bytes], list[str]]:
+    def _edit(self, *changed: str, same_fields: bool = False) -> tuple[list[bytes], list[str]]:
         """Prepare an edit of the fields called ``changed`` (keys): only
-        their cached typed values are dropped."""
+        their cached typed values are dropped, and the field layout only
+        when fields come or go (not ``same_fields``)."""
         if self._keys is None:
             self._index()
         self._mod = True
-        self._lay = None
+        if not same_fields:
+            self._lay = None
         cache = self._cache
         if cache:
             for key in changed:
@@ -1000,8 +1002,13 @@ class SipMessage:
         """Set ``name`` to one field with ``value``: the first existing field
         is replaced in place, any others removed; appended if absent."""
         key = header_key(name)
-        lines, keys = self._edit(key)
+        keys = self._keys if self._keys is not None else self._index()
         line = _encode(f"{name}: {value}")
+        if keys.count(key) == 1:  # the everyday case (Max-Forwards): in place
+            lines, keys = self._edit(key, same_fields=True)
+            lines[keys.index(key)] = line
+            return
+        lines, keys = self._edit(key)
         try:
             i = keys.index(key)
         except ValueError:
