@@ -10,18 +10,7 @@ would call them, only the control flow is Python's.
 from __future__ import annotations
 
 from sipexpress.core.context import RequestContext
-from sipexpress.script.pyroute import (  # type: ignore[attr-defined]
-    has_totag,
-    lookup,
-    loose_route,
-    mf_process_maxfwd_header,
-    record_route,
-    save,
-    sl_reply_error,
-    sl_send_reply,
-    t_check_trans,
-    t_relay,
-)
+from sipexpress.script import pyroute as ser  # the cfg's functions by their cfg names
 
 OPTIONS = {"check_via": 0, "dns": 0, "rev_dns": 0, "sip_warning": 0, "children": 1}
 MODULES = ["sl", "tm", "rr", "maxfwd", "usrloc", "registrar", "uri"]
@@ -39,39 +28,39 @@ def _ruri_is_myself(ctx: RequestContext) -> bool:
 
 
 async def request_route(ctx: RequestContext) -> int:
-    if mf_process_maxfwd_header(ctx, "10") < 0:
-        sl_send_reply(ctx, "483", "Too Many Hops")
+    if ser.mf_process_maxfwd_header(ctx, "10") < 0:
+        ser.sl_send_reply(ctx, "483", "Too Many Hops")
         return 0
     method = ctx.msg.method
     if method == "OPTIONS" and _ruri_is_myself(ctx):
-        sl_send_reply(ctx, "200", "Keepalive")
+        ser.sl_send_reply(ctx, "200", "Keepalive")
         return 0
-    if has_totag(ctx) > 0:
-        if loose_route(ctx) > 0:
+    if ser.has_totag(ctx) > 0:
+        if ser.loose_route(ctx) > 0:
             return await relay(ctx)
         if method == "ACK":
-            if t_check_trans(ctx) > 0:
+            if ser.t_check_trans(ctx) > 0:
                 await relay(ctx)
             return 0
-        sl_send_reply(ctx, "404", "Not here")
+        ser.sl_send_reply(ctx, "404", "Not here")
         return 0
     if method == "INVITE":
-        record_route(ctx)
+        ser.record_route(ctx)
     if method == "REGISTER":
-        if await save(ctx, "location") < 0:
-            sl_reply_error(ctx)
+        if await ser.save(ctx, "location") < 0:
+            ser.sl_reply_error(ctx)
         return 0
     if not _ruri_is_myself(ctx):
-        sl_send_reply(ctx, "403", "Not relaying")
+        ser.sl_send_reply(ctx, "403", "Not relaying")
         return 0
-    if await lookup(ctx, "location") < 0:
-        sl_send_reply(ctx, "404", "Not Found")
+    if await ser.lookup(ctx, "location") < 0:
+        ser.sl_send_reply(ctx, "404", "Not Found")
         return 0
     return await relay(ctx)
 
 
 async def relay(ctx: RequestContext) -> int:
     """route[1]"""
-    if await t_relay(ctx) < 0:
-        sl_reply_error(ctx)
+    if await ser.t_relay(ctx) < 0:
+        ser.sl_reply_error(ctx)
     return 0

@@ -667,8 +667,9 @@ class SipMessage:
         if v is not None:
             return v  # type: ignore[no-any-return]
         out = ContactList()
-        line = self._only_field_line("contact")
-        if line is not None:  # the usual REGISTER: one field, one value
+        keys = self._keys if self._keys is not None else self._index()
+        if keys.count("contact") == 1:  # the usual REGISTER: one field, one value
+            line = self._lines[keys.index("contact")]  # type: ignore[index]
             c = contact_from_line(line, line.find(b":") + 1)
             if c is not None:
                 out.append(c)
@@ -692,21 +693,15 @@ class SipMessage:
     def contact_star(self) -> bool:
         return self.contacts.star
 
-    def _only_field_line(self, key: str) -> bytes | None:
-        """The raw line of the field called ``key`` when there is exactly one."""
-        keys = self._keys if self._keys is not None else self._index()
-        if keys.count(key) != 1:
-            return None
-        return self._lines[keys.index(key)]  # type: ignore[index]
-
     def _name_addrs(self, key: str, label: str) -> list[NameAddr]:
         v = self._cache.get(key)
         if v is not None:
             return v  # type: ignore[no-any-return]
-        line = self._only_field_line(key)
-        if line is not None:
+        keys = self._keys if self._keys is not None else self._index()
+        if keys.count(key) == 1:
             # one field, one value in the everyday spelling (a dialog's
             # Route): the fast pattern gives what NameAddr.parse would
+            line: bytes = self._lines[keys.index(key)]  # type: ignore[index]
             one = name_addr_from_line(line, line.find(b":") + 1)
             if one is not None:
                 self._cache[key] = [one]
