@@ -648,8 +648,11 @@ class SipMessage:
 
     @property
     def expires(self) -> int | None:
-        v = self._first("expires")
-        return None if v is None else parse_uint(v, "Expires")
+        line = self.first_field_line("expires")
+        if line is None:
+            return None
+        n = _small_uint(line, 9)  # the everyday spelling, from the raw line
+        return n if n is not None else parse_uint(self._value(line), "Expires")
 
     @property
     def date(self) -> datetime | None:
