@@ -47,7 +47,7 @@ from sipexpress.script.compiler import load_config
 from sipexpress.script.pyroute import load_script
 
 try:
-    from sipexpress.core.server import GC_THRESHOLDS
+    from sipexpress.core.runner import GC_THRESHOLDS
 except ImportError:  # an older tree (A/B runs): the same thresholds
     GC_THRESHOLDS = (50_000, 20, 100)  # type: ignore[misc]
 
@@ -332,7 +332,7 @@ async def run(kind: str, n: int, profile: bool, route: str = "cfg", ser_cfg: Pat
         core.receive(make(10_000_000 + i), rcv)
     msgs = [make(i) for i in range(n)]
     gc.collect()
-    gc.freeze()  # as Core.start does
+    gc.freeze()  # as Runner.start does
     gc.set_threshold(*GC_THRESHOLDS)
     recv = core.receive
     chunks: list[float] = []
@@ -363,7 +363,7 @@ async def run_call_kind(core: Core, cap: Capture, n: int, profile: bool) -> None
     await asyncio.sleep(0.2)  # let save() finish
     run_calls(core, cap, 10_000_000, 500)  # warm-up
     gc.collect()
-    gc.freeze()  # as Core.start does
+    gc.freeze()  # as Runner.start does
     gc.set_threshold(*GC_THRESHOLDS)
     sent0 = cap.sent
     chunks: list[float] = []
