@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_to_bytes
 
+from sipexpress.sip.cache import BoundedCache
 from sipexpress.sip.errors import SipParseError
 from sipexpress.sip.headers import ALNUM
 
@@ -47,7 +48,9 @@ _SIP_FAST = re.compile(
 )
 
 # URI text -> the fast path's fields (scheme, user, host, port, params)
-_KNOWN: dict[str, tuple[str, str | None, str, int | None, dict[str, str | None] | None]] = {}
+_KNOWN: BoundedCache[str, tuple[str, str | None, str, int | None, dict[str, str | None] | None]] = (
+    BoundedCache(1 << 20, 1024)
+)
 
 
 def unescape(s: str) -> str:
@@ -127,10 +130,10 @@ class SipUri:
                     params.setdefault(name.lower(), value if eq else None)
             nport = None if port is None else int(port)
             if nport is None or nport <= 65535:
-                if len(text) <= 256:  # bounded: at most 1024 short URIs
-                    if len(_KNOWN) >= 1024:
-                        _KNOWN.clear()
-                    _KNOWN[text] = (scheme, user, host, nport, params.copy() if params else None)
+                # text, and the fields and parameters cut from it
+                _KNOWN.put(
+                    text, (scheme, user, host, nport, params.copy() if params else None), 4 * len(text)
+                )
                 return cls(scheme, user, host, nport, params)
         return cls._parse(text)
 
