@@ -12,11 +12,8 @@ additions are nullable or have defaults) and raises the version rows.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import time
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, Table, insert, inspect, select, text, update
@@ -33,6 +30,7 @@ from sipexpress.db.engine import (
     server_url,
     to_sqlalchemy_url,
 )
+from sipexpress.db.provisioning import add_subscriber_in, now, subscriber_exists_in, subscriber_row
 
 MIGRATE_TIMEOUT = 60.0
 
@@ -91,12 +89,6 @@ async def drop_database(url: str) -> None:
         await eng.dispose()
 
 
-def _ha1(user: str, domain: str, password: str) -> tuple[str, str]:
-    a = hashlib.md5(f"{user}:{domain}:{password}".encode()).hexdigest()
-    b = hashlib.md5(f"{user}@{domain}:{domain}:{password}".encode()).hexdigest()
-    return a, b
-
-
 async def create_all(url: str, admin_domain: str | None = None, create_db: bool = True) -> list[str]:
     """Create every table and the version rows (``serctl db create``).
     Existing tables are left alone (use :func:`migrate` to upgrade them).
@@ -119,36 +111,16 @@ async def create_all(url: str, admin_domain: str | None = None, create_db: bool 
         ]
         if rows:
             await conn.execute(insert(schema.version), rows)
-        if admin_domain:
-            found = (
+        if admin_domain and not await subscriber_exists_in(conn, "admin", admin_domain):
+            row = subscriber_row("admin", admin_domain, "heslo", "", now())
+            await add_subscriber_in(conn, row, uri_entry=False)
+            for priv in ("is_admin", "change_privileges"):
                 await conn.execute(
-                    select(schema.subscriber.c.username).where(
-                        schema.subscriber.c.username == "admin", schema.subscriber.c.domain == admin_domain
+                    insert(schema.admin_privileges).values(
+                        username="admin", domain=admin_domain, priv_name=priv, priv_value="1"
                     )
                 )
-            ).first()
-            if not found:
-                a, b = _ha1("admin", admin_domain, "heslo")
-                now = datetime.now().replace(microsecond=0)
-                await conn.execute(
-                    insert(schema.subscriber).values(
-                        username="admin",
-                        domain=admin_domain,
-                        password="heslo",
-                        ha1=a,
-                        ha1b=b,
-                        phplib_id=hashlib.md5(f"{time.time()}{os.getpid()}".encode()).hexdigest(),
-                        datetime_created=now,
-                        datetime_modified=now,
-                    )
-                )
-                for priv in ("is_admin", "change_privileges"):
-                    await conn.execute(
-                        insert(schema.admin_privileges).values(
-                            username="admin", domain=admin_domain, priv_name=priv, priv_value="1"
-                        )
-                    )
-                done.append(f"added subscriber admin@{admin_domain}")
+            done.append(f"added subscriber admin@{admin_domain}")
 
     await run(url, op, MIGRATE_TIMEOUT)
     return done
