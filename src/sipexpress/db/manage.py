@@ -12,8 +12,9 @@ additions are nullable or have defaults) and raises the version rows.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from sqlalchemy import Column, Table, insert, inspect, select, text, update
@@ -35,36 +36,43 @@ from sipexpress.db.provisioning import add_subscriber_in, now, subscriber_exists
 MIGRATE_TIMEOUT = 60.0
 
 
+@contextlib.asynccontextmanager
+async def _on_server(url: str) -> AsyncIterator[tuple[AsyncConnection, str]]:
+    """An autocommit connection to the server holding ``url``'s database
+    (MySQL/PostgreSQL), and that database's name, quoted-safe."""
+    admin, name = server_url(url)
+    eng = create_async_engine(admin, isolation_level="AUTOCOMMIT")
+    try:
+        async with eng.connect() as conn:
+            yield conn, quote_ident(name)
+    finally:
+        await eng.dispose()
+
+
 async def create_database(url: str) -> bool:
     """Create the database itself on a MySQL/PostgreSQL server when it does
     not exist (SQLite files appear on first use).  True if created."""
     sa = to_sqlalchemy_url(url)
     if sa.startswith("sqlite"):
         return False
-    admin, name = server_url(url)
-    name = quote_ident(name)
-    eng = create_async_engine(admin, isolation_level="AUTOCOMMIT")
-    try:
-        async with eng.connect() as conn:
-            if sa.startswith("postgresql"):
-                found = (
-                    await conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
-                ).first()
-                if found:
-                    return False
-                await conn.execute(text(f'CREATE DATABASE "{name}"'))
-                return True
+    async with _on_server(url) as (conn, name):
+        if sa.startswith("postgresql"):
             found = (
-                await conn.execute(
-                    text("SELECT 1 FROM information_schema.schemata WHERE schema_name = :n"), {"n": name}
-                )
+                await conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
             ).first()
             if found:
                 return False
-            await conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
             return True
-    finally:
-        await eng.dispose()
+        found = (
+            await conn.execute(
+                text("SELECT 1 FROM information_schema.schemata WHERE schema_name = :n"), {"n": name}
+            )
+        ).first()
+        if found:
+            return False
+        await conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+        return True
 
 
 async def drop_database(url: str) -> None:
@@ -76,17 +84,11 @@ async def drop_database(url: str) -> None:
             if path and os.path.exists(path + suffix):
                 os.unlink(path + suffix)
         return
-    admin, name = server_url(url)
-    name = quote_ident(name)
-    eng = create_async_engine(admin, isolation_level="AUTOCOMMIT")
-    try:
-        async with eng.connect() as conn:
-            if sa.startswith("postgresql"):
-                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            else:
-                await conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    finally:
-        await eng.dispose()
+    async with _on_server(url) as (conn, name):
+        if sa.startswith("postgresql"):
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        else:
+            await conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
 
 
 async def create_all(url: str, admin_domain: str | None = None, create_db: bool = True) -> list[str]:
