@@ -18,22 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import IN_CI, ROOT, SerProcess
+from tests.support import IN_CI, ROOT, SerProcess, udp_bound, wait_for
 
 BIN = ROOT / "tests" / "data" / "bin"
 EXAMPLES = ROOT / "examples" / "exec"
 SCENARIOS = EXAMPLES / "sipp"
 PY_BIN = Path(sys.executable).parent
-
-
-def udp_bound(port: int, host: str = "127.0.0.1") -> bool:
-    """Is a UDP socket bound to host:port (read from /proc/net/udp)?"""
-    want = f"{int.from_bytes(socket.inet_aton(host), 'little'):08X}:{port:04X}"
-    try:
-        with open("/proc/net/udp") as f:
-            return any(line.split()[1] == want for line in f.readlines()[1:])
-    except OSError:
-        return False
 
 
 @dataclass
@@ -62,7 +52,6 @@ class ExecSer(SerProcess):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ser exited with {self.proc.returncode}:\n{self.log()}")
             if udp_bound(self.port, self.host):
-                time.sleep(0.05)
                 return
             time.sleep(0.05)
         raise RuntimeError(f"ser did not bind {self.host}:{self.port}:\n{self.log()}")
@@ -94,15 +83,6 @@ def mails(workdir: Path) -> list[dict[str, object]]:
     if not log.exists():
         return []
     return [json.loads(line) for line in log.read_text().splitlines() if line]
-
-
-def wait_for(pred: object, timeout: float = 5.0, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():  # type: ignore[operator]
-            return True
-        time.sleep(interval)
-    return bool(pred())  # type: ignore[operator]
 
 
 def wait_mails(workdir: Path, n: int, timeout: float = 5.0) -> list[dict[str, object]]:

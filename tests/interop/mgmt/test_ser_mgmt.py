@@ -201,9 +201,15 @@ def test_monitor_ctrl_c(ser: SerProcess) -> None:
         text=True,
         env=e,
     )
-    time.sleep(2.0)
+    assert p.stdout is not None
+    seen = ""
+    while "[cycle #: 2;" not in seen:  # a second screen (pytest's timeout bounds the wait)
+        line = p.stdout.readline()
+        assert line, p.stderr.read() if p.stderr else ""
+        seen += line
     p.send_signal(2)
     out, err = p.communicate(timeout=10)
+    out = seen + out
     assert p.returncode == 0, err
     assert "[cycle #: 2;" in out and out.endswith("serctl monitor ^C-ed\n")
 
