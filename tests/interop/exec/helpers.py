@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,9 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
-from tests.support import IN_CI, ROOT, SerProcess, udp_bound, wait_for
+from tests.support import ROOT, SerProcess, need_tool, udp_bound, wait_for
 
 BIN = ROOT / "tests" / "data" / "bin"
 EXAMPLES = ROOT / "examples" / "exec"
@@ -232,13 +229,7 @@ def sqlite_subscribers(path: Path, users: dict[str, str], domain: str = "127.0.0
     return url
 
 
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        if IN_CI:
-            pytest.fail(f"{tool} is required in CI")
-        pytest.skip(f"{tool} not installed")
-    return path
+need = need_tool
 
 
 # -- processes ------------------------------------------------------------------

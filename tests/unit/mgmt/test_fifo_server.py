@@ -196,8 +196,9 @@ async def test_request_without_final_empty_line_is_served(manager: Manager, tmp_
 
 async def test_binary_garbage(manager: Manager) -> None:
     await send_raw(manager, bytes(range(256)) * 20 + b"\n\x00\xff:\x00:\x01\n\n")
-    assert manager.fifo is not None
-    assert await wait_for_async(lambda: fifo_pending(manager.fifo.path) == 0)  # the garbage is read
+    fifo = manager.fifo
+    assert fifo is not None
+    assert await wait_for_async(lambda: fifo_pending(fifo.path) == 0)  # the garbage is read
     assert UPTIME_RE.match(await ask(manager, "uptime"))
 
 
@@ -250,8 +251,9 @@ async def manager_x(tmp_path: Path) -> Manager:
 
 async def test_waiting_command_does_not_hold_up_others(manager_x: Manager) -> None:
     slow = asyncio.create_task(ask(manager_x, "slow", ["1.0"]))
-    assert manager_x.fifo is not None
-    assert await wait_for_async(lambda: len(manager_x.fifo._tasks) == 1)  # slow runs
+    fifo = manager_x.fifo
+    assert fifo is not None
+    assert await wait_for_async(lambda: len(fifo._tasks) == 1)  # slow runs
     t0 = time.monotonic()
     assert UPTIME_RE.match(await ask(manager_x, "uptime"))
     assert time.monotonic() - t0 < 0.5
@@ -310,7 +312,8 @@ async def test_backpressure_when_too_many_requests_run(manager_x: Manager, tmp_p
     try:
         await send_raw(manager_x, b"".join(f":slow:bp{i}\n0.2\n\n".encode() for i in range(6)))
         # two run, the rest wait in the pipe
-        assert await wait_for_async(lambda: not manager_x.fifo._reading)
+        fifo = manager_x.fifo
+        assert await wait_for_async(lambda: not fifo._reading)
         deadline = time.monotonic() + 5
         got: dict[int, bytes] = {}
         while len(got) < 6 and time.monotonic() < deadline:
