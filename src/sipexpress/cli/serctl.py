@@ -504,9 +504,9 @@ def _ul_group(name: str, table_name: str, is_alias: bool) -> click.Group:
             fail(f"error: invalid URI: {uri}")
         u, d = set_user(c, user)
         if is_alias:
-            from sipexpress.db import get_user
+            from sipexpress.db import name_taken
 
-            if db(c, lambda url: get_user(url, u, d)) is not None:
+            if db(c, lambda url: name_taken(url, u, d)):
                 fail("overlap of alias with an existing subscriber name")
         check_alias(c, u, d)
         sys.exit(print_fifo(c, "ul_add", [table_name, f"{u}@{d}", uri, "0", "1.00", "0", "128"]))

@@ -109,6 +109,25 @@ async def subscriber_exists_in(conn: AsyncConnection, username: str, domain: str
     return bool(n)
 
 
+async def name_taken(url: str, username: str, domain: str, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
+    """Whether a new user or alias may not take this name: a subscriber, a
+    sign-up awaiting confirmation (``pending``) or a ``reserved`` name."""
+    pending, reserved = schema.pending, schema.reserved
+
+    async def op(conn: AsyncConnection) -> bool:
+        if await subscriber_exists_in(conn, username, domain):
+            return True
+        for q in (
+            select(func.count()).select_from(pending).where(_of(pending, username, domain)),
+            select(func.count()).select_from(reserved).where(reserved.c.username == username),
+        ):
+            if (await conn.execute(q)).scalar_one():
+                return True
+        return False
+
+    return await run(url, op, timeout, write=False)
+
+
 async def add_subscriber_in(conn: AsyncConnection, row: dict[str, Any], *, uri_entry: bool = True) -> None:
     """Insert a ``subscriber`` row (and, as 0.9's sc did, a ``uri`` row
     mapping the user to itself).  Raises :class:`UserExists`."""

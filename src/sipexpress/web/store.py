@@ -178,24 +178,7 @@ class Store:
 
     # -- sign-up -----------------------------------------------------------------
     async def name_taken(self, username: str, domain: str) -> bool:
-        async def op(c: AsyncConnection) -> bool:
-            for t in (sub, schema.pending):
-                n = (
-                    await c.execute(
-                        select(func.count())
-                        .select_from(t)
-                        .where(t.c.username == username, t.c.domain == domain)
-                    )
-                ).scalar_one()
-                if n:
-                    return True
-            rs = schema.reserved
-            n = (
-                await c.execute(select(func.count()).select_from(rs).where(rs.c.username == username))
-            ).scalar_one()
-            return bool(n)
-
-        return await run(self.url, op, write=False)
+        return await provisioning.name_taken(self.url, username, domain)
 
     async def add_pending(
         self, username: str, domain: str, password: str, email: str, first: str, last: str

@@ -166,6 +166,9 @@ def test_serctl_ul_and_alias_add(ser: SerProcess) -> None:
     assert r.returncode == 1 and "error: Overlap with an existing alias" in r.stderr
     r = serctl(ser, "alias", "rm", "bobby")
     assert r.stdout == "200 user (aliases, bobby@iptel.org) deleted\n"
+    assert serctl(ser, "add", "carol", "pw", "carol@iptel.org", env=db).returncode == 0
+    r = serctl(ser, "alias", "add", "carol", "sip:bob@iptel.org", env=db)
+    assert r.returncode == 1 and "overlap of alias with an existing subscriber name" in r.stderr
     r = serctl(ser, "ul", "add", "x", "sip:x@a.b", env={"SIP_DOMAIN": ""})
     assert r.returncode == 1 and "domain unknown" in r.stderr
 

@@ -192,6 +192,22 @@ async def test_remove_user_everywhere_in_one_transaction(db_url: str) -> None:
     assert sorted(after["acc"]) == ["eva", "jiri"]
 
 
+async def test_name_taken_by_subscriber_pending_or_reserved(db_url: str) -> None:
+    """serctl alias add and serweb's sign-up and alias pages refuse the same names."""
+    await db.create_all(db_url)
+    await db.add_user(db_url, "jiri", "iptel.org", "pw")
+
+    async def fill(conn):  # type: ignore[no-untyped-def]
+        await conn.execute(insert(schema.pending).values(username="eva", domain="iptel.org"))
+        await conn.execute(insert(schema.reserved).values(username="postmaster"))
+
+    await db.run(db_url, fill)
+    for name in ("jiri", "eva", "postmaster"):
+        assert await db.name_taken(db_url, name, "iptel.org"), name
+    assert not await db.name_taken(db_url, "jiri", "other.org")
+    assert not await db.name_taken(db_url, "free", "iptel.org")
+
+
 async def test_remove_user_is_all_or_nothing(db_url: str) -> None:
     await db.create_all(db_url)
     await db.add_user(db_url, "jiri", "iptel.org", "pw")
