@@ -11,8 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.interop.mgmt.conftest import wait_for
-from tests.support import SerProcess, options_request
+from tests.support import SerProcess, options_request, wait_for
 
 pytestmark = pytest.mark.interop
 

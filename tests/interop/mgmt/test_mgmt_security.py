@@ -18,8 +18,7 @@ import pytest
 
 from sipexpress.mgmt.client import fifo_request
 from sipexpress.mgmt.token import read_token
-from tests.interop.mgmt.conftest import wait_for
-from tests.support import SerProcess, free_port
+from tests.support import SerProcess, free_port, wait_for
 
 pytestmark = pytest.mark.interop
 
