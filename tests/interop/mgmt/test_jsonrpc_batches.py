@@ -73,5 +73,6 @@ def test_ten_dumps_of_20000_bindings_leave_sip_running(ser_factory: StartSer) ->
             prober.join()
     dumps = answer.json()
     assert len(dumps) == 10 and all(len(d["result"][0]["records"]) == 20000 for d in dumps)
-    # one 56 MB json.dumps at the end of the batch held SIP for a second
-    assert max(latencies) < 0.75, f"SIP waited {max(latencies):.2f} s"
+    # encoded at once, the 56 MB answer held SIP for 1.5 s on an idle machine
+    # (longer under load); in pieces, the longest wait is 0.2 s idle, under 1 s loaded
+    assert max(latencies) < 1.2, f"SIP waited {max(latencies):.2f} s"
