@@ -31,6 +31,7 @@ Replies are built from the request's raw header lines (SER's
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import gc
 import hashlib
@@ -49,10 +50,11 @@ from typing import TYPE_CHECKING, Any, Final
 from sipexpress import __version__
 from sipexpress.core import errors
 from sipexpress.core.context import Proto, ReceiveInfo, RequestContext, RouteTable
+from sipexpress.core.logging import current_message
 from sipexpress.core.options import SIP_PORT, SIPS_PORT, SocketSpec, normalize_options
 from sipexpress.core.registry import ConfigError, Module, RouteType
 from sipexpress.core.resolver import Resolver
-from sipexpress.core.stats import Stats
+from sipexpress.core.stats import METHOD_INDEX, OTHER_METHOD, Stats, StatsRegistry, core_statistics
 from sipexpress.core.transport import (
     TcpConnection,
     TcpListener,
@@ -78,6 +80,11 @@ _COROUTINE: Final = types.CoroutineType
 RequestHook = Callable[[RequestContext], bool]
 ReplyHook = Callable[["SipMessage", ReceiveInfo], bool]
 
+_clock = time.perf_counter
+_bisect = bisect.bisect_left
+_METHOD_INDEX_get = METHOD_INDEX.get
+_set_message = current_message.set
+_reset_message = current_message.reset
 _PROTO_BY_NAME = {"UDP": Proto.UDP, "TCP": Proto.TCP, "TLS": Proto.TLS}
 # enum members as module constants: ``Proto.TCP`` is a slow class lookup
 # on 3.11, and the receive/reply path compares protocols several times
@@ -151,6 +158,8 @@ class Core:
         self.request_hooks: list[RequestHook] = []
         self.reply_hooks: list[ReplyHook] = []
         self.stats = Stats()
+        self.statistics = StatsRegistry(lambda: self.module_list)
+        self.statistics.add_group("core", core_statistics(self.stats))
         self.resolver = Resolver()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.udp_listeners: list[UdpListener] = []
@@ -598,9 +607,14 @@ class Core:
             log.exception("parser failed on a message from %s:%d", rcv.src_ip, rcv.src_port)
             return
         ctx: RequestContext | None = None
+        stats = self.stats
+        method = -1  # METHOD_INDEX of a request: its processing time is observed
+        started = _clock()
+        scope = _set_message(msg)
         try:
             if msg.is_request:
-                self.stats.rcv_requests += 1
+                method = _METHOD_INDEX_get(msg.method, OTHER_METHOD)
+                stats.rcv_requests[method] += 1
                 msg.validate()
                 ctx = RequestContext(self, msg, rcv)
                 if rcv.proto is _TCP:
@@ -630,7 +644,7 @@ class Core:
                 elif type(res) is not int and res is not None:
                     self._drive(res, ctx)
             else:
-                self.stats.rcv_replies += 1
+                stats.rcv_replies[msg.status // 100] += 1
                 for rhook in self.reply_hooks:
                     if rhook(msg, rcv):
                         return
@@ -642,6 +656,13 @@ class Core:
                 self._malformed(e, rcv, msg)
         except Exception:
             log.exception("error processing message from %s:%d", rcv.src_ip, rcv.src_port)
+        finally:
+            _reset_message(scope)
+            if method >= 0:  # Histogram.observe inlined: once per request
+                elapsed = _clock() - started
+                hist = stats.request_time[method]
+                hist.counts[_bisect(hist.bounds, elapsed)] += 1
+                hist.sum += elapsed
 
     def _drive(self, coro: Any, ctx: RequestContext) -> None:
         """Run a route coroutine eagerly; hand it to a Task only if it

@@ -58,7 +58,16 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
+from sipexpress.core.registry import (
+    ConfigError,
+    FixupEnv,
+    Module,
+    Param,
+    RouteType,
+    ScriptFunction,
+    Statistic,
+)
+from sipexpress.core.stats import attribute_statistics
 from sipexpress.sip.digest import (
     Credentials,
     DigestResult,
@@ -162,6 +171,19 @@ class AuthModule(Module):
         super().__init__(core)
         self.nonces: Nonces = Nonces()
         self._legacy: dict[str, Module] = {}
+        self.challenges = 0
+        self.successes = 0
+        self.failures = 0
+
+    def statistics(self) -> Sequence[Statistic]:
+        return attribute_statistics(
+            self,
+            (
+                ("challenges", "challenges", "401/407 challenges sent"),
+                ("successes", "successes", "credentials that were right"),
+                ("failures", "failures", "credentials that were wrong or stale"),
+            ),
+        )
 
     def functions(self) -> Sequence[ScriptFunction]:
         r = RouteType.REQUEST
@@ -295,6 +317,7 @@ class AuthModule(Module):
         if _reply(ctx, code, reason, [hdr]) < 0:
             log.error("auth: cannot send %d challenge %s", code, _who(ctx))
             return -1
+        self.challenges += 1
         return 0
 
     # -- pre_auth / post_auth (used by auth_db) ----------------------------
@@ -415,7 +438,9 @@ class AuthModule(Module):
             ctx.data[_RPID_KEY] = rpid or ""
             ctx.data.pop(_STALE_KEY, None)
             log.debug("auth: '%s' authorized for realm '%s'", creds.username, creds.realm)
+            self.successes += 1
             return AuthResult.AUTHORIZED
+        self.failures += 1
         if res is DigestResult.STALE:
             ctx.data[_STALE_KEY] = True
             log.log(

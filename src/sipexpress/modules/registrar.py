@@ -37,7 +37,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sipexpress.core.context import Branch, Proto
-from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
+from sipexpress.core.registry import (
+    ConfigError,
+    FixupEnv,
+    Module,
+    Param,
+    RouteType,
+    ScriptFunction,
+    Statistic,
+)
+from sipexpress.core.stats import attribute_statistics
 from sipexpress.db.engine import DbError
 from sipexpress.modules.usrloc import (
     FL_MEM,
@@ -371,6 +380,17 @@ class RegistrarModule(Module):
         self._received_param = "received"
         self._lower_user = True
         self._use_domain = False
+        self.accepted = 0
+        self.rejected = 0
+
+    def statistics(self) -> Sequence[Statistic]:
+        return attribute_statistics(
+            self,
+            (
+                ("accepted_registrations", "accepted", "REGISTERs saved (or queried) with a 200"),
+                ("rejected_registrations", "rejected", "REGISTERs refused (4xx/5xx)"),
+            ),
+        )
 
     # -- set-up ------------------------------------------------------------------
     @property
@@ -588,6 +608,10 @@ class RegistrarModule(Module):
     def _reply(
         self, ctx: RequestContext, code: int, hdrs: list[str], reply: bool, error: bool = False
     ) -> int:
+        if error:
+            self.rejected += 1
+        else:
+            self.accepted += 1
         if not reply:
             return 0 if error else 1
         if ctx.core.send_reply(ctx, code, REASONS.get(code, "OK"), hdrs) < 0:

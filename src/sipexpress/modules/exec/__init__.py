@@ -70,7 +70,10 @@ from sipexpress.core.registry import (
     Param,
     RouteType,
     ScriptFunction,
+    Statistic,
+    StatKind,
 )
+from sipexpress.core.stats import attribute_statistics
 from sipexpress.modules.exec import process
 from sipexpress.modules.exec.env import (
     dialog_id,
@@ -157,6 +160,20 @@ class ExecModule(Module):
 
     def commands(self) -> Sequence[MgmtCommand]:
         return (MgmtCommand("exec_stats", self._cmd_stats, "exec module counters"),)
+
+    def statistics(self) -> Sequence[Statistic]:
+        return (
+            *attribute_statistics(
+                self,
+                (
+                    ("runs", "started", "commands started"),
+                    ("failures", "failed", "commands that failed or could not start"),
+                    ("kills", "killed", "commands killed after time_to_kill"),
+                    ("waits", "waited", "exec calls that waited for a free slot"),
+                ),
+            ),
+            Statistic("running", lambda: len(self._running), "commands running now", StatKind.GAUGE),
+        )
 
     async def _cmd_stats(self, params: list[str]) -> MgmtReply:
         data = {
