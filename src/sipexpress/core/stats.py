@@ -56,6 +56,8 @@ CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "6xx")
 # seconds; the route of a stateless OPTIONS takes some 20 µs, a database
 # lookup milliseconds
 REQUEST_TIME_BOUNDS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5)
+# the receive path times one request in 16 of each method (n & TIMING_MASK == 1)
+TIMING_MASK = 15
 # a transaction lasts from the request until its final reply went upstream
 TRANSACTION_TIME_BOUNDS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 180.0)
 
@@ -103,6 +105,7 @@ class Stats:
     def __init__(self) -> None:
         self.rcv_requests = [0] * len(METHODS)  # by METHOD_INDEX
         self.rcv_replies = [0] * 7  # by status class
+        # by METHOD_INDEX: the 1st, 17th, 33rd ... request of each method
         self.request_time = [Histogram(REQUEST_TIME_BOUNDS) for _ in METHODS]
         self.fwd_requests = 0
         self.fwd_replies = 0
@@ -171,7 +174,7 @@ def core_statistics(stats: Stats) -> tuple[Statistic, ...]:
         Statistic(
             "request_processing_seconds",
             lambda: by_method(stats.request_time),
-            "time the route took for one request (until it first waits for I/O)",
+            "time the route took for a request (until it first waits for I/O); one request in 16 is timed",
             h,
             "method",
         ),
@@ -283,9 +286,22 @@ class StatsRegistry:
         """``stats.get_statistics``: ``group:name = value`` as Kamailio
         prints them; a labelled statistic also gives one line per label
         value (``core:received_requests_invite``), a histogram its count
-        and sum."""
+        and sum.  Such a line can be asked for by its own name too."""
+        try:
+            return self._lines(self.select(spec))
+        except UnknownStatistic:
+            group, sep, name = spec.strip().rpartition(":")
+            if not name:
+                raise
+            lines = self._lines(self.select(f"{group}:" if sep else "all"))
+            found = [x for x in lines if x.partition(" = ")[0].partition(":")[2] == name]
+            if not found:
+                raise
+            return found
+
+    def _lines(self, selected: list[tuple[str, Statistic]]) -> list[str]:
         out: list[str] = []
-        for g, s in self.select(spec):
+        for g, s in selected:
             v = self.value(g, s)
             if s.kind is StatKind.HISTOGRAM:
                 parts = v.items() if isinstance(v, Mapping) else [("", v)]

@@ -43,6 +43,7 @@ async def request_route(ctx):
 CALLS = 20
 REGISTRATIONS = 15
 PROBES = 12
+TIMED_INVITES = (CALLS + 15) // 16  # the 1st, 17th ... request of a method is timed
 
 
 def sipp_client(scenario: list[str], ser: SerProcess, calls: int) -> None:
@@ -137,7 +138,7 @@ def test_counts_after_sipp_traffic_agree_everywhere(ser_factory: Callable[..., S
         "usrloc:contacts_location": REGISTRATIONS,
         "usrloc:users_location": REGISTRATIONS,
         "registrar:accepted_registrations": REGISTRATIONS,
-        "core:request_processing_seconds_invite_count": CALLS,
+        "core:request_processing_seconds_invite_count": TIMED_INVITES,
     }
     lines = rpc_call("stats.get_statistics", ["all"], url=url)
     by_rpc = dict(line.split(" = ") for line in lines)
@@ -161,7 +162,7 @@ def test_counts_after_sipp_traffic_agree_everywhere(ser_factory: Callable[..., S
     assert m[("sipexpress_registrar_accepted_registrations_total", ())] == REGISTRATIONS
     count = ("sipexpress_core_request_processing_seconds_count", (("method", "INVITE"),))
     inf = ("sipexpress_core_request_processing_seconds_bucket", (("le", "+Inf"), ("method", "INVITE")))
-    assert m[count] == m[inf] == CALLS
+    assert m[count] == m[inf] == TIMED_INVITES
     assert m[("sipexpress_tm_transaction_duration_seconds_count", (("class", "2xx"),))] == 2 * CALLS
     assert m[("sipexpress_core_resident_memory_bytes", ())] > 10e6
 
