@@ -7,6 +7,8 @@ import asyncio
 import io
 import json
 import logging
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from sipexpress.core.context import RequestContext
 from sipexpress.core.logging import JsonLines, MessageContext
 from sipexpress.core.registry import Module, Statistic, StatKind
+from sipexpress.core.server import Core
 from sipexpress.core.stats import Histogram, StatsRegistry, UnknownStatistic
+from sipexpress.mgmt import Manager
 from sipexpress.mgmt.metrics import exposition
 from tests.unit.core.test_receive_path import make, request
 
@@ -140,3 +144,22 @@ async def test_log_lines_name_the_message_also_after_the_route_waited() -> None:
     ]
     assert core.statistics.lines("core:received_requests_options") == ["core:received_requests_options = 1"]
     assert core.statistics.lines("core:request_processing_seconds_options_count")[0].endswith(" = 1")
+
+
+def test_the_grafana_dashboard_uses_only_exported_metrics() -> None:
+    core = Core()
+    for name in ("sl", "tm", "usrloc", "registrar", "auth"):
+        core.load_module(name)
+    Manager({}, core.module_list, core=core)  # adds the mgmt group
+    families = {
+        f.name: f.type
+        for f in text_string_to_metric_families(exposition(core.statistics.snapshot()).decode())
+    }
+    dashboard = (Path(__file__).parents[3] / "examples" / "monitoring" / "grafana-dashboard.json").read_text()
+    used = set(re.findall(r"sipexpress_[a-z_]+", dashboard))
+    assert len(used) > 15
+    for metric in used:
+        family = re.sub(r"_(total|bucket)$", "", metric)
+        assert family in families, metric
+        assert metric.endswith("_total") == (families[family] == "counter"), metric
+        assert metric.endswith("_bucket") == (families[family] == "histogram"), metric
