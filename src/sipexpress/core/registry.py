@@ -29,6 +29,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -180,6 +181,8 @@ class Module:
     aliases: ClassVar[tuple[str, ...]] = ()
     params: ClassVar[tuple[Param, ...]] = ()
     depends: ClassVar[tuple[str, ...]] = ()
+    #: (name, doc) of counters kept in integer attributes of the same name
+    counters: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def __init__(self, core: CoreAPI) -> None:
         self.core = core
@@ -193,7 +196,9 @@ class Module:
         return ()
 
     def statistics(self) -> Sequence[Statistic]:
-        return ()
+        """The declared ``counters``; modules with gauges, labels or
+        histograms add theirs."""
+        return tuple(Statistic(name, partial(getattr, self, name), doc) for name, doc in self.counters)
 
     def statistic(self, name: str) -> Any:
         """This module's statistic as every reader sees it (after

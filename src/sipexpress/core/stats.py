@@ -22,7 +22,6 @@ import resource
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import partial
 from typing import Any, TypeVar
 
 from sipexpress.core.registry import Statistic, StatKind
@@ -132,14 +131,6 @@ def codes_by_class(counts: Mapping[int, int]) -> dict[str, int]:
         if 100 <= code <= 699:
             out[CLASSES[code // 100 - 1]] += n
     return out
-
-
-def attribute_statistics(
-    owner: object, fields: Iterable[tuple[str, str, str]], kind: StatKind = StatKind.COUNTER
-) -> tuple[Statistic, ...]:
-    """Statistics read from ``owner``'s integer attributes: (statistic
-    name, attribute, doc) each."""
-    return tuple(Statistic(name, partial(getattr, owner, attr), doc, kind) for name, attr, doc in fields)
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -33,16 +33,7 @@ from typing import Any
 
 from sipexpress.core.context import RequestContext
 from sipexpress.core.logging import std_level
-from sipexpress.core.registry import (
-    ConfigError,
-    FixupEnv,
-    Module,
-    Param,
-    RouteType,
-    ScriptFunction,
-    Statistic,
-)
-from sipexpress.core.stats import attribute_statistics
+from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
 from sipexpress.sip.errors import SipParseError
 from sipexpress.sip.message import SipMessage
 
@@ -177,13 +168,11 @@ class AccModule(Module):
         Param("log_syslog", int, 0, "also send ACC lines to syslog (LOG_DAEMON)"),
         Param("json_file", str, "", "append every record as a JSON line to this file"),
     )
+    counters = (("records", "accounting records written (all sinks)"),)
 
     def __init__(self, core: Any) -> None:
         super().__init__(core)
         self.records = 0  # how many records were written (all sinks)
-
-    def statistics(self) -> Sequence[Statistic]:
-        return attribute_statistics(self, (("records", "records", "accounting records written (all sinks)"),))
 
     def functions(self) -> Sequence[ScriptFunction]:
         f = ScriptFunction

@@ -58,16 +58,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sipexpress.core.registry import (
-    ConfigError,
-    FixupEnv,
-    Module,
-    Param,
-    RouteType,
-    ScriptFunction,
-    Statistic,
-)
-from sipexpress.core.stats import attribute_statistics
+from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
 from sipexpress.sip.digest import (
     Credentials,
     DigestResult,
@@ -166,6 +157,11 @@ class AuthModule(Module):
         Param("calculate_ha1", int, 0, "2003: 1 = password_column holds the clear-text password"),
         Param("use_domain", int, 0, "2003: match the realm too"),
     )
+    counters = (
+        ("challenges", "401/407 challenges sent"),
+        ("successes", "credentials that were right"),
+        ("failures", "credentials that were wrong or stale"),
+    )
 
     def __init__(self, core: CoreAPI) -> None:
         super().__init__(core)
@@ -174,16 +170,6 @@ class AuthModule(Module):
         self.challenges = 0
         self.successes = 0
         self.failures = 0
-
-    def statistics(self) -> Sequence[Statistic]:
-        return attribute_statistics(
-            self,
-            (
-                ("challenges", "challenges", "401/407 challenges sent"),
-                ("successes", "successes", "credentials that were right"),
-                ("failures", "failures", "credentials that were wrong or stale"),
-            ),
-        )
 
     def functions(self) -> Sequence[ScriptFunction]:
         r = RouteType.REQUEST

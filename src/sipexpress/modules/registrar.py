@@ -37,16 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sipexpress.core.context import Branch, Proto
-from sipexpress.core.registry import (
-    ConfigError,
-    FixupEnv,
-    Module,
-    Param,
-    RouteType,
-    ScriptFunction,
-    Statistic,
-)
-from sipexpress.core.stats import attribute_statistics
+from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
 from sipexpress.db.engine import DbError
 from sipexpress.modules.usrloc import (
     FL_MEM,
@@ -370,6 +361,10 @@ class RegistrarModule(Module):
             "min_expires_mode", int, 1, "1: 423 Interval Too Brief (RFC 3261); 0: raise to min_expires (SER)"
         ),
     )
+    counters = (
+        ("accepted_registrations", "REGISTERs saved (or queried) with a 200"),
+        ("rejected_registrations", "REGISTERs refused (4xx/5xx)"),
+    )
 
     def __init__(self, core: Any) -> None:
         super().__init__(core)
@@ -380,17 +375,8 @@ class RegistrarModule(Module):
         self._received_param = "received"
         self._lower_user = True
         self._use_domain = False
-        self.accepted = 0
-        self.rejected = 0
-
-    def statistics(self) -> Sequence[Statistic]:
-        return attribute_statistics(
-            self,
-            (
-                ("accepted_registrations", "accepted", "REGISTERs saved (or queried) with a 200"),
-                ("rejected_registrations", "rejected", "REGISTERs refused (4xx/5xx)"),
-            ),
-        )
+        self.accepted_registrations = 0
+        self.rejected_registrations = 0
 
     # -- set-up ------------------------------------------------------------------
     @property
@@ -609,9 +595,9 @@ class RegistrarModule(Module):
         self, ctx: RequestContext, code: int, hdrs: list[str], reply: bool, error: bool = False
     ) -> int:
         if error:
-            self.rejected += 1
+            self.rejected_registrations += 1
         else:
-            self.accepted += 1
+            self.accepted_registrations += 1
         if not reply:
             return 0 if error else 1
         if ctx.core.send_reply(ctx, code, REASONS.get(code, "OK"), hdrs) < 0:

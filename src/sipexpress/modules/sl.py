@@ -137,7 +137,7 @@ class SlModule(Module):
             Statistic("failures", lambda: stats.sl_failures, "stateless replies that could not be sent"),
         )
 
-    def counters(self) -> dict[str, int]:
+    def rows(self) -> dict[str, int]:
         """``sl_stats``'s rows (sl_stats.c), from the registry's values."""
         replies = {int(code): n for code, n in self.statistic("replies").items()}
         data: dict[str, int] = {}
@@ -151,7 +151,7 @@ class SlModule(Module):
         return data
 
     async def _sl_stats(self, params: list[str]) -> MgmtReply:
-        d = self.counters()
+        d = self.rows()
         lines = []
         for cls, codes in _ROWS:
             parts = [f"{c}: {d[str(c)]}" for c in codes] + [f"{cls}xx: {d[f'{cls}xx']}"]

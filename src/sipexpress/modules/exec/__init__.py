@@ -73,7 +73,6 @@ from sipexpress.core.registry import (
     Statistic,
     StatKind,
 )
-from sipexpress.core.stats import attribute_statistics
 from sipexpress.modules.exec import process
 from sipexpress.modules.exec.env import (
     dialog_id,
@@ -129,6 +128,12 @@ class ExecModule(Module):
             "commands running at once (0: no limit); further exec calls wait for a free slot (logged)",
         ),
     )
+    counters = (
+        ("started", "commands started"),
+        ("failed", "commands that could not start"),
+        ("killed", "commands killed after time_to_kill"),
+        ("waited", "exec calls that waited for a free slot"),
+    )
 
     def __init__(self, core: CoreAPI) -> None:
         super().__init__(core)
@@ -162,18 +167,8 @@ class ExecModule(Module):
         return (MgmtCommand("exec_stats", self._cmd_stats, "exec module counters"),)
 
     def statistics(self) -> Sequence[Statistic]:
-        return (
-            *attribute_statistics(
-                self,
-                (
-                    ("runs", "started", "commands started"),
-                    ("failures", "failed", "commands that failed or could not start"),
-                    ("kills", "killed", "commands killed after time_to_kill"),
-                    ("waits", "waited", "exec calls that waited for a free slot"),
-                ),
-            ),
-            Statistic("running", lambda: len(self._running), "commands running now", StatKind.GAUGE),
-        )
+        running = Statistic("running", lambda: len(self._running), "commands running now", StatKind.GAUGE)
+        return (*super().statistics(), running)
 
     async def _cmd_stats(self, params: list[str]) -> MgmtReply:
         data = {
