@@ -24,7 +24,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from contextvars import ContextVar
+from contextvars import Context, ContextVar, copy_context
 from typing import Any
 
 NOTICE = 25
@@ -60,8 +60,20 @@ class Handling:
 
 
 handling = Handling()
-#: the message of a route that went on in a task (set in the task's context)
+#: the message of a task started while the core handled it (a route that
+#: went on after waiting, a database write it started ...)
 current_message: ContextVar[Any] = ContextVar("sipexpress_message", default=None)
+
+
+def task_context() -> Context | None:
+    """The context for a task started now: one that names the message being
+    handled, if any (``None``: the current context, as asyncio does)."""
+    msg = handling.msg
+    if msg is None:
+        return None
+    context = copy_context()
+    context.run(current_message.set, msg)
+    return context
 #: message -> its transaction's id, or None (tm installs it); consulted only
 #: when a line is written
 transaction_of: list[Callable[[Any], str | None]] = []

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import contextvars
 import gc
 import hashlib
 import ipaddress
@@ -51,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Final
 from sipexpress import __version__
 from sipexpress.core import errors
 from sipexpress.core.context import Proto, ReceiveInfo, RequestContext, RouteTable
-from sipexpress.core.logging import current_message, handling
+from sipexpress.core.logging import handling, task_context
 from sipexpress.core.options import SIP_PORT, SIPS_PORT, SocketSpec, normalize_options
 from sipexpress.core.registry import ConfigError, Module, RouteType
 from sipexpress.core.resolver import Resolver
@@ -255,7 +254,7 @@ class Core:
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         loop = self.loop or asyncio.get_event_loop()
-        task: asyncio.Task[Any] = loop.create_task(coro)  # type: ignore[arg-type]
+        task: asyncio.Task[Any] = loop.create_task(coro, context=task_context())  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -693,10 +692,7 @@ class Core:
     def _suspend(self, coro: Any, first: Any, ctx: RequestContext) -> None:
         """The route awaits something: a Task carries on from ``first``."""
         assert self.loop is not None
-        # log lines of the rest of the route still name the message
-        context = contextvars.copy_context()
-        context.run(current_message.set, ctx.msg)
-        task = self.loop.create_task(self._resume(coro, first, ctx), context=context)
+        task = self.loop.create_task(self._resume(coro, first, ctx), context=task_context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
