@@ -74,6 +74,8 @@ def task_context() -> Context | None:
     context = copy_context()
     context.run(current_message.set, msg)
     return context
+
+
 #: message -> its transaction's id, or None (tm installs it); consulted only
 #: when a line is written
 transaction_of: list[Callable[[Any], str | None]] = []

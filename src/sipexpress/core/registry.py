@@ -33,7 +33,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from sipexpress.core.context import CoreAPI
+    from sipexpress.core.api import CoreAPI
 
 
 class RouteType(enum.IntFlag):

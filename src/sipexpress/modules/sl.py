@@ -12,7 +12,7 @@ sent by other modules (registrar, auth) are counted as SER counted them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sipexpress.core import errors
 from sipexpress.core.context import RequestContext
@@ -27,9 +27,12 @@ from sipexpress.core.registry import (
     Statistic,
     StatKind,
 )
-from sipexpress.core.server import ACK_FILTER_WINDOW
+
+if TYPE_CHECKING:
+    from sipexpress.core.api import CoreAPI
 
 CLEANUP_EOL = "      \n"
+ACK_FILTER_WINDOW = 2.0  # seconds sl filters ACKs to its negative replies
 
 # (label, codes counted individually) per class, as sl_stats.c prints them
 _ROWS: tuple[tuple[int, tuple[int, ...]], ...] = (
@@ -56,7 +59,7 @@ class SlModule(Module):
     name = "sl"
     aliases = ("sl_module",)
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: CoreAPI) -> None:
         super().__init__(core)
         self._hook_installed = False
 
@@ -64,11 +67,10 @@ class SlModule(Module):
     def functions(self) -> Sequence[ScriptFunction]:
         # the core's send_reply takes (ctx, code, reason) as sl_send_reply
         # does: scripts call it directly, one Python call less per reply
-        send: Any = getattr(self.core, "send_reply", None) or self.sl_send_reply
         return (
             ScriptFunction(
                 "sl_send_reply",
-                send,
+                self.core.send_reply,
                 arities=(2,),
                 fixup=_fixup_reply,
                 route_types=RouteType.REQUEST,
@@ -83,9 +85,6 @@ class SlModule(Module):
             ),
         )
 
-    def sl_send_reply(self, ctx: RequestContext, code: int, reason: str) -> int:
-        return self.core.send_reply(ctx, code, reason)
-
     def sl_reply_error(self, ctx: RequestContext) -> int:
         err = ctx.data.get(errors.SER_ERROR_KEY, errors.E_UNSPEC)
         code, reason = errors.err2reason_phrase(int(err), "SL")
@@ -98,23 +97,20 @@ class SlModule(Module):
         msg = ctx.msg
         if msg.method != "ACK":
             return False
-        core: Any = self.core
+        core = self.core
         if core.now() - core.last_negative_reply > ACK_FILTER_WINDOW:
             return False
         tag = msg.to.tag
-        prefix: str = core.to_tag_prefix
-        return tag is not None and tag.startswith(prefix + "-")
+        return tag is not None and tag.startswith(core.to_tag_prefix + "-")
 
     async def start(self) -> None:
-        hooks = getattr(self.core, "request_hooks", None)
-        if hooks is not None and not self._hook_installed:
-            hooks.append(self.filter_ack)
+        if not self._hook_installed:
+            self.core.request_hooks.append(self.filter_ack)
             self._hook_installed = True
 
     async def stop(self) -> None:
-        hooks = getattr(self.core, "request_hooks", None)
-        if hooks is not None and self._hook_installed:
-            hooks.remove(self.filter_ack)
+        if self._hook_installed:
+            self.core.request_hooks.remove(self.filter_ack)
             self._hook_installed = False
 
     # -- management -------------------------------------------------------
@@ -122,10 +118,7 @@ class SlModule(Module):
         return (MgmtCommand("sl_stats", self._sl_stats, doc="Counters of stateless replies."),)
 
     def statistics(self) -> Sequence[Statistic]:
-        # the core sends the replies (send_reply) and counts them
-        stats: Any = getattr(self.core, "stats", None)
-        if stats is None:  # a core without counters (configuration check)
-            return ()
+        stats = self.core.stats  # the core sends the replies (send_reply) and counts them
         return (
             Statistic(
                 "replies",

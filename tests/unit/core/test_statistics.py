@@ -150,7 +150,7 @@ def test_the_grafana_dashboard_uses_only_exported_metrics() -> None:
     core = Core()
     for name in ("sl", "tm", "usrloc", "registrar", "auth"):
         core.load_module(name)
-    Manager({}, core.module_list, core=core)  # adds the mgmt group
+    Manager({}, core.module_list, statistics=core.statistics)  # adds the mgmt group
     families = {
         f.name: f.type
         for f in text_string_to_metric_families(exposition(core.statistics.snapshot()).decode())
