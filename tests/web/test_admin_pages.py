@@ -219,6 +219,8 @@ def test_serweb_runs_on_its_own(web: WebServer) -> None:
         "admin@127.0.0.1",
         "--secret-file",
         str(web.workdir / "standalone.secret"),
+        "--metrics-token",
+        "scrape-me",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -234,6 +236,11 @@ def test_serweb_runs_on_its_own(web: WebServer) -> None:
                     assert time.monotonic() < deadline
                     time.sleep(0.2)
             assert r.status_code == 200
+            # ser's metrics through serweb's own listener, behind its token
+            assert c.get("/metrics").status_code == 401
+            r = c.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+            assert r.status_code == 200 and "sipexpress_tm_replies_total" in r.text
+            r = c.get("/login")
             for h in (
                 "content-security-policy",
                 "x-frame-options",

@@ -170,6 +170,9 @@ def test_counts_after_sipp_traffic_agree_everywhere(ser_factory: Callable[..., S
     t_stats = rpc_call("t_stats", [], url=url)
     assert t_stats["total"] == 2 * CALLS and t_stats["2xx"] == 2 * CALLS
     assert rpc_call("sl_stats", [], url=url)["200"] == REGISTRATIONS + PROBES
+    assert serctl_stats(ser, "--reset", "sl:") == {}
+    assert serctl_stats(ser, "sl:replies") == {"sl:replies": "0", "sl:replies_200": "0"}
+    assert rpc_call("sl_stats", [], url=url)["200"] == 0  # SER's command reads the registry
     assert rpc_call("ul_stats", [], url=url) == [{"domain": "location", "users": REGISTRATIONS, "expired": 0}]
 
     # reset: counters start again, gauges stay
