@@ -9,7 +9,10 @@ becomes a JSON-RPC error whose ``code`` is SER's code (400, 404, 500 ...),
 An unknown method is ``-32601`` with SER's reason
 ``command 'x' not available``.  Batches and notifications are supported.
 
-HTTP: ``POST`` (any path) with a JSON body; ``GET`` is refused.  Why a small
+HTTP: ``POST`` (any path) with a JSON body; ``GET /metrics`` is the
+Prometheus exposition of the statistics (without credentials unless
+``jsonrpc_metrics_auth`` is set, so that Prometheus can scrape it); any other
+``GET`` is refused.  Why a small
 hand-written HTTP/1.1 handler and not Starlette + uvicorn: the endpoint is
 one POST route; uvicorn's server wants to own signal handling and logging
 set-up of the process (the core owns those), and a 150-line
@@ -17,7 +20,7 @@ set-up of the process (the core owns those), and a 150-line
 size, keep-alive) costs less per request and has no moving parts we do not
 test.  The web UI (Starlette) can still call the same registry in-process.
 
-Access over HTTP: every request needs the token (``Authorization: Bearer
+Access over HTTP: every request (but ``GET /metrics``, above) needs the token (``Authorization: Bearer
 <token>`` or ``X-Auth-Token: <token>``, see :mod:`sipexpress.mgmt.token`)
 or the configured HTTP basic credentials; a browser page on the host
 cannot use the endpoint: a request with an ``Origin`` not listed in
@@ -50,10 +53,12 @@ import os
 import socket
 import stat
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from sipexpress.core.registry import MgmtReply
 from sipexpress.mgmt.fifo import owner_ids
+from sipexpress.mgmt.metrics import CONTENT_TYPE as METRICS_TYPE
 from sipexpress.mgmt.registry import CommandRegistry
 
 log = logging.getLogger("sipexpress.mgmt.jsonrpc")
@@ -69,6 +74,8 @@ INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
+
+_CHALLENGE = 'WWW-Authenticate: Basic realm="ser"\r\n'
 
 
 class JsonRpcError(Exception):
@@ -268,10 +275,14 @@ class HttpServer:
         user: str | None = None,
         password: str | None = None,
         allow_origins: frozenset[str] = frozenset(),
+        metrics: Callable[[], bytes] | None = None,
+        metrics_auth: bool = False,
     ) -> None:
         """``token`` is always required; ``explicit`` tells that it came from
         the configuration (needed to listen on a non-loopback address)."""
         self.dispatcher = dispatcher
+        self.metrics = metrics
+        self.metrics_auth = metrics_auth
         self.host = host
         self.port = port
         self.secret = token
@@ -388,11 +399,19 @@ class HttpServer:
         if length:
             async with asyncio.timeout(IDLE_TIMEOUT):
                 body = await reader.readexactly(length)
+        if method == "GET" and parts[1] == "/metrics" and self.metrics is not None:
+            # scrapeable without the token unless jsonrpc_metrics_auth is set
+            if self.metrics_auth and not self._authorized(headers):
+                self._log_refusal(writer, "GET /metrics: no valid credential")
+                await self._respond(writer, 401, b"unauthorized\n", close=not keep, extra=_CHALLENGE)
+            else:
+                await self._respond(writer, 200, self.metrics(), close=not keep, ctype=METRICS_TYPE)
+            return keep
         refused = self.refusal(method, headers)
         if refused is not None:
             status, reason = refused
             self._log_refusal(writer, f"{method} {parts[1]}: {reason}")
-            extra = {405: "Allow: POST\r\n", 401: 'WWW-Authenticate: Bearer realm="ser"\r\n'}.get(status, "")
+            extra = {405: "Allow: POST\r\n", 401: _CHALLENGE}.get(status, "")
             await self._respond(
                 writer, status, reason.encode("latin-1", "replace") + b"\n", close=not keep, extra=extra
             )
