@@ -21,10 +21,12 @@ from tests.support import SIPP_SCENARIOS, SerProcess, free_port, need_tool, run_
 
 pytestmark = pytest.mark.interop
 
+TOKEN = "t0ken"  # jsonrpc_secret in ROUTES
+
 ROUTES = """
 from sipexpress.script.pyroute import log, save, sl_send_reply, t_relay
 OPTIONS = {{"listen": "udp:{host}:{port}", "fifo": "{fifo}", "fifo_dir": "{workdir}/", "jsonrpc_http": "127.0.0.1:{rpc}",
-           "sip_warning": 0, "log_format": "json"}}
+           "sip_warning": 0, "jsonrpc_secret": "t0ken", "log_format": "json"}}
 MODULES = ["sl", "tm", "usrloc", "registrar"]
 
 async def request_route(ctx):
@@ -100,7 +102,7 @@ def test_counts_after_sipp_traffic_agree_everywhere(ser_factory: Callable[..., S
     url = f"http://127.0.0.1:{rpc}/"
     ser = ser_factory(ROUTES, suffix=".py", rpc=rpc, uas=uas_port)
     # ser's readiness probes were counted too: start from zero
-    assert rpc_call("stats.reset_statistics", ["all"], url=url)["reset"] > 10
+    assert rpc_call("stats.reset_statistics", ["all"], url=url, secret=TOKEN)["reset"] > 10
 
     uas = subprocess.Popen(
         [
@@ -140,7 +142,7 @@ def test_counts_after_sipp_traffic_agree_everywhere(ser_factory: Callable[..., S
         "registrar:accepted_registrations": REGISTRATIONS,
         "core:request_processing_seconds_invite_count": TIMED_INVITES,
     }
-    lines = rpc_call("stats.get_statistics", ["all"], url=url)
+    lines = rpc_call("stats.get_statistics", ["all"], url=url, secret=TOKEN)
     by_rpc = dict(line.split(" = ") for line in lines)
     assert {k: int(by_rpc[k]) for k in expected} == expected
     assert by_rpc["tm:current"] == by_rpc["tm:waiting"]  # nothing in flight but wait-state leftovers
@@ -167,23 +169,26 @@ def test_counts_after_sipp_traffic_agree_everywhere(ser_factory: Callable[..., S
     assert m[("sipexpress_core_resident_memory_bytes", ())] > 10e6
 
     # the old SER commands read the same registry
-    t_stats = rpc_call("t_stats", [], url=url)
+    t_stats = rpc_call("t_stats", [], url=url, secret=TOKEN)
     assert t_stats["total"] == 2 * CALLS and t_stats["2xx"] == 2 * CALLS
-    assert rpc_call("sl_stats", [], url=url)["200"] == REGISTRATIONS + PROBES
+    assert rpc_call("sl_stats", [], url=url, secret=TOKEN)["200"] == REGISTRATIONS + PROBES
     assert serctl_stats(ser, "--reset", "sl:") == {}
     assert serctl_stats(ser, "sl:replies") == {"sl:replies": "0", "sl:replies_200": "0"}
-    assert rpc_call("sl_stats", [], url=url)["200"] == 0  # SER's command reads the registry
-    assert rpc_call("ul_stats", [], url=url) == [{"domain": "location", "users": REGISTRATIONS, "expired": 0}]
+    assert rpc_call("sl_stats", [], url=url, secret=TOKEN)["200"] == 0  # SER's command reads the registry
+    assert rpc_call("ul_stats", [], url=url, secret=TOKEN) == [
+        {"domain": "location", "users": REGISTRATIONS, "expired": 0}
+    ]
 
     # reset: counters start again, gauges stay
-    rpc_call("stats.reset_statistics", ["core:", "usrloc:"], url=url)
+    rpc_call("stats.reset_statistics", ["core:", "usrloc:"], url=url, secret=TOKEN)
     after = dict(
-        line.split(" = ") for line in rpc_call("stats.get_statistics", ["core:", "usrloc:"], url=url)
+        line.split(" = ")
+        for line in rpc_call("stats.get_statistics", ["core:", "usrloc:"], url=url, secret=TOKEN)
     )
     assert after["core:received_requests_invite"] == "0"
     assert after["usrloc:contacts_location"] == str(REGISTRATIONS)
     with pytest.raises(RpcError) as e:
-        rpc_call("stats.get_statistics", ["nosuch"], url=url)
+        rpc_call("stats.get_statistics", ["nosuch"], url=url, secret=TOKEN)
     assert e.value.data["ser_code"] == 404
 
     # JSON lines; a line written while handling a message names its Call-ID and transaction
@@ -198,15 +203,13 @@ def test_counts_after_sipp_traffic_agree_everywhere(ser_factory: Callable[..., S
 
 def test_metrics_auth_is_configurable(ser_factory: Callable[..., SerProcess]) -> None:
     rpc = free_port()
-    routes = ROUTES.replace(
-        '"sip_warning": 0,', '"sip_warning": 0, "jsonrpc_secret": "s3", "jsonrpc_metrics_auth": 1,'
-    )
+    routes = ROUTES.replace('"sip_warning": 0,', '"sip_warning": 0, "jsonrpc_metrics_auth": 1,')
     ser = ser_factory(routes, suffix=".py", rpc=rpc, uas=free_port())
     url = f"http://127.0.0.1:{rpc}/metrics"
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(url, timeout=10)
     assert e.value.code == 401
-    req = urllib.request.Request(url, headers={"Authorization": "Bearer s3"})
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(req, timeout=10) as r:
         assert b"sipexpress_core_received_requests_total" in r.read()
     assert ser.alive()
