@@ -56,8 +56,9 @@ def _int_arg(v: Any, what: str) -> int:
 
 def _fix_reply(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
     code = _int_arg(args[0], "t_reply code")
-    if not 100 <= code <= 699:
-        raise ConfigError(f"t_reply: invalid status code {code}")
+    # RFC 3261's extension-code is any 3DIGIT; SER accepted every one
+    if not 100 <= code <= 999:
+        raise ConfigError(f"t_reply: invalid status code {code} (three digits, 100-999)")
     return (code, str(args[1]))
 
 
