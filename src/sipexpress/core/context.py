@@ -203,9 +203,18 @@ class CoreAPI(Protocol):
         """``uri_destination``'s kept answer for a numeric URI, if any."""
         ...
 
-    def send(self, proto: Proto, ip: str, port: int, data: bytes, rcv: ReceiveInfo | None = None) -> bool:
+    def send(
+        self,
+        proto: Proto,
+        ip: str,
+        port: int,
+        data: bytes,
+        rcv: ReceiveInfo | None = None,
+        on_error: Callable[[], None] | None = None,
+    ) -> bool:
         """Send bytes; for TCP reuse a connection to ip:port (or the one the
-        request came on when ``rcv`` is given), opening one if needed."""
+        request came on when ``rcv`` is given), opening one if needed;
+        ``on_error`` is called when that connection cannot be opened."""
         ...
 
     def build_reply(

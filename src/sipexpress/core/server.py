@@ -748,7 +748,15 @@ class Core:
                 return lst
         return None
 
-    def send(self, proto: Proto, ip: str, port: int, data: bytes, rcv: ReceiveInfo | None = None) -> bool:
+    def send(
+        self,
+        proto: Proto,
+        ip: str,
+        port: int,
+        data: bytes,
+        rcv: ReceiveInfo | None = None,
+        on_error: Callable[[], None] | None = None,
+    ) -> bool:
         if proto is _UDP:
             lst = rcv.transport if rcv is not None and rcv.proto is _UDP else None
             af = socket.AF_INET6 if ":" in ip else socket.AF_INET
@@ -764,9 +772,9 @@ class Core:
                 return False
             conn = rcv.transport if rcv is not None and rcv.proto is _TCP else None
             if isinstance(conn, TcpConnection) and not conn.closed:
-                ok = conn.send(data)
+                ok = conn.send(data, on_error)
             else:
-                ok = self.tcp.send(ip, port, data)
+                ok = self.tcp.send(ip, port, data, on_error)
         else:
             log.error("cannot send to %s:%d: %s is not supported", ip, port, proto.name)
             ok = False
@@ -788,8 +796,9 @@ class Core:
         rcv = ctx.rcv
         via = msg.via1
         host = via.host
-        need_received = host != rcv.src_ip and not self._same_ip(host, rcv.src_ip)
         need_rport = via.rport == "" or (ctx.force_rport and via.rport != str(rcv.src_port))
+        # RFC 3581 §4: with rport, received too, even when it equals sent-by
+        need_received = need_rport or (host != rcv.src_ip and not self._same_ip(host, rcv.src_ip))
         if not need_received and not need_rport:
             return
         msg.set_top_via(
@@ -885,7 +894,8 @@ class Core:
     ) -> tuple[Proto, str, int] | int:
         """RFC 3263 (``locate``): the first target ``(proto, ip, port)`` of a
         SIP/SIPS URI, sent with ``proto`` if given (else the URI's transport,
-        else ``rproto`` for a numeric ``sip:`` host); ``E_BAD_URI`` or
+        else as RFC 3263 §4.1 and SER's get_proto choose: UDP for a numeric
+        ``sip:`` host, whatever the request came over); ``E_BAD_URI`` or
         ``E_BAD_ADDRESS`` when there is none.  Numeric hosts involve no DNS:
         their answer is kept (forward() and tm ask for every request)."""
         key = (uri_text, proto, rproto)
@@ -904,8 +914,6 @@ class Core:
         transport = uri.transport
         if transport is None and proto is not None:
             transport = proto.name.lower()
-        if transport is None and uri.scheme == "sip" and numeric:
-            transport = rproto.name.lower()
         targets = await self.resolver.locate(thost, uri.port, transport, uri.scheme == "sips")
         if not targets:
             return errors.E_BAD_ADDRESS
@@ -1004,6 +1012,9 @@ class Core:
         via = (
             f"SIP/2.0/{proto.name} {host}:{adv_port or lst.port};branch={self.stateless_branch(msg, out_uri)}"
         )
+        double_rr = data.get("rr_double")
+        if double_rr is not None:
+            msg = double_rr.for_branch(msg, proto, str(adv) if adv else lst.via_host, lst.port) or msg
         return msg.serialize_with_via(via, out_uri)
 
     def forward_reply(self, msg: SipMessage, rcv: ReceiveInfo) -> int:

@@ -72,6 +72,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("sipexpress.tm")
 
 TRYING_REASON = "trying -- your call is important to us"
+# RFC 3326 on the CANCELs after a 2xx: phones show "answered elsewhere"
+REASON_ANSWERED = b'Reason: SIP;cause=200;text="Call completed elsewhere"\r\n'
 _NEGATIVE_DONE = (State.COMPLETED, State.CONFIRMED)
 _LR = re.compile(r";\s*lr(?:[;=>\s]|$)", re.IGNORECASE)
 
@@ -119,6 +121,7 @@ class Branch:
     __slots__ = (
         "cancel",
         "cancel_pending",
+        "cancel_reason",
         "data",
         "dst",
         "final",
@@ -146,6 +149,7 @@ class Branch:
         self.machine: ClientInvite | ClientNonInvite | None = None
         self.cancel: ClientNonInvite | None = None
         self.cancel_pending = False  # cancelled before any reply: CANCEL on the first 1xx
+        self.cancel_reason = b""  # a Reason header line for its CANCEL (RFC 3326)
         self.last_status = 0  # last status received (0 = nothing yet)
         self.status = 0  # final status of the branch (received or local), 0 = pending
         self.final = False
@@ -311,14 +315,15 @@ class TransactionLayer:
         self.configure(params)
 
     def configure(self, p: dict[str, Any]) -> None:
-        t1 = float(p.get("retr_timer1p1", 1))
+        # SER's retr_timer1p1 (seconds) when set, else T1 in milliseconds
+        t1 = float(p.get("retr_timer1p1") or 0) or float(p.get("retr_timer1", 500)) / 1000
         t2 = float(p.get("retr_timer2", 4))
         fr = float(p.get("fr_timer", 30))
         fr_inv = float(p.get("fr_inv_timer", 120))
         wt = float(p.get("wt_timer", 5))
         self.ruri_matching = bool(p.get("ruri_matching", 1))
         self.via1_matching = bool(p.get("via1_matching", 1))
-        self.noisy_ctimer = bool(p.get("noisy_ctimer", 0))
+        self.noisy_ctimer = bool(p.get("noisy_ctimer", 1))
         self.client_timers = TimerConfig(
             t1=t1,
             t2=t2,
@@ -633,7 +638,7 @@ class TransactionLayer:
                 self.stats.replied_locally += 1
             self._completed(t, code)
             if code < 300 and t.is_invite:
-                self._cancel_pending(t)
+                self._cancel_pending(t, REASON_ANSWERED)
         self._uas_actions(t, actions)
         return 1
 
@@ -677,7 +682,7 @@ class TransactionLayer:
             t.dst_at_relay = ctx.dst_uri
             t.flags = ctx.flags
             t.send_socket = ctx.send_socket
-            for k in ("advertised_address", "advertised_port"):
+            for k in ("advertised_address", "advertised_port", "rr_double"):
                 if k in ctx.data:
                     t.ctx_data[k] = ctx.data[k]
             targets.append((ctx.ruri, ctx.dst_uri))
@@ -772,7 +777,12 @@ class TransactionLayer:
         br = Branch(t, idx, uri, bid)
         br.via = self._via_prefix(t, dproto, lst) + bid
         br.dst = (dproto, dip, dport)
-        br.data = t.request.serialize_with_via(br.via, uri)
+        out = t.request
+        double_rr = t.ctx_data.get("rr_double")
+        if double_rr is not None:
+            adv = t.ctx_data.get("advertised_address") or core.options.get("advertised_address")
+            out = double_rr.for_branch(out, dproto, str(adv) if adv else lst.via_host, lst.port) or out
+        br.data = out.serialize_with_via(br.via, uri)
         reliable = dproto is not Proto.UDP
         if t.is_invite:
             br.machine = ClientInvite(br.data, reliable, self.client_timers, partial(self._ack_for, br))
@@ -782,7 +792,7 @@ class TransactionLayer:
         self.client[bid] = br
         now = core.now()
         actions = br.machine.start(now)
-        ok = core.send(dproto, dip, dport, br.data)
+        ok = core.send(dproto, dip, dport, br.data, on_error=partial(self._transport_error, br))
         if not ok:
             br.machine.terminate()
             self.client.pop(bid, None)
@@ -814,8 +824,10 @@ class TransactionLayer:
             self._via_prefixes[key] = prefix
         return prefix
 
-    # hop-by-hop requests built from the branch's request (RFC 3261 §9.1, §17.1.1.3)
-    def _hop_request(self, br: Branch, method: str, to_line: bytes | None) -> bytes:
+    # hop-by-hop requests built from the branch's request (RFC 3261 §9.1,
+    # §17.1.1.3), with its Max-Forwards as Kamailio does (a fresh 70 would
+    # let a CANCEL travel further than the INVITE it cancels)
+    def _hop_request(self, br: Branch, method: str, to_line: bytes | None, extra: bytes = b"") -> bytes:
         msg = br.trans.request
         out = [f"{method} {br.uri} SIP/2.0\r\nVia: {br.via}\r\n".encode("utf-8", "surrogateescape")]
         rhl = msg.raw_header_lines
@@ -824,7 +836,13 @@ class TransactionLayer:
         out += [to_line] if to_line is not None else rhl("to")
         out += rhl("call-id")
         out.append(b"CSeq: %d %s\r\n" % (msg.cseq.num, method.encode()))
-        out.append(b"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+        try:
+            mf = msg.max_forwards
+        except SipParseError:
+            mf = None
+        out.append(b"Max-Forwards: %d\r\n" % (70 if mf is None else mf))
+        out.append(extra)
+        out.append(b"Content-Length: 0\r\n\r\n")
         return b"".join(out)
 
     def _ack_for(self, br: Branch, reply: Any) -> bytes:
@@ -838,7 +856,7 @@ class TransactionLayer:
     def _send_cancel(self, br: Branch, now: float) -> None:
         if br.cancel is not None or br.machine is None:
             return
-        data = self._hop_request(br, "CANCEL", None)
+        data = self._hop_request(br, "CANCEL", None, br.cancel_reason)
         br.cancel = ClientNonInvite(data, br.dst[0] is not Proto.UDP, self.cancel_timers)
         self._cancel_actions(br, br.cancel.start(now))
 
@@ -859,11 +877,13 @@ class TransactionLayer:
             self._local_final(br, 487, "Request Terminated", complete=False)
         return False
 
-    def _cancel_pending(self, t: Transaction) -> None:
-        """RFC 3261 §16.7 step 10: CANCEL every other pending branch."""
+    def _cancel_pending(self, t: Transaction, reason: bytes = b"") -> None:
+        """RFC 3261 §16.7 step 10: CANCEL every other pending branch;
+        ``reason`` a Reason header line (RFC 3326) for those CANCELs."""
         now = self.core.now()
         for br in t.branches:
             if not br.final:
+                br.cancel_reason = reason
                 self._cancel_branch(br, now, local_487=False)
 
     def cancel_transaction(self, t: Transaction) -> int:
@@ -893,12 +913,23 @@ class TransactionLayer:
         if complete:
             self._drive(self._check_all_final(br.trans))
 
+    def _transport_error(self, br: Branch) -> None:
+        """The connection for ``br`` could not be opened: RFC 3261 §16.9
+        takes that as a 503 from the branch, at once, so failure_route can
+        try the next destination without waiting for fr_timer."""
+        if br.final or br.machine is None:
+            return
+        log.info("tm: %r: transport error towards %s:%d", br.trans, br.dst[1], br.dst[2])
+        now = self.core.now()
+        self._branch_actions(br, br.machine.transport_error(now), now)
+
     def _on_timeout(self, br: Branch, timer: str, now: float) -> None:
         t = br.trans
         if br.final:
             return
         if timer == "C":
-            # fr_inv_timer: the silent drop of SER 0.8.11 (long ringing allowed)
+            # fr_inv_timer with noisy_ctimer=0: the silent drop of SER 0.8.11
+            # (long ringing allowed); otherwise RFC 3261 §16.8: CANCEL and 408
             if (
                 t.is_invite
                 and len(t.branches) == 1
