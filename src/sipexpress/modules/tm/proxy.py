@@ -792,7 +792,9 @@ class TransactionLayer:
         self.client[bid] = br
         now = core.now()
         actions = br.machine.start(now)
-        ok = core.send(dproto, dip, dport, br.data, on_error=partial(self._transport_error, br))
+        # only a connection being opened can fail later (UDP fails at once or never)
+        on_error = None if dproto is Proto.UDP else partial(self._transport_error, br)
+        ok = core.send(dproto, dip, dport, br.data, on_error=on_error)
         if not ok:
             br.machine.terminate()
             self.client.pop(bid, None)
