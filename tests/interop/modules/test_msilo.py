@@ -2,7 +2,9 @@
 and database, with SIPp phones: a MESSAGE to an offline user is stored
 (202), delivered through tm when the user's phone registers, and deleted
 once delivered; expired messages are dropped; ``serctl im`` to an offline
-user goes the same way.  On SQLite, MariaDB and PostgreSQL."""
+user goes the same way.  On SQLite, MariaDB and PostgreSQL.  The seed's
+shell IM script sends a NOTIFY, which msilo.cfg answers 404 as SER did
+(it stores MESSAGEs only)."""
 
 from __future__ import annotations
 
@@ -34,11 +36,12 @@ MSILO_CFG = ROOT / "examples" / "cfg" / "msilo.cfg"
 
 
 def msilo_cfg(db_url: str, extra: str = "") -> str:
-    """msilo.cfg on a free port with a private FIFO and the test's database."""
+    """msilo.cfg on a free port with a private FIFO (and reply FIFOs in the
+    test's directory) and the test's database."""
     cfg = MSILO_CFG.read_text()
     cfg, n = re.subn(r'(?m)^modparam\("msilo","db_url",.*$', f'modparam("msilo","db_url","{db_url}")', cfg)
     assert n == 1, "msilo.cfg changed"
-    head = 'listen=udp:{host}:{port}\nfifo="{fifo}"\n'
+    head = 'listen=udp:{host}:{port}\nfifo="{fifo}"\nfifo_dir="{workdir}/"\n'
     return head + cfg.replace("{", "{{").replace("}", "}}") + extra
 
 
@@ -182,7 +185,7 @@ def test_serctl_im_to_offline_user(ser_factory: Callable[..., SerProcess], tmp_p
     url = new_db_url("sqlite", tmp_path)
     asyncio.run(create_all(url))
     sp = ser_factory(msilo_cfg(url))
-    env = {**os.environ, "SER_FIFO": sp.fifo, "SIP_DOMAIN": "127.0.0.1"}
+    env = {**os.environ, "SER_FIFO": sp.fifo, "SER_FIFO_DIR": f"{sp.workdir}/", "SIP_DOMAIN": "127.0.0.1"}
     r = subprocess.run(
         [
             sys.executable,
@@ -203,3 +206,28 @@ def test_serctl_im_to_offline_user(ser_factory: Callable[..., SerProcess], tmp_p
     assert [(row[0], bytes(row[5])) for row in silo_rows(url)] == [("dave", b"are you there?\r\n")]
     trace = register_and_receive(sp, "dave", tmp_path / "dave", url, 1)
     assert "] are you there?" in trace
+
+
+def test_seed_shell_im_script_to_offline_user(ser_factory: Callable[..., SerProcess], tmp_path: Path) -> None:
+    url = new_db_url("sqlite", tmp_path)
+    asyncio.run(create_all(url))
+    sp = ser_factory(msilo_cfg(url))
+    reply_fifo = sp.workdir / "hh"  # the script's reply FIFO name
+    os.mkfifo(reply_fifo)
+    env = {**os.environ, "SER_FIFO": sp.fifo, "RECEIVER": f"sip:erin@127.0.0.1:{sp.port}"}
+    script = ROOT / "examples" / "uac" / "send_im.sh"
+    subprocess.run(["/bin/sh", str(script), "are", "you", "there?"], env=env, check=True, timeout=10)
+    fd = os.open(reply_fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        got = b""
+        deadline = time.monotonic() + 10
+        while b"\n" not in got and time.monotonic() < deadline:
+            try:
+                got += os.read(fd, 4096)
+            except BlockingIOError:
+                pass
+            time.sleep(0.02)
+    finally:
+        os.close(fd)
+    assert got.startswith(b"404 Not found\n"), got + sp.log().encode()
+    assert silo_rows(url) == []
