@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import time
 from collections.abc import Sequence
@@ -50,6 +49,7 @@ from sipexpress.db.engine import DbError, run
 from sipexpress.db.schema import REQUIRED_VERSIONS
 from sipexpress.modules._dbquery import DB_PARAMS, DbLookup, make_table
 from sipexpress.sip.errors import SipParseError
+from sipexpress.sip.locate import is_numeric
 from sipexpress.sip.uri import SipUri
 
 log = logging.getLogger("sipexpress.msilo")
@@ -77,22 +77,22 @@ def _fix_mode(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
     return (int(mode),)
 
 
-def _aor(uri_text: str | None) -> SipUri | None:
-    """The URI when it names an address of record: a user at a host that
-    is not an IP address (SER's test in m_store)."""
+def _user_at_host(uri_text: str | None) -> SipUri | None:
+    """The URI when it has a user and a host."""
     if not uri_text:
         return None
     try:
         uri = SipUri.parse(uri_text)
     except SipParseError:
         return None
-    if not uri.user or not uri.host:
-        return None
-    try:
-        ipaddress.ip_address(uri.host.strip("[]"))
-    except ValueError:
-        return uri
-    return None
+    return uri if uri.user and uri.host else None
+
+
+def _aor(uri_text: str | None) -> SipUri | None:
+    """The URI when it names an address of record: a user at a host that
+    is not an IP address (SER's test in m_store)."""
+    uri = _user_at_host(uri_text)
+    return None if uri is None or is_numeric(uri.host) else uri
 
 
 def offline_body(inc_time: int, body: bytes) -> bytes:
@@ -177,14 +177,7 @@ class MsiloModule(Module):
             uri = _aor(ctx.new_uri)
         if uri is None and mode <= 1:
             uri = _aor(ctx.original_ruri)
-        if uri is None:
-            try:
-                uri = SipUri.parse(to_uri)
-            except SipParseError:
-                return None
-            if not uri.user or not uri.host:
-                return None
-        return uri
+        return uri or _user_at_host(to_uri)
 
     async def m_store(self, ctx: RequestContext, mode: int) -> int:
         msg = ctx.msg
