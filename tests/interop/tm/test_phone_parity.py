@@ -61,6 +61,7 @@ route {{
         break;
     }};
     if (uri =~ "^sip:(busy|ring)@") {{ rewritehostport("127.0.0.1:{uas}"); t_relay(); break; }};
+    if (uri =~ "^sip:stateless@") {{ forward_udp("127.0.0.1", "{uas}"); break; }};
     if (!lookup("location")) {{ sl_send_reply("404", "Not Found"); break; }};
     t_relay();
 }}
@@ -147,6 +148,17 @@ def test_tcp_caller_to_udp_phone_double_rr_and_bye_from_callee(ser, ports: Ports
     via = header(invite, "Via")
     # RFC 3581 §4: rport filled and received added, even with the same IP
     assert re.search(r";rport=\d+;received=127\.0\.0\.1|;received=127\.0\.0\.1;rport=\d+", via[1]), via
+
+
+def test_stateless_forward_to_other_transport_double_rr(ser, ports: Ports, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sp = ser()
+    callee = SippPhone("uas", tmp_path / "uas", port=ports.uas, settle=0.3)
+    call = caller(sp, tmp_path / "uac", "stateless", transport="t1")
+    assert call.wait(20) == 0, call.received() + sp.log()
+    callee.stop()
+    (_, invite), *_ = received(callee.received(), "INVITE ")
+    rr = header(invite, "Record-Route")
+    assert len(rr) == 2 and ";transport=tcp;r2=on" in rr[1] and ";r2=on" in rr[0], rr
 
 
 def test_dead_tcp_next_hop_503_at_once_and_failure_route_moves_on(ser, ports: Ports, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
