@@ -137,6 +137,8 @@ def test_tcp_caller_to_udp_phone_double_rr_and_bye_from_callee(ser, ports: Ports
     call_rc, callee_rc = call.wait(20), callee.wait(20)
     trace = callee.received()
     assert (call_rc, callee_rc) == (0, 0), trace + call.received() + sp.log()
+    (_, trying), *_ = received(call.received(), "SIP/2.0 100 ")
+    assert re.search(r";rport=\d+;received=127\.0\.0\.1|;received=127\.0\.0\.1;rport=\d+", trying), trying
     (_, invite), *_ = received(trace, "INVITE ")
     # RFC 3263 §4.1: no transport and a numeric host: UDP, although the caller used TCP
     rr = header(invite, "Record-Route")

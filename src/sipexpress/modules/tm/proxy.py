@@ -617,7 +617,13 @@ class TransactionLayer:
         if ctx is None:
             ctx = self.reply_ctx(t)
         if code == 100:
-            data = build_reply(t.request, 100, reason)
+            req = t.request
+            if req.via1.rport == "":
+                # RFC 3581 §4, before relay() fixes the request's Via
+                rcv = t.rcv
+                data = build_reply(req, 100, reason, received=rcv.src_ip, rport=rcv.src_port)
+            else:
+                data = build_reply(req, 100, reason)
         else:
             data = self.core.build_reply(ctx, code, reason, extra_headers, body, self.tag_for(t))
         return self._respond(t, code, data, local)
