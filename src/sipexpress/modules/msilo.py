@@ -40,14 +40,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import ColumnClause, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sipexpress.core.context import RequestContext
+from sipexpress.core.context import CoreAPI, RequestContext
 from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
 from sipexpress.db.engine import DbError, run
 from sipexpress.db.schema import REQUIRED_VERSIONS
-from sipexpress.modules._dbquery import DB_PARAMS, DbLookup, make_table
+from sipexpress.modules._dbquery import DB_PARAMS, DbLookup, ident, make_table
 from sipexpress.sip.errors import SipParseError
 from sipexpress.sip.locate import is_numeric
 from sipexpress.sip.uri import SipUri
@@ -115,10 +115,13 @@ class MsiloModule(Module):
         *(Param(name, str, column, f"column name ({column})") for name, column in _COLUMNS),
     )
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: CoreAPI) -> None:
         super().__init__(core)
         self.db = DbLookup(self)
-        self._in_flight: set[int] = set()
+        self.table = make_table("silo")
+        self.col: dict[str, ColumnClause[Any]] = {}  # sc_* parameter -> column
+        self.registrar = ""
+        self._in_flight: set[int] = set()  # mids sent and not answered yet
         self._cleaner: asyncio.Task[None] | None = None
 
     def functions(self) -> Sequence[ScriptFunction]:
@@ -143,15 +146,14 @@ class MsiloModule(Module):
         )
 
     # -- life cycle ------------------------------------------------------------
-    def _col(self, param: str) -> str:
-        return str(self.values[param])
-
     async def start(self) -> None:
         for param in ("check_time", "clean_period", "expire_time"):
             if int(self.values[param]) <= 0:
                 raise ConfigError(f"msilo: {param} must be positive")
         self.db.configure()
-        self.table = make_table(str(self.values["db_table"]), *(self._col(p) for p, _ in _COLUMNS))
+        names = {param: ident(str(self.values[param])) for param, _ in _COLUMNS}
+        self.table = make_table(str(self.values["db_table"]), *names.values())
+        self.col = {param: self.table.c[name] for param, name in names.items()}
         self.registrar = str(self.values["registrar"])
         if str(self.values["db_table"]).lower() == "silo":
             await self.db.check_versions(REQUIRED_VERSIONS["msilo"])
@@ -203,19 +205,19 @@ class MsiloModule(Module):
         if expires_hf and expires_hf.strip().isdigit() and int(expires_hf) > 0:
             lifetime = min(lifetime, int(expires_hf))
         now = int(time.time())
-        c = self.table.c
-        row = {
-            self._col("sc_to"): to_uri,
-            self._col("sc_from"): from_uri,
-            self._col("sc_uri_user"): uri.user,
-            self._col("sc_uri_host"): uri.host,
-            self._col("sc_body"): body,
-            self._col("sc_ctype"): ctype,
-            self._col("sc_exp_time"): now + lifetime,
-            self._col("sc_inc_time"): now,
+        col = self.col
+        values = {
+            col["sc_to"]: to_uri,
+            col["sc_from"]: from_uri,
+            col["sc_uri_user"]: uri.user,
+            col["sc_uri_host"]: uri.host,
+            col["sc_body"]: body,
+            col["sc_ctype"]: ctype,
+            col["sc_exp_time"]: now + lifetime,
+            col["sc_inc_time"]: now,
         }
         try:
-            await self._write(insert(self.table).values({c[k]: v for k, v in row.items()}))
+            await self._write(insert(self.table).values(values))
         except DbError as e:
             log.error("m_store: cannot store the message for %s@%s: %s", uri.user, uri.host, e)
             return -1
@@ -256,15 +258,14 @@ class MsiloModule(Module):
         if not uri.user or not uri.host:
             log.error("m_dump: no user in the To URI %s", to_uri)
             return -1
-        c = self.table.c
-        cols = [c[self._col(p)] for p in ("sc_mid", "sc_from", "sc_to", "sc_body", "sc_ctype", "sc_inc_time")]
+        cols = [self.col[p] for p in ("sc_mid", "sc_from", "sc_to", "sc_body", "sc_ctype", "sc_inc_time")]
         stmt = select(*cols).where(
-            c[self._col("sc_uri_user")] == uri.user,
-            c[self._col("sc_uri_host")] == uri.host,
-            c[self._col("sc_exp_time")] > int(time.time()),
+            self.col["sc_uri_user"] == uri.user,
+            self.col["sc_uri_host"] == uri.host,
+            self.col["sc_exp_time"] > int(time.time()),
         )
         try:
-            rows = await self.db.rows(stmt.order_by(c[self._col("sc_mid")]))
+            rows = await self.db.rows(stmt.order_by(self.col["sc_mid"]))
         except DbError as e:
             log.error("m_dump: cannot read the messages of %s: %s", to_uri, e)
             return -1
@@ -286,8 +287,7 @@ class MsiloModule(Module):
         try:
             status = await self._send("message", ruri, headers, body, ctype, next_hop)
             if 200 <= status < 300:
-                c = self.table.c
-                await self._write(delete(self.table).where(c[self._col("sc_mid")] == mid))
+                await self._write(delete(self.table).where(self.col["sc_mid"] == mid))
                 log.info("msilo: message %s delivered to %s and deleted", mid, ruri)
             else:
                 log.info("msilo: message %s to %s not delivered (%s); kept", mid, ruri, status)
@@ -324,11 +324,8 @@ class MsiloModule(Module):
 
     async def clean_expired(self) -> int:
         """Delete the messages past their expiry; the number deleted."""
-        c = self.table.c
         try:
-            result = await self._write(
-                delete(self.table).where(c[self._col("sc_exp_time")] <= int(time.time()))
-            )
+            result = await self._write(delete(self.table).where(self.col["sc_exp_time"] <= int(time.time())))
         except DbError as e:
             log.error("msilo: cannot delete expired messages: %s", e)
             return 0
