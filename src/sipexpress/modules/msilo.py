@@ -43,7 +43,8 @@ from typing import Any
 from sqlalchemy import ColumnClause, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sipexpress.core.context import CoreAPI, RequestContext
+from sipexpress.core.api import CoreAPI
+from sipexpress.core.context import RequestContext
 from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
 from sipexpress.db.engine import DbError, run
 from sipexpress.db.schema import REQUIRED_VERSIONS
