@@ -168,9 +168,7 @@ def test_msilo_store_deliver_delete(ser_factory: Callable[..., SerProcess], url:
     notice.sock.close()
 
 
-def test_msilo_expired_message_dropped(ser_factory: Callable[..., SerProcess], tmp_path: Path) -> None:
-    url = new_db_url("sqlite", tmp_path)
-    asyncio.run(create_all(url))
+def test_msilo_expired_message_dropped(ser_factory: Callable[..., SerProcess], url: str) -> None:
     sp = ser_factory(
         msilo_cfg(url, 'modparam("msilo", "check_time", 1)\nmodparam("msilo", "clean_period", 1)\n')
     )
