@@ -78,6 +78,6 @@ class MaxfwdModule(Module):
             return 1
         if value <= 0:
             return -1
-        limit = int(self.values["max_limit"])
+        limit: int = self.values["max_limit"]  # an int: set_param converts
         msg.replace_header("Max-Forwards", str(limit if value > limit else value - 1))
         return 1
