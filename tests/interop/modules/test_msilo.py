@@ -15,7 +15,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from sipexpress.db import create_all, dispose_engines
 from sipexpress.db.engine import run
 from sipexpress.sip.message import SipMessage
 from tests.interop.tm.phone import reply_addr, reply_to
-from tests.support import ROOT, SerProcess, SippPhone, free_port, run_sipp
+from tests.support import ROOT, SerProcess, SippPhone, free_port, run_sipp, wait_for
 from tests.unit.db.dbfixtures import BACKENDS, cleanup, new_db_url
 
 pytestmark = pytest.mark.interop
@@ -74,12 +73,9 @@ def silo_rows(url: str) -> list[tuple[Any, ...]]:
 
 
 def wait_rows(url: str, cond: Callable[[list[tuple[Any, ...]]], bool], timeout: float = 10.0) -> list[Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = silo_rows(url)
-        if cond(rows) or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.1)
+    """The silo's rows once ``cond`` holds for them (or after ``timeout``)."""
+    wait_for(lambda: cond(silo_rows(url)), timeout, interval=0.1)
+    return silo_rows(url)
 
 
 class NoticeSocket:
@@ -119,14 +115,11 @@ def register_and_receive(sp: SerProcess, user: str, workdir: Path, url: str, pen
         workdir,
         extra=["-s", user, "-oocsf", str(ROOT / "tests/data/sipp/uas_message.xml")],
         remote=f"{sp.host}:{sp.port}",
-        settle=0,
     )
     try:
         rows = wait_rows(url, lambda rows: sum(r[0] == user for r in rows) < pending)
         assert not [r for r in rows if r[0] == user], sp.log()
-        deadline = time.monotonic() + 5
-        while phone.received().count("MESSAGE sip:") < pending and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: phone.received().count("MESSAGE sip:") >= pending)
         return phone.received()
     finally:
         phone.stop()
@@ -217,14 +210,16 @@ def test_seed_shell_im_script_to_offline_user(ser_factory: Callable[..., SerProc
     script = ROOT / "examples" / "uac" / "send_im.sh"
     subprocess.run(["/bin/sh", str(script), "are", "you", "there?"], env=env, check=True, timeout=10)
     fd = os.open(reply_fifo, os.O_RDONLY | os.O_NONBLOCK)
+    got = bytearray()
+
+    def reply_line() -> bool:
+        # no writer yet reads as EOF, so select() cannot wait for it
+        with contextlib.suppress(BlockingIOError):
+            got.extend(os.read(fd, 4096))
+        return b"\n" in got
+
     try:
-        got = b""
-        deadline = time.monotonic() + 10
-        while b"\n" not in got and time.monotonic() < deadline:
-            # no writer yet reads as EOF, so select() cannot wait for it
-            with contextlib.suppress(BlockingIOError):
-                got += os.read(fd, 4096)
-            time.sleep(0.02)
+        wait_for(reply_line, 10.0)
     finally:
         os.close(fd)
     assert got.startswith(b"404 Not found\n"), got + sp.log().encode()

@@ -54,13 +54,13 @@ route {{
     if (loose_route()) {{ t_relay(); break; }};
     if (method == "REGISTER") {{ save("location"); break; }};
     if (uri =~ "^sip:dead@") {{ t_on_failure("1"); t_relay_to_tcp("127.0.0.1", "{dead}"); break; }};
-    if (uri =~ "^sip:fork@") {{
+    if (uri =~ "^sip:fork@" && method == "INVITE") {{
         rewritehostport("127.0.0.1:{uas}");
         append_branch("sip:fork@127.0.0.1:{uas2}");
         t_relay();
         break;
     }};
-    if (uri =~ "^sip:(busy|ring)@") {{ rewritehostport("127.0.0.1:{uas}"); t_relay(); break; }};
+    if (uri =~ "^sip:(busy|ring|fork)@") {{ rewritehostport("127.0.0.1:{uas}"); t_relay(); break; }};
     if (uri =~ "^sip:stateless@") {{ forward_udp("127.0.0.1", "{uas}"); break; }};
     if (!lookup("location")) {{ sl_send_reply("404", "Not Found"); break; }};
     t_relay();
@@ -96,9 +96,7 @@ def ser(ser_factory: Callable[..., SerProcess], ports: Ports) -> Iterator[Callab
 def caller(
     sp: SerProcess, workdir: Path, service: str, scenario: str = "uac", transport: str = "u1"
 ) -> SippPhone:
-    return SippPhone(
-        scenario, workdir, extra=["-s", service, "-t", transport], remote=f"{sp.host}:{sp.port}", settle=0
-    )
+    return SippPhone(scenario, workdir, extra=["-s", service, "-t", transport], remote=f"{sp.host}:{sp.port}")
 
 
 def messages(trace: str) -> list[tuple[datetime, str]]:
@@ -132,7 +130,7 @@ def test_tcp_caller_to_udp_phone_double_rr_and_bye_from_callee(ser, ports: Ports
         timeout=30,
     )
     assert reg.ok, reg.stdout + reg.stderr
-    callee = SippPhone("uas_bye.xml", tmp_path / "bob", port=ports.uas, settle=0.3)
+    callee = SippPhone("uas_bye.xml", tmp_path / "bob", port=ports.uas)
     call = caller(sp, tmp_path / "alice", "bob", "uac_bye_from_callee.xml", transport="t1")
     call_rc, callee_rc = call.wait(20), callee.wait(20)
     trace = callee.received()
@@ -154,7 +152,7 @@ def test_tcp_caller_to_udp_phone_double_rr_and_bye_from_callee(ser, ports: Ports
 
 def test_stateless_forward_to_other_transport_double_rr(ser, ports: Ports, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     sp = ser()
-    callee = SippPhone("uas", tmp_path / "uas", port=ports.uas, settle=0.3)
+    callee = SippPhone("uas", tmp_path / "uas", port=ports.uas)
     call = caller(sp, tmp_path / "uac", "stateless", transport="t1")
     assert call.wait(20) == 0, call.received() + sp.log()
     callee.stop()
@@ -165,7 +163,7 @@ def test_stateless_forward_to_other_transport_double_rr(ser, ports: Ports, tmp_p
 
 def test_dead_tcp_next_hop_503_at_once_and_failure_route_moves_on(ser, ports: Ports, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     sp = ser()
-    callee = SippPhone("uas", tmp_path / "uas", port=ports.uas, settle=0.3)
+    callee = SippPhone("uas", tmp_path / "uas", port=ports.uas)
     start = time.monotonic()
     call = caller(sp, tmp_path / "uac", "dead")
     rc = call.wait(20)
@@ -178,7 +176,7 @@ def test_dead_tcp_next_hop_503_at_once_and_failure_route_moves_on(ser, ports: Po
 
 def test_timer_c_cancel_and_408_and_t1_retransmission(ser, ports: Ports, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     sp = ser(fr_inv=2)  # SER's default noisy_ctimer=0 is not set: RFC 3261 §16.8 applies
-    callee = SippPhone("uas_slow_ring.xml", tmp_path / "uas", port=ports.uas, settle=0.3)
+    callee = SippPhone("uas_slow_ring.xml", tmp_path / "uas", port=ports.uas)
     call = caller(sp, tmp_path / "uac", "ring", "uac_408.xml")
     call_rc, callee_rc = call.wait(20), callee.wait(20)
     trace = callee.received()
@@ -195,8 +193,8 @@ def test_timer_c_cancel_and_408_and_t1_retransmission(ser, ports: Ports, tmp_pat
 
 def test_cancel_after_2xx_has_reason(ser, ports: Ports, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     sp = ser()
-    answers = SippPhone("uas", tmp_path / "uas", port=ports.uas, settle=0)
-    rings = SippPhone("uas_ring_forever.xml", tmp_path / "ring", port=ports.uas2, settle=0.3)
+    answers = SippPhone("uas", tmp_path / "uas", port=ports.uas)
+    rings = SippPhone("uas_ring_forever.xml", tmp_path / "ring", port=ports.uas2)
     call = caller(sp, tmp_path / "uac", "fork")
     assert call.wait(20) == 0, call.received() + sp.log()
     assert rings.wait(20) == 0, rings.received() + sp.log()
@@ -208,7 +206,7 @@ def test_cancel_after_2xx_has_reason(ser, ports: Ports, tmp_path: Path) -> None:
 
 def test_ser_max_limit_16_and_ack_keeps_max_forwards(ser, ports: Ports, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     sp = ser(params='modparam("maxfwd", "max_limit", 16)')
-    busy = SippPhone("uas_busy.xml", tmp_path / "uas", port=ports.uas, settle=0.3)
+    busy = SippPhone("uas_busy.xml", tmp_path / "uas", port=ports.uas)
     call = caller(sp, tmp_path / "uac", "busy")
     call.wait(20)  # -sn uac does not expect the 486
     assert busy.wait(20) == 0, busy.received() + sp.log()
