@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sipexpress.modules.tm.table import _top_branch
+from sipexpress.modules.tm.replies import _top_branch
 from sipexpress.sip.message import SipMessage
 
 

@@ -57,12 +57,18 @@ class Phase(enum.Enum):
     FAILURE_ROUTE = "failure_route"
     FREED = "freed"
 
+    # members are singletons: the identity hash, not Enum's (a Python call
+    # hashing the name) -- every transaction looks its phases up
+    __hash__ = object.__hash__
+
 
 class ProxyEvent(enum.Enum):
     RELAY = "relay"  # branches sent (t_relay, serial forking, a local request)
     FAILURE_ROUTE_START = "failure_route_start"
     FAILURE_ROUTE_END = "failure_route_end"
     FREE = "free"  # every machine done (or t_release): out of the tables
+
+    __hash__ = object.__hash__  # as Phase's
 
 
 class ProxyStateError(Exception):
@@ -71,6 +77,8 @@ class ProxyStateError(Exception):
 
 _P = Phase
 _E = ProxyEvent
+# members as module constants: ``Phase.TRYING`` is a slow class lookup on 3.11
+_TRYING: Final = Phase.TRYING
 #: (phase, event) -> next phase; anything missing is an error
 TRANSITIONS: Final[dict[tuple[Phase, ProxyEvent], Phase]] = {
     (_P.TRYING, _E.RELAY): _P.FORWARDED,
@@ -220,7 +228,7 @@ class Transaction:
         self.legacy_negative = False  # armed by t_on_negative (2003 reply_route semantics)
         self.on_reply: str | None = None
         self.noisy = False  # acc marks transactions it wants a 408 for
-        self.phase = Phase.TRYING
+        self.phase = _TRYING
         self.final_status = 0  # final status sent upstream (0 = none yet)
         self.winner_status = 0
         self.replied_locally = False
@@ -255,17 +263,17 @@ class Transaction:
     @property
     def relayed(self) -> bool:
         """``t_relay`` (or a local request) sent branches already."""
-        return self.phase is not Phase.TRYING
+        return self.phase is not _TRYING
 
     # timer protocol (server side)
     def next_timer(self) -> float | None:
         t = self.uas.next_timer() if self.uas is not None else None
-        if self.guard < math.inf and not self.final_status and self.phase is Phase.TRYING:
+        if self.guard < math.inf and not self.final_status and self.phase is _TRYING:
             return self.guard if t is None else min(t, self.guard)
         return t
 
     def on_timer(self, now: float) -> None:
-        if now >= self.guard and not self.final_status and self.phase is Phase.TRYING:
+        if now >= self.guard and not self.final_status and self.phase is _TRYING:
             log.info("tm: %r created by t_newtran got no reply: released", self)
             self.guard = math.inf
             self.layer.release(self)

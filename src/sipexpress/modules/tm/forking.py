@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from sipexpress.core import errors
 from sipexpress.core.context import Proto, RequestContext
@@ -41,6 +41,8 @@ log = logging.getLogger("sipexpress.tm")
 
 #: what tm's coroutines are called in the log when they fail
 REPLY_PROCESSING = "tm: reply processing"
+_TRYING: Final = Phase.TRYING  # enum members as constants: faster than class lookups
+_RELAY: Final = ProxyEvent.RELAY
 _LR = re.compile(r";\s*lr(?:[;=>\s]|$)", re.IGNORECASE)
 
 
@@ -60,7 +62,7 @@ class Forking(TransactionTable):
         failure_route).  Returns 1 when at least one branch went out, else a
         SER error code."""
         msg = ctx.msg
-        first = t.phase is Phase.TRYING
+        first = t.phase is _TRYING
         targets: list[tuple[str, str | None]] = []
         if first and t.cancelled:
             # CANCELled while the script was still working on the INVITE
@@ -93,7 +95,7 @@ class Forking(TransactionTable):
         ctx.branches = []
         if not targets:
             return errors.E_NO_DESTINATION
-        t.advance(ProxyEvent.RELAY)
+        t.advance(_RELAY)
         route_hop = self._route_hop(t.request) if t.request.has_header("route") else None
         sent = 0
         err = errors.E_BUG

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import secrets
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from sipexpress.core.context import ReceiveInfo, RequestContext
 from sipexpress.modules.tm.cell import Branch, Phase, ProxyEvent, ServerKey, Transaction
@@ -40,21 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("sipexpress.tm")
 
 _NEGATIVE_DONE = (State.COMPLETED, State.CONFIRMED)
-
-
-# separators may hold a folded line end
-_BRANCH = re.compile(rb";[ \t\r\n]*branch[ \t\r\n]*=[ \t\r\n]*([^;, \t\r\n]+)", re.IGNORECASE)
-
-
-def _top_branch(msg: SipMessage) -> str | None:
-    """The branch parameter of the top Via, from the raw line (the reply
-    fast path: no decoding, no Via parsing)."""
-    line = msg.first_field_line("via")
-    if line is None:
-        return None
-    comma = line.find(b",")
-    m = _BRANCH.search(line, line.find(b":") + 1, comma if comma > 0 else len(line))
-    return m.group(1).decode("utf-8", "surrogateescape") if m is not None else None
+_FREED: Final = Phase.FREED  # enum members as constants: faster than class lookups
+_FREE: Final = ProxyEvent.FREE
 
 
 class TransactionTable(ABC):
@@ -217,7 +203,7 @@ class TransactionTable(ABC):
     def maybe_free(self, t: Transaction) -> None:
         """Out of the tables once every machine is done (and a local
         transaction has its answer)."""
-        if t.phase is Phase.FREED:
+        if t.phase is _FREED:
             return
         if t.uas is not None and t.uas.state is not State.TERMINATED:
             return
@@ -226,7 +212,7 @@ class TransactionTable(ABC):
         for br in t.branches:
             if br.alive:
                 return
-        t.advance(ProxyEvent.FREE)
+        t.advance(_FREE)
         if t.key is not None and self.server.get(t.key) is t:
             del self.server[t.key]
         for br in t.branches:
