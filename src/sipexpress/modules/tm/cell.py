@@ -189,6 +189,7 @@ class Transaction:
         "ruri_at_relay",
         "sched",
         "send_socket",
+        "started",
         "to_tag",
         "uac_future",
         "uac_reason",
@@ -209,6 +210,7 @@ class Transaction:
         local: bool = False,
     ) -> None:
         self.layer = layer
+        self.started = layer.core.now()
         self.request = request
         self.rcv = rcv
         self.key = key

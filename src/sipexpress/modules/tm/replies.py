@@ -79,6 +79,15 @@ def _strip_top_via(msg: SipMessage) -> bytes:
 class ReplySelection(Forking):
     """What the branches answer, and what goes upstream."""
 
+    def transaction_id(self, msg: SipMessage) -> str | None:
+        """The id of the transaction a message belongs to (log lines)."""
+        if msg.is_request:
+            t = self.lookup(msg)
+            return t.id if t is not None else None
+        bid = _top_branch(msg)
+        br = self.client.get(bid) if bid is not None else None
+        return br.trans.id if br is not None else None
+
     def reply_hook(self, msg: SipMessage, rcv: ReceiveInfo) -> bool:
         """A reply from downstream: ours if its top Via branch is."""
         bid = _top_branch(msg)

@@ -246,7 +246,7 @@ class TransactionTable(ABC):
         t.final_status = status
         t.waiting = True
         self.stats.waiting += 1
-        self.stats.completion(status)
+        self.stats.completion(status, self.core.now() - t.started)
         for cb in self.on_complete:
             try:
                 cb(t, status)
