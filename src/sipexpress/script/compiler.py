@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import Any
 
 from sipexpress.core.context import CoreAPI, Proto, RequestContext, RouteTable
-from sipexpress.core.registry import ConfigError, FixupEnv, Module, RouteType, ScriptFunction
+from sipexpress.core.registry import ConfigError, FixupEnv, Module, RouteType, ScriptFunction, did_you_mean
 from sipexpress.script import ast, runtime
 from sipexpress.script.core_actions import CORE_ACTIONS, MAX_LEN, ArgError
 from sipexpress.script.errors import CfgError, ScriptExit
@@ -282,7 +282,8 @@ class _Compiler:
         for opt in self.cfg.options:
             name = SYNONYMS.get(opt.name, opt.name)
             if opt.name not in known and name not in known:
-                raise self.err(f"unknown option '{opt.name}'", opt)
+                raise self.err(f"unknown option '{opt.name}'{did_you_mean(opt.name, DEFAULTS)}", opt)
+            self.check_missing_equals(opt, known)
             if name in ("listen", "alias"):
                 value: Any = [self.socket_text(v) for v in opt.values]
             else:
@@ -301,6 +302,13 @@ class _Compiler:
                 _logged_no_effect.add(name)
                 log.info("option '%s' is accepted but has no effect in sipexpress", opt.name)
         return raw
+
+    def check_missing_equals(self, opt: ast.Option, known: set[str]) -> None:
+        """``port=5060`` followed by ``fifo "x"`` parses as one option with
+        three values; name the option whose '=' is missing, not ``port``."""
+        for v in opt.values[1:]:
+            if isinstance(v, ast.Name) and v.value in known and v.line > opt.line:
+                raise self.err(f"option '{v.value}' needs '=': {v.value} = value", v)
 
     def option_value(self, v: ast.Value, name: str) -> Any:
         if isinstance(v, ast.Str):
@@ -342,7 +350,7 @@ class _Compiler:
 
     # ---- modules -------------------------------------------------------------
     def loadmodule(self, item: ast.LoadModule) -> None:
-        from sipexpress.modules import UnknownModule, load_module_class, module_name_from_path
+        from sipexpress.modules import CATALOGUE, UnknownModule, load_module_class, module_name_from_path
 
         name = module_name_from_path(item.path.value)
         if not name:
@@ -355,7 +363,8 @@ class _Compiler:
             cls = load_module_class(name)
         except UnknownModule:
             raise self.err(
-                f"unknown module '{name}' (loadmodule \"{item.path.value}\"): not available in sipexpress",
+                f"unknown module '{name}' (loadmodule \"{item.path.value}\"): not available in sipexpress"
+                + did_you_mean(name, CATALOGUE),
                 item.path,
             ) from None
         except Exception as e:
@@ -679,7 +688,8 @@ class _Compiler:
         else:
             raise self.err("route(): route number or name expected", a)
         if ("request", name) not in self.blocks:
-            raise self.err(f"route({name}): there is no route[{name}] block", a)
+            known = [n for kind, n in self.blocks if kind == "request"]
+            raise self.err(f"route({name}): there is no route[{name}] block{did_you_mean(name, known)}", a)
         fn = f"B_request_{self.ident(name)}"
         if name in self.cyclic:
             return f"(await _guard({fn}, ctx))"
@@ -717,7 +727,11 @@ class _Compiler:
                 block = {"failure": "failure_route", "onreply": "onreply_route", "branch": "branch_route"}[
                     ref_kind
                 ]
-                raise self.err(f'{st.name}("{ref}"): there is no {block}[{ref}] block', st.args[0])
+                known = [n for kind, n in self.blocks if kind == ref_kind]
+                raise self.err(
+                    f'{st.name}("{ref}"): there is no {block}[{ref}] block{did_you_mean(ref, known)}',
+                    st.args[0],
+                )
         args: list[Any] = []
         for a in st.args:
             if isinstance(a, ast.Str):
@@ -752,7 +766,7 @@ class _Compiler:
                     return f"unknown function '{name}' (it is exported by module '{modname}', which is not loaded)"
             except Exception:
                 continue
-        return f"unknown function '{name}'"
+        return f"unknown function '{name}'{did_you_mean(name, [*self.functions, *CORE_ACTIONS])}"
 
     # ---- expressions -------------------------------------------------------------
     def expr(self, e: ast.Expr) -> str:
