@@ -70,6 +70,7 @@ DEFAULTS: dict[str, Any] = {
     "web_base_url": None,
     "web_outbound": None,
     "web_sample_interval": None,
+    "web_signup": False,
     "unix_sock": None,
     "unix_sock_children": 1,
     "unix_tx_timeout": 500,

@@ -549,8 +549,10 @@ class Core:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2.0)
 
-    def request_stop(self) -> None:
+    def request_stop(self, reason: str = "stop requested") -> None:
         if self._stop_event is not None:
+            if not self._stop_event.is_set():
+                log.log(25, "stopping: %s", reason)
             self._stop_event.set()
 
     async def serve(self, ready: Callable[[], None] | None = None) -> int:
@@ -561,9 +563,9 @@ class Core:
         # cleanly (usrloc's write-back flush, the FIFO file removed)
         self._stop_event = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig, why in ((signal.SIGTERM, "SIGTERM received"), (signal.SIGINT, "SIGINT received (Ctrl-C)")):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.request_stop)
+                loop.add_signal_handler(sig, self.request_stop, why)
         try:
             await self.start()
         except BaseException:

@@ -11,6 +11,7 @@ same information structured for JSON-RPC.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import platform
 import signal
@@ -26,6 +27,8 @@ PRINT_MAX = 255  # SER's print buffer: MAX_PRINT_TEXT 256 including the NUL
 KILL_DELAY = 0.5  # leave time for the reply to reach its FIFO before SIGTERM
 
 VERSION_TEXT = f"Sip EXpress router (sipexpress {__version__} ({platform.machine()}/{sys.platform}))"
+
+log = logging.getLogger("sipexpress.mgmt")
 
 
 class BuiltinHost(Protocol):
@@ -84,6 +87,7 @@ def builtin_commands(host: BuiltinHost, allow_kill: bool = False) -> list[MgmtCo
         return MgmtReply(data=data, text="".join(f"{i}\t{pid}\t{d}\n" for i, (pid, d) in enumerate(rows)))
 
     async def kill(params: list[str]) -> MgmtReply:
+        log.log(25, "management command kill: SIGTERM to the process group")
         asyncio.get_running_loop().call_later(KILL_DELAY, _terminate_group)
         return MgmtReply(200, "killing now...", data="killing now...", eol=False)
 
