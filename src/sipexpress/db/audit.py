@@ -53,3 +53,19 @@ async def admins_with_default_password(url: str, extra_admins: Iterable[str] = (
         return sorted(found)
 
     return await run(url, op, write=False)
+
+
+async def served_domains(url: str) -> list[str]:
+    """The domains of table ``domain``, else those of the subscribers: where
+    a user name without a domain belongs when there is only one."""
+    dom, sub = schema.domain, schema.subscriber
+
+    async def op(c: AsyncConnection) -> list[str]:
+        rows = await c.execute(select(dom.c.domain).distinct().order_by(dom.c.domain))
+        found = [r[0] for r in rows]
+        if not found:
+            rows = await c.execute(select(sub.c.domain).distinct().order_by(sub.c.domain))
+            found = [r[0] for r in rows]
+        return found
+
+    return await run(url, op, write=False)

@@ -39,9 +39,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sipexpress.core.registry import MgmtCommand, MgmtReply, Module
-from sipexpress.mgmt.builtin import builtin_commands
+from sipexpress.mgmt.builtin import builtin_commands, provisioning_command
 from sipexpress.mgmt.fifo import FifoError, FifoServer
 from sipexpress.mgmt.jsonrpc import Dispatcher, HttpServer, JsonRpcError, UnixServer, parse_address
+from sipexpress.mgmt.kamailio import add_kamailio_names
 from sipexpress.mgmt.registry import CommandRegistry, render_fifo
 
 __all__ = [
@@ -134,6 +135,8 @@ class Manager:
                 self.registry.register(cmd)
         for cmd in extra_commands:
             self.registry.register(cmd)
+        self.registry.register(provisioning_command(self.options), listed=False)
+        add_kamailio_names(self.registry)
         self.dispatcher = Dispatcher(self.registry)
         self.fifo: FifoServer | None = None
         self.http: HttpServer | None = None

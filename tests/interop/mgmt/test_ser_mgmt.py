@@ -156,7 +156,8 @@ def test_serctl_ul_and_alias_add(ser: SerProcess) -> None:
     assert r.returncode == 1 and "error: invalid URI: not-a-uri" in r.stderr
     db = {"SER_DB_URL": f"sqlite:///{ser.workdir}/db.sqlite"}
     r = serctl(ser, "alias", "add", "bobby", "sip:bob@iptel.org", env=db)
-    assert r.returncode == 2 and "database error" in r.stderr  # no tables yet: said clearly
+    assert r.returncode == 2 and "no database at" in r.stderr  # said clearly, and not created empty
+    assert not (ser.workdir / "db.sqlite").exists()
     assert serctl(ser, "db", "create", env=db).returncode == 0
     r = serctl(ser, "alias", "add", "bobby", "sip:bob@iptel.org", env=db)
     assert r.returncode == 0 and r.stdout.startswith("200 Added to table\n"), r.stdout + r.stderr
