@@ -131,6 +131,9 @@ def load_config(core: Core, path: str | None) -> str:
         return path
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: no such file")
+    from sipexpress.script.reload import reload_command
+
+    core.mgmt_commands.append(reload_command(core, os.path.abspath(path)))
     try:
         from sipexpress.script import compiler
     except ImportError as e:

@@ -421,6 +421,23 @@ def rpc_cmd(c: Ctx, method: str, args: tuple[str, ...]) -> None:
     emit(json.dumps(result, indent=None if c.json else 2, ensure_ascii=False) + "\n")
 
 
+@cli.command("reload")
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@pass_ctx
+def reload_cmd(c: Ctx, config: str | None) -> None:
+    """Recompile the server's ser.cfg (or CONFIG) and swap its routes without
+    a restart; a config with errors changes nothing (they are printed)."""
+    params = [os.path.abspath(config)] if config else []
+    if c.json:
+        sys.exit(print_rpc(c, "reload", params))
+    code, text = fifo(c, "reload", params)
+    if 200 <= code < 300:
+        emit(filter_fl(text))
+        sys.exit(0)
+    err.print(text.rstrip("\n"), markup=False)
+    sys.exit(1)
+
+
 @cli.command("ps")
 @pass_ctx
 def ps_cmd(c: Ctx) -> None:

@@ -50,7 +50,7 @@ from sipexpress import __version__
 from sipexpress.core import errors
 from sipexpress.core.context import Proto, ReceiveInfo, RequestContext, RouteTable
 from sipexpress.core.options import SIP_PORT, SIPS_PORT, SocketSpec, normalize_options
-from sipexpress.core.registry import ConfigError, Module, RouteType
+from sipexpress.core.registry import ConfigError, MgmtCommand, Module, RouteType
 from sipexpress.core.resolver import Resolver
 from sipexpress.core.stats import Stats
 from sipexpress.core.transport import (
@@ -176,6 +176,8 @@ class Core:
         self.to_tag_prefix = hashlib.md5(f"sipexpress-sl-{os.getpid()}".encode()).hexdigest()
         self._tag_prefix_b = self.to_tag_prefix.encode()
         self._main_route: Callable[[RequestContext], Any] | None = None
+        #: management commands of the program running the core (``reload``)
+        self.mgmt_commands: list[MgmtCommand] = []
         self._status_lines: dict[tuple[int, str], bytes] = {}
 
     # ------------------------------------------------------------------
@@ -251,14 +253,15 @@ class Core:
             log.error("background task failed: %r", exc, exc_info=exc)
 
     async def run_route(self, kind: RouteType, name: str, ctx: RequestContext) -> int:
+        routes = ctx.routes  # those the message (or its transaction) started on
         if kind == RouteType.REQUEST:
-            table = self.routes.request
+            table = routes.request
         elif kind == RouteType.FAILURE:
-            table = self.routes.failure
+            table = routes.failure
         elif kind == RouteType.ONREPLY:
-            table = self.routes.onreply
+            table = routes.onreply
         else:
-            table = self.routes.branch
+            table = routes.branch
         fn = table.get(name)
         if fn is None:
             log.error("route %s[%s] does not exist", kind.name, name)

@@ -225,7 +225,8 @@ async def start(core: Any) -> Manager:
     """Build the registry from the built-ins and ``core.modules`` and start
     the configured transports.  Raises :class:`MgmtStartError`."""
     global _current
-    mgr = Manager(getattr(core, "options", {}) or {}, _modules_of(core), core=core)
+    extra = getattr(core, "mgmt_commands", ())
+    mgr = Manager(getattr(core, "options", {}) or {}, _modules_of(core), extra, core=core)
     await mgr.start()
     _current = mgr
     return mgr

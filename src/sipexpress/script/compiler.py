@@ -183,14 +183,17 @@ class CheckCore:
 
 
 # ---------------------------------------------------------------------------
-def load_config(path: str | Path, core: CoreAPI, apply_options: bool = True) -> LoadedConfig:
-    """Read, parse and compile ``path`` for ``core``.  Raises :class:`CfgError`."""
+def load_config(
+    path: str | Path, core: CoreAPI, apply_options: bool = True, running: bool = False
+) -> LoadedConfig:
+    """Read, parse and compile ``path`` for ``core`` (``running``: see
+    :func:`compile_config`).  Raises :class:`CfgError`."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8", errors="surrogateescape")
     except OSError as e:
         raise CfgError(f"cannot read config: {e.strerror or e}", str(path)) from None
-    return compile_config(parse_config(text, str(path)), core, apply_options)
+    return compile_config(parse_config(text, str(path)), core, apply_options, running)
 
 
 def check_config(text: str, filename: str = "<config>") -> LoadedConfig:
@@ -198,11 +201,17 @@ def check_config(text: str, filename: str = "<config>") -> LoadedConfig:
     return compile_config(parse_config(text, filename), CheckCore())
 
 
-def compile_config(cfg: ast.Config, core: CoreAPI, apply_options: bool = True) -> LoadedConfig:
+def compile_config(
+    cfg: ast.Config, core: CoreAPI, apply_options: bool = True, running: bool = False
+) -> LoadedConfig:
+    """``running``: compile for a server that runs (a reload): the routes
+    are bound to the modules it already has, options are not applied, and a
+    module or modparam the running server lacks is an error (a restart
+    changes those)."""
     t0 = time.perf_counter()
-    c = _Compiler(cfg, core)
+    c = _Compiler(cfg, core, running)
     try:
-        loaded = c.run(apply_options)
+        loaded = c.run(apply_options and not running)
     except CfgError as e:
         if e.filename in ("", "<config>"):
             e.filename = cfg.filename
@@ -227,9 +236,10 @@ class _Block:
 
 
 class _Compiler:
-    def __init__(self, cfg: ast.Config, core: CoreAPI) -> None:
+    def __init__(self, cfg: ast.Config, core: CoreAPI, running: bool = False) -> None:
         self.cfg = cfg
         self.core = core
+        self.running = running
         self.modules: list[Module] = []
         self.functions: dict[str, list[tuple[Module, ScriptFunction]]] = {}
         self.globals: dict[str, Any] = {}
@@ -359,6 +369,14 @@ class _Compiler:
             if m.name == name or name in m.aliases:
                 log.warning("%s:%d: module '%s' loaded twice", self.cfg.filename, item.line, name)
                 return
+        if self.running:
+            live = self.core.module(name)
+            if live is None:
+                raise self.err(
+                    f"module '{name}' is not loaded in the running server: restart ser to add it", item
+                )
+            self.add_functions(live, item)
+            return
         try:
             cls = load_module_class(name)
         except UnknownModule:
@@ -375,10 +393,14 @@ class _Compiler:
             raise self.err(
                 f"module '{name}' failed to initialise: {type(e).__name__}: {e}", item.path
             ) from None
-        self.modules.append(mod)
         add = getattr(self.core, "add_module", None)
         if callable(add):
             add(mod)
+        self.add_functions(mod, item)
+
+    def add_functions(self, mod: Module, item: ast.LoadModule) -> None:
+        name = mod.name
+        self.modules.append(mod)
         try:
             fns = list(mod.functions())
         except Exception as e:
@@ -405,6 +427,9 @@ class _Compiler:
             if any(rx.match(n) for n in (m.name, *m.aliases)):
                 hit = True
                 try:
+                    if self.running:
+                        self.check_unchanged(m, item, value)
+                        continue
                     m.set_param(item.param.value, value)
                 except ConfigError as e:
                     raise self.err(f"modparam: {e}", item.param) from None
@@ -413,6 +438,19 @@ class _Compiler:
         if not hit:
             raise self.err(
                 f"modparam: no loaded module matches '{pattern}' (loadmodule must come first)", item.module
+            )
+
+    def check_unchanged(self, m: Module, item: ast.ModParam, value: Any) -> None:
+        """A reload keeps modparams: refuse one whose value changed."""
+        name = item.param.value
+        before = m.values.get(name)
+        m.set_param(name, value)  # the declared type's conversion, and its errors
+        now = m.values[name]
+        m.values[name] = before
+        if now != before:
+            raise self.err(
+                f"modparam: {m.name}.{name} is {before!r} in the running server: restart ser to change it",
+                item.value,
             )
 
     # ---- route blocks -----------------------------------------------------------

@@ -40,7 +40,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sipexpress.core import errors
-from sipexpress.core.context import Proto, ReceiveInfo, RequestContext
+from sipexpress.core.context import Proto, ReceiveInfo, RequestContext, RouteTable
 from sipexpress.core.registry import RouteType
 from sipexpress.core.server import Resume
 from sipexpress.modules.tm.stats import TABLE_ENTRIES, TmStats
@@ -205,6 +205,7 @@ class Transaction:
         "relayed",
         "replied_locally",
         "request",
+        "routes",
         "ruri_at_relay",
         "sched",
         "send_socket",
@@ -227,6 +228,9 @@ class Transaction:
     ) -> None:
         self.layer = layer
         self.request = request
+        # failure and reply routes run in the version of the script the
+        # transaction started on, even after a reload
+        self.routes: RouteTable = layer.core.routes
         self.rcv = rcv
         self.key = key
         self.hash_index = hash_index
@@ -503,6 +507,7 @@ class TransactionLayer:
         )
         self._label += 1
         t = Transaction(self, msg, ctx.rcv, key, slot, self._label)
+        t.routes = ctx.routes
         t.flags = ctx.flags
         data = ctx.data
         if "tm_on_failure" in data:
@@ -590,6 +595,7 @@ class TransactionLayer:
 
     def reply_ctx(self, t: Transaction) -> RequestContext:
         ctx = RequestContext(self.core, t.request, t.rcv)
+        ctx.routes = t.routes
         ctx.transaction = t
         ctx.flags = t.flags
         ctx.data.update(t.ctx_data)
@@ -962,6 +968,7 @@ class TransactionLayer:
     async def _run_onreply(self, t: Transaction, msg: SipMessage, route: str) -> None:
         rcv = t.rcv
         ctx = RequestContext(self.core, msg, rcv, RouteType.ONREPLY)
+        ctx.routes = t.routes
         ctx.transaction = t
         ctx.flags = t.flags
         try:
