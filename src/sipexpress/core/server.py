@@ -253,7 +253,7 @@ class Core:
             log.error("background task failed: %r", exc, exc_info=exc)
 
     async def run_route(self, kind: RouteType, name: str, ctx: RequestContext) -> int:
-        routes = ctx.routes  # those the message (or its transaction) started on
+        routes = ctx.routes or self.routes  # those the message (or its transaction) started on
         if kind == RouteType.REQUEST:
             table = routes.request
         elif kind == RouteType.FAILURE:
@@ -608,6 +608,7 @@ class Core:
                 self.stats.rcv_requests += 1
                 msg.validate()
                 ctx = RequestContext(self, msg, rcv)
+                ctx.routes = self.routes
                 if rcv.proto is _TCP:
                     self._tcp_alias(msg, rcv)
                 hooks = self.request_hooks

@@ -507,7 +507,8 @@ class TransactionLayer:
         )
         self._label += 1
         t = Transaction(self, msg, ctx.rcv, key, slot, self._label)
-        t.routes = ctx.routes
+        if ctx.routes is not None:
+            t.routes = ctx.routes
         t.flags = ctx.flags
         data = ctx.data
         if "tm_on_failure" in data:
