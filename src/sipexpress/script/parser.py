@@ -452,7 +452,8 @@ def _top_level_word(word: str) -> str:
         "loadmodule",
         "modparam",
     )
-    return f"syntax error: unexpected '{word}' (options are written name = value){did_you_mean(word, (*blocks, *DEFAULTS))}"
+    hint = did_you_mean(word, (*blocks, *DEFAULTS)) or " (an option is written name = value)"
+    return f"syntax error: unexpected '{word}'{hint}"
 
 
 def _describe(tok: Token) -> str:

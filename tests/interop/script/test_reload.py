@@ -161,6 +161,8 @@ def test_reload_swaps_routes_keeps_transactions_and_refuses_errors(
     assert r.returncode == 1
     err = json.loads(r.stdout)["error"]
     assert err["code"] == 400 and "never closed" in err["data"]["text"]
+    (where,) = err["data"]["data"]["errors"]
+    assert where["file"] == str(sp.cfg_path) and where["line"] == 14 and "never closed" in where["message"]
     sp.cfg_path.write_text(
         broken.replace('sl_send_reply("404", "v3");\n    if (uri=~"x") {\n', 'sl_send_reply("404", "v4");')
     )

@@ -152,3 +152,9 @@ def test_option_without_equals_names_the_option_written(text: str) -> None:
     assert "option 'fifo'" in e.message and "'='" in e.message, str(e)
     assert "port" not in e.message and "listen" not in e.message, str(e)
     assert (e.line, e.col) == (line, 1), str(e)
+
+
+def test_misspelled_keyword_at_top_level() -> None:
+    with pytest.raises(CfgError) as ei:
+        check_config("rute {\n  break;\n}\n", "k.cfg")
+    assert ei.value.message == "syntax error: unexpected 'rute' (did you mean 'route'?)", str(ei.value)
