@@ -13,18 +13,21 @@ and why (nothing else; a line it does not know fails the test):
   tests run side by side on one machine;
 - the FIFO /tmp/ser_fifo becomes a per-test path, handed to serctl as
   ``SER_FIFO`` (the environment variable sc always read); JSON-RPC and the
-  web interface are off (shipped_config);
+  web interface listen on free ports (shipped_config), and the log-in of the
+  paragraph after the block goes to the web port;
 - ``serctl`` runs as ``python -m sipexpress.cli.serctl`` (this tree's code),
   ``examples/…`` becomes an absolute path (the test works in a scratch
   directory so that nothing is written into the repository).
 
 Each step's effect is checked: 404 first, alice registered and shown by the
 FIFO, the IM answered 200 by the phone, ten successful calls, the monitor's
-screen and its Ctrl-C.
+screen and its Ctrl-C, then the log-in as admin/heslo with the warning
+about that password in ser's log.
 """
 
 from __future__ import annotations
 
+import http.cookiejar
 import os
 import random
 import re
@@ -34,6 +37,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -94,6 +99,24 @@ def localize(line: str, ser_port: int, phone_port: int) -> list[str]:
     raise AssertionError(f"README quick start: the test does not know how to run {line!r}")
 
 
+def log_in(base: str, username: str, domain: str, password: str) -> bool:
+    """Log in through serweb's form; True when the account page follows."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    deadline = time.monotonic() + 15
+    while True:  # the web interface starts a moment after SIP
+        try:
+            page = opener.open(f"{base}/login", timeout=5).read().decode()
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert csrf, page
+    form = {"csrf": csrf[1], "username": username, "domain": domain, "password": password}
+    with opener.open(f"{base}/login", urllib.parse.urlencode(form).encode(), timeout=10) as r:
+        return bool(r.url.endswith("/account") and username in r.read().decode())
+
+
 def test_dev_run_starts_ser_as_the_test_does() -> None:
     dev = (ROOT / "dev").read_text()
     assert "serctl --db-url sqlite:///ser.sqlite db create --admin-domain localhost" in dev
@@ -116,7 +139,12 @@ def test_readme_quick_start_as_written(tmp_path: Path) -> None:
     )
     assert made.returncode == 0, made.stderr
     cfg = workdir / "ser.cfg"
-    cfg.write_text(shipped_config(port, str(workdir / "ser_fifo")))
+    web = free_port()
+    cfg.write_text(
+        shipped_config(
+            port, str(workdir / "ser_fifo"), jsonrpc=f"127.0.0.1:{free_port()}", web=f"127.0.0.1:{web}"
+        )
+    )
     ser = SerProcess(cfg, "127.0.0.1", port, workdir)
     env = {**os.environ, "SER_FIFO": ser.fifo}
     for k in ("SIP_DOMAIN", "SER_DB_URL", "SER_RPC_URL"):
@@ -169,6 +197,14 @@ def test_readme_quick_start_as_written(tmp_path: Path) -> None:
         monitor.send_signal(signal.SIGINT)  # Ctrl-C
         rest, _ = monitor.communicate(timeout=30)
         assert monitor.returncode == 0 and "^C-ed" in rest
+
+        text = (ROOT / "README.md").read_text().split("## Quick start", 1)[1]
+        login = re.search(
+            r"Open http://127\.0\.0\.1:8080 and log in as `(\w+)`, domain `(\w+)`,\s+password `(\w+)`", text
+        )
+        assert login, "README.md: the log-in sentence changed"
+        assert log_in(f"http://127.0.0.1:{web}", *login.groups()), ser.log()[-2000:]
+        assert "administrator admin@localhost still has SER's default password" in ser.log()
     finally:
         if phone_pid:
             os.kill(phone_pid, signal.SIGTERM)
