@@ -45,6 +45,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sipexpress import __version__
+from sipexpress.core.registry import ConfigError
 from sipexpress.mgmt.client import (
     FifoTimeout,
     MgmtClientError,
@@ -102,15 +103,20 @@ def say(c: Ctx, text: str, data: Any) -> None:
 
 
 def _cfg_value(path: str, name: str) -> str | None:
-    """``name = "value"`` or ``modparam("…", "name", "value")`` from a ser.cfg."""
+    """``name = "value"`` (or unquoted) or ``modparam("…", "name", "value")``
+    from a ser.cfg, comments ignored."""
+    from sipexpress.script.parser import strip_comments
+
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
+            text = strip_comments(f.read(), path)
     except OSError:
         fail(f"cannot read config {path}")
-    m = re.search(rf'^\s*{name}\s*=\s*"([^"]*)"', text, re.MULTILINE)
+    except ConfigError as e:
+        fail(str(e))
+    m = re.search(rf'^\s*{name}\s*=\s*(?:"([^"]*)"|([^\s;"]+))', text, re.MULTILINE)
     if m:
-        return m.group(1)
+        return m.group(1) if m.group(1) is not None else m.group(2)
     m = re.search(rf'modparam\s*\(\s*"[^"]*"\s*,\s*"{name}"\s*,\s*"([^"]*)"', text)
     return m.group(1) if m else None
 
