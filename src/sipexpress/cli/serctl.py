@@ -428,15 +428,13 @@ def rpc_cmd(c: Ctx, method: str, args: tuple[str, ...]) -> None:
 
 
 @cli.command("reload")
-@click.argument("config", required=False, type=click.Path(dir_okay=False))
 @pass_ctx
-def reload_cmd(c: Ctx, config: str | None) -> None:
-    """Recompile the server's ser.cfg (or CONFIG) and swap its routes without
-    a restart; a config with errors changes nothing (they are printed)."""
-    params = [os.path.abspath(config)] if config else []
+def reload_cmd(c: Ctx) -> None:
+    """Recompile the ser.cfg the server started with and swap its routes
+    without a restart; a config with errors changes nothing (they are printed)."""
     if c.json:
-        sys.exit(print_rpc(c, "reload", params))
-    code, text = fifo(c, "reload", params)
+        sys.exit(print_rpc(c, "reload", []))
+    code, text = fifo(c, "reload")
     if 200 <= code < 300:
         emit(filter_fl(text))
         sys.exit(0)

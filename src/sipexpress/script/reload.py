@@ -23,25 +23,23 @@ log = logging.getLogger("sipexpress.script")
 
 
 def reload_command(core: Any, path: str) -> MgmtCommand:
-    """``reload [FILE]``: recompile ``path`` (or FILE) and swap the routes."""
+    """``reload``: recompile ``path`` (the file ser started with, and no
+    other: an error reply quotes the file's lines) and swap the routes."""
 
     async def reload(params: list[str]) -> MgmtReply:
         from sipexpress.script.compiler import load_config
         from sipexpress.script.errors import CfgError
 
-        target = params[0].strip() if params and params[0].strip() else path
-        if target.endswith(".py"):
-            return MgmtReply(400, "reload works on ser.cfg files; restart ser for a Python routing script")
         t0 = time.perf_counter()
         try:
-            loaded = load_config(target, core, running=True)
+            loaded = load_config(path, core, running=True)
         except ConfigError as e:
             where = (
                 {"file": e.filename, "line": e.line, "col": e.col, "message": e.message}
                 if isinstance(e, CfgError)
-                else {"file": target, "line": 0, "col": 0, "message": str(e)}
+                else {"file": path, "line": 0, "col": 0, "message": str(e)}
             )
-            log.error("reload of %s failed, the running routes stay: %s", target, e)
+            log.error("reload of %s failed, the running routes stay: %s", path, e)
             return MgmtReply(400, "reload failed: the running routes stay", {"errors": [where]}, f"{e}\n")
         core.set_routes(loaded.routes)
         took = time.perf_counter() - t0
@@ -52,11 +50,11 @@ def reload_command(core: Any, path: str) -> MgmtCommand:
             "onreply_route": len(r.onreply),
             "branch_route": len(r.branch),
         }
-        log.log(25, "routes reloaded from %s in %.3f s", target, took)
+        log.log(25, "routes reloaded from %s in %.3f s", path, took)
         summary = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
-        data = {"config": target, "seconds": round(took, 4), "blocks": counts}
-        return MgmtReply(200, f"routes reloaded from {target}", data, f"{summary}\n")
+        data = {"config": path, "seconds": round(took, 4), "blocks": counts}
+        return MgmtReply(200, f"routes reloaded from {path}", data, f"{summary}\n")
 
     return MgmtCommand(
-        "reload", reload, "recompile ser.cfg and swap the routes (running transactions keep theirs)", "[file]"
+        "reload", reload, "recompile ser.cfg and swap the routes (running transactions keep theirs)"
     )
