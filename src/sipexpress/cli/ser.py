@@ -29,6 +29,7 @@ from sipexpress.core.context import RequestContext, RouteTable
 from sipexpress.core.logging import setup_logging
 from sipexpress.core.options import OptionError, parse_socket_spec
 from sipexpress.core.registry import ConfigError
+from sipexpress.core.runner import Runner
 from sipexpress.core.server import SERVER_NAME, Core
 
 log = logging.getLogger("sipexpress.ser")
@@ -131,28 +132,11 @@ def load_config(core: Core, path: str | None) -> str:
         return path
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: no such file")
+    from sipexpress.script.compiler import load_config as compile_config_file
     from sipexpress.script.reload import reload_command
 
     core.mgmt_commands.append(reload_command(core, os.path.abspath(path)))
-    try:
-        from sipexpress.script import compiler
-    except ImportError as e:
-        if e.name not in ("sipexpress.script.compiler",):
-            raise
-        raise ConfigError(
-            "the ser.cfg compiler (sipexpress.script.compiler) is not available in this build; "
-            "use a Python routing script (ser -f routes.py)"
-        ) from None
-    loader = getattr(compiler, "load_config", None)
-    if loader is None:
-        raise ConfigError("sipexpress.script.compiler has no load_config(path, core)")
-    result = loader(path, core)
-    if isinstance(result, RouteTable):
-        core.set_routes(result)
-    elif result is not None and isinstance(getattr(result, "routes", None), RouteTable):
-        core.set_routes(result.routes)
-    else:
-        core.set_routes(core.routes)
+    core.set_routes(compile_config_file(path, core).routes)
     return path
 
 
@@ -181,13 +165,14 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def startup_summary(core: Core) -> list[str]:
+def startup_summary(server: Runner) -> list[str]:
     """What listens where and how to stop, logged once the server runs."""
+    core = server.core
     sip = [f"udp:{lst.address}" for lst in core.udp_listeners]
     if core.tcp is not None:
         sip += [f"tcp:{lst.address}" for lst in core.tcp.listeners]
     lines = [f"SIP       {'  '.join(sip)}"]
-    mgmt = core.mgmt
+    mgmt = server.mgmt
     fifo = getattr(mgmt, "fifo", None)
     lines.append(f"FIFO      {fifo.path if fifo is not None else 'off (option fifo)'}")
     http, unix = getattr(mgmt, "http", None), getattr(mgmt, "unix", None)
@@ -209,6 +194,10 @@ def startup_summary(core: Core) -> list[str]:
         stop += "; management command kill (serctl kill)"
     lines.append(stop)
     return lines
+
+
+#: seconds between two warnings about a default administrator password
+DEFAULT_PASSWORD_REMINDER = 3600.0
 
 
 async def warn_default_passwords(core: Core) -> None:
@@ -234,19 +223,17 @@ async def warn_default_passwords(core: Core) -> None:
         await asyncio.sleep(DEFAULT_PASSWORD_REMINDER)
 
 
-#: seconds between two warnings about a default administrator password
-DEFAULT_PASSWORD_REMINDER = 3600.0
-
-
 def run(core: Core) -> int:
+    server = Runner(core)
+
     def ready() -> None:
-        for line in startup_summary(core):
+        for line in startup_summary(server):
             log.log(NOTICE, "%s", line)
         core.spawn(warn_default_passwords(core))
 
     with asyncio.Runner(loop_factory=_new_loop) as runner:
         try:
-            return runner.run(core.serve(ready))
+            return runner.run(server.serve(ready))
         except KeyboardInterrupt:
             log.log(NOTICE, "stopping: interrupted")
             return 0
