@@ -450,14 +450,10 @@ def ps_cmd(c: Ctx) -> None:
 
 
 @cli.command("version")
-def version_cmd() -> None:
+@pass_ctx
+def version_cmd(c: Ctx) -> None:
     """Print serctl's version."""
-    c = click.get_current_context().find_object(Ctx)
-    text = f"{sys.argv[0]} sipexpress {__version__}\n"
-    if c is not None:
-        say(c, text, {"version": __version__})
-    else:
-        emit(text)
+    say(c, f"{sys.argv[0]} sipexpress {__version__}\n", {"version": __version__})
 
 
 @cli.command("online")
