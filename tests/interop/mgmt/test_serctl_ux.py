@@ -16,24 +16,20 @@ import pytest
 from click.testing import CliRunner
 
 from sipexpress.cli.serctl import cli
-from tests.support import SerProcess, free_port
+from tests.support import SerProcess, cfg_head, free_port
 
 pytestmark = pytest.mark.interop
 
-CFG = """\
-listen=udp:{host}:{port}
-fifo="{fifo}"
-jsonrpc_http="127.0.0.1:{rpc}"
-loadmodule "sl"
-loadmodule "tm"
-loadmodule "usrloc"
-loadmodule "registrar"
+CFG = (
+    cfg_head("sl", "tm", "usrloc", "registrar")
+    + """\
 route {{
     if (method=="REGISTER") {{ save("location"); break; }};
     lookup("aliases");
     sl_send_reply("404", "Not Here");
 }}
 """
+)
 
 CLEAN_ENV = ("SER_DB_URL", "SIP_DOMAIN", "SIPEXPRESS_DB_URL", "SER_FIFO", "SER_RPC_URL", "SER_RPC_SOCKET")
 

@@ -13,16 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import SerProcess, free_port, need_tool, options_request, udp_exchange
+from tests.support import SerProcess, cfg_head, free_port, need_tool, options_request, udp_exchange
 
 pytestmark = pytest.mark.interop
 
-CFG = """\
-listen=udp:{host}:{port}
-fifo="{fifo}"
-jsonrpc_http="127.0.0.1:{rpc}"
-loadmodule "sl"
-loadmodule "tm"
+CFG = (
+    cfg_head("sl", "tm")
+    + """\
 route {{
     if (method=="INVITE") {{
         t_on_failure("1");
@@ -36,6 +33,7 @@ failure_route[1] {{
     t_reply("{code}", "{version}");
 }}
 """
+)
 
 CALL = """\
 <?xml version="1.0" encoding="ISO-8859-1" ?>
