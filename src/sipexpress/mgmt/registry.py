@@ -36,12 +36,13 @@ def not_available(name: str) -> MgmtReply:
 
 
 class CommandRegistry:
-    __slots__ = ("_aliases", "_by_name", "_order")
+    __slots__ = ("_aliases", "_by_name", "_order", "calls")
 
     def __init__(self, commands: Iterable[MgmtCommand] = ()) -> None:
         self._by_name: dict[str, MgmtCommand] = {}
         self._order: list[str] = []
         self._aliases: dict[str, str] = {}
+        self.calls = 0  # commands run (the mgmt:commands statistic)
         for cmd in commands:
             self.register(cmd)
 
@@ -63,13 +64,12 @@ class CommandRegistry:
         """Make ``alias`` call the command ``target`` (another system's name
         for it, e.g. Kamailio's ``ul.dump`` for ``ul_dump``).  Aliases are
         not listed by :meth:`names` (SER's ``which`` stays SER's); False
-        when ``target`` is not registered."""
+        when ``target`` is not registered or a command already has the
+        name (a module's own command wins over an alias)."""
         cmd = self.get(target)
-        if cmd is None:
-            return False
         key = alias.lower()
-        if key in self._by_name:
-            raise DuplicateCommand(f"management command '{alias}' already registered")
+        if cmd is None or key in self._by_name:
+            return False
         self._by_name[key] = cmd
         self._aliases[alias] = cmd.name
         return True
@@ -98,6 +98,7 @@ class CommandRegistry:
         cmd = self._by_name.get(name.lower())
         if cmd is None:
             return not_available(name)
+        self.calls += 1
         return await run(cmd, params)
 
 
