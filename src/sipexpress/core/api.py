@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from sipexpress.core.context import Proto, ReceiveInfo, RequestContext, RouteTable
     from sipexpress.core.registry import Module, RouteType
     from sipexpress.core.resolver import Resolver
-    from sipexpress.core.stats import Stats
+    from sipexpress.core.stats import Stats, StatsRegistry
     from sipexpress.sip.message import SipMessage
     from sipexpress.sip.uri import SipUri
 
@@ -54,6 +54,8 @@ class CoreAPI(Protocol):
     #: the loaded modules by name and by alias, in load order
     modules: dict[str, Module]
     stats: Stats
+    #: every module's declared statistics (``stats.*``, ``/metrics``)
+    statistics: StatsRegistry
     resolver: Resolver
     request_hooks: list[RequestHook]
     reply_hooks: list[ReplyHook]

@@ -211,8 +211,7 @@ class Module:
     def statistic(self, name: str) -> Any:
         """This module's statistic as every reader sees it (after
         ``stats.reset_statistics``): what its SER commands print."""
-        registry: Any = getattr(self.core, "statistics")  # noqa: B009 - not in CoreAPI: test cores have none
-        return registry.module_value(self, name)
+        return self.core.statistics.module_value(self, name)
 
     # -- parameters -------------------------------------------------------
     def set_param(self, name: str, value: Any) -> None:

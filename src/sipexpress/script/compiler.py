@@ -43,7 +43,7 @@ from sipexpress.core.api import CoreAPI, Listener, ReplyHook, RequestHook
 from sipexpress.core.context import Proto, RequestContext, RouteTable
 from sipexpress.core.registry import ConfigError, FixupEnv, Module, RouteType, ScriptFunction, did_you_mean
 from sipexpress.core.resolver import Resolver
-from sipexpress.core.stats import Stats
+from sipexpress.core.stats import Stats, StatsRegistry
 from sipexpress.script import ast, runtime
 from sipexpress.script.core_actions import CORE_ACTIONS, MAX_LEN, ArgError
 from sipexpress.script.errors import CfgError, ScriptExit
@@ -142,6 +142,7 @@ class CheckCore:
         self.routes = RouteTable({}, {}, {}, {})
         self.modules: dict[str, Module] = {}
         self.stats = Stats()
+        self.statistics = StatsRegistry(lambda: self.modules.values())
         self.resolver = Resolver()
         self.request_hooks: list[RequestHook] = []
         self.reply_hooks: list[ReplyHook] = []

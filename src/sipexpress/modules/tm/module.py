@@ -23,7 +23,8 @@ from sipexpress.core.registry import (
     ScriptFunction,
     Statistic,
 )
-from sipexpress.modules.tm.proxy import TRYING_REASON, Transaction, TransactionLayer
+from sipexpress.modules.tm.cell import ProxyEvent, Transaction
+from sipexpress.modules.tm.proxy import TRYING_REASON, TransactionLayer
 from sipexpress.modules.tm.stats import TmStats
 from sipexpress.sip.errors import SipParseError
 from sipexpress.sip.transaction import State
@@ -209,15 +210,16 @@ class TmModule(Module):
         t = layer.create_local(msg, rcv)
         loop = asyncio.get_running_loop()
         t.uac_future = fut = loop.create_future()
-        r = await layer._add_branch(t, ruri, next_hop, None, None, None, None)
+        t.advance(ProxyEvent.RELAY)
+        r = await layer.add_branch(t, ruri, next_hop, None, None, None, None)
         if r <= 0:
             code, reason = errors.err2reason_phrase(r, "TM")
             t.final_status = code
-            layer._maybe_free(t)
+            layer.maybe_free(t)
             return UacResult(code, reason, None, t)
         status: int = await fut
-        reply = t.ctx_data.get("reply")
-        reason = reply.reason if reply is not None else (t.ctx_data.get("reason") or "Request Timeout")
+        reply = t.uac_reply
+        reason = reply.reason if reply is not None else (t.uac_reason or "Request Timeout")
         return UacResult(status, reason, reply, t)
 
     # -- script functions -------------------------------------------------
@@ -340,13 +342,13 @@ class TmModule(Module):
         now = self.core.now()
         if msg.method == "ACK":
             if t is not None and t.uas is not None and t.uas.state in _NEGATIVE_DONE:
-                layer._uas_actions(t, t.uas.receive_request(now, ack=True))
+                layer.uas_actions(t, t.uas.receive_request(now, ack=True))
                 return 0
             return 1
         if t is not None:
             if t.uas is not None:
                 layer.stats.retransmissions += 1
-                layer._uas_actions(t, t.uas.receive_request(now))
+                layer.uas_actions(t, t.uas.receive_request(now))
             return 0
         layer.create(ctx, key)
         return 1
@@ -390,7 +392,7 @@ class TmModule(Module):
                 return errors.E_BAD_VIA
             t = layer.server.get(key)
             if t is not None and t.uas is not None and t.uas.state in _NEGATIVE_DONE:
-                layer._uas_actions(t, t.uas.receive_request(self.core.now(), ack=True))
+                layer.uas_actions(t, t.uas.receive_request(self.core.now(), ack=True))
                 return 1
             return await self.core.forward(ctx, host, port, proto)
         t = ctx.transaction
@@ -441,7 +443,7 @@ class TmModule(Module):
             t = ctx.transaction
         if t.relayed:
             return errors.E_SCRIPT
-        t.ctx_data["replicate"] = True
+        t.replicate = True
         r = await self.layer.relay(ctx, t, host, port, proto)
         return 1 if r > 0 else (r or -1)
 
@@ -510,5 +512,5 @@ class TmModule(Module):
         t = ctx.transaction or self.layer.lookup(ctx.msg)
         if t is None or t.uas is None or t.uas.response is None:
             return -1
-        self.layer._send_upstream(t, t.uas.response)
+        self.layer.send_upstream(t, t.uas.response)
         return 1
