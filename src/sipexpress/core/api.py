@@ -120,9 +120,18 @@ class CoreAPI(Protocol):
         ...
 
     # -- sending ---------------------------------------------------------
-    def send(self, proto: Proto, ip: str, port: int, data: bytes, rcv: ReceiveInfo | None = None) -> bool:
+    def send(
+        self,
+        proto: Proto,
+        ip: str,
+        port: int,
+        data: bytes,
+        rcv: ReceiveInfo | None = None,
+        on_error: Callable[[], None] | None = None,
+    ) -> bool:
         """Send bytes; for TCP reuse a connection to ip:port (or the one the
-        request came on when ``rcv`` is given), opening one if needed."""
+        request came on when ``rcv`` is given), opening one if needed;
+        ``on_error`` is called when that connection cannot be opened."""
         ...
 
     def fix_top_via(self, ctx: RequestContext) -> None:

@@ -456,7 +456,15 @@ class Core:
                 return lst
         return None
 
-    def send(self, proto: Proto, ip: str, port: int, data: bytes, rcv: ReceiveInfo | None = None) -> bool:
+    def send(
+        self,
+        proto: Proto,
+        ip: str,
+        port: int,
+        data: bytes,
+        rcv: ReceiveInfo | None = None,
+        on_error: Callable[[], None] | None = None,
+    ) -> bool:
         if proto is _UDP:
             lst = rcv.transport if rcv is not None and rcv.proto is _UDP else None
             af = socket.AF_INET6 if ":" in ip else socket.AF_INET
@@ -472,9 +480,9 @@ class Core:
                 return False
             conn = rcv.transport if rcv is not None and rcv.proto is _TCP else None
             if isinstance(conn, TcpConnection) and not conn.closed:
-                ok = conn.send(data)
+                ok = conn.send(data, on_error)
             else:
-                ok = self.tcp.send(ip, port, data)
+                ok = self.tcp.send(ip, port, data, on_error)
         else:
             log.error("cannot send to %s:%d: %s is not supported", ip, port, proto.name)
             ok = False
@@ -496,8 +504,9 @@ class Core:
         rcv = ctx.rcv
         via = msg.via1
         host = via.host
-        need_received = host != rcv.src_ip and not self._same_ip(host, rcv.src_ip)
         need_rport = via.rport == "" or (ctx.force_rport and via.rport != str(rcv.src_port))
+        # RFC 3581 §4: with rport, received too, even when it equals sent-by
+        need_received = need_rport or (host != rcv.src_ip and not self._same_ip(host, rcv.src_ip))
         if not need_received and not need_rport:
             return
         msg.set_top_via(

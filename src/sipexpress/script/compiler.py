@@ -201,7 +201,9 @@ class CheckCore:
     ) -> tuple[Proto, str, int] | None:
         return None
 
-    def send(self, proto: Proto, ip: str, port: int, data: bytes, rcv: Any = None) -> bool:
+    def send(
+        self, proto: Proto, ip: str, port: int, data: bytes, rcv: Any = None, on_error: Any = None
+    ) -> bool:
         return False
 
     def build_reply(self, ctx: RequestContext, code: int, reason: str, *a: Any, **k: Any) -> bytes:

@@ -98,8 +98,8 @@ async def test_fr_timer_on_the_virtual_clock(proxy: Proxy) -> None:
     proxy.receive(invite(), UAC)
     proxy.wire.take()
     proxy.clock.advance(9.99)
-    # INVITE retransmissions: T1 = retr_timer1p1 = 1 s, doubling (RFC 3261 §17.1.1.2)
-    assert [round(when, 3) for when, dst, _ in proxy.wire.sent if dst == BOB] == [1.0, 3.0, 7.0]
+    # INVITE retransmissions: T1 = retr_timer1 = 0.5 s, doubling (RFC 3261 §17.1.1.2)
+    assert [round(when, 3) for when, dst, _ in proxy.wire.sent if dst == BOB] == [0.5, 1.5, 3.5, 7.5]
     assert [m for _, dst, m in proxy.wire.sent if dst == UAC] == []
     proxy.wire.sent.clear()
     proxy.clock.advance(0.02)  # Timer B = fr_timer: a local 408 goes upstream

@@ -100,6 +100,7 @@ class Branch:
     __slots__ = (
         "cancel",
         "cancel_pending",
+        "cancel_reason",
         "data",
         "dst",
         "final",
@@ -127,6 +128,7 @@ class Branch:
         self.machine: ClientInvite | ClientNonInvite | None = None
         self.cancel: ClientNonInvite | None = None
         self.cancel_pending = False  # cancelled before any reply: CANCEL on the first 1xx
+        self.cancel_reason = b""  # a Reason header line for its CANCEL (RFC 3326)
         self.last_status = 0  # last status received (0 = nothing yet)
         self.status = 0  # final status of the branch (received or local), 0 = pending
         self.final = False

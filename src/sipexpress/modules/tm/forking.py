@@ -41,6 +41,8 @@ log = logging.getLogger("sipexpress.tm")
 
 #: what tm's coroutines are called in the log when they fail
 REPLY_PROCESSING = "tm: reply processing"
+# RFC 3326 on the CANCELs after a 2xx: phones show "answered elsewhere"
+REASON_ANSWERED = b'Reason: SIP;cause=200;text="Call completed elsewhere"\r\n'
 _TRYING: Final = Phase.TRYING  # enum members as constants: faster than class lookups
 _RELAY: Final = ProxyEvent.RELAY
 _LR = re.compile(r";\s*lr(?:[;=>\s]|$)", re.IGNORECASE)
@@ -78,7 +80,7 @@ class Forking(TransactionTable):
             t.dst_at_relay = ctx.dst_uri
             t.flags = ctx.flags
             t.send_socket = ctx.send_socket
-            for k in ("advertised_address", "advertised_port"):
+            for k in ("advertised_address", "advertised_port", "rr_double"):
                 if k in ctx.data:
                     t.ctx_data[k] = ctx.data[k]
             targets.append((ctx.ruri, ctx.dst_uri))
@@ -164,7 +166,12 @@ class Forking(TransactionTable):
         br = Branch(t, idx, uri, bid)
         br.via = self._via_prefix(t, dproto, lst) + bid
         br.dst = (dproto, dip, dport)
-        br.data = t.request.serialize_with_via(br.via, uri)
+        out = t.request
+        double_rr = t.ctx_data.get("rr_double")
+        if double_rr is not None:
+            adv = t.ctx_data.get("advertised_address") or core.options.get("advertised_address")
+            out = double_rr.for_branch(out, dproto, str(adv) if adv else lst.via_host, lst.port) or out
+        br.data = out.serialize_with_via(br.via, uri)
         reliable = dproto is not Proto.UDP
         if t.is_invite:
             br.machine = ClientInvite(br.data, reliable, self.client_timers, partial(self._ack_for, br))
@@ -174,7 +181,9 @@ class Forking(TransactionTable):
         self.client[bid] = br
         now = core.now()
         actions = br.machine.start(now)
-        ok = core.send(dproto, dip, dport, br.data)
+        # only a connection being opened can fail later (UDP fails at once or never)
+        on_error = None if dproto is Proto.UDP else partial(self._transport_error, br)
+        ok = core.send(dproto, dip, dport, br.data, on_error=on_error)
         if not ok:
             br.machine.terminate()
             self.client.pop(bid, None)
@@ -211,7 +220,7 @@ class Forking(TransactionTable):
     def _send_cancel(self, br: Branch, now: float) -> None:
         if br.cancel is not None or br.machine is None:
             return
-        data = build_cancel(br.trans.request, br.uri, br.via)
+        data = build_cancel(br.trans.request, br.uri, br.via, br.cancel_reason)
         br.cancel = ClientNonInvite(data, br.dst[0] is not Proto.UDP, self.cancel_timers)
         self._cancel_actions(br, br.cancel.start(now))
 
@@ -232,11 +241,13 @@ class Forking(TransactionTable):
             self._local_final(br, 487, "Request Terminated", complete=False)
         return False
 
-    def _cancel_pending(self, t: Transaction) -> None:
-        """RFC 3261 §16.7 step 10: CANCEL every other pending branch."""
+    def _cancel_pending(self, t: Transaction, reason: bytes = b"") -> None:
+        """RFC 3261 §16.7 step 10: CANCEL every other pending branch;
+        ``reason`` a Reason header line (RFC 3326) for those CANCELs."""
         now = self.core.now()
         for br in t.branches:
             if not br.final:
+                br.cancel_reason = reason
                 self._cancel_branch(br, now, local_487=False)
 
     def cancel_transaction(self, t: Transaction) -> int:

@@ -61,8 +61,9 @@ def _int_arg(v: Any, what: str) -> int:
 
 def _fix_reply(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
     code = _int_arg(args[0], "t_reply code")
-    if not 100 <= code <= 699:
-        raise ConfigError(f"t_reply: invalid status code {code}")
+    # RFC 3261's extension-code is any 3DIGIT; SER accepted every one
+    if not 100 <= code <= 999:
+        raise ConfigError(f"t_reply: invalid status code {code} (three digits, 100-999)")
     return (code, str(args[1]))
 
 
@@ -89,11 +90,17 @@ class TmModule(Module):
         Param("fr_inv_timer", int, 120, "seconds to wait for a final reply to an INVITE after a provisional"),
         Param("wt_timer", int, 5, "seconds a completed transaction stays to absorb retransmissions"),
         Param("delete_timer", int, 2, "accepted for compatibility"),
-        Param("retr_timer1p1", int, 1, "first retransmission interval (T1)"),
+        Param("retr_timer1", int, 500, "T1 in milliseconds: first retransmission interval (RFC 3261: 500)"),
+        Param("retr_timer1p1", int, 0, "T1 in seconds, as SER 0.9 (1); 0: retr_timer1 applies"),
         Param("retr_timer1p2", int, 2, "second retransmission interval"),
         Param("retr_timer1p3", int, 4, "third retransmission interval"),
         Param("retr_timer2", int, 4, "retransmission interval cap (T2)"),
-        Param("noisy_ctimer", int, 0, "1: send 408 on fr_inv_timer even for a single ringing branch"),
+        Param(
+            "noisy_ctimer",
+            int,
+            1,
+            "1: on fr_inv_timer CANCEL and 408 (RFC 3261 §16.8 Timer C); 0: drop a single ringing branch silently (SER)",
+        ),
         Param("ruri_matching", int, 1, "RFC 2543 matching compares the Request-URI"),
         Param("via1_matching", int, 1, "RFC 2543 matching compares the top Via"),
         Param("uac_from", str, "sip:foo@foo.bar", "unused"),

@@ -23,7 +23,7 @@ from typing import Final
 from sipexpress.core.context import ReceiveInfo, RequestContext
 from sipexpress.core.registry import RouteType
 from sipexpress.modules.tm.cell import Branch, Phase, ProxyEvent, Transaction
-from sipexpress.modules.tm.forking import REPLY_PROCESSING, Forking
+from sipexpress.modules.tm.forking import REASON_ANSWERED, REPLY_PROCESSING, Forking
 from sipexpress.sip.errors import SipParseError
 from sipexpress.sip.message import SipMessage, build_reply
 from sipexpress.sip.transaction import (
@@ -164,7 +164,13 @@ class ReplySelection(Forking):
         if ctx is None:
             ctx = self.reply_ctx(t)
         if code == 100:
-            data = build_reply(t.request, 100, reason)
+            req = t.request
+            if req.via1.rport == "":
+                # RFC 3581 §4, before relay() fixes the request's Via
+                rcv = t.rcv
+                data = build_reply(req, 100, reason, received=rcv.src_ip, rport=rcv.src_port)
+            else:
+                data = build_reply(req, 100, reason)
         else:
             data = self.core.build_reply(ctx, code, reason, extra_headers, body, self.tag_for(t))
         return self._respond(t, code, data, local)
@@ -185,7 +191,7 @@ class ReplySelection(Forking):
                 self.stats.replied_locally += 1
             self._completed(t, code)
             if code < 300 and t.is_invite:
-                self._cancel_pending(t)
+                self._cancel_pending(t, REASON_ANSWERED)
         self.uas_actions(t, actions)
         return 1
 
@@ -199,12 +205,23 @@ class ReplySelection(Forking):
         if complete:
             self.core.drive(self._check_all_final(br.trans), REPLY_PROCESSING)
 
+    def _transport_error(self, br: Branch) -> None:
+        """The connection for ``br`` could not be opened: RFC 3261 §16.9
+        takes that as a 503 from the branch, at once, so failure_route can
+        try the next destination without waiting for fr_timer."""
+        if br.final or br.machine is None:
+            return
+        log.info("tm: %r: transport error towards %s:%d", br.trans, br.dst[1], br.dst[2])
+        now = self.core.now()
+        self._branch_actions(br, br.machine.transport_error(now), now)
+
     def _on_timeout(self, br: Branch, timer: str, now: float) -> None:
         t = br.trans
         if br.final:
             return
         if timer == "C":
-            # fr_inv_timer: the silent drop of SER 0.8.11 (long ringing allowed)
+            # fr_inv_timer with noisy_ctimer=0: the silent drop of SER 0.8.11
+            # (long ringing allowed); otherwise RFC 3261 §16.8: CANCEL and 408
             if (
                 t.is_invite
                 and len(t.branches) == 1

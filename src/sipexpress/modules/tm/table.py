@@ -63,14 +63,15 @@ class TransactionTable(ABC):
         self.configure(params)
 
     def configure(self, p: dict[str, Any]) -> None:
-        t1 = float(p.get("retr_timer1p1", 1))
+        # SER's retr_timer1p1 (seconds) when set, else T1 in milliseconds
+        t1 = float(p.get("retr_timer1p1") or 0) or float(p.get("retr_timer1", 500)) / 1000
         t2 = float(p.get("retr_timer2", 4))
         fr = float(p.get("fr_timer", 30))
         fr_inv = float(p.get("fr_inv_timer", 120))
         wt = float(p.get("wt_timer", 5))
         self.ruri_matching = bool(p.get("ruri_matching", 1))
         self.via1_matching = bool(p.get("via1_matching", 1))
-        self.noisy_ctimer = bool(p.get("noisy_ctimer", 0))
+        self.noisy_ctimer = bool(p.get("noisy_ctimer", 1))
         self.client_timers = TimerConfig(
             t1=t1,
             t2=t2,
@@ -268,6 +269,10 @@ class TransactionTable(ABC):
     @abstractmethod
     def _cancel_actions(self, br: Branch, actions: list[Action]) -> None:
         """Carry out what a branch's CANCEL machine asks for."""
+
+    @abstractmethod
+    def _transport_error(self, br: Branch) -> None:
+        """A branch's connection could not be opened (a 503 at once)."""
 
     @abstractmethod
     def _local_final(self, br: Branch, code: int, reason: str, complete: bool = True) -> None:
