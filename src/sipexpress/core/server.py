@@ -45,7 +45,7 @@ from sipexpress.core.forward import PROTO_BY_NAME, StatelessForwarder
 from sipexpress.core.logging import handling, task_context
 from sipexpress.core.myself import Myself
 from sipexpress.core.options import normalize_options
-from sipexpress.core.registry import ConfigError, Module, RouteType
+from sipexpress.core.registry import ConfigError, MgmtCommand, Module, RouteType
 from sipexpress.core.resolver import Resolver
 from sipexpress.core.stats import (
     METHOD_INDEX,
@@ -144,6 +144,8 @@ class Core:
         self.to_tag_prefix = hashlib.md5(f"sipexpress-sl-{os.getpid()}".encode()).hexdigest()
         self._tag_prefix_b = self.to_tag_prefix.encode()
         self._main_route: Callable[[RequestContext], Any] | None = None
+        #: management commands of the program running the core (``reload``)
+        self.mgmt_commands: list[MgmtCommand] = []
         self._route_driver: CoroutineDriver[RequestContext] = CoroutineDriver(self.spawn, self._route_failed)
         self.drive = CoroutineDriver(self.spawn, _log_failure).drive
         # stateless forwarding; its methods are the core's (no extra call per message)
@@ -228,14 +230,15 @@ class Core:
             log.error("background task failed: %r", exc, exc_info=exc)
 
     async def run_route(self, kind: RouteType, name: str, ctx: RequestContext) -> int:
+        routes = ctx.routes or self.routes  # those the message (or its transaction) started on
         if kind == RouteType.REQUEST:
-            table = self.routes.request
+            table = routes.request
         elif kind == RouteType.FAILURE:
-            table = self.routes.failure
+            table = routes.failure
         elif kind == RouteType.ONREPLY:
-            table = self.routes.onreply
+            table = routes.onreply
         else:
-            table = self.routes.branch
+            table = routes.branch
         fn = table.get(name)
         if fn is None:
             log.error("route %s[%s] does not exist", kind.name, name)
@@ -358,6 +361,7 @@ class Core:
                     started = _clock()
                 msg.validate()
                 ctx = RequestContext(self, msg, rcv)
+                ctx.routes = self.routes
                 if rcv.proto is _TCP:
                     self._tcp_alias(msg, rcv)
                 hooks = self.request_hooks

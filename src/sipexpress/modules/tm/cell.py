@@ -33,7 +33,7 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any, Final
 
-from sipexpress.core.context import Proto, ReceiveInfo
+from sipexpress.core.context import Proto, ReceiveInfo, RouteTable
 from sipexpress.sip.transaction import (
     ClientInvite,
     ClientNonInvite,
@@ -188,6 +188,7 @@ class Transaction:
         "replicate",
         "replied_locally",
         "request",
+        "routes",
         "ruri_at_relay",
         "sched",
         "send_socket",
@@ -214,6 +215,9 @@ class Transaction:
         self.layer = layer
         self.started = layer.core.now()
         self.request = request
+        # failure and reply routes run in the version of the script the
+        # transaction started on, even after a reload
+        self.routes: RouteTable = layer.core.routes
         self.rcv = rcv
         self.key = key
         self.hash_index = hash_index

@@ -141,6 +141,7 @@ class ReplySelection(Forking):
 
     def reply_ctx(self, t: Transaction) -> RequestContext:
         ctx = RequestContext(self.core, t.request, t.rcv)
+        ctx.routes = t.routes
         ctx.transaction = t
         ctx.flags = t.flags
         ctx.data.update(t.ctx_data)
@@ -284,6 +285,7 @@ class ReplySelection(Forking):
     async def _run_onreply(self, t: Transaction, msg: SipMessage, route: str) -> None:
         rcv = t.rcv
         ctx = RequestContext(self.core, msg, rcv, RouteType.ONREPLY)
+        ctx.routes = t.routes
         ctx.transaction = t
         ctx.flags = t.flags
         try:

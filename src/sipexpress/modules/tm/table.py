@@ -178,6 +178,8 @@ class TransactionTable(ABC):
         )
         self._label += 1
         t = Transaction(self, msg, ctx.rcv, key, slot, self._label)
+        if ctx.routes is not None:
+            t.routes = ctx.routes
         t.flags = ctx.flags
         data = ctx.data
         if "tm_on_failure" in data:
