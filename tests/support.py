@@ -320,6 +320,15 @@ class SippPhone:
 
 def cfg_head(*modules: str) -> str:
     """The start of a test ser.cfg reached over the FIFO and JSON-RPC: for
-    ``ser_factory`` with ``rpc=PORT``; routes follow (braces doubled)."""
-    head = 'listen=udp:{host}:{port}\nfifo="{fifo}"\njsonrpc_http="127.0.0.1:{rpc}"\n'
+    ``ser_factory`` with ``rpc=PORT``; routes follow (braces doubled).  The
+    JSON-RPC token is in ``rpc_secret_file(workdir)``."""
+    head = (
+        'listen=udp:{host}:{port}\nfifo="{fifo}"\njsonrpc_http="127.0.0.1:{rpc}"\n'
+        'jsonrpc_secret_file="{workdir}/jsonrpc.secret"\n'
+    )
     return head + "".join(f'loadmodule "{m}"\n' for m in modules)
+
+
+def rpc_secret_file(workdir: Path) -> str:
+    """Where a ser started from :func:`cfg_head` keeps its JSON-RPC token."""
+    return str(workdir / "jsonrpc.secret")

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from sipexpress.cli.serctl import cli
-from tests.support import SerProcess, cfg_head, free_port
+from tests.support import SerProcess, cfg_head, free_port, rpc_secret_file
 
 pytestmark = pytest.mark.interop
 
@@ -31,7 +31,15 @@ route {{
 """
 )
 
-CLEAN_ENV = ("SER_DB_URL", "SIP_DOMAIN", "SIPEXPRESS_DB_URL", "SER_FIFO", "SER_RPC_URL", "SER_RPC_SOCKET")
+CLEAN_ENV = (
+    "SER_DB_URL",
+    "SIP_DOMAIN",
+    "SIPEXPRESS_DB_URL",
+    "SER_FIFO",
+    "SER_RPC_URL",
+    "SER_RPC_SOCKET",
+    "SER_RPC_SECRET_FILE",
+)
 
 
 def serctl(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -87,6 +95,7 @@ def subscribers(sp: SerProcess) -> set[tuple[str, str]]:
 def test_database_and_domain_come_from_the_server(running: tuple[SerProcess, int, Path]) -> None:
     sp, rpc, here = running
     env = {"SER_FIFO": sp.fifo, "SER_RPC_URL": f"http://127.0.0.1:{rpc}/"}
+    env["SER_RPC_SECRET_FILE"] = rpc_secret_file(sp.workdir)
     r = real_serctl(here, "add", "bob", "secret-1", "bob@example.com", **env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert ("bob", "localhost") in subscribers(sp)  # the domain the database has
@@ -116,6 +125,7 @@ def test_json_is_data_no_question_off_a_terminal_kamailio_names(
 ) -> None:
     sp, rpc, here = running
     env = {"SER_FIFO": sp.fifo, "SER_RPC_URL": f"http://127.0.0.1:{rpc}/"}
+    env["SER_RPC_SECRET_FILE"] = rpc_secret_file(sp.workdir)
     r = serctl(here, "ul", "add", "bob", "sip:bob@127.0.0.1:5099", **env)
     assert r.returncode == 0, r.stdout + r.stderr
     r = real_serctl(here, "ul", "show", **env)  # the whole table: asks only on a terminal

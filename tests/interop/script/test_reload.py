@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import SerProcess, cfg_head, free_port, need_tool, options_request, udp_exchange
+from tests.support import (
+    SerProcess,
+    cfg_head,
+    free_port,
+    need_tool,
+    options_request,
+    rpc_secret_file,
+    udp_exchange,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -76,7 +84,8 @@ def reason_of(sp: SerProcess) -> str:
 
 
 def serctl(sp: SerProcess, rpc: int, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "sipexpress.cli.serctl", "--fifo", sp.fifo, "--rpc-url"]
+    cmd = [sys.executable, "-m", "sipexpress.cli.serctl", "--fifo", sp.fifo]
+    cmd += ["--rpc-secret-file", rpc_secret_file(sp.workdir), "--rpc-url"]
     return subprocess.run(
         [*cmd, f"http://127.0.0.1:{rpc}/", *args], capture_output=True, text=True, timeout=60
     )
@@ -128,7 +137,9 @@ def test_reload_swaps_routes_keeps_transactions_and_refuses_errors(
     first = call(486)
     invite, addr = down.invite()
     # ... the config changes while it waits for the next hop's answer
-    new = CFG.format(host=sp.host, port=sp.port, fifo=sp.fifo, version="v2", code=603, **fmt)
+    new = CFG.format(
+        host=sp.host, port=sp.port, fifo=sp.fifo, workdir=sp.workdir, version="v2", code=603, **fmt
+    )
     sp.cfg_path.write_text(new)
     r = serctl(sp, rpc, "reload")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -160,7 +171,7 @@ def test_reload_swaps_routes_keeps_transactions_and_refuses_errors(
     err = json.loads(r.stdout)["error"]
     assert err["code"] == 400 and "never closed" in err["data"]["text"]
     (where,) = err["data"]["data"]["errors"]
-    assert where["file"] == str(sp.cfg_path) and where["line"] == 14 and "never closed" in where["message"]
+    assert where["file"] == str(sp.cfg_path) and where["line"] == 15 and "never closed" in where["message"]
     sp.cfg_path.write_text(
         broken.replace('sl_send_reply("404", "v3");\n    if (uri=~"x") {\n', 'sl_send_reply("404", "v4");')
     )
