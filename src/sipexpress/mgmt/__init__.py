@@ -206,7 +206,7 @@ class Manager:
                 elif secret_file:
                     self.rpc_token = server_token(str(secret_file))
                 else:
-                    self.rpc_token = secrets.token_urlsafe(32)
+                    self.rpc_token = secrets.token_hex(32)
                 origins = str(_opt(o, "jsonrpc_allow_origin", ""))
                 self.http = HttpServer(
                     self.dispatcher,

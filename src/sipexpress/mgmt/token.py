@@ -66,7 +66,7 @@ def server_token(path: str) -> str:
         return read_token(path)
     except OSError as e:
         raise TokenError(f"cannot create JSON-RPC secret file {path}: {e.strerror}") from None
-    token = secrets.token_urlsafe(32)
+    token = secrets.token_hex(32)  # no leading "-" to pass for an option on a command line
     try:
         os.write(fd, (token + "\n").encode("ascii"))
     finally:
