@@ -5,15 +5,20 @@ INFO 3, DBG 4; a message is written when ``debug >= level``.  We map each to
 a stdlib level (NOTICE and ALERT are added as named levels) so that
 ``debug=N`` becomes the threshold :func:`threshold_for_debug` returns.
 Output goes to stderr with ``log_stderror``/``-E``, otherwise to syslog
-(``log_facility``).
+(``log_facility``).  Whatever is written also goes to :data:`recent`, a
+bounded ring of the last lines that the ``log_tail`` management command
+(and through it the web console's log viewer) reads.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import logging.handlers
 import os
 import sys
+from collections import deque
+from dataclasses import dataclass
 
 NOTICE = 25
 ALERT = 60
@@ -64,9 +69,68 @@ _FACILITIES = {
 }
 
 
+RING_LINES = 1000
+RING_LINE_CHARS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    seq: int  # increases by one per line: a reader asks for lines after the last it saw
+    time: float
+    levelno: int
+    level: str
+    logger: str
+    message: str
+
+
+class RecentLines(logging.Handler):
+    """The last ``size`` log lines in memory (a deque: constant cost per
+    line, bounded memory however long the server runs)."""
+
+    def __init__(self, size: int = RING_LINES) -> None:
+        super().__init__()
+        self.lines: deque[LogLine] = deque(maxlen=size)
+        self._seq = itertools.count(1)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a bad format string must not lose the line
+            text = f"{record.msg!r} {record.args!r}"
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f" [{type(record.exc_info[1]).__name__}: {record.exc_info[1]}]"
+        self.lines.append(
+            LogLine(
+                next(self._seq),
+                record.created,
+                record.levelno,
+                record.levelname,
+                record.name,
+                text[:RING_LINE_CHARS],
+            )
+        )
+
+    def tail(self, count: int, min_level: int = 0, after: int = 0) -> list[LogLine]:
+        """The last ``count`` lines at ``min_level`` or above with a
+        sequence number above ``after``, oldest first."""
+        self.acquire()  # emit() runs under the same lock, maybe in another thread
+        try:
+            lines = list(self.lines)
+        finally:
+            self.release()
+        picked = [x for x in lines if x.seq > after and x.levelno >= min_level]
+        return picked[-count:] if count > 0 else []
+
+
+recent = RecentLines()
+
+
 def setup_logging(debug: int, to_stderr: bool, facility: str = "LOG_DAEMON", ident: str = "ser") -> None:
-    """Configure the ``sipexpress`` logger (idempotent: replaces our handler)."""
+    """Configure the ``sipexpress`` logger (idempotent: replaces the output
+    handler; the ring :data:`recent` is added once and keeps its lines)."""
     for h in list(log.handlers):
+        if h is recent:
+            continue
         log.removeHandler(h)
         h.close()
     handler: logging.Handler
@@ -83,6 +147,8 @@ def setup_logging(debug: int, to_stderr: bool, facility: str = "LOG_DAEMON", ide
         handler = logging.handlers.SysLogHandler(address="/dev/log", facility=fac)
         handler.setFormatter(logging.Formatter(ident + "[%(process)d]: %(levelname)s: %(message)s"))
     log.addHandler(handler)
+    if recent not in log.handlers:
+        log.addHandler(recent)
     log.setLevel(threshold_for_debug(debug))
     log.propagate = False
 

@@ -133,6 +133,7 @@ class RegisterRequest:
     flags: int = 0  # FL_NAT, FL_MEM
     socket: str | None = None
     path: str | None = None
+    source: str | None = None  # the REGISTER's source ip:port (the web console shows it)
 
 
 @dataclass(slots=True)
@@ -242,6 +243,7 @@ def _plan_general(rec: Urecord | None, req: RegisterRequest, now: float, cfg: Re
             received=spec.received or req.received,
             socket=req.socket,
             path=req.path,
+            source=req.source,
         )
     touched = set(new) | set(dels)
     kept = [c for c in valid_now if c.uri not in touched]
@@ -510,6 +512,7 @@ class RegistrarModule(Module):
             flags,
             f"{_PROTO_NAMES[rcv.proto]}:{rcv.dst_ip}:{rcv.dst_port}",
             ", ".join(path) if path else None,
+            f"[{rcv.src_ip}]:{rcv.src_port}" if ":" in rcv.src_ip else f"{rcv.src_ip}:{rcv.src_port}",
         )
 
     def _save_now(self, ctx: RequestContext, d: Udomain, flags: int, reply: bool) -> int:

@@ -51,6 +51,7 @@ def test_which_order_modules_first_last_registered_first() -> None:
         "ul_rm",
         "ul_flush",
         "ul_stats",
+        "log_tail",
         "ps",
         "which",
         "arg",

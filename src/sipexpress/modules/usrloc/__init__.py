@@ -458,6 +458,8 @@ class UsrlocModule(Module):
                             "cseq": c.cseq,
                             "user_agent": c.user_agent,
                             "received": c.received or "",
+                            "socket": c.socket or "",
+                            "source": c.source or "",
                             "flags": c.flags,
                             "state": c.state.name,
                         }
