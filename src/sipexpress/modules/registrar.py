@@ -309,6 +309,7 @@ def _plan_one(
         spec.received or req.received,
         req.socket,
         req.path,
+        source=req.source,
     )
     if not current or (len(current) == 1 and old is not None):
         result = [new]
