@@ -174,11 +174,15 @@ def test_domains_aliases_and_groups(page: Any, web: WebServer) -> None:
     d = schema.domain
     in_db = [r["domain"] for r in db_rows(web, d, order=d.c.domain)]
     assert in_db == ["example.com", "voip.example.org"]
+    # the domain module (db_mode 1) was told to reload: ser knows them at once
+    assert sorted(x["domain"] for x in rpc_call("domain_dump", url=web.rpc_url)) == in_db
     assert [r[0] for r in cells(page, "domains")] == in_db
     shot(page, "admin_domains")
     page.get_by_role("button", name="Remove domain example.com").click()
     assert "Domain example.com removed." in status(page)
+    assert "ser reloaded its domain list." in status(page)
     assert [r["domain"] for r in db_rows(web, d, order=d.c.domain)] == ["voip.example.org"]
+    assert [x["domain"] for x in rpc_call("domain_dump", url=web.rpc_url)] == ["voip.example.org"]
     # aliases: in usrloc's table "aliases", seen by ul_show_contact
     page.get_by_role("link", name="Aliases").click()
     page.get_by_label("Alias (e.g. a number)").fill("7001")

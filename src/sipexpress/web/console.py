@@ -202,7 +202,7 @@ class Console:
         except SerDown:
             return "ser was not reachable: reload it later (serctl fifo domain_reload)."
         except SerError:
-            return "(ser keeps no domain cache: it reads the table on every check.)"
+            return "(ser has no domain cache to reload.)"
         return "ser reloaded its domain list."
 
     # -- aliases -----------------------------------------------------------------------

@@ -71,14 +71,16 @@ class ImJobs:
         if pending >= MAX_PENDING_PER_USER:
             raise TooManyMessages
         self._forget_old()
-        send = self.ser.t_uac_dlg_sender(self.outbound)
-        sender = f"<sip:{owner[0]}@{owner[1]}>"
-        fut = asyncio.ensure_future(asyncio.to_thread(flows.instant_message, send, to, text, sender, None))
+        lines = flows.message_lines(to, text, f"<sip:{owner[0]}@{owner[1]}>")
+        fut = asyncio.ensure_future(self._send(lines))
         job = ImJob(owner, to, time.monotonic(), fut)
         fut.add_done_callback(lambda _: setattr(job, "finished", time.monotonic()))
         job_id = secrets.token_urlsafe(12)
         self.jobs[job_id] = job
         return job_id
+
+    async def _send(self, lines: list[str]) -> flows.Completion:
+        return flows.parse_completion(await self.ser.t_uac_dlg(lines, self.outbound))
 
     def get(self, job_id: str, owner: tuple[str, str]) -> ImJob | None:
         job = self.jobs.get(job_id)
