@@ -315,6 +315,10 @@ def test_every_page_fits_a_phone_and_has_a_favicon(browser: Any, web: WebServer)
     ctx.set_default_timeout(10000)
     page = ctx.new_page()
     try:
+        for path in ("/login", "/signup", "/forgot"):
+            page.goto(path)
+            got = page.evaluate(OVERFLOW_JS)
+            assert got["scroll"] <= PHONE_WIDTH and not got["bad"], (path, got)
         login(page, "admin", "heslo")
         page.wait_for_url("**/account")
         for path in ALL_PAGES:
@@ -323,7 +327,8 @@ def test_every_page_fits_a_phone_and_has_a_favicon(browser: Any, web: WebServer)
             got = page.evaluate(OVERFLOW_JS)
             assert got["width"] == PHONE_WIDTH
             assert got["scroll"] <= PHONE_WIDTH and not got["bad"], (path, got)
-        page.goto("/admin/calls")
+        page.goto("/admin/calls?user=bob&status=4")
+        assert page.locator("table#calls tbody tr").count() >= 2
         shot(page, "phone_calls")
         page.goto("/admin/online")
         assert page.locator("table#online tbody tr", has_text=long_uri).is_visible()

@@ -72,6 +72,8 @@ class Console:
             if job_id and job is None:
                 raise HTTPException(404, "This message is unknown (it may be older than ten minutes).")
             state = job.state(time.monotonic()) if job else None
+            if job is not None:
+                values["to"] = job.to  # ready for the next message to the same person
             return web.render(request, "im.html", form=values, job=job_id, job_state=state)
         form = await web.form(request)
         values = {"to": web.field(form, "to"), "text": web.field(form, "text")}

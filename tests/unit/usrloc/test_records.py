@@ -181,3 +181,13 @@ def test_contact_header_format() -> None:
         'Contact: <sip:a@1.2.3.4>;q=0.5;expires=60, <sip:b@5.6.7.8;transport=tcp>;expires=3600;received="sip:9.9.9.9:5070"\r\n'
     )
     assert contact_header([], NOW) is None
+
+
+def test_bindings_keep_the_register_source() -> None:
+    # one contact (the short path) and several: the Online page shows where each came from
+    one = plan_register(None, _req(ContactSpec("sip:a"), source="192.0.2.7:5062"), NOW, CFG)
+    assert [c.source for c in one.upserts] == ["192.0.2.7:5062"]
+    two = plan_register(
+        None, _req(ContactSpec("sip:a"), ContactSpec("sip:b"), source="[2001:db8::1]:5060"), NOW, CFG
+    )
+    assert [c.source for c in two.upserts] == ["[2001:db8::1]:5060"] * 2
