@@ -41,7 +41,7 @@ CSV_MAX_ROWS = 100_000
 class CallFilter:
     """What the call-history form asks for; empty fields do not filter."""
 
-    q: str = ""  # in the From/To URIs or the Call-ID
+    q: str = ""  # in the From/To URIs or the Call-ID, in either case
     user: str = ""  # the account (acc's username/domain: the caller), "user" or "user@domain"
     since: date | None = None
     until: date | None = None  # inclusive
@@ -53,7 +53,9 @@ class CallFilter:
         conds: list[Any] = []
         if self.q:
             pat = "%" + self.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            conds.append(or_(*(c.like(pat, escape="\\") for c in (t.c.from_uri, t.c.to_uri, t.c.sip_callid))))
+            conds.append(
+                or_(*(c.ilike(pat, escape="\\") for c in (t.c.from_uri, t.c.to_uri, t.c.sip_callid)))
+            )
         if self.user:
             name, _, dom = self.user.partition("@")
             conds.append(t.c.username == name)
