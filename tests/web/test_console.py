@@ -247,6 +247,19 @@ def test_online_shows_the_phone_and_removes_it(page: Any, web: WebServer, phones
     assert text[3] == "UDP" and text[4] == "SIPp phone"
     assert "min" in text[5]
     shot(page, "admin_online")
+    # search: by user agent, and nothing
+    rpc_call("ul_add", ["location", f"fifo@{DOMAIN}", "sip:fifo@192.0.2.9", "600", "1.00"], url=web.rpc_url)
+    page.get_by_label("Search").fill("sipp PHONE")
+    page.get_by_role("button", name="Search").click()
+    assert [r[0] for r in cells(page, "online")] == ["otto"]
+    page.get_by_label("Search").fill("192.0.2.9")
+    page.get_by_role("button", name="Search").click()
+    assert [r[1] for r in cells(page, "online")] == ["sip:fifo@192.0.2.9"]
+    page.get_by_label("Search").fill("nobody-like-this")
+    page.get_by_role("button", name="Search").click()
+    assert page.get_by_text("No contact matches.").is_visible()
+    page.get_by_label("Search").fill("")
+    page.get_by_role("button", name="Search").click()
     page.get_by_role("button", name=f"Remove sip:otto@127.0.0.1:{reg.port}").click()
     assert f"Contact sip:otto@127.0.0.1:{reg.port} of otto removed." in status(page)
     assert page.locator("table#online tbody tr", has_text="sip:otto@").count() == 0

@@ -729,21 +729,6 @@ class WebApp:
         self.flash(request, f"User {u}@{d} deleted.")
         return self.redirect("/admin/users")
 
-    async def admin_online(self, request: Request) -> Response:
-        await self.admin(request)
-        res = await self.ser.call("ul_dump")
-        rows = []
-        for dom in res if isinstance(res, list) else []:
-            for rec in dom.get("records", []):
-                for c in rec.get("contacts", []):
-                    permanent = bool(int(c.get("flags") or 0) & FL_PERMANENT)
-                    if int(c.get("expires") or 0) > 0 or permanent:
-                        rows.append(
-                            {"table": dom.get("domain"), "aor": rec.get("aor"), "permanent": permanent, **c}
-                        )
-        rows.sort(key=lambda r: (str(r["aor"]), str(r["contact"])))
-        return self.render(request, "admin_online.html", rows=rows)
-
     async def _health_data(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for cmd in ("version", "uptime", "t_stats", "sl_stats", "ul_stats", "ps"):
@@ -932,7 +917,6 @@ def create_app(cfg: WebConfig, ser: SerClient | None = None) -> Starlette:
         r("/admin/users/{domain}/{username}/group", web.admin_user_group, post),
         r("/admin/users/{domain}/{username}/alias", web.admin_user_alias, post),
         r("/admin/users/{domain}/{username}/delete", web.admin_user_delete, post),
-        r("/admin/online", web.admin_online),
         r("/admin/health", web.admin_health),
         r("/admin/health.json", web.admin_health_json),
         r("/admin/command", web.admin_command, ["GET", "POST"]),

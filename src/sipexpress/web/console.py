@@ -27,6 +27,7 @@ from sipexpress.web import console_store as cs
 from sipexpress.web import security as sec
 from sipexpress.web.im import ImJobs, TooManyMessages
 from sipexpress.web.serclient import SerDown, SerError
+from sipexpress.web.store import Page
 
 if TYPE_CHECKING:
     from sipexpress.web.app import Handler, WebApp
@@ -56,6 +57,7 @@ class Console:
             r("/admin/aliases/change", self.aliases_change, post),
             r("/admin/groups", self.groups, get),
             r("/admin/groups/change", self.groups_change, post),
+            r("/admin/online", self.online, get),
             r("/admin/online/remove", self.online_remove, post),
             r("/admin/log", self.log, get),
             r("/admin/log.json", self.log_json, get),
@@ -302,6 +304,30 @@ class Console:
         verb = "added to" if action == "grant" else "removed from"
         web.flash(request, f"{user}@{dom} {verb} group {group}.")
         return web.redirect(back)
+
+    # -- online: every binding in usrloc, searchable, removable -----------------------
+    async def online(self, request: Request) -> Response:
+        web = self.web
+        await web.admin(request)
+        q = request.query_params.get("q", "").strip()[:128]
+        res = await web.ser.call("ul_dump")
+        rows = []
+        for dom in res if isinstance(res, list) else []:
+            for rec in dom.get("records", []):
+                for c in rec.get("contacts", []):
+                    permanent = bool(int(c.get("flags") or 0) & FL_PERMANENT)
+                    if int(c.get("expires") or 0) > 0 or permanent:
+                        rows.append(
+                            {"table": dom.get("domain"), "aor": rec.get("aor"), "permanent": permanent, **c}
+                        )
+        if q:
+            ql = q.lower()
+            keys = ("aor", "contact", "source", "received", "user_agent")
+            rows = [r for r in rows if any(ql in str(r.get(k) or "").lower() for k in keys)]
+        rows.sort(key=lambda r: (str(r["aor"]), str(r["contact"])))
+        page, size = page_number(request), web.cfg.page_size
+        data = Page(rows[(page - 1) * size : page * size], len(rows), page, size)
+        return web.render(request, "admin_online.html", data=data, q=q)
 
     # -- online: remove a registration -----------------------------------------------
     async def online_remove(self, request: Request) -> Response:
