@@ -32,7 +32,7 @@ from sipexpress.script.compiler import load_config
 from sipexpress.script.pyroute import load_script
 
 try:
-    from sipexpress.core.server import GC_THRESHOLDS
+    from sipexpress.core.runner import GC_THRESHOLDS
 except ImportError:  # an older tree (A/B runs): the same thresholds
     GC_THRESHOLDS = (50_000, 20, 100)
 
@@ -213,7 +213,7 @@ async def run(kind: str, n: int, profile: bool) -> None:
         core.receive(make(10_000_000 + i), rcv)
     msgs = [make(i) for i in range(n)]
     gc.collect()
-    gc.freeze()  # as Core.start does
+    gc.freeze()  # as Runner.start does
     gc.set_threshold(*GC_THRESHOLDS)
     prof = cProfile.Profile() if profile else None
     if prof:
@@ -249,7 +249,7 @@ async def run_call_kind(core: Core, cap: Capture, n: int, profile: bool) -> None
     await asyncio.sleep(0.2)  # let save() finish
     run_calls(core, cap, 10_000_000, 500)  # warm-up
     gc.collect()
-    gc.freeze()  # as Core.start does
+    gc.freeze()  # as Runner.start does
     gc.set_threshold(*GC_THRESHOLDS)
     sent0 = cap.sent
     prof = cProfile.Profile() if profile else None

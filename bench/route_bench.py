@@ -30,6 +30,7 @@ import uuid
 from pathlib import Path
 
 from sipexpress.core.context import Proto, ReceiveInfo, RequestContext
+from sipexpress.core.runner import Runner
 from sipexpress.core.server import Core
 from sipexpress.script.compiler import compile_config, load_config
 from sipexpress.script.parser import parse_config
@@ -137,7 +138,8 @@ async def main(n: int) -> None:
     print(
         f"load (warm)    {min(warm) * 1e3:8.2f} ms   (read+parse+modules+modparam+compile; compile step {loaded.compile_seconds * 1e3:.2f} ms)"
     )
-    await core.start()
+    runner = Runner(core)
+    await runner.start()
     try:
         rcv = ReceiveInfo(Proto.UDP, "127.0.0.1", 5999, "127.0.0.1", port)
         route = core.routes.request["0"]
@@ -146,10 +148,10 @@ async def main(n: int) -> None:
         await run_case(core, "invite-relay", [invite("bob", port) for _ in range(n + 50)], rcv)
         core2 = Core({"listen": f"udp:127.0.0.1:{port}"})
         core2.set_routes(compile_config(parse_config(CORE_ONLY, "core-only.cfg"), core2).routes)
-        core2._build_myself()
+        core2.myself.build()
         await run_case(core2, "core-only", [invite("alice", port) for _ in range(n + 50)], rcv)
     finally:
-        await core.stop()
+        await runner.stop()
         sink.close()
 
 

@@ -29,6 +29,7 @@ from sipexpress.core.context import RequestContext, RouteTable
 from sipexpress.core.logging import setup_logging
 from sipexpress.core.options import OptionError, parse_socket_spec
 from sipexpress.core.registry import ConfigError
+from sipexpress.core.runner import Runner
 from sipexpress.core.server import SERVER_NAME, Core
 
 log = logging.getLogger("sipexpress.ser")
@@ -127,25 +128,9 @@ def load_config(core: Core, path: str | None) -> str:
         return path
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: no such file")
-    try:
-        from sipexpress.script import compiler
-    except ImportError as e:
-        if e.name not in ("sipexpress.script.compiler",):
-            raise
-        raise ConfigError(
-            "the ser.cfg compiler (sipexpress.script.compiler) is not available in this build; "
-            "use a Python routing script (ser -f routes.py)"
-        ) from None
-    loader = getattr(compiler, "load_config", None)
-    if loader is None:
-        raise ConfigError("sipexpress.script.compiler has no load_config(path, core)")
-    result = loader(path, core)
-    if isinstance(result, RouteTable):
-        core.set_routes(result)
-    elif result is not None and isinstance(getattr(result, "routes", None), RouteTable):
-        core.set_routes(result.routes)
-    else:
-        core.set_routes(core.routes)
+    from sipexpress.script.compiler import load_config as compile_config_file
+
+    core.set_routes(compile_config_file(path, core).routes)
     return path
 
 
@@ -177,7 +162,7 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 def run(core: Core) -> int:
     with asyncio.Runner(loop_factory=_new_loop) as runner:
         try:
-            return runner.run(core.serve())
+            return runner.run(Runner(core).serve())
         except KeyboardInterrupt:
             return 0
 

@@ -3,8 +3,8 @@
 A :class:`RequestContext` is what every script action receives (SER's
 ``struct sip_msg`` plus the destination set, flags and receive info).  The
 ``ser.cfg`` compiler and Python routing scripts both act on it; so do module
-functions.  :class:`CoreAPI` is the part of the running server that modules
-may use: sending, replying, forwarding, timers, ``myself`` checks, hooks.
+functions.  What they may use of the running server is
+:class:`sipexpress.core.api.CoreAPI`.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from sipexpress.core.registry import Module, RouteType
+from sipexpress.core.registry import RouteType
+from sipexpress.sip.forwarding import decrement_max_forwards
 from sipexpress.sip.uri import SipUri
 
 if TYPE_CHECKING:
+    from sipexpress.core.api import CoreAPI
     from sipexpress.sip.message import SipMessage
 
 
@@ -136,6 +138,18 @@ class RequestContext:
             self._parsed_ruri = SipUri.parse(self.ruri)
         return self._parsed_ruri
 
+    def decrement_max_forwards(self) -> bool:
+        """RFC 3261 §16.6 step 3, once per request (maxfwd's
+        ``mf_process_maxfwd_header`` may have done it): False when no hop
+        is left, which the caller answers with 483."""
+        data = self.data
+        if data.get("maxfwd"):
+            return True
+        if not decrement_max_forwards(self.msg):
+            return False
+        data["maxfwd"] = True
+        return True
+
     # -- flags (1..31, SER's setflag/resetflag/isflagset) -----------------
     def setflag(self, n: int) -> None:
         self.flags |= 1 << n
@@ -171,75 +185,3 @@ class RouteTable:
     failure: dict[str, RouteFn]
     onreply: dict[str, RouteFn]
     branch: dict[str, RouteFn]
-
-
-class CoreAPI(Protocol):
-    """What modules and script actions may use of the running server."""
-
-    options: dict[str, Any]  # global options (ser.cfg), parsed
-    routes: RouteTable
-
-    def module(self, name: str) -> Module | None: ...
-
-    def now(self) -> float: ...
-
-    def call_later(self, delay: float, callback: Callable[[], Any]) -> Any: ...
-
-    def spawn(self, coro: Awaitable[Any]) -> None:
-        """Run a background task; exceptions are logged, never lost."""
-        ...
-
-    def is_myself(self, host: str, port: int | None = None, proto: Proto | None = None) -> bool: ...
-
-    async def uri_destination(
-        self, uri_text: str, proto: Proto | None, rproto: Proto, uri: SipUri | None = None
-    ) -> tuple[Proto, str, int] | int:
-        """RFC 3263 target of a SIP URI, or a SER error code."""
-        ...
-
-    def known_destination(
-        self, uri_text: str, proto: Proto | None, rproto: Proto
-    ) -> tuple[Proto, str, int] | None:
-        """``uri_destination``'s kept answer for a numeric URI, if any."""
-        ...
-
-    def send(self, proto: Proto, ip: str, port: int, data: bytes, rcv: ReceiveInfo | None = None) -> bool:
-        """Send bytes; for TCP reuse a connection to ip:port (or the one the
-        request came on when ``rcv`` is given), opening one if needed."""
-        ...
-
-    def build_reply(
-        self,
-        ctx: RequestContext,
-        code: int,
-        reason: str,
-        extra_headers: list[str] | None = None,
-        body: bytes = b"",
-        to_tag: str | None = None,
-    ) -> bytes:
-        """Build a reply to ``ctx.msg`` as SER's build_res_buf_from_sip_req."""
-        ...
-
-    def send_reply(
-        self,
-        ctx: RequestContext,
-        code: int,
-        reason: str,
-        extra_headers: list[str] | None = None,
-        body: bytes = b"",
-    ) -> int:
-        """Statelessly reply to the request (sl_send_reply); 1 or -1."""
-        ...
-
-    async def forward(
-        self,
-        ctx: RequestContext,
-        host: str | None = None,
-        port: int | None = None,
-        proto: Proto | None = None,
-    ) -> int:
-        """Statelessly forward the request to host:port or, without host,
-        to ``ctx.dst_uri``/the request URI (RFC 3263).  1 or negative."""
-        ...
-
-    async def run_route(self, kind: RouteType, name: str, ctx: RequestContext) -> int: ...

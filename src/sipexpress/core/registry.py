@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from sipexpress.core.context import CoreAPI
+    from sipexpress.core.api import CoreAPI
 
 
 class RouteType(enum.IntFlag):

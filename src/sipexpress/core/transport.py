@@ -265,6 +265,11 @@ class TcpListener:
     def address(self) -> str:
         return f"[{self.ip}]:{self.port}" if self.af == socket.AF_INET6 else f"{self.ip}:{self.port}"
 
+    def sendto(self, data: bytes, ip: str, port: int) -> bool:
+        """A request leaving from this listener's address: on the
+        connection to ip:port, opened if needed."""
+        return self.manager.send(ip, port, data)
+
     async def start(self, backlog: int = 1024) -> None:
         sock = bind_socket(self.ip, self.port, socket.SOCK_STREAM)
         self.server = await self.manager.loop.create_server(

@@ -1,7 +1,7 @@
 """Management interfaces: one command registry, several transports.
 
-The core calls ``await sipexpress.mgmt.start(core)`` once its modules have
-started, and ``await sipexpress.mgmt.stop()`` on shutdown.  ``start``
+ser's runner (:mod:`sipexpress.core.runner`) builds a :class:`Manager`
+once the modules have started, and stops it on shutdown.  A manager
 gathers SER's built-in commands and every loaded module's
 ``Module.commands()`` into one :class:`CommandRegistry`, then starts the
 transports the global options ask for:
@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from sipexpress.core.registry import MgmtCommand, MgmtReply, Module
@@ -96,23 +96,6 @@ def _flag(value: Any) -> bool:
     return bool(value)
 
 
-def _modules_of(core: Any) -> list[Module]:
-    """The core's loaded modules in load order (``module_list``), else the
-    values of ``modules`` (where aliases repeat an instance)."""
-    mods = getattr(core, "module_list", None)
-    if mods is None:
-        mods = getattr(core, "modules", None)
-    if mods is None:
-        return []
-    if isinstance(mods, Mapping):
-        mods = mods.values()
-    out: list[Module] = []
-    for m in mods:
-        if m not in out:  # a module registered under an alias appears once
-            out.append(m)
-    return out
-
-
 class Manager:
     """The registry plus the transports configured by ``options``."""
 
@@ -121,10 +104,10 @@ class Manager:
         options: Mapping[str, Any] | None = None,
         modules: Iterable[Module] = (),
         extra_commands: Iterable[MgmtCommand] = (),
-        core: Any = None,
+        processes: Callable[[], list[tuple[int, str]]] | None = None,
     ) -> None:
         self.options: Mapping[str, Any] = options if options is not None else {}
-        self.core = core
+        self._processes = processes
         self.started = int(time.time())
         self.registry = CommandRegistry()
         for cmd in builtin_commands(self, allow_kill=_flag(self.options.get("mgmt_allow_kill", 0))):
@@ -144,10 +127,10 @@ class Manager:
         return await self.registry.call(name, params or [])
 
     def processes(self) -> list[tuple[int, str]]:
-        table = getattr(self.core, "process_table", None)
-        if callable(table):
-            rows: list[tuple[int, str]] = table()
-            return rows
+        """The ``ps`` rows: the server's (``processes``), else this
+        manager's own."""
+        if self._processes is not None:
+            return self._processes()
         pid = os.getpid()
         rows = [(pid, "attendant")]
         if self.fifo is not None:
@@ -208,28 +191,3 @@ class Manager:
                 except Exception:
                     log.exception("stopping a management listener failed")
         self.fifo = self.http = self.unix = None
-
-
-_current: Manager | None = None
-
-
-def current() -> Manager | None:
-    """The running server's manager (None before :func:`start`)."""
-    return _current
-
-
-async def start(core: Any) -> Manager:
-    """Build the registry from the built-ins and ``core.modules`` and start
-    the configured transports.  Raises :class:`MgmtStartError`."""
-    global _current
-    mgr = Manager(getattr(core, "options", {}) or {}, _modules_of(core), core=core)
-    await mgr.start()
-    _current = mgr
-    return mgr
-
-
-async def stop() -> None:
-    global _current
-    if _current is not None:
-        mgr, _current = _current, None
-        await mgr.stop()

@@ -29,13 +29,16 @@ import os
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sipexpress.core.context import RequestContext
 from sipexpress.core.logging import std_level
 from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
 from sipexpress.sip.errors import SipParseError
 from sipexpress.sip.message import SipMessage
+
+if TYPE_CHECKING:
+    from sipexpress.core.api import CoreAPI
 
 log = logging.getLogger("sipexpress.acc")
 
@@ -169,7 +172,7 @@ class AccModule(Module):
         Param("json_file", str, "", "append every record as a JSON line to this file"),
     )
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: CoreAPI) -> None:
         super().__init__(core)
         self.records = 0  # how many records were written (all sinks)
 

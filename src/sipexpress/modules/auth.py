@@ -73,7 +73,8 @@ from sipexpress.sip.errors import SipParseError
 from sipexpress.sip.uri import SipUri
 
 if TYPE_CHECKING:
-    from sipexpress.core.context import CoreAPI, RequestContext
+    from sipexpress.core.api import CoreAPI
+    from sipexpress.core.context import RequestContext
 
 log = logging.getLogger("sipexpress.auth")
 NOTICE = 25

@@ -57,7 +57,8 @@ from sipexpress.modules.auth import NOTICE, PROXY, WWW, AuthModule, AuthResult, 
 from sipexpress.sip.digest import calc_ha1
 
 if TYPE_CHECKING:
-    from sipexpress.core.context import CoreAPI, RequestContext
+    from sipexpress.core.api import CoreAPI
+    from sipexpress.core.context import RequestContext
 
 log = logging.getLogger("sipexpress.auth_db")
 

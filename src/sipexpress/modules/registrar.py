@@ -55,6 +55,7 @@ from sipexpress.sip.headers import split_values, unquote
 from sipexpress.sip.uri import SipUri, unescape
 
 if TYPE_CHECKING:
+    from sipexpress.core.api import CoreAPI
     from sipexpress.core.context import RequestContext
 
 log = logging.getLogger("sipexpress.registrar")
@@ -365,7 +366,7 @@ class RegistrarModule(Module):
         ),
     )
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: CoreAPI) -> None:
         super().__init__(core)
         self._cfg: RegisterConfig | None = None
         self._ul: UsrlocModule | None = None

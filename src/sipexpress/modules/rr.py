@@ -101,8 +101,8 @@ class RrModule(Module):
 
     def record_route(self, ctx: RequestContext) -> int:
         rcv = ctx.rcv
-        core: Any = ctx.core
-        lst = core.pick_listener(ctx, rcv.proto, rcv.src_ip) if hasattr(core, "pick_listener") else None
+        core = ctx.core
+        lst = core.pick_listener(ctx, rcv.proto, rcv.src_ip)
         host = lst.via_host if lst is not None else rcv.dst_ip
         port = lst.port if lst is not None else rcv.dst_port
         adv = ctx.data.get("advertised_address") or core.options.get("advertised_address")

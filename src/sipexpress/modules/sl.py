@@ -12,7 +12,7 @@ sent by other modules (registrar, auth) are counted as SER counted them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sipexpress.core import errors
 from sipexpress.core.context import RequestContext
@@ -25,9 +25,12 @@ from sipexpress.core.registry import (
     RouteType,
     ScriptFunction,
 )
-from sipexpress.core.server import ACK_FILTER_WINDOW
+
+if TYPE_CHECKING:
+    from sipexpress.core.api import CoreAPI
 
 CLEANUP_EOL = "      \n"
+ACK_FILTER_WINDOW = 2.0  # seconds sl filters ACKs to its negative replies
 
 # (label, codes counted individually) per class, as sl_stats.c prints them
 _ROWS: tuple[tuple[int, tuple[int, ...]], ...] = (
@@ -54,7 +57,7 @@ class SlModule(Module):
     name = "sl"
     aliases = ("sl_module",)
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: CoreAPI) -> None:
         super().__init__(core)
         self._hook_installed = False
 
@@ -62,11 +65,10 @@ class SlModule(Module):
     def functions(self) -> Sequence[ScriptFunction]:
         # the core's send_reply takes (ctx, code, reason) as sl_send_reply
         # does: scripts call it directly, one Python call less per reply
-        send: Any = getattr(self.core, "send_reply", None) or self.sl_send_reply
         return (
             ScriptFunction(
                 "sl_send_reply",
-                send,
+                self.core.send_reply,
                 arities=(2,),
                 fixup=_fixup_reply,
                 route_types=RouteType.REQUEST,
@@ -81,9 +83,6 @@ class SlModule(Module):
             ),
         )
 
-    def sl_send_reply(self, ctx: RequestContext, code: int, reason: str) -> int:
-        return self.core.send_reply(ctx, code, reason)
-
     def sl_reply_error(self, ctx: RequestContext) -> int:
         err = ctx.data.get(errors.SER_ERROR_KEY, errors.E_UNSPEC)
         code, reason = errors.err2reason_phrase(int(err), "SL")
@@ -96,23 +95,20 @@ class SlModule(Module):
         msg = ctx.msg
         if msg.method != "ACK":
             return False
-        core: Any = self.core
+        core = self.core
         if core.now() - core.last_negative_reply > ACK_FILTER_WINDOW:
             return False
         tag = msg.to.tag
-        prefix: str = core.to_tag_prefix
-        return tag is not None and tag.startswith(prefix + "-")
+        return tag is not None and tag.startswith(core.to_tag_prefix + "-")
 
     async def start(self) -> None:
-        hooks = getattr(self.core, "request_hooks", None)
-        if hooks is not None and not self._hook_installed:
-            hooks.append(self.filter_ack)
+        if not self._hook_installed:
+            self.core.request_hooks.append(self.filter_ack)
             self._hook_installed = True
 
     async def stop(self) -> None:
-        hooks = getattr(self.core, "request_hooks", None)
-        if hooks is not None and self._hook_installed:
-            hooks.remove(self.filter_ack)
+        if self._hook_installed:
+            self.core.request_hooks.remove(self.filter_ack)
             self._hook_installed = False
 
     # -- management -------------------------------------------------------
@@ -120,8 +116,8 @@ class SlModule(Module):
         return (MgmtCommand("sl_stats", self._sl_stats, doc="Counters of stateless replies."),)
 
     def counters(self) -> dict[str, int]:
-        stats: Any = getattr(self.core, "stats", None)
-        replies: dict[int, int] = dict(stats.sl_replies) if stats is not None else {}
+        stats = self.core.stats
+        replies: dict[int, int] = dict(stats.sl_replies)
         data: dict[str, int] = {}
         listed = {c for _, codes in _ROWS for c in codes}
         for cls, codes in _ROWS:
@@ -129,7 +125,7 @@ class SlModule(Module):
                 data[str(c)] = replies.get(c, 0)
             data[f"{cls}xx"] = sum(n for c, n in replies.items() if c // 100 == cls and c not in listed)
         data["xxx"] = sum(n for c, n in replies.items() if not 200 <= c <= 699)
-        data["failures"] = stats.sl_failures if stats is not None else 0
+        data["failures"] = stats.sl_failures
         return data
 
     async def _sl_stats(self, params: list[str]) -> MgmtReply:

@@ -33,14 +33,17 @@ import logging
 import re
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
-from sipexpress.core.context import CoreAPI, Proto, RequestContext, RouteTable
+from sipexpress.core.api import CoreAPI, Listener, ReplyHook, RequestHook
+from sipexpress.core.context import Proto, RequestContext, RouteTable
 from sipexpress.core.registry import ConfigError, FixupEnv, Module, RouteType, ScriptFunction
+from sipexpress.core.resolver import Resolver
+from sipexpress.core.stats import Stats
 from sipexpress.script import ast, runtime
 from sipexpress.script.core_actions import CORE_ACTIONS, MAX_LEN, ArgError
 from sipexpress.script.errors import CfgError, ScriptExit
@@ -119,6 +122,15 @@ class LoadedConfig:
         return None
 
 
+class ConfigTarget(CoreAPI, Protocol):
+    """What a config is compiled into: a core that also takes the global
+    options and the modules the config loads."""
+
+    def update_options(self, values: dict[str, Any]) -> None: ...
+
+    def add_module(self, module: Module) -> None: ...
+
+
 class CheckCore:
     """A core for checking configs (``ser -c``, tests): options and loaded
     modules, nothing on the network."""
@@ -129,9 +141,20 @@ class CheckCore:
         self.options: dict[str, Any] = normalize_options(options or {})
         self.routes = RouteTable({}, {}, {}, {})
         self.modules: dict[str, Module] = {}
+        self.stats = Stats()
+        self.resolver = Resolver()
+        self.request_hooks: list[RequestHook] = []
+        self.reply_hooks: list[ReplyHook] = []
+        self.to_tag_prefix = "check"
+        self.last_negative_reply = -1e9
 
     def add_module(self, module: Module) -> None:
         self.modules[module.name] = module
+
+    def update_options(self, values: dict[str, Any]) -> None:
+        from sipexpress.core.options import normalize_options
+
+        self.options = normalize_options(values, self.options)
 
     def module(self, name: str) -> Module | None:
         return self.modules.get(name)
@@ -147,8 +170,25 @@ class CheckCore:
         if close is not None:
             close()
 
+    def drive(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
+        coro.close()
+
     def is_myself(self, host: str, port: int | None = None, proto: Proto | None = None) -> bool:
         return False
+
+    def is_numeric(self, host: str) -> bool:
+        return False
+
+    def pick_listener(self, ctx: RequestContext | None, proto: Proto, dip: str) -> Listener | None:
+        return None
+
+    async def host_destination(
+        self, host: str, port: int | None, proto: Proto
+    ) -> tuple[Proto, str, int] | int:
+        return -1
+
+    def fix_top_via(self, ctx: RequestContext) -> None:
+        pass
 
     async def uri_destination(
         self, uri_text: str, proto: Proto | None, rproto: Proto, uri: Any = None
@@ -183,7 +223,7 @@ class CheckCore:
 
 
 # ---------------------------------------------------------------------------
-def load_config(path: str | Path, core: CoreAPI, apply_options: bool = True) -> LoadedConfig:
+def load_config(path: str | Path, core: ConfigTarget, apply_options: bool = True) -> LoadedConfig:
     """Read, parse and compile ``path`` for ``core``.  Raises :class:`CfgError`."""
     p = Path(path)
     try:
@@ -198,7 +238,7 @@ def check_config(text: str, filename: str = "<config>") -> LoadedConfig:
     return compile_config(parse_config(text, filename), CheckCore())
 
 
-def compile_config(cfg: ast.Config, core: CoreAPI, apply_options: bool = True) -> LoadedConfig:
+def compile_config(cfg: ast.Config, core: ConfigTarget, apply_options: bool = True) -> LoadedConfig:
     t0 = time.perf_counter()
     c = _Compiler(cfg, core)
     try:
@@ -227,7 +267,7 @@ class _Block:
 
 
 class _Compiler:
-    def __init__(self, cfg: ast.Config, core: CoreAPI) -> None:
+    def __init__(self, cfg: ast.Config, core: ConfigTarget) -> None:
         self.cfg = cfg
         self.core = core
         self.modules: list[Module] = []
@@ -251,11 +291,7 @@ class _Compiler:
 
         options = normalize_options(raw)
         if apply_options:
-            update = getattr(self.core, "update_options", None)
-            if callable(update):
-                update(raw)  # the core merges and re-applies command-line overrides
-            elif isinstance(getattr(self.core, "options", None), dict):
-                self.core.options.update(options)
+            self.core.update_options(raw)  # the core merges and re-applies command-line overrides
         for item in self.cfg.items:
             if isinstance(item, ast.LoadModule):
                 self.loadmodule(item)
@@ -367,9 +403,7 @@ class _Compiler:
                 f"module '{name}' failed to initialise: {type(e).__name__}: {e}", item.path
             ) from None
         self.modules.append(mod)
-        add = getattr(self.core, "add_module", None)
-        if callable(add):
-            add(mod)
+        self.core.add_module(mod)
         try:
             fns = list(mod.functions())
         except Exception as e:

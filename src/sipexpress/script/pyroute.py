@@ -38,10 +38,14 @@ import inspect
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sipexpress.core.context import Proto, RequestContext, RouteTable
 from sipexpress.core.registry import ConfigError, FixupEnv, Module, RouteType, ScriptFunction
+
+if TYPE_CHECKING:
+    from sipexpress.core.api import CoreAPI
+    from sipexpress.core.server import Core
 
 __all__ = ["forward", "forward_tcp", "forward_udp", "load_script", "log", "route"]
 
@@ -70,14 +74,14 @@ _BOUND: dict[tuple[int, str, int], _Bound] = {}
 _ROUTE_NAMES: dict[int, dict[str, set[str]]] = {}
 
 
-def _find(core: Any, name: str, nargs: int) -> _Bound:
+def _find(core: CoreAPI, name: str, nargs: int) -> _Bound:
     key = (id(core), name, nargs)
     b = _BOUND.get(key)
     if b is not None:
         return b
     seen: set[int] = set()
-    for mod in getattr(core, "module_list", None) or list(getattr(core, "modules", {}).values()):
-        if id(mod) in seen:
+    for mod in core.modules.values():
+        if id(mod) in seen:  # a module is listed under its aliases too
             continue
         seen.add(id(mod))
         for f in mod.functions():
@@ -88,7 +92,7 @@ def _find(core: Any, name: str, nargs: int) -> _Bound:
     raise ConfigError(f"unknown function '{name}' with {nargs} argument(s) (is its module loaded?)")
 
 
-def _fix(core: Any, b: _Bound, args: tuple[Any, ...]) -> tuple[Any, ...]:
+def _fix(core: CoreAPI, b: _Bound, args: tuple[Any, ...]) -> tuple[Any, ...]:
     try:
         fixed = b.fixed.get(args)
     except TypeError:  # unhashable arguments: fix them up every time
@@ -118,7 +122,7 @@ def _module_function(name: str) -> Callable[..., Any]:
     # the last core used, its fixed arguments by argument tuple and the
     # handler: a script runs against one core, so the per-call lookup by
     # (id(core), name, nargs) is skipped
-    last_core: Any = None
+    last_core: CoreAPI | None = None
     last_fixed: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     last_handler: Callable[..., Any] | None = None
 
@@ -195,7 +199,7 @@ def __getattr__(name: str) -> Any:
 
 
 # -- loading -------------------------------------------------------------------
-def load_script(path: str | Path, core: Any) -> RouteTable:
+def load_script(path: str | Path, core: Core) -> RouteTable:
     """Import a routing script and configure ``core`` from it: options,
     modules, module parameters, routes.  Raises :class:`ConfigError`."""
     p = Path(path)
@@ -269,9 +273,3 @@ def load_script(path: str | Path, core: Any) -> RouteTable:
     _ROUTE_NAMES[id(core)] = {k: set(v) for k, v in kinds.items()}
     core.set_routes(table)
     return table
-
-
-def check_script(path: str | Path, core: Any) -> None:
-    """Load a routing script (for ``ser -c``) and check that every module
-    function it imports exists."""
-    load_script(path, core)

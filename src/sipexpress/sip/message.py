@@ -27,6 +27,7 @@ Errors: anything malformed raises :class:`SipParseError` -- from ``parse``
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -1194,53 +1195,97 @@ def _patched_top_via(req: SipMessage, line: bytes, received: str | None, rport: 
     return _encode("Via: " + ", ".join(vals))
 
 
+#: the request's header fields a reply copies (RFC 3261 §8.2.6.2)
+_REPLY_COPY: Final = ("via", "from", "to", "call-id", "cseq")
+#: and Record-Route for 18x/2xx (RFC 3261 §12.1.1)
+_REPLY_COPY_RR: Final = ("via", "record-route", "from", "to", "call-id", "cseq")
+_status_lines: dict[tuple[int, str], bytes] = {}
+
+
+def _tag_param(
+    prefix: bytes, vias: list[bytes], froms: list[bytes], callids: list[bytes], cseqs: list[bytes]
+) -> bytes:
+    """``;tag=`` and SER's stateless To-tag: ``prefix`` (constant per
+    server, so sl's ACK filter recognises it) and a CRC of what identifies
+    the request (top Via, From, Call-ID, CSeq as received), so
+    retransmissions get the same tag."""
+    crc32 = zlib.crc32
+    if len(froms) == 1 and len(callids) == 1 and len(cseqs) == 1:
+        crc = crc32(cseqs[0], crc32(callids[0], crc32(froms[0], crc32(vias[0]) if vias else 0)))
+    else:
+        crc = 0
+        for line in vias[:1] + froms + callids + cseqs:
+            crc = crc32(line, crc)
+    return b";tag=%s-%08x" % (prefix, crc)
+
+
 def build_reply(
     req: SipMessage,
     status: int,
     reason: str,
     *,
     to_tag: str | None = None,
+    tag_prefix: bytes | None = None,
     headers: Sequence[str] = (),
+    trailer: Sequence[bytes] = (),
     body: bytes = b"",
     content_type: str | None = None,
     received: str | None = None,
     rport: int | None = None,
 ) -> bytes:
-    """Bytes of a reply to ``req`` (RFC 3261 §8.2.6): the request's Via,
-    From, To, Call-ID and CSeq lines copied as received, a To tag added when
-    ``to_tag`` is given and To has none (not for 100), then ``headers``
-    (complete lines, CRLF optional), Content-Type and Content-Length.
+    """Bytes of a reply to ``req`` (RFC 3261 §8.2.6, SER's
+    ``build_res_buf_from_sip_req``), built from the request's raw lines
+    without re-parsing them: Via, Record-Route (18x/2xx, RFC 3261 §12.1.1),
+    From, To, Call-ID and CSeq as received; then ``headers`` (text lines,
+    CRLF optional), ``trailer`` (complete lines as bytes), Content-Type and
+    Content-Length.
 
-    ``received`` / ``rport`` patch the topmost Via (RFC 3261 §18.2.1, RFC
-    3581: rport is filled in only when the request asked for it)."""
-    lines, keys = req._fields()
-    out = [b"SIP/2.0 %d %s\r\n" % (status, _encode(reason))]
-    if keys.count("via") == 1:
-        vias = [lines[keys.index("via")]]
+    From 180 on, a To without a tag gets ``to_tag``, else (with
+    ``tag_prefix``) a stateless tag made from the request.  ``received``
+    / ``rport`` patch the topmost Via (RFC 3261 §18.2.1, RFC 3581: rport
+    is filled in only when the request asked for it)."""
+    status_line = _status_lines.get((status, reason))
+    if status_line is None:
+        status_line = b"SIP/2.0 %d %s\r\n" % (status, reason.encode("utf-8", "surrogateescape"))
+        if len(_status_lines) < 256:
+            _status_lines[(status, reason)] = status_line
+    if 180 <= status < 300:
+        vias, rr_lines, from_lines, to_lines, callid_lines, cseq_lines = req.raw_header_groups(_REPLY_COPY_RR)
     else:
-        vias = [lines[i] for i, k in enumerate(keys) if k == "via"]
+        vias, from_lines, to_lines, callid_lines, cseq_lines = req.raw_header_groups(_REPLY_COPY)
+        rr_lines = []
     if vias and (received is not None or rport is not None):
-        vias[0] = _patched_top_via(req, vias[0], received, rport)
-    for line in vias:
-        out.append(line)
-        out.append(b"\r\n")
-    for key in ("from", "to", "call-id", "cseq"):
+        first = vias[0]
+        eol = req._eol
+        vias = [_patched_top_via(req, first[: len(first) - len(eol)], received, rport) + eol, *vias[1:]]
+    out: list[bytes] = [status_line, *vias, *rr_lines, *from_lines]
+    if status >= 180 and to_lines and (to_tag or tag_prefix is not None):
         try:
-            line = lines[keys.index(key)]
-        except ValueError:
-            continue
-        if key == "to" and to_tag is not None and status > 100 and req.to.tag is None:
-            line = line.rstrip() + b";tag=" + _encode(to_tag)
-        out.append(line)
-        out.append(b"\r\n")
-    for h in headers:
-        b = _encode(h)
-        out.append(b if b.endswith(b"\n") else b + b"\r\n")
+            has_tag = req.to.tag is not None
+        except SipParseError:
+            has_tag = True  # a broken To: copy it as it is
+        if not has_tag:
+            param = (
+                b";tag=" + to_tag.encode()
+                if to_tag
+                else _tag_param(tag_prefix or b"", vias, from_lines, callid_lines, cseq_lines)
+            )
+            to_lines = [to_lines[0].rstrip(b"\r\n") + param + b"\r\n"]
+    out += to_lines
+    out += callid_lines
+    out += cseq_lines
+    for line in headers:
+        if not line.endswith("\r\n"):
+            line = line.rstrip("\r\n") + "\r\n"
+        out.append(line.encode("utf-8", "surrogateescape"))
+    out += trailer
     if content_type is not None:
         out.append(_encode(f"Content-Type: {content_type}\r\n"))
-    out.append(b"Content-Length: %d\r\n\r\n" % len(body))
     if body:
+        out.append(b"Content-Length: %d\r\n\r\n" % len(body))
         out.append(body)
+    else:
+        out.append(b"Content-Length: 0\r\n\r\n")
     return b"".join(out)
 
 

@@ -216,15 +216,15 @@ class UacService:
 
     def __init__(self, tm: TmModule) -> None:
         self.tm = tm
-        self.core: Any = tm.core
+        self.core = tm.core
         self._callid_counter = itertools.count(random.getrandbits(32))
         self._tag_seed: str | None = None
 
     # -- identifiers (callid.c, uac.c generate_fromtag) --------------------
     def _local_address(self, proto: Proto = Proto.UDP) -> tuple[str, int]:
-        pick = getattr(self.core, "pick_listener", None)
-        lst = pick(None, proto, "127.0.0.1") if pick is not None else None
-        if lst is None and proto is not Proto.UDP and pick is not None:
+        pick = self.core.pick_listener
+        lst = pick(None, proto, "127.0.0.1")
+        if lst is None and proto is not Proto.UDP:
             lst = pick(None, Proto.UDP, "127.0.0.1")
         if lst is None:
             return "127.0.0.1", 5060

@@ -7,7 +7,7 @@ Public API::
 
     app = create_app(WebConfig.from_options(options))
     await serve(cfg)                  # run until cancelled
-    task = await start_in_core(core)  # ser's hook: same event loop
+    task = await start_in_core(options)  # ser's runner: same event loop
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from sipexpress.web.app import create_app
@@ -70,10 +70,10 @@ async def serve(cfg: WebConfig) -> None:
         raise OSError(f"web interface could not listen on {cfg.host}:{cfg.port}")
 
 
-async def start_in_core(core: Any) -> asyncio.Task[None]:
+async def start_in_core(options: Mapping[str, Any]) -> asyncio.Task[None]:
     """Start the web interface inside ``ser`` (option ``web_listen``): a task
     in the core's loop; it talks to the core over JSON-RPC (loopback)."""
-    cfg = WebConfig.from_options(core.options)
+    cfg = WebConfig.from_options(options)
     task = asyncio.get_running_loop().create_task(serve(cfg), name="web")
 
     def done(t: asyncio.Task[None]) -> None:

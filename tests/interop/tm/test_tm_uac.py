@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from sipexpress.core.runner import Runner
 from sipexpress.core.server import Core
 from sipexpress.modules.tm import TmModule
 from tests.interop.tm.phone import Phone, reply_addr, reply_to
@@ -15,14 +16,15 @@ from tests.support import free_port
 pytestmark = pytest.mark.interop
 
 
-async def make_core() -> tuple[Core, TmModule]:
+async def make_core() -> tuple[Runner, TmModule]:
     port = free_port()
     core = Core({"listen": [f"udp:127.0.0.1:{port}"], "sip_warning": False})
     tm = core.load_module("tm")
     assert isinstance(tm, TmModule)
     tm.set_param("fr_timer", 2)
-    await core.start()
-    return core, tm
+    runner = Runner(core)
+    await runner.start()
+    return runner, tm
 
 
 def uas_thread(phone: Phone, script: list[tuple[str, int]], seen: list[str]) -> threading.Thread:
@@ -41,7 +43,7 @@ def uas_thread(phone: Phone, script: list[tuple[str, int]], seen: list[str]) -> 
 
 
 async def test_uac_request_non_invite_and_invite_negative() -> None:
-    core, tm = await make_core()
+    runner, tm = await make_core()
     uas = Phone()
     seen: list[str] = []
     th = uas_thread(uas, [("OPTIONS", 200), ("INVITE", 486), ("ACK", 0)], seen)
@@ -57,11 +59,11 @@ async def test_uac_request_non_invite_and_invite_negative() -> None:
         assert tm.layer.stats.local == 2
     finally:
         uas.close()
-        await core.stop()
+        await runner.stop()
 
 
 async def test_uac_request_timeout_408() -> None:
-    core, tm = await make_core()
+    runner, tm = await make_core()
     uas = Phone()
     try:
         loop = asyncio.get_running_loop()
@@ -75,4 +77,4 @@ async def test_uac_request_timeout_408() -> None:
         assert sum(1 for m in got if m.is_request and m.method == "MESSAGE") >= 2  # retransmitted
     finally:
         uas.close()
-        await core.stop()
+        await runner.stop()

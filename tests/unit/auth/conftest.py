@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from sipexpress.core.context import RequestContext, RouteTable
+from sipexpress.core.runner import Runner
 from sipexpress.core.server import Core
 from sipexpress.db import add_user, create_all
 from sipexpress.sip.digest import calc_ha1, calc_response
@@ -61,12 +62,16 @@ class UdpClient(asyncio.DatagramProtocol):
 
 @dataclass
 class Server:
-    core: Core
+    runner: Runner
     port: int
     client: UdpClient
     db_url: str
     route: Route | None = None
     results: list[Any] = field(default_factory=list)
+
+    @property
+    def core(self) -> Core:
+        return self.runner.core
 
     async def send(self, data: bytes, timeout: float = 3.0) -> SipMessage | None:
         return await self.client.request(data, self.port, timeout)
@@ -148,14 +153,14 @@ async def start_server(
     loop = asyncio.get_running_loop()
     client = UdpClient()
     await loop.create_datagram_endpoint(lambda: client, local_addr=("127.0.0.1", 0))
-    srv = Server(core, port, client, db_url, route)
+    srv = Server(Runner(core), port, client, db_url, route)
 
     async def main(ctx: RequestContext) -> int:
         assert srv.route is not None
         return await srv.route(ctx)
 
     core.set_routes(RouteTable({"0": main}, {}, {}, {}))
-    await core.start()
+    await srv.runner.start()
     return srv
 
 
@@ -189,6 +194,6 @@ async def servers() -> AsyncIterator[list[Server]]:
     started: list[Server] = []
     yield started
     for s in started:
-        await s.core.stop()
+        await s.runner.stop()
         if s.client.transport is not None:
             s.client.transport.close()

@@ -332,8 +332,7 @@ def test_ser_hash_matches_c() -> None:
 async def test_domain_reload_and_dump(servers: list[Server], any_db_url: str) -> None:
     h = await harness(servers, any_db_url, [("domain", "db_mode", 1)])
     d: DomainModule = h.mod("domain")
-    mgmt = h.srv.core.mgmt
-    assert mgmt is not None
+    mgmt = h.srv.runner.mgmt
     reply = await mgmt.call("domain_dump")
     lines = sorted(render_fifo(reply).splitlines()[1:])
     assert render_fifo(reply).startswith("200 OK\n")
@@ -364,6 +363,6 @@ async def test_domain_reload_failure_keeps_the_cache(servers: list[Server], sqli
 
 async def test_domain_commands_only_with_db_mode_1(servers: list[Server], sqlite_url: str) -> None:
     h = await harness(servers, sqlite_url)
-    mgmt = h.srv.core.mgmt
+    mgmt = h.srv.runner.mgmt
     reply = await mgmt.call("domain_dump")
     assert render_fifo(reply) == "500 command 'domain_dump' not available\n"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sipexpress.core.context import Branch, Proto, ReceiveInfo, RequestContext
-from sipexpress.core.server import SERVER_HEADER, Core, via_destination, via_with
+from sipexpress.core.server import SERVER_HEADER, Core
+from sipexpress.sip.forwarding import stateless_branch, via_destination, via_with
 from sipexpress.sip.headers import Via
 from sipexpress.sip.message import SipMessage
 
@@ -84,7 +85,7 @@ def test_myself_default_port_option() -> None:
 
 def test_myself_extra_names() -> None:
     core = make_core()
-    core.add_myself_names(["proxy.example.net"])
+    core.myself.add_names(["proxy.example.net"])
     assert core.is_myself("PROXY.example.net", 5060)
     assert not core.is_myself("proxy.example.net", 5099)
 
@@ -95,16 +96,16 @@ def test_via_with_sets_received_and_fills_rport() -> None:
     text = via_with(v, "192.0.2.7", 40000)
     assert text == "SIP/2.0/UDP host.example.com:5070;rport=40000;branch=z9hG4bK1;received=192.0.2.7"
     v2 = Via.parse(text)
-    assert via_destination(v2, Proto.UDP) == ("192.0.2.7", 40000)
+    assert via_destination(v2) == ("192.0.2.7", 40000)
 
 
 def test_via_destination_without_rport() -> None:
-    assert via_destination(Via.parse("SIP/2.0/UDP 192.0.2.1;branch=x"), Proto.UDP) == ("192.0.2.1", 5060)
-    assert via_destination(Via.parse("SIP/2.0/TLS h.example;received=10.0.0.1"), Proto.TLS) == (
+    assert via_destination(Via.parse("SIP/2.0/UDP 192.0.2.1;branch=x")) == ("192.0.2.1", 5060)
+    assert via_destination(Via.parse("SIP/2.0/TLS h.example;received=10.0.0.1")) == (
         "10.0.0.1",
         5061,
     )
-    assert via_destination(Via.parse("SIP/2.0/UDP [::1]:5090;received=::2"), Proto.UDP) == ("::2", 5090)
+    assert via_destination(Via.parse("SIP/2.0/UDP [::1]:5090;received=::2")) == ("::2", 5090)
 
 
 def test_fix_top_via_received_only_when_host_differs() -> None:
@@ -200,10 +201,10 @@ def test_send_reply_never_answers_ack() -> None:
 # -- stateless branch --------------------------------------------------------------
 def test_stateless_branch_is_stable_and_rfc3261() -> None:
     core = make_core()
-    b1 = core.stateless_branch(ctx_for(core).msg, "sip:bob@192.0.2.9")
-    b2 = core.stateless_branch(ctx_for(core).msg, "sip:bob@192.0.2.9")
-    b3 = core.stateless_branch(ctx_for(core).msg, "sip:bob@192.0.2.10")
-    b4 = core.stateless_branch(ctx_for(core, via="192.0.2.1:5060;x=1").msg, "sip:bob@192.0.2.9")
+    b1 = stateless_branch(ctx_for(core).msg, "sip:bob@192.0.2.9")
+    b2 = stateless_branch(ctx_for(core).msg, "sip:bob@192.0.2.9")
+    b3 = stateless_branch(ctx_for(core).msg, "sip:bob@192.0.2.10")
+    b4 = stateless_branch(ctx_for(core, via="192.0.2.1:5060;x=1").msg, "sip:bob@192.0.2.9")
     assert b1 == b2 and b1.startswith("z9hG4bK")
     assert b1 != b3  # another target
     assert b4 == b1  # other Via params do not matter, branch and sent-by do
@@ -220,10 +221,10 @@ def test_build_forward_adds_via_and_restores_message() -> None:
 
     ctx = ctx_for(core, via="pc33.example.com")
     ctx.set_ruri("sip:bob@192.0.2.9:5080")
-    out = SipMessage.parse(core.build_forward(ctx, Proto.UDP, Lst()))
+    out = SipMessage.parse(core.stateless.build_forward(ctx, Proto.UDP, Lst()))
     assert out.ruri == "sip:bob@192.0.2.9:5080"
     assert out.via1.host == "10.1.2.3" and out.via1.port == 5060
-    assert out.via1.branch == core.stateless_branch(ctx.msg, "sip:bob@192.0.2.9:5080")
+    assert out.via1.branch == stateless_branch(ctx.msg, "sip:bob@192.0.2.9:5080")
     assert out.vias[1].received == "192.0.2.1"
     assert len(out.vias) == 3
     # the request itself keeps its request URI and Via list
@@ -241,5 +242,5 @@ def test_build_forward_ipv6_via(proto: Proto) -> None:
         via_host = "[::1]"
 
     ctx = ctx_for(core)
-    out = SipMessage.parse(core.build_forward(ctx, proto, Lst()))
+    out = SipMessage.parse(core.stateless.build_forward(ctx, proto, Lst()))
     assert out.via1.host == "[::1]" and out.via1.port == 5062 and out.via1.transport == proto.name

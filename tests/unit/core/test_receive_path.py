@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 from sipexpress.core.context import Proto, ReceiveInfo, RequestContext, RouteTable
+from sipexpress.core.runner import Runner
 from sipexpress.core.server import Core
 from sipexpress.sip.message import SipMessage
 
@@ -208,7 +209,8 @@ async def test_requests_wait_until_the_modules_have_started() -> None:
     core.set_routes(RouteTable({"0": route}, {}, {}, {}))
     cap = Capture()
     core.add_module(SlowStart(core))
-    starting = asyncio.create_task(core.start())
+    runner = Runner(core)
+    starting = asyncio.create_task(runner.start())
     try:
         for _ in range(100):
             if core.udp_listeners:
@@ -227,4 +229,4 @@ async def test_requests_wait_until_the_modules_have_started() -> None:
         assert seen == [True, True]
     finally:
         gate.set()
-        await core.stop()
+        await runner.stop()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from sipexpress.core.registry import MgmtCommand, MgmtError, MgmtReply, Module
-from sipexpress.mgmt import Manager, start, stop
+from sipexpress.mgmt import Manager
 from sipexpress.mgmt.registry import CommandRegistry, DuplicateCommand, render_fifo
 
 
@@ -84,16 +83,14 @@ async def test_call_maps_errors() -> None:
     assert render_fifo(await r.call("nope", [])) == "500 command 'nope' not available\n"
 
 
-async def test_start_gathers_core_modules(tmp_path: Path) -> None:
-    core = SimpleNamespace(
-        options={"fifo": str(tmp_path / "f"), "fifo_dir": f"{tmp_path}/"},
-        modules={"usrloc": FakeUsrloc(None), "tm": FakeTm(None)},  # type: ignore[arg-type]
-    )
-    mgr = await start(core)
+async def test_start_gathers_module_commands(tmp_path: Path) -> None:
+    options = {"fifo": str(tmp_path / "f"), "fifo_dir": f"{tmp_path}/"}
+    mgr = Manager(options, [FakeUsrloc(None), FakeTm(None)])  # type: ignore[arg-type]
+    await mgr.start()
     try:
         assert "t_stats" in mgr.registry and "ul_flush" in mgr.registry
         assert mgr.fifo is not None and (tmp_path / "f").exists()
         assert (await mgr.call("ul_stats", ["a"])).data == ["a"]
     finally:
-        await stop()
+        await mgr.stop()
     assert not (tmp_path / "f").exists()

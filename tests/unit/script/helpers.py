@@ -8,7 +8,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from sipexpress.core.context import CoreAPI, Proto, ReceiveInfo, RequestContext, RouteTable
+from sipexpress.core.api import CoreAPI
+from sipexpress.core.context import Proto, ReceiveInfo, RequestContext, RouteTable
 from sipexpress.core.options import normalize_options
 from sipexpress.core.registry import FixupEnv, Module, Param, RouteType, ScriptFunction
 from sipexpress.script.compiler import LoadedConfig, compile_config

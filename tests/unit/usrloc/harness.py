@@ -9,6 +9,7 @@ from typing import Any
 
 from sipexpress.core.context import RequestContext, RouteTable
 from sipexpress.core.registry import FixupEnv
+from sipexpress.core.runner import Runner
 from sipexpress.core.server import Core
 from sipexpress.modules.registrar import RegistrarModule
 from sipexpress.modules.usrloc import Udomain, UsrlocModule
@@ -28,6 +29,7 @@ class Harness:
     def __init__(self) -> None:
         self.port = free_port()
         self.core = Core({"listen": f"udp:127.0.0.1:{self.port}", "sip_warning": 0})
+        self.runner = Runner(self.core)
         self.ul: UsrlocModule = self.core.load_module("usrloc")  # type: ignore[assignment]
         self.reg: RegistrarModule = self.core.load_module("registrar")  # type: ignore[assignment]
         self.transport: asyncio.DatagramTransport | None = None
@@ -57,7 +59,7 @@ class Harness:
             return 1
 
         self.core.set_routes(RouteTable({"0": route}, {}, {}, {}))
-        await self.core.start()
+        await self.runner.start()
         loop = asyncio.get_running_loop()
         self.transport, _ = await loop.create_datagram_endpoint(
             lambda: self.client, local_addr=("127.0.0.1", 0)
@@ -67,7 +69,7 @@ class Harness:
     async def stop(self) -> None:
         if self.transport is not None:
             self.transport.close()
-        await self.core.stop()
+        await self.runner.stop()
 
     async def send(self, data: bytes | str, timeout: float = 3.0) -> SipMessage:
         if isinstance(data, str):

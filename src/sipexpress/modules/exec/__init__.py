@@ -82,7 +82,8 @@ from sipexpress.modules.exec.env import (
 )
 
 if TYPE_CHECKING:
-    from sipexpress.core.context import CoreAPI, RequestContext
+    from sipexpress.core.api import CoreAPI
+    from sipexpress.core.context import RequestContext
 
 log = logging.getLogger("sipexpress.modules.exec")
 

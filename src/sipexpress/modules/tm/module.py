@@ -25,7 +25,7 @@ from sipexpress.sip.errors import SipParseError
 from sipexpress.sip.transaction import State
 
 if TYPE_CHECKING:
-    from sipexpress.core.context import CoreAPI
+    from sipexpress.core.api import CoreAPI
     from sipexpress.sip.message import SipMessage
 
 R = RouteType.REQUEST
@@ -115,7 +115,7 @@ class TmModule(Module):
     async def start(self) -> None:
         layer = self.layer
         layer.configure(self.values)
-        core: Any = self.core
+        core = self.core
         core.request_hooks.append(layer.request_hook)
         core.reply_hooks.append(layer.reply_hook)
 

@@ -35,17 +35,17 @@ import os
 import re
 import secrets
 import zlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sipexpress.core import errors
 from sipexpress.core.context import Proto, ReceiveInfo, RequestContext
 from sipexpress.core.registry import RouteType
-from sipexpress.core.server import Resume
 from sipexpress.modules.tm.stats import TABLE_ENTRIES, TmStats
 from sipexpress.modules.tm.timers import TimerHeap
 from sipexpress.sip.errors import SipError, SipParseError
+from sipexpress.sip.forwarding import build_ack, build_cancel, via_prefix
 from sipexpress.sip.message import build_reply
 from sipexpress.sip.transaction import (
     MAGIC_COOKIE,
@@ -66,12 +66,13 @@ from sipexpress.sip.transaction import (
 from sipexpress.sip.uri import SipUri
 
 if TYPE_CHECKING:
-    from sipexpress.core.context import CoreAPI
+    from sipexpress.core.api import CoreAPI, Listener
     from sipexpress.sip.message import SipMessage
 
 log = logging.getLogger("sipexpress.tm")
 
 TRYING_REASON = "trying -- your call is important to us"
+_REPLY_PROCESSING = "tm: reply processing"
 _NEGATIVE_DONE = (State.COMPLETED, State.CONFIRMED)
 _LR = re.compile(r";\s*lr(?:[;=>\s]|$)", re.IGNORECASE)
 
@@ -451,7 +452,7 @@ class TransactionLayer:
                 if t.on_reply is None and a.status < 300:
                     self._on_reply_sync(br, a.status, a.msg)  # nothing to await
                 else:
-                    self._drive(self._on_reply(br, a.status, a.msg))
+                    self.core.drive(self._on_reply(br, a.status, a.msg), _REPLY_PROCESSING)
             elif isinstance(a, Timeout):
                 self._on_timeout(br, a.timer, now)
             elif isinstance(a, TransportError):
@@ -472,24 +473,6 @@ class TransactionLayer:
                 self._maybe_free(br.trans)
         if br.alive:
             self.timers.update(br)
-
-    def _drive(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run a coroutine eagerly; a Task only if it really suspends."""
-        try:
-            first = coro.send(None)
-        except StopIteration:
-            return
-        except Exception:
-            log.exception("tm: reply processing failed")
-            return
-        self.core.spawn(self._continue(coro, first))
-
-    @staticmethod
-    async def _continue(coro: Coroutine[Any, Any, Any], first: Any) -> None:
-        try:
-            await Resume(coro, first)
-        except Exception:
-            log.exception("tm: reply processing failed")
 
     # ------------------------------------------------------------------
     # transaction life cycle
@@ -654,24 +637,16 @@ class TransactionLayer:
         SER error code."""
         msg = ctx.msg
         first = not t.relayed
-        core: Any = self.core
         targets: list[tuple[str, str | None]] = []
         if first and t.ctx_data.get("cancelled"):
             # CANCELled while the script was still working on the INVITE
             self.send_local_reply(t, 487, "Request Terminated", ctx)
             return 0
         if first:
-            if not ctx.data.get("maxfwd"):
-                mf = msg.max_forwards
-                if mf is not None:
-                    if mf <= 0:
-                        self.send_local_reply(t, 483, "Too Many Hops", ctx)
-                        return 0
-                    msg.replace_header("Max-Forwards", str(mf - 1))
-                ctx.data["maxfwd"] = True
-            fix = getattr(core, "fix_top_via", None)
-            if fix is not None:
-                fix(ctx)
+            if not ctx.decrement_max_forwards():
+                self.send_local_reply(t, 483, "Too Many Hops", ctx)
+                return 0
+            self.core.fix_top_via(ctx)
             t.request = msg
             t.ruri_at_relay = ctx.ruri
             t.dst_at_relay = ctx.dst_uri
@@ -730,17 +705,8 @@ class TransactionLayer:
     async def _resolve(
         self, uri_text: str, host: str | None, port: int | None, proto: Proto | None, rproto: Proto
     ) -> tuple[Proto, str, int] | int:
-        core: Any = self.core
         if host is not None:
-            dproto = proto or rproto
-            if core._is_numeric(host):
-                ip = host.strip("[]")
-            else:
-                addrs = await core.resolver.resolve_host(host)
-                if not addrs:
-                    return errors.E_BAD_ADDRESS
-                ip = addrs[0]
-            return dproto, ip, port or 5060
+            return await self.core.host_destination(host, port, proto or rproto)
         return await self.core.uri_destination(uri_text, proto, rproto)
 
     async def _add_branch(
@@ -763,7 +729,7 @@ class TransactionLayer:
             log.info("tm: cannot resolve next hop for %s", next_hop or uri)
             return dest
         dproto, dip, dport = dest
-        core: Any = self.core
+        core = self.core
         lst = core.pick_listener(ctx, dproto, dip)
         if lst is None:
             return errors.E_NO_SOCKET
@@ -797,48 +763,29 @@ class TransactionLayer:
         self.timers.update(br)
         return 1
 
-    def _via_prefix(self, t: Transaction, dproto: Proto, lst: Any) -> str:
+    def _via_prefix(self, t: Transaction, dproto: Proto, lst: Listener) -> str:
         """``SIP/2.0/UDP host:port;branch=`` for a branch leaving from
         ``lst`` (advertised_address/port honoured; cached per listener)."""
-        core: Any = self.core
-        opts = core.options
+        opts = self.core.options
         adv = t.ctx_data.get("advertised_address") or opts.get("advertised_address")
         adv_port = t.ctx_data.get("advertised_port") or opts.get("advertised_port")
         key = (dproto, lst, adv, adv_port)
         prefix = self._via_prefixes.get(key)
         if prefix is None:
-            via_host = (f"[{adv}]" if ":" in str(adv) else str(adv)) if adv else lst.via_host
-            prefix = f"SIP/2.0/{dproto.name} {via_host}:{adv_port or lst.port};branch="
+            prefix = via_prefix(dproto.name, lst.via_host, lst.port, adv, adv_port)
             if len(self._via_prefixes) >= 256:
                 self._via_prefixes.clear()
             self._via_prefixes[key] = prefix
         return prefix
 
-    # hop-by-hop requests built from the branch's request (RFC 3261 §9.1, §17.1.1.3)
-    def _hop_request(self, br: Branch, method: str, to_line: bytes | None) -> bytes:
-        msg = br.trans.request
-        out = [f"{method} {br.uri} SIP/2.0\r\nVia: {br.via}\r\n".encode("utf-8", "surrogateescape")]
-        rhl = msg.raw_header_lines
-        out += rhl("route")
-        out += rhl("from")
-        out += [to_line] if to_line is not None else rhl("to")
-        out += rhl("call-id")
-        out.append(b"CSeq: %d %s\r\n" % (msg.cseq.num, method.encode()))
-        out.append(b"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
-        return b"".join(out)
-
-    def _ack_for(self, br: Branch, reply: Any) -> bytes:
-        to_line: bytes | None = None
-        if reply is not None:
-            lines = reply.raw_header_lines("to")
-            if lines:
-                to_line = lines[0]
-        return self._hop_request(br, "ACK", to_line)
+    @staticmethod
+    def _ack_for(br: Branch, reply: SipMessage | None) -> bytes:
+        return build_ack(br.trans.request, br.uri, br.via, reply)
 
     def _send_cancel(self, br: Branch, now: float) -> None:
         if br.cancel is not None or br.machine is None:
             return
-        data = self._hop_request(br, "CANCEL", None)
+        data = build_cancel(br.trans.request, br.uri, br.via)
         br.cancel = ClientNonInvite(data, br.dst[0] is not Proto.UDP, self.cancel_timers)
         self._cancel_actions(br, br.cancel.start(now))
 
@@ -877,7 +824,7 @@ class TransactionLayer:
                 pending += 1
                 self._cancel_branch(br, now)
         if pending:
-            self._drive(self._check_all_final(t))
+            self.core.drive(self._check_all_final(t), _REPLY_PROCESSING)
         return pending
 
     # ------------------------------------------------------------------
@@ -891,7 +838,7 @@ class TransactionLayer:
         br.local_reason = reason
         br.reply = None
         if complete:
-            self._drive(self._check_all_final(br.trans))
+            self.core.drive(self._check_all_final(br.trans), _REPLY_PROCESSING)
 
     def _on_timeout(self, br: Branch, timer: str, now: float) -> None:
         t = br.trans
@@ -916,7 +863,7 @@ class TransactionLayer:
             if br.machine is not None:
                 self._send_cancel(br, now)
                 self._branch_actions(br, br.machine.cancel(now), now)
-            self._drive(self._check_all_final(t))
+            self.core.drive(self._check_all_final(t), _REPLY_PROCESSING)
             return
         self._local_final(br, 408, "Request Timeout")
 
@@ -981,7 +928,7 @@ class TransactionLayer:
         if t.final_status and not (status < 300 and t.is_invite and t.final_status < 300):
             return
         data = _strip_top_via(msg)
-        self.core.stats.fwd_replies += 1  # type: ignore[attr-defined]
+        self.core.stats.fwd_replies += 1
         if self._respond(t, status, data, local=False) < 0 and status < 300:
             # e.g. a 2xx after we sent a negative final: still end to end
             self._send_upstream(t, data)

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sipexpress.core.registry import MgmtCommand, MgmtError, MgmtReply, Module, Param
 from sipexpress.db.engine import DEFAULT_TIMEOUT, DbError, redact, resolve_db_url
@@ -39,6 +39,9 @@ from sipexpress.modules.usrloc.records import (
 )
 from sipexpress.modules.usrloc.store import COLUMN_PARAMS, LocationStore, SqlLocationStore
 from sipexpress.modules.usrloc.udomain import DB_ONLY, NO_DB, WRITE_BACK, WRITE_THROUGH, Udomain
+
+if TYPE_CHECKING:
+    from sipexpress.core.api import CoreAPI
 
 log = logging.getLogger("sipexpress.usrloc")
 
@@ -86,7 +89,7 @@ class UsrlocModule(Module):
         Param("received_column", str, "received"),
     )
 
-    def __init__(self, core: Any, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, core: CoreAPI, clock: Callable[[], float] = time.time) -> None:
         super().__init__(core)
         self.clock = clock
         self.domains: dict[str, Udomain] = {}
@@ -126,7 +129,7 @@ class UsrlocModule(Module):
         if self.db_mode == NO_DB:
             return None
         if self.store is None:
-            self.db_url = resolve_db_url(self.values["db_url"], getattr(self.core, "options", None))
+            self.db_url = resolve_db_url(self.values["db_url"], self.core.options)
             cols = {
                 ours: self.values[p]
                 for ours, p in COLUMN_PARAMS.items()
