@@ -19,7 +19,7 @@ from sipexpress.db.engine import run
 from sipexpress.mgmt.client import RpcError, rpc_call
 from tests.web.conftest import DOMAIN, WebServer, run_async, shot
 from tests.web.test_admin_pages import wait_until
-from tests.web.test_user_pages import alert, login, register_phone, status
+from tests.web.test_user_pages import alert, follow, login, register_phone, status
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
 
@@ -102,7 +102,7 @@ def test_call_history_filters_and_csv(page: Any, web: WebServer) -> None:
     seed_acc(web)
     login(page, "admin", "heslo")
     page.wait_for_url("**/account")
-    page.get_by_role("link", name="Call history").click()
+    follow(page, page.get_by_role("link", name="Call history"))
     acc = schema.acc
     invites = db_rows(web, acc, acc.c.sip_method == "INVITE", order=acc.c.time.desc())
     assert "Page 1 of 2 (36 rows)" in page.locator(".pager").inner_text()
@@ -118,7 +118,7 @@ def test_call_history_filters_and_csv(page: Any, web: WebServer) -> None:
     page.get_by_label("From date").fill("2026-11-22")
     page.get_by_label("To date").fill("2026-11-28")
     page.get_by_label("Status").fill("4")
-    page.get_by_role("button", name="Filter").click()
+    follow(page, page.get_by_role("button", name="Filter"))
     want = db_rows(
         web,
         acc,
@@ -160,16 +160,16 @@ def test_domains_aliases_and_groups(page: Any, web: WebServer) -> None:
     login(page, "admin", "heslo")
     page.wait_for_url("**/account")
     # domains: the table's rows, added and removed in the UI
-    page.get_by_role("link", name="Domains").click()
+    follow(page, page.get_by_role("link", name="Domains"))
     for name in ("example.com", "voip.example.org"):
         page.get_by_label("Domain", exact=True).fill(name)
-        page.get_by_role("button", name="Add domain").click()
+        follow(page, page.get_by_role("button", name="Add domain"))
         assert f"Domain {name} added." in status(page)
     page.get_by_label("Domain", exact=True).fill("example.com")
-    page.get_by_role("button", name="Add domain").click()
+    follow(page, page.get_by_role("button", name="Add domain"))
     assert "Domain example.com is there already." in alert(page)
     page.get_by_label("Domain", exact=True).fill("bad domain!")
-    page.get_by_role("button", name="Add domain").click()
+    follow(page, page.get_by_role("button", name="Add domain"))
     assert "not a valid domain name" in alert(page)
     d = schema.domain
     in_db = [r["domain"] for r in db_rows(web, d, order=d.c.domain)]
@@ -178,16 +178,16 @@ def test_domains_aliases_and_groups(page: Any, web: WebServer) -> None:
     assert sorted(x["domain"] for x in rpc_call("domain_dump", url=web.rpc_url)) == in_db
     assert [r[0] for r in cells(page, "domains")] == in_db
     shot(page, "admin_domains")
-    page.get_by_role("button", name="Remove domain example.com").click()
+    follow(page, page.get_by_role("button", name="Remove domain example.com"))
     assert "Domain example.com removed." in status(page)
     assert "ser reloaded its domain list." in status(page)
     assert [r["domain"] for r in db_rows(web, d, order=d.c.domain)] == ["voip.example.org"]
     assert [x["domain"] for x in rpc_call("domain_dump", url=web.rpc_url)] == ["voip.example.org"]
     # aliases: in usrloc's table "aliases", seen by ul_show_contact
-    page.get_by_role("link", name="Aliases").click()
+    follow(page, page.get_by_role("link", name="Aliases"))
     page.get_by_label("Alias (e.g. a number)").fill("7001")
     page.get_by_label("For the user").fill(f"dana@{DOMAIN}")
-    page.get_by_role("button", name="Add alias").click()
+    follow(page, page.get_by_role("button", name="Add alias"))
     assert f"Alias 7001@{DOMAIN} added." in status(page)
     got = rpc_call("ul_show_contact", ["aliases", f"7001@{DOMAIN}"], url=web.rpc_url)
     assert got[0]["contact"] == f"sip:dana@{DOMAIN}"
@@ -195,38 +195,38 @@ def test_domains_aliases_and_groups(page: Any, web: WebServer) -> None:
     assert cells(page, "aliases")[0][:2] == ["7001", f"sip:dana@{DOMAIN}"]
     page.get_by_label("Alias (e.g. a number)").fill("7002")
     page.get_by_label("For the user").fill(f"nobody@{DOMAIN}")
-    page.get_by_role("button", name="Add alias").click()
+    follow(page, page.get_by_role("button", name="Add alias"))
     assert f"There is no user nobody@{DOMAIN}." in alert(page)
     page.get_by_label("Alias (e.g. a number)").fill("dana")
     page.get_by_label("For the user").fill(f"dana@{DOMAIN}")
-    page.get_by_role("button", name="Add alias").click()
+    follow(page, page.get_by_role("button", name="Add alias"))
     assert f"dana@{DOMAIN} is a user name already." in alert(page)
     shot(page, "admin_aliases")
-    page.get_by_role("button", name="Remove alias 7001").click()
+    follow(page, page.get_by_role("button", name="Remove alias 7001"))
     assert f"Alias 7001@{DOMAIN} removed." in status(page)
     with pytest.raises(RpcError):
         rpc_call("ul_show_contact", ["aliases", f"7001@{DOMAIN}"], url=web.rpc_url)
     # groups: grp rows granted and revoked
-    page.get_by_role("link", name="Groups").click()
+    follow(page, page.get_by_role("link", name="Groups"))
     page.get_by_label("User", exact=True).fill(f"dana@{DOMAIN}")
     page.get_by_label("Group", exact=True).fill("ld")
-    page.get_by_role("button", name="Grant").click()
+    follow(page, page.get_by_role("button", name="Grant"))
     assert f"dana@{DOMAIN} added to group ld." in status(page)
     page.get_by_label("User", exact=True).fill(f"ghost@{DOMAIN}")
     page.get_by_label("Group", exact=True).fill("ld")
-    page.get_by_role("button", name="Grant").click()
+    follow(page, page.get_by_role("button", name="Grant"))
     assert f"There is no user ghost@{DOMAIN}." in alert(page)
     page.get_by_label("User", exact=True).fill(f"dana@{DOMAIN}")
     page.get_by_label("Group", exact=True).fill("no good")
-    page.get_by_role("button", name="Grant").click()
+    follow(page, page.get_by_role("button", name="Grant"))
     assert "A group name is" in alert(page)
     g = schema.grp
     members = db_rows(web, g, order=g.c.grp)
     assert [(r["grp"], r["username"], r["domain"]) for r in members] == [("ld", "dana", DOMAIN)]
-    page.get_by_role("link", name="ld (1)").click()
+    follow(page, page.get_by_role("link", name="ld (1)"))
     assert [r[:2] for r in cells(page, "members")] == [["ld", f"dana@{DOMAIN}"]]
     shot(page, "admin_groups")
-    page.get_by_role("button", name=f"Revoke ld from dana@{DOMAIN}").click()
+    follow(page, page.get_by_role("button", name=f"Revoke ld from dana@{DOMAIN}"))
     assert f"dana@{DOMAIN} removed from group ld." in status(page)
     assert db_rows(web, g, g.c.username == "dana") == []
 
@@ -237,7 +237,7 @@ def test_online_shows_the_phone_and_removes_it(page: Any, web: WebServer, phones
     assert reg.wait(15) == 0, reg.output()
     login(page, "admin", "heslo")
     page.wait_for_url("**/account")
-    page.get_by_role("link", name="Online").click()
+    follow(page, page.get_by_role("link", name="Online"))
     row = page.locator("table#online tbody tr", has_text="sip:otto@")
     assert row.count() == 1
     text = [td.inner_text().strip() for td in row.locator("td").all()]
@@ -250,17 +250,17 @@ def test_online_shows_the_phone_and_removes_it(page: Any, web: WebServer, phones
     # search: by user agent, and nothing
     rpc_call("ul_add", ["location", f"fifo@{DOMAIN}", "sip:fifo@192.0.2.9", "600", "1.00"], url=web.rpc_url)
     page.get_by_label("Search").fill("sipp PHONE")
-    page.get_by_role("button", name="Search").click()
+    follow(page, page.get_by_role("button", name="Search"))
     assert [r[0] for r in cells(page, "online")] == ["otto"]
     page.get_by_label("Search").fill("192.0.2.9")
-    page.get_by_role("button", name="Search").click()
+    follow(page, page.get_by_role("button", name="Search"))
     assert [r[1] for r in cells(page, "online")] == ["sip:fifo@192.0.2.9"]
     page.get_by_label("Search").fill("nobody-like-this")
-    page.get_by_role("button", name="Search").click()
+    follow(page, page.get_by_role("button", name="Search"))
     assert page.get_by_text("No contact matches.").is_visible()
     page.get_by_label("Search").fill("")
-    page.get_by_role("button", name="Search").click()
-    page.get_by_role("button", name=f"Remove sip:otto@127.0.0.1:{reg.port}").click()
+    follow(page, page.get_by_role("button", name="Search"))
+    follow(page, page.get_by_role("button", name=f"Remove sip:otto@127.0.0.1:{reg.port}"))
     assert f"Contact sip:otto@127.0.0.1:{reg.port} of otto removed." in status(page)
     assert page.locator("table#online tbody tr", has_text="sip:otto@").count() == 0
     with pytest.raises(RpcError) as err:
@@ -274,7 +274,7 @@ def test_log_viewer_shows_and_follows_the_servers_lines(page: Any, web: WebServe
         rpc_call("ul_add", ["location", f"first@{DOMAIN}", "sip:x@192.0.2.1", "0", "1.00"], url=web.rpc_url)
     login(page, "admin", "heslo")
     page.wait_for_url("**/account")
-    page.get_by_role("link", name="Log").click()
+    follow(page, page.get_by_role("link", name="Log"))
     tail = rpc_call("log_tail", ["200"], url=web.rpc_url)
     rows = cells(page, "log")
     assert len(rows) == min(200, len(tail))
@@ -283,7 +283,7 @@ def test_log_viewer_shows_and_follows_the_servers_lines(page: Any, web: WebServe
     assert any("expires == 0 and not persistent contact" in r[3] for r in rows)
     page.get_by_label("Lowest level").select_option("err")
     page.get_by_label("Contains").fill("persistent")
-    page.get_by_role("button", name="Show").click()
+    follow(page, page.get_by_role("button", name="Show"))
     rows = cells(page, "log")
     assert len(rows) == 1 and rows[0][1] == "ERROR"
     # a new line appears while the page is open (no reload)

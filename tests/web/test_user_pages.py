@@ -33,6 +33,13 @@ def login(page: Any, user: str, password: str, domain: str = DOMAIN) -> None:
     page.get_by_role("button", name="Log in").click()
 
 
+def follow(page: Any, target: Any) -> None:
+    """Click a link or submit button and wait for the new page (reading
+    the page right after a bare click could still read the old one)."""
+    with page.expect_navigation():
+        target.click()
+
+
 def alert(page: Any) -> str:
     return str(page.locator("[role=alert]").first.inner_text())
 
@@ -191,7 +198,7 @@ def test_im_reaches_a_sipp_phone_and_bad_input_is_rejected(page: Any, web: WebSe
     page.goto("/im")
     page.get_by_label("To (SIP address)").fill("sip:olga@127.0.0.1")
     page.get_by_label("Message").fill("Ahoj Olgo, <script>alert(1)</script> ça va?")
-    page.get_by_role("button", name="Send").click()
+    follow(page, page.get_by_role("button", name="Send"))
     assert im_final(page) == "delivered"
     assert "Message delivered to sip:olga@127.0.0.1 (200 OK)" in status(page)
     shot(page, "im")
@@ -203,7 +210,7 @@ def test_im_reaches_a_sipp_phone_and_bad_input_is_rejected(page: Any, web: WebSe
     # nobody there: a clear message, not a traceback
     page.get_by_label("To (SIP address)").fill("sip:nobody@127.0.0.1")
     page.get_by_label("Message").fill("anyone?")
-    page.get_by_role("button", name="Send").click()
+    follow(page, page.get_by_role("button", name="Send"))
     assert im_final(page) == "failed"
     assert "The message was not delivered: 404 Not Found." in alert(page)
 
