@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,12 +195,23 @@ def register(port: int, uas_port: int) -> bool:
 
 
 def run_step(
-    sipp: str, port: int, uas_port: int, calls: int, rate: int, buffers: int, pin: list[str]
+    sipp: str,
+    port: int,
+    uas_port: int,
+    calls: int,
+    rate: int,
+    buffers: int,
+    pin: list[str],
+    scenarios: tuple[Path, Path] = (SCEN / "tm_uac.xml", SCEN / "tm_uas.xml"),
+    uac_extra: Sequence[str] = (),
 ) -> dict[str, object]:
+    """``calls`` calls at ``rate`` from a SIPp UAC (``scenarios[0]``, plus
+    ``uac_extra`` arguments) through the server on ``port`` to a SIPp UAS
+    (``scenarios[1]``) on ``uas_port``."""
     limits = ["-buff_size", str(buffers)] if buffers else []
     limits += ["-m", str(calls), "-nostdin", "-timeout", str(calls // max(rate, 1) + 120)]
     uas = subprocess.Popen(
-        [*pin, sipp, "-sf", str(SCEN / "tm_uas.xml"), "-i", "127.0.0.1", "-p", str(uas_port), *limits],
+        [*pin, sipp, "-sf", str(scenarios[1]), "-i", "127.0.0.1", "-p", str(uas_port), *limits],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -211,7 +223,8 @@ def run_step(
             *pin,
             sipp,
             "-sf",
-            str(SCEN / "tm_uac.xml"),
+            str(scenarios[0]),
+            *uac_extra,
             f"127.0.0.1:{port}",
             "-i",
             "127.0.0.1",

@@ -28,7 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+
+from calls_bench import sipp_retrans_unexpected
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ROOT / "bench" / "scenarios" / "options_uac.xml"
@@ -96,12 +99,26 @@ def wait_ready(port: int, timeout: float = 15.0) -> None:
     raise RuntimeError("ser did not answer")
 
 
-def run_step(sipp: str, port: int, rate: int, seconds: float, pid: int) -> dict[str, float]:
+def run_step(
+    sipp: str,
+    port: int,
+    rate: int,
+    seconds: float,
+    pid: int,
+    scenario: Path = SCENARIO,
+    extra: Sequence[str] = (),
+    retransmit: bool = False,
+) -> dict[str, float]:
+    """One SIPp run of ``scenario`` against ``port``; ``extra`` SIPp
+    arguments (``-key``...); without ``retransmit`` (``-nr``) a lost
+    request or reply is a failed call, with it SIPp retransmits and the
+    result counts the retransmissions (``retrans``)."""
     calls = int(rate * seconds)
     cmd = [
         sipp,
         "-sf",
-        str(SCENARIO),
+        str(scenario),
+        *extra,
         "-i",
         "127.0.0.1",
         "-p",
@@ -113,7 +130,7 @@ def run_step(sipp: str, port: int, rate: int, seconds: float, pid: int) -> dict[
         str(calls),
         "-l",
         str(max(100, rate)),
-        "-nr",
+        *([] if retransmit else ["-nr"]),
         "-nostdin",
         "-timeout",
         f"{int(seconds * 3 + 10)}s",
@@ -128,6 +145,7 @@ def run_step(sipp: str, port: int, rate: int, seconds: float, pid: int) -> dict[
     after = cpu_seconds(pid)
     ok = _stat(p.stdout, "Successful call")
     failed = _stat(p.stdout, "Failed call")
+    retrans, unexpected = sipp_retrans_unexpected(p.stdout)
     return {
         "rate": rate,
         "calls": calls,
@@ -137,6 +155,8 @@ def run_step(sipp: str, port: int, rate: int, seconds: float, pid: int) -> dict[
         "cpu": after - before,
         "cpu_per_1000": (after - before) / max(1, ok + failed) * 1000,
         "rc": p.returncode,
+        "retrans": retrans,
+        "unexpected": unexpected,
     }
 
 

@@ -3,6 +3,16 @@ listener (no sockets, no event-loop wake-ups, no SIPp), SIPp-like requests.
 
     python bench/receive_bench.py                  # OPTIONS and REGISTER, 20 000 each
     python bench/receive_bench.py options --profile    # cProfile, top 30 by own time
+    python bench/receive_bench.py twin-options twin-register twin-call          # issue 16's ser.cfg
+    python bench/receive_bench.py twin-call --route py -n 2000 --callgrind     # instructions per call
+
+``twin-*`` load /work/shared/bench/ser.cfg (``--ser-cfg``) through the real
+compiler, or with ``--route py`` the same route as a Python script
+(bench/ser_cfg_twin.py), and feed OPTIONS, REGISTERs of new AORs, or
+calls (INVITE, 180, 200, then ACK and BYE along the Record-Route, 200).
+``--callgrind`` reruns the kind under ``valgrind --tool=callgrind`` with the
+instrumentation switched on only around the measured loop, and prints
+instructions per message: deterministic, so usable on a loaded machine.
 
 Prints the CPU time (``time.process_time``) per request, best 2000-request
 chunk and mean.  This is the Python work alone, measured hot: in the real
@@ -16,12 +26,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
+import ctypes
 import gc
 import pstats
+import re
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
@@ -34,7 +49,7 @@ from sipexpress.script.pyroute import load_script
 try:
     from sipexpress.core.runner import GC_THRESHOLDS
 except ImportError:  # an older tree (A/B runs): the same thresholds
-    GC_THRESHOLDS = (50_000, 20, 100)
+    GC_THRESHOLDS = (50_000, 20, 100)  # type: ignore[misc]
 
 ROUTES = {
     "options": """
@@ -82,12 +97,26 @@ async def request_route(ctx):
 """,
 }
 
+BENCH = Path(__file__).resolve().parent
+TWIN_KINDS = {"twin-options": "options", "twin-register": "register", "twin-call": "call"}
+LISTEN = "udp:127.0.0.1:5999"
+
 UAC, UAS = 6000, 6001
 
 
-def uac_request(i: int, method: str, cseq: int, to_tag: str = "") -> bytes:
+def twin_route(route: str, ser_cfg: Path) -> tuple[str, str]:
+    """The twin route (issue 16) listening where the driver sends: the
+    shared ser.cfg, or its Python version; (file name, text)."""
+    if route == "cfg":
+        return "ser.cfg", f"listen={LISTEN}\n" + ser_cfg.read_text()
+    text = (BENCH / "ser_cfg_twin.py").read_text()
+    return "routes.py", text + f"\nOPTIONS['listen'] = {LISTEN!r}\n"
+
+
+def uac_request(i: int, method: str, cseq: int, to_tag: str = "", route: bytes = b"") -> bytes:
     """As bench/scenarios/tm_uac.xml sends them (the INVITE to the AOR,
-    ACK and BYE to the UAS's Contact)."""
+    ACK and BYE to the UAS's Contact, with ``route``, the Route lines of a
+    record-routing proxy)."""
     ruri = "sip:service@127.0.0.1:5999" if method == "INVITE" else f"sip:service@127.0.0.1:{UAS}"
     body = (
         b"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
@@ -102,9 +131,18 @@ def uac_request(i: int, method: str, cseq: int, to_tag: str = "") -> bytes:
         f"Call-ID: {i}-1234@127.0.0.1\r\nCSeq: {cseq} {method}\r\n"
         f"Contact: sip:sipp@127.0.0.1:{UAC}\r\nMax-Forwards: 70\r\nSubject: Performance Test\r\n"
         + ("Content-Type: application/sdp\r\n" if body else "")
-        + f"Content-Length: {len(body)}\r\n\r\n"
+        + f"Content-Length: {len(body)}\r\n"
     )
-    return head.encode() + body
+    return head.encode() + route + b"\r\n" + body
+
+
+def route_set(reply: bytes) -> bytes:
+    """The UAC's Route lines from a 2xx's Record-Route (one hop here)."""
+    return b"".join(
+        b"Route:" + ln.split(b":", 1)[1] + b"\r\n"
+        for ln in reply.split(b"\r\n")
+        if ln.startswith(b"Record-Route:")
+    )
 
 
 def uas_reply(request: bytes, status: str, tag: str) -> bytes:
@@ -114,7 +152,7 @@ def uas_reply(request: bytes, status: str, tag: str) -> bytes:
     copied = [
         ln + (b";tag=" + tag.encode() if ln.startswith(b"To:") and b"tag=" not in ln else b"")
         for ln in lines
-        if ln.split(b":", 1)[0] in (b"Via", b"From", b"To", b"Call-ID", b"CSeq")
+        if ln.split(b":", 1)[0] in (b"Via", b"Record-Route", b"From", b"To", b"Call-ID", b"CSeq")
     ]
     return b"\r\n".join(
         [
@@ -184,24 +222,105 @@ def run_calls(core: Core, cap: Capture, first: int, n: int) -> None:
         invite = last[UAS]
         recv(uas_reply(invite, "180 Ringing", f"u{i}"), uas)
         recv(uas_reply(invite, "200 OK", f"u{i}"), uas)
-        recv(uac_request(i, "ACK", 1, f";tag=u{i}"), uac)
-        recv(uac_request(i, "BYE", 2, f";tag=u{i}"), uac)
+        route = route_set(last[UAC])
+        recv(uac_request(i, "ACK", 1, f";tag=u{i}", route), uac)
+        recv(uac_request(i, "BYE", 2, f";tag=u{i}", route), uac)
         recv(uas_reply(last[UAS], "200 OK", f"u{i}"), uas)
 
 
-async def run(kind: str, n: int, profile: bool) -> None:
+@contextlib.contextmanager
+def measured(profile: bool) -> Iterator[None]:
+    """Around the measured loop: cProfile, and callgrind's instrumentation
+    when running under ``--callgrind``."""
+    prof = cProfile.Profile() if profile else None
+    toggles = CALLGRIND_TOGGLES
+    if toggles:
+        toggles[0]()
+    if prof:
+        prof.enable()
+    try:
+        yield
+    finally:
+        if prof:
+            prof.disable()
+        if toggles:
+            toggles[1]()
+        if prof:
+            pstats.Stats(prof).sort_stats("tottime").print_stats(40)
+
+
+# (start, stop) of callgrind's instrumentation, set by --callgrind-child
+CALLGRIND_TOGGLES: list[Callable[[], None]] = []
+
+CALLGRIND_C = """
+#include <valgrind/callgrind.h>
+void measure_start(void) { CALLGRIND_START_INSTRUMENTATION; CALLGRIND_ZERO_STATS; }
+void measure_stop(void) { CALLGRIND_DUMP_STATS_AT("measured"); CALLGRIND_STOP_INSTRUMENTATION; }
+"""
+
+
+def load_callgrind_toggles(work: Path) -> None:
+    """Callgrind's client requests are inline machine code: a two-function
+    shared object (valgrind's header, a C compiler) gives them to ctypes."""
+    (work / "cg.c").write_text(CALLGRIND_C)
+    subprocess.run(
+        ["cc", "-O1", "-shared", "-fPIC", "-o", str(work / "cg.so"), str(work / "cg.c")], check=True
+    )
+    lib = ctypes.CDLL(str(work / "cg.so"))
+    CALLGRIND_TOGGLES[:] = [lib.measure_start, lib.measure_stop]
+
+
+def run_callgrind(kind: str, args: argparse.Namespace) -> None:
+    """Rerun ``kind`` under callgrind; print instructions per message."""
+    work = Path(tempfile.mkdtemp(prefix="receive_cg_"))
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={work}/callgrind.out",
+        sys.executable,
+        __file__,
+        kind,
+        "-n",
+        str(args.n),
+        "--route",
+        args.route,
+        "--ser-cfg",
+        str(args.ser_cfg),
+        "--callgrind-child",
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode:
+        sys.exit(f"callgrind run failed:\n{res.stdout}{res.stderr}")
+    dumps = [f for f in work.glob("callgrind.out*") if "measured" in f.read_text(errors="replace")[:2000]]
+    totals = re.search(r"^(?:summary|totals): (\d+)", dumps[0].read_text(), re.M) if dumps else None
+    if totals is None:
+        sys.exit(f"no measured dump in {work}")
+    per = int(totals.group(1)) / args.n
+    unit = "call (6 messages)" if kind.endswith("call") else "message"
+    label = f"{kind} ({args.route})" if kind in TWIN_KINDS else kind
+    print(f"{label:22s} {per:12,.0f} instructions per {unit}; {args.n} measured; {dumps[0]}")
+
+
+async def run(kind: str, n: int, profile: bool, route: str = "cfg", ser_cfg: Path | None = None) -> None:
     core = Core({})
     work = Path(tempfile.mkdtemp(prefix="receive_bench_"))
-    if kind.endswith("-cfg"):
-        (work / "ser.cfg").write_text(ROUTES[kind])
-        loaded = load_config(work / "ser.cfg", core)
-        core.set_routes(loaded.routes)
+    if kind in TWIN_KINDS:
+        assert ser_cfg is not None
+        name, text = twin_route(route, ser_cfg)
+        kind = TWIN_KINDS[kind]
+    elif kind.endswith("-cfg"):
+        name, text = "ser.cfg", ROUTES[kind]
     else:
-        (work / "routes.py").write_text(ROUTES[kind])
-        core.set_routes(load_script(work / "routes.py", core))
+        name, text = "routes.py", ROUTES[kind]
+    (work / name).write_text(text)
+    if name == "ser.cfg":
+        core.set_routes(load_config(work / name, core).routes)
+    else:
+        core.set_routes(load_script(work / name, core))
     core.loop = asyncio.get_running_loop()
-    for m in core.module_list:
-        await m.start()
+    for module in core.module_list:
+        await module.start()
     cap = Capture()
     core.udp_listeners.append(cap)  # type: ignore[arg-type]
     rcv = ReceiveInfo(Proto.UDP, "127.0.0.1", 6000, "127.0.0.1", 5999, 2, cap)
@@ -215,19 +334,14 @@ async def run(kind: str, n: int, profile: bool) -> None:
     gc.collect()
     gc.freeze()  # as Runner.start does
     gc.set_threshold(*GC_THRESHOLDS)
-    prof = cProfile.Profile() if profile else None
-    if prof:
-        prof.enable()
     recv = core.receive
     chunks: list[float] = []
-    for c in range(0, n, 2000):
-        t0 = time.process_time()
-        for m in msgs[c : c + 2000]:
-            recv(m, rcv)
-        chunks.append((time.process_time() - t0) / len(msgs[c : c + 2000]))
-    if prof:
-        prof.disable()
-        pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+    with measured(profile):
+        for c in range(0, n, 2000):
+            t0 = time.process_time()
+            for m in msgs[c : c + 2000]:
+                recv(m, rcv)
+            chunks.append((time.process_time() - t0) / len(msgs[c : c + 2000]))
     assert cap.sent == n + 2000, f"{cap.sent} replies for {n + 2000} requests"
     print(
         f"{kind:8s} {min(chunks) * 1e6:6.1f} µs/request (best chunk), "
@@ -252,17 +366,12 @@ async def run_call_kind(core: Core, cap: Capture, n: int, profile: bool) -> None
     gc.freeze()  # as Runner.start does
     gc.set_threshold(*GC_THRESHOLDS)
     sent0 = cap.sent
-    prof = cProfile.Profile() if profile else None
-    if prof:
-        prof.enable()
     chunks: list[float] = []
-    for c in range(0, n, 500):
-        t0 = time.process_time()
-        run_calls(core, cap, c, min(500, n - c))
-        chunks.append((time.process_time() - t0) / min(500, n - c))
-    if prof:
-        prof.disable()
-        pstats.Stats(prof).sort_stats("tottime").print_stats(40)
+    with measured(profile):
+        for c in range(0, n, 500):
+            t0 = time.process_time()
+            run_calls(core, cap, c, min(500, n - c))
+            chunks.append((time.process_time() - t0) / min(500, n - c))
     assert cap.sent - sent0 == 7 * n, f"{cap.sent - sent0} messages sent for {n} calls"
     print(
         f"call     {min(chunks) * 1e6:6.1f} µs/call (best chunk), "
@@ -273,15 +382,31 @@ async def run_call_kind(core: Core, cap: Capture, n: int, profile: bool) -> None
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
-        "kinds", nargs="*", help="options, options-cfg, register and/or call (default: the first three)"
+        "kinds",
+        nargs="*",
+        help="options, options-cfg, register, call, twin-options, twin-register, twin-call "
+        "(default: the first three)",
     )
     ap.add_argument("-n", type=int, default=20_000)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument(
+        "--route", choices=("cfg", "py"), default="cfg", help="twin-*: ser.cfg or its Python twin"
+    )
+    ap.add_argument(
+        "--ser-cfg", type=Path, default=Path("/work/shared/bench/ser.cfg"), help="twin-*: the cfg"
+    )
+    ap.add_argument("--callgrind", action="store_true", help="instructions per message under callgrind")
+    ap.add_argument("--callgrind-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     for kind in args.kinds or ["options", "options-cfg", "register"]:
-        if kind not in ROUTES:
+        if kind not in ROUTES and kind not in TWIN_KINDS:
             ap.error(f"unknown kind {kind!r}")
-        asyncio.run(run(kind, args.n, args.profile))
+        if args.callgrind:
+            run_callgrind(kind, args)
+            continue
+        if args.callgrind_child:
+            load_callgrind_toggles(Path(tempfile.mkdtemp(prefix="receive_cg_so_")))
+        asyncio.run(run(kind, args.n, args.profile, args.route, args.ser_cfg))
 
 
 if __name__ == "__main__":

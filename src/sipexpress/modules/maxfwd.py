@@ -61,7 +61,7 @@ class MaxfwdModule(Module):
             return 1
         if value <= 0:
             return -1
-        limit = int(self.values["max_limit"])
+        limit = self.values["max_limit"]  # an int: set_param converts
         if limit and value > limit:
             value = limit
         msg.replace_header("Max-Forwards", str(value - 1))

@@ -12,10 +12,13 @@ import ipaddress
 import logging
 import re
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sipexpress.core.context import RequestContext
 from sipexpress.script.errors import ScriptExit
+
+if TYPE_CHECKING:
+    from sipexpress.sip.uri import SipUri
 
 log = logging.getLogger("sipexpress.script")
 
@@ -101,6 +104,10 @@ def uri_is_myself(ctx: RequestContext, uri: str | None) -> bool | None:
             u = SipUri.parse(uri)
     except Exception:
         return None
+    return _parsed_is_myself(ctx, u)
+
+
+def _parsed_is_myself(ctx: RequestContext, u: SipUri) -> bool:
     host = u.host
     if not host:
         return False
@@ -111,8 +118,13 @@ def uri_is_myself(ctx: RequestContext, uri: str | None) -> bool | None:
 
 
 def ruri_myself(ctx: RequestContext, want: bool) -> bool | None:
-    r = uri_is_myself(ctx, ctx.ruri)
-    return None if r is None else r is want
+    """``uri == myself`` (``want``) or ``!=``: the request URI as parsed
+    for the message (ctx.parsed_ruri), no second look at its text."""
+    try:
+        u = ctx.parsed_ruri
+    except Exception:
+        return None
+    return _parsed_is_myself(ctx, u) is want
 
 
 def value_myself(ctx: RequestContext, uri: str | None, want: bool) -> bool | None:

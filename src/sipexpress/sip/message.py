@@ -649,8 +649,11 @@ class SipMessage:
 
     @property
     def expires(self) -> int | None:
-        v = self._first("expires")
-        return None if v is None else parse_uint(v, "Expires")
+        line = self.first_field_line("expires")
+        if line is None:
+            return None
+        n = _small_uint(line, 9)  # the everyday spelling, from the raw line
+        return n if n is not None else parse_uint(self._value(line), "Expires")
 
     @property
     def date(self) -> datetime | None:
@@ -698,6 +701,15 @@ class SipMessage:
         v = self._cache.get(key)
         if v is not None:
             return v  # type: ignore[no-any-return]
+        keys = self._keys if self._keys is not None else self._index()
+        if keys.count(key) == 1:
+            # one field, one value in the everyday spelling (a dialog's
+            # Route): the fast pattern gives what NameAddr.parse would
+            line: bytes = self._lines[keys.index(key)]  # type: ignore[index]
+            one = name_addr_from_line(line, line.find(b":") + 1)
+            if one is not None:
+                self._cache[key] = [one]
+                return self._cache[key]  # type: ignore[no-any-return]
         out: list[NameAddr] = []
         try:
             for value in self.header_all(key):
@@ -914,13 +926,15 @@ class SipMessage:
             raise SipParseError(f"invalid Request-URI {r[:60]!r}")
 
     # -- modification ----------------------------------------------------------
-    def _edit(self, *changed: str) -> tuple[list[bytes], list[str]]:
+    def _edit(self, *changed: str, same_fields: bool = False) -> tuple[list[bytes], list[str]]:
         """Prepare an edit of the fields called ``changed`` (keys): only
-        their cached typed values are dropped."""
+        their cached typed values are dropped, and the field layout only
+        when fields come or go (not ``same_fields``)."""
         if self._keys is None:
             self._index()
         self._mod = True
-        self._lay = None
+        if not same_fields:
+            self._lay = None
         cache = self._cache
         if cache:
             for key in changed:
@@ -980,9 +994,15 @@ class SipMessage:
         n = keys.count(key)
         if n:
             lines, keys = self._edit(key)
-            pairs = [(ln, k) for ln, k in zip(lines, keys, strict=True) if k != key]
-            lines[:] = [p[0] for p in pairs]
-            keys[:] = [p[1] for p in pairs]
+            if n == 1:
+                i = keys.index(key)
+                del lines[i]
+                del keys[i]
+            else:
+                for i in range(len(keys) - 1, -1, -1):  # from the end: indices stay valid
+                    if keys[i] == key:
+                        del lines[i]
+                        del keys[i]
         return n
 
     def remove_first(self, name: str) -> bool:
@@ -1001,8 +1021,13 @@ class SipMessage:
         """Set ``name`` to one field with ``value``: the first existing field
         is replaced in place, any others removed; appended if absent."""
         key = header_key(name)
-        lines, keys = self._edit(key)
+        keys = self._keys if self._keys is not None else self._index()
         line = _encode(f"{name}: {value}")
+        if keys.count(key) == 1:  # the everyday case (Max-Forwards): in place
+            lines, keys = self._edit(key, same_fields=True)
+            lines[keys.index(key)] = line
+            return
+        lines, keys = self._edit(key)
         try:
             i = keys.index(key)
         except ValueError:

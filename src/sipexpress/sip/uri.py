@@ -46,6 +46,9 @@ _SIP_FAST = re.compile(
     r"(?::([0-9]{1,5}))?((?:;" + _P + "(?:=" + _P + ")?)*)"
 )
 
+# URI text -> the fast path's fields (scheme, user, host, port, params)
+_KNOWN: dict[str, tuple[str, str | None, str, int | None, dict[str, str | None] | None]] = {}
+
 
 def unescape(s: str) -> str:
     """Decode %-escapes (UTF-8; invalid sequences kept as surrogate escapes)."""
@@ -107,6 +110,13 @@ class SipUri:
 
     @classmethod
     def parse(cls, text: str) -> SipUri:
+        # the same few URIs come again and again (our own address, the
+        # registered contacts, the Route of a dialog): their fields are
+        # remembered, each call still returns a new (mutable) object
+        known = _KNOWN.get(text)
+        if known is not None:
+            scheme, user, host, nport, known_params = known
+            return cls(scheme, user, host, nport, known_params.copy() if known_params else {})
         m = _SIP_FAST.fullmatch(text)
         if m is not None:
             scheme, user, host, port, ptext = m.groups()
@@ -115,10 +125,13 @@ class SipUri:
                 for part in ptext[1:].split(";"):
                     name, eq, value = part.partition("=")
                     params.setdefault(name.lower(), value if eq else None)
-            if port is None:
-                return cls(scheme, user, host, None, params)
-            if int(port) <= 65535:
-                return cls(scheme, user, host, int(port), params)
+            nport = None if port is None else int(port)
+            if nport is None or nport <= 65535:
+                if len(text) <= 256:  # bounded: at most 1024 short URIs
+                    if len(_KNOWN) >= 1024:
+                        _KNOWN.clear()
+                    _KNOWN[text] = (scheme, user, host, nport, params.copy() if params else None)
+                return cls(scheme, user, host, nport, params)
         return cls._parse(text)
 
     @classmethod
