@@ -50,6 +50,7 @@ from sipexpress.modules.usrloc import (
     q2str,
     str2q,
 )
+from sipexpress.modules.usrloc.records import CState
 from sipexpress.sip.errors import SipParseError
 from sipexpress.sip.headers import split_values, unquote
 from sipexpress.sip.uri import SipUri, unescape
@@ -134,7 +135,7 @@ class RegisterRequest:
     flags: int = 0  # FL_NAT, FL_MEM
     socket: str | None = None
     path: str | None = None
-    source: str | None = None  # the REGISTER's source ip:port (the web console shows it)
+    source: tuple[str, int] | None = None  # the REGISTER's source address (the web console shows it)
 
 
 @dataclass(slots=True)
@@ -310,7 +311,8 @@ def _plan_one(
         spec.received or req.received,
         req.socket,
         req.path,
-        source=req.source,
+        CState.CS_NEW,
+        req.source,
     )
     if not current or (len(current) == 1 and old is not None):
         result = [new]
@@ -514,7 +516,7 @@ class RegistrarModule(Module):
             flags,
             f"{_PROTO_NAMES[rcv.proto]}:{rcv.dst_ip}:{rcv.dst_port}",
             ", ".join(path) if path else None,
-            f"[{rcv.src_ip}]:{rcv.src_port}" if ":" in rcv.src_ip else f"{rcv.src_ip}:{rcv.src_port}",
+            (rcv.src_ip, rcv.src_port),
         )
 
     def _save_now(self, ctx: RequestContext, d: Udomain, flags: int, reply: bool) -> int:
