@@ -1,6 +1,6 @@
 """Issue 5 acceptance at full size: 10 000 users on SQLite, MariaDB and
-PostgreSQL (the test suite runs 10 000 on SQLite only and 2 000 on the
-servers: tests/interop/acceptance/test_issue5.py).
+PostgreSQL (the test suite runs the same steps with 500 users per
+backend: tests/interop/acceptance/test_issue5.py).
 
 For each backend: a fresh database, 10 000 subscribers bulk-inserted
 (ha1/ha1b computed), ``ser`` with the shipped etc/ser.cfg and its commented

@@ -26,7 +26,7 @@ import httpx
 from sqlalchemy import insert
 
 from sipexpress.db import create_all, dispose_engines, drop_database, run, schema
-from sipexpress.db.users import calc_ha1, calc_ha1b
+from sipexpress.db.provisioning import calc_ha1, calc_ha1b
 from sipexpress.web.app import create_app
 from sipexpress.web.config import WebConfig
 

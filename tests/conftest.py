@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +11,67 @@ from pathlib import Path
 import pytest
 
 from tests.support import SerProcess, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+# what running tools may write into the work tree
+TOOL_CACHES = (".hypothesis/", ".mypy_cache/", ".pytest_cache/", ".ruff_cache/", ".benchmarks/")
+_tree_at_start = pytest.StashKey[dict[str, int] | None]()
+
+
+def work_tree_state() -> dict[str, int] | None:
+    """Each path git reports as changed, untracked or ignored (tool caches
+    aside), with its mtime: a test that writes into the repository shows as
+    a new path or a new mtime.  None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--ignored", "-z"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    state = {}
+    entries = iter(out.split("\0"))
+    for entry in entries:
+        if entry[:1] in ("R", "C"):
+            next(entries, None)  # the path it was renamed or copied from
+        path = entry[3:]
+        if not path or path.startswith(TOOL_CACHES) or "__pycache__" in path or path.endswith(".pyc"):
+            continue
+        try:
+            state[path] = os.stat(ROOT / path).st_mtime_ns
+        except OSError:
+            state[path] = 0  # deleted
+    return state
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.stash[_tree_at_start] = work_tree_state()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when it left the work tree different (tests write into
+    tmp_path, never into the repository)."""
+    before = session.stash.get(_tree_at_start, None)
+    after = work_tree_state()
+    if before is None or after is None:
+        return
+    # a developer editing source while a run goes on is no test writing
+    changed = sorted(
+        p for p in before.keys() | after.keys() if before.get(p) != after.get(p) and not p.endswith(".py")
+    )
+    if changed:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                "\nthe test run changed the work tree (tests must write only to tmp_path): "
+                + ", ".join(changed),
+                red=True,
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

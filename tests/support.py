@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import array
+import asyncio
+import fcntl
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import termios
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +59,27 @@ def options_request(
     ).encode()
 
 
+def _in_proc_net(table: str, port: int, host: str, state: str | None = None) -> bool:
+    """Is a socket bound to host:port in /proc/net/TABLE (in ``state``)?
+    Read from there, so that asking never takes the port from the process
+    about to bind it."""
+    want = f"{int.from_bytes(socket.inet_aton(host), 'little'):08X}:{port:04X}"
+    try:
+        with open(f"/proc/net/{table}") as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+    except OSError:
+        return False
+    return any(r[1] == want and (state is None or r[3] == state) for r in rows)
+
+
+def udp_bound(port: int, host: str = "127.0.0.1") -> bool:
+    return _in_proc_net("udp", port, host)
+
+
+def tcp_listening(port: int, host: str = "127.0.0.1") -> bool:
+    return _in_proc_net("tcp", port, host, "0A")
+
+
 def _udp_port_taken(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
@@ -72,6 +98,53 @@ def udp_exchange(data: bytes, host: str, port: int, timeout: float = 2.0) -> byt
             return s.recvfrom(65535)[0]
         except TimeoutError:
             return None
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 5.0, interval: float = 0.02) -> bool:
+    """Poll ``cond`` until it is true or ``timeout`` s have passed; whether it became true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(interval)
+    return bool(cond())
+
+
+async def wait_for_async(cond: Callable[[], object], timeout: float = 5.0, interval: float = 0.01) -> bool:
+    """:func:`wait_for` inside an event loop (the loop keeps running)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        await asyncio.sleep(interval)
+    return bool(cond())
+
+
+def fifo_pending(path: str | Path) -> int:
+    """Bytes written into a FIFO that its reader has not read yet."""
+    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        buf = array.array("i", [0])
+        fcntl.ioctl(fd, termios.FIONREAD, buf)
+        return buf[0]
+    finally:
+        os.close(fd)
+
+
+def read_when_there(fd: int, size: int = 65536, timeout: float = 5.0) -> bytes:
+    """What a non-blocking reader gets once something has been written (b"" after ``timeout``)."""
+    got = b""
+
+    def ready() -> bool:
+        nonlocal got
+        try:
+            got = os.read(fd, size)
+        except BlockingIOError:
+            return False
+        return bool(got)
+
+    wait_for(ready, timeout, 0.01)
+    return got
 
 
 @dataclass
@@ -210,7 +283,6 @@ class SippPhone:
         calls: int = 1,
         extra: list[str] | None = None,
         remote: str | None = None,
-        settle: float = 0.3,
     ) -> None:
         sipp = need_tool("sipp")
         self.port = port or free_port()
@@ -222,8 +294,8 @@ class SippPhone:
         if remote:
             cmd.append(remote)
         self.proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if settle:
-            time.sleep(settle)
+        # ready when SIPp has bound its port (or has already run and exited)
+        assert wait_for(lambda: self.proc.poll() is not None or udp_bound(self.port), 10.0), cmd
 
     def wait(self, timeout: float = 15) -> int:
         return self.proc.wait(timeout)

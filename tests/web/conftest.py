@@ -22,7 +22,9 @@ from tests.support import IN_CI, SerProcess, free_port, need_tool
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# SIPEXPRESS_SCREENSHOTS=docs/screenshots (relative to the repository)
+# refreshes the README's pictures; otherwise they go to a temporary directory
+SCREENSHOTS_ENV = "SIPEXPRESS_SCREENSHOTS"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -250,10 +252,21 @@ def phones(tmp_path: Path) -> Iterator[Any]:
         s.stop()
 
 
+_screenshot_dir: list[Path] = []  # set once per session by screenshot_dir
+
+
+@pytest.fixture(scope="session", autouse=True)
+def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    env = os.environ.get(SCREENSHOTS_ENV)
+    path = ROOT / env if env else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    _screenshot_dir[:] = [path]
+    return path
+
+
 def shot(page: Any, name: str) -> None:
-    """Save a screenshot for the README (docs/screenshots/NAME.png)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    """Save a screenshot NAME.png for the README (see SCREENSHOTS_ENV)."""
+    page.screenshot(path=str(_screenshot_dir[0] / f"{name}.png"), full_page=True)
 
 
 __all__ = ["DOMAIN", "HERE", "Sipp", "WebServer", "run_async", "shot"]

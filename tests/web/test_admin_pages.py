@@ -15,7 +15,7 @@ import pytest
 
 from sipexpress.db import add_user
 from sipexpress.mgmt.client import rpc_call
-from tests.support import free_port
+from tests.support import free_port, wait_for
 from tests.web.conftest import DOMAIN, WebServer, run_async, shot
 from tests.web.test_user_pages import alert, login, status
 
@@ -25,10 +25,7 @@ pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
 def wait_until(cond: Any, timeout: float = 10.0) -> None:
     """Poll a page condition from Python (the CSP forbids the eval that
     Playwright's wait_for_function needs)."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
+    assert wait_for(cond, timeout, 0.2), "condition not met in time"
 
 
 def test_non_admin_is_refused(page: Any, web: WebServer) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import free_port, options_request, udp_exchange
+from tests.support import free_port, options_request, udp_exchange, wait_for
 
 pytestmark = pytest.mark.interop
 
@@ -54,9 +54,8 @@ def test_taken_web_port_leaves_sip_running(ser_factory: Any) -> None:
     blocker.listen(1)
     try:
         sp = ser_factory(CFG, rpc_port=free_port(), web_port=blocker.getsockname()[1])
-        time.sleep(1.0)
+        assert wait_for(lambda: "web interface stopped" in sp.log(), 10.0), sp.log()
         assert sp.alive()
         assert udp_exchange(options_request("127.0.0.1", sp.port), "127.0.0.1", sp.port) is not None
-        assert "web interface stopped" in sp.log()
     finally:
         blocker.close()

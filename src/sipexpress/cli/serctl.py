@@ -160,8 +160,10 @@ def db_url(c: Ctx) -> str:
     return default_db_url()
 
 
-def db(c: Ctx, fn: Callable[[str], Awaitable[T]]) -> T:
-    from sipexpress.db import DbError, dispose_engines
+def db(c: Ctx, fn: Callable[[str], Awaitable[T]], sql_error: bool = False) -> T:
+    """Run ``fn(url)``; a database error ends serctl with exit 2 (worded
+    ``SQL Error`` where sc printed that when mysql failed)."""
+    from sipexpress.db import DbError, UserExists, UserNotFound, dispose_engines
 
     async def go() -> T:
         try:
@@ -171,10 +173,10 @@ def db(c: Ctx, fn: Callable[[str], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(go())
+    except (UserExists, UserNotFound):
+        raise
     except DbError as e:
-        if type(e).__name__ in ("UserExists", "UserNotFound"):
-            raise
-        fail(f"database error: {e}", 2)
+        fail(f"{'SQL Error' if sql_error else 'database error'}: {e}", 2)
 
 
 def check_alias(c: Ctx, user: str, domain: str) -> None:
@@ -502,9 +504,9 @@ def _ul_group(name: str, table_name: str, is_alias: bool) -> click.Group:
             fail(f"error: invalid URI: {uri}")
         u, d = set_user(c, user)
         if is_alias:
-            from sipexpress.db import get_user
+            from sipexpress.db import name_taken
 
-            if db(c, lambda url: get_user(url, u, d)) is not None:
+            if db(c, lambda url: name_taken(url, u, d)):
                 fail("overlap of alias with an existing subscriber name")
         check_alias(c, u, d)
         sys.exit(print_fifo(c, "ul_add", [table_name, f"{u}@{d}", uri, "0", "1.00", "0", "128"]))
@@ -557,7 +559,7 @@ def passwd_cmd(c: Ctx, user: str, password: str) -> None:
 @click.argument("user")
 @pass_ctx
 def rm_cmd(c: Ctx, user: str) -> None:
-    """Delete USER: ACLs, uri entry, subscriber row and current contacts."""
+    """Delete USER: the subscriber, its rows in every per-user table and its current contacts."""
     from sipexpress.db import remove_user
 
     u, d = set_user(c, user)
@@ -651,30 +653,15 @@ def acl_grp() -> None:
     """Access control lists: group membership (table grp)."""
 
 
-def _acl_rows(c: Ctx, user: str | None) -> list[dict[str, Any]]:
-    from sqlalchemy import select
-
-    from sipexpress.db import run, schema
-
-    g = schema.grp
-    where = []
-    if user is not None:
-        u, d = set_user(c, user)
-        where = [g.c.username == u, g.c.domain == d]
-
-    async def q(url: str) -> list[dict[str, Any]]:
-        async def op(conn: Any) -> list[dict[str, Any]]:
-            e = await conn.execute(select(g).where(*where).order_by(g.c.username, g.c.grp))
-            return [dict(r._mapping) for r in e]
-
-        rows: list[dict[str, Any]] = await run(url, op, write=False)
-        return rows
-
-    return db(c, q)
+def _user_or_all(c: Ctx, user: str | None) -> tuple[str, str] | None:
+    return None if user is None else set_user(c, user)
 
 
 def _acl_show(c: Ctx, user: str | None) -> None:
-    table(_acl_rows(c, user), ["username", "domain", "grp", "last_modified"], c)
+    from sipexpress.db import group_rows
+
+    who = _user_or_all(c, user)
+    table(db(c, lambda url: group_rows(url, who)), ["username", "domain", "grp", "last_modified"], c)
 
 
 @acl_grp.command("show")
@@ -691,11 +678,7 @@ def acl_show(c: Ctx, user: str | None) -> None:
 @pass_ctx
 def acl_grant(c: Ctx, user: str, groups: tuple[str, ...]) -> None:
     """Add USER to GROUPS (each must be one of $ACL_GROUPS)."""
-    from datetime import datetime
-
-    from sqlalchemy import insert, select
-
-    from sipexpress.db import run, schema
+    from sipexpress.db import grant
 
     u, d = set_user(c, user)
     allowed = os.environ.get("ACL_GROUPS", DEFAULT_ACL_GROUPS).split()
@@ -705,21 +688,7 @@ def acl_grant(c: Ctx, user: str, groups: tuple[str, ...]) -> None:
             err.print(f"Invalid privilege: {gname} ignored", markup=False)
         else:
             ok.append(gname)
-    g = schema.grp
-
-    async def q(url: str) -> None:
-        async def op(conn: Any) -> None:
-            for gname in ok:
-                have = await conn.execute(
-                    select(g.c.grp).where(g.c.username == u, g.c.domain == d, g.c.grp == gname)
-                )
-                if have.first() is None:
-                    now = datetime.now().replace(microsecond=0)
-                    await conn.execute(insert(g).values(username=u, domain=d, grp=gname, last_modified=now))
-
-        await run(url, op)
-
-    db(c, q)
+    db(c, lambda url: grant(url, u, d, ok))
     _acl_show(c, user)
     if not ok:
         sys.exit(1)
@@ -731,41 +700,14 @@ def acl_grant(c: Ctx, user: str, groups: tuple[str, ...]) -> None:
 @pass_ctx
 def acl_revoke(c: Ctx, user: str, group: str | None) -> None:
     """Remove USER from GROUP (from all groups without GROUP)."""
-    from sqlalchemy import delete
-
-    from sipexpress.db import run, schema
+    from sipexpress.db import revoke
 
     u, d = set_user(c, user)
-    g = schema.grp
-    cond = [g.c.username == u, g.c.domain == d] + ([g.c.grp == group] if group else [])
-
-    async def q(url: str) -> None:
-        async def op(conn: Any) -> None:
-            await conn.execute(delete(g).where(*cond))
-
-        await run(url, op)
-
-    db(c, q)
+    db(c, lambda url: revoke(url, u, d, group))
     _acl_show(c, user)
 
 
 # -- domains and remote-party IDs ------------------------------------------------
-
-
-def _sql(c: Ctx, op: Callable[[Any], Awaitable[Any]], write: bool = True) -> Any:
-    """Run one statement block; sc printed ``SQL Error`` when mysql failed."""
-    from sipexpress.db import DbError, dispose_engines, run
-
-    async def go() -> Any:
-        try:
-            return await run(db_url(c), op, write=write)
-        finally:
-            await dispose_engines()
-
-    try:
-        return asyncio.run(go())
-    except DbError as e:
-        fail(f"SQL Error: {e}", 2)
 
 
 @cli.group("domain")
@@ -781,22 +723,10 @@ def domain_show(c: Ctx) -> None:
 
 
 def _domain_change(c: Ctx, domain: str, add: bool) -> None:
-    from datetime import datetime
+    from sipexpress.db import add_domain, remove_domain
 
-    from sqlalchemy import delete, insert
-
-    from sipexpress.db import schema
-
-    t = schema.domain
-
-    async def op(conn: Any) -> None:
-        if add:
-            now = datetime.now().replace(microsecond=0)
-            await conn.execute(insert(t).values(domain=domain, last_modified=now))
-        else:
-            await conn.execute(delete(t).where(t.c.domain == domain))
-
-    _sql(c, op)
+    change = add_domain if add else remove_domain
+    db(c, lambda url: change(url, domain), sql_error=True)
     sys.exit(print_fifo(c, "domain_reload", []))
 
 
@@ -822,37 +752,19 @@ def rpid_grp() -> None:
 
 
 def _set_rpid(c: Ctx, user: str, rpid: str | None) -> None:
-    from sqlalchemy import update
-
-    from sipexpress.db import schema
+    from sipexpress.db import set_rpid
 
     u, d = set_user(c, user)
-    sub = schema.subscriber
-
-    async def op(conn: Any) -> int:
-        r = await conn.execute(update(sub).where(sub.c.username == u, sub.c.domain == d).values(rpid=rpid))
-        return int(r.rowcount)
-
-    if not _sql(c, op):
+    if not db(c, lambda url: set_rpid(url, u, d, rpid), sql_error=True):
         fail("non-existent user")
     _rpid_show(c, user)
 
 
 def _rpid_show(c: Ctx, user: str | None) -> None:
-    from sqlalchemy import select
+    from sipexpress.db import rpid_rows
 
-    from sipexpress.db import schema
-
-    sub = schema.subscriber
-    q = select(sub.c.username, sub.c.rpid).order_by(sub.c.username)
-    if user is not None:
-        u, d = set_user(c, user)
-        q = q.where(sub.c.username == u, sub.c.domain == d)
-
-    async def op(conn: Any) -> list[dict[str, Any]]:
-        return [dict(r._mapping) for r in await conn.execute(q)]
-
-    table(_sql(c, op, write=False), ["username", "rpid"], c)
+    who = _user_or_all(c, user)
+    table(db(c, lambda url: rpid_rows(url, who), sql_error=True), ["username", "rpid"], c)
 
 
 @rpid_grp.command("add")

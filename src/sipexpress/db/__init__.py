@@ -1,13 +1,15 @@
 """The database layer: SER 0.9's schema (SQLAlchemy Core, async) on SQLite,
 MySQL/MariaDB or PostgreSQL.
 
-Public API (used by serctl, the web UI and the DB-backed modules)::
+Public API (used by serctl, the web UI and the DB-backed modules;
+provisioning in :mod:`sipexpress.db.provisioning`)::
 
     await create_all(url)              # serctl db create
     await migrate(url)                 # serctl db migrate
     await check_versions(url, {"location": 7})
     await add_user(url, "jiri", "iptel.org", "secret", "jiri@iptel.org")
     await set_password(url, user, domain, pw); await remove_user(url, user, domain)
+    await grant(url, user, domain, ["ld"]); await set_rpid(url, user, domain, rpid)
     await run(url, lambda conn: ..., timeout)   # bounded, raises DbError
     get_engine(url); resolve_db_url(module_param, core.options)
 
@@ -44,25 +46,35 @@ from sipexpress.db.manage import (
     migrate,
     table_versions,
 )
-from sipexpress.db.schema import REQUIRED_VERSIONS, SCHEMA_VERSIONS, metadata
-from sipexpress.db.users import (
+from sipexpress.db.provisioning import (
+    USER_TABLES,
     Subscriber,
     UserExists,
     UserNotFound,
+    add_domain,
     add_user,
     calc_ha1,
     calc_ha1b,
     get_user,
+    grant,
+    group_rows,
     list_users,
+    name_taken,
+    remove_domain,
     remove_user,
+    revoke,
+    rpid_rows,
     set_password,
+    set_rpid,
 )
+from sipexpress.db.schema import REQUIRED_VERSIONS, SCHEMA_VERSIONS, metadata
 
 __all__ = [
     "DEFAULT_DB_URL",
     "DEFAULT_TIMEOUT",
     "REQUIRED_VERSIONS",
     "SCHEMA_VERSIONS",
+    "USER_TABLES",
     "DbDataError",
     "DbError",
     "DbTimeout",
@@ -71,6 +83,7 @@ __all__ = [
     "Subscriber",
     "UserExists",
     "UserNotFound",
+    "add_domain",
     "add_user",
     "calc_ha1",
     "calc_ha1b",
@@ -83,15 +96,22 @@ __all__ = [
     "drop_tables",
     "get_engine",
     "get_user",
+    "grant",
+    "group_rows",
     "list_users",
     "make_engine",
     "metadata",
     "migrate",
+    "name_taken",
     "redact",
+    "remove_domain",
     "remove_user",
     "resolve_db_url",
+    "revoke",
+    "rpid_rows",
     "run",
     "set_password",
+    "set_rpid",
     "table_versions",
     "to_sqlalchemy_url",
 ]

@@ -12,11 +12,9 @@ additions are nullable or have defaults) and raises the version rows.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import os
-import time
-from collections.abc import Iterable
-from datetime import datetime
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from sqlalchemy import Column, Table, insert, inspect, select, text, update
@@ -33,8 +31,22 @@ from sipexpress.db.engine import (
     server_url,
     to_sqlalchemy_url,
 )
+from sipexpress.db.provisioning import add_subscriber_in, now, subscriber_exists_in, subscriber_row
 
 MIGRATE_TIMEOUT = 60.0
+
+
+@contextlib.asynccontextmanager
+async def _on_server(url: str) -> AsyncIterator[tuple[AsyncConnection, str]]:
+    """An autocommit connection to the server holding ``url``'s database
+    (MySQL/PostgreSQL), and that database's name, quoted-safe."""
+    admin, name = server_url(url)
+    eng = create_async_engine(admin, isolation_level="AUTOCOMMIT")
+    try:
+        async with eng.connect() as conn:
+            yield conn, quote_ident(name)
+    finally:
+        await eng.dispose()
 
 
 async def create_database(url: str) -> bool:
@@ -43,30 +55,24 @@ async def create_database(url: str) -> bool:
     sa = to_sqlalchemy_url(url)
     if sa.startswith("sqlite"):
         return False
-    admin, name = server_url(url)
-    name = quote_ident(name)
-    eng = create_async_engine(admin, isolation_level="AUTOCOMMIT")
-    try:
-        async with eng.connect() as conn:
-            if sa.startswith("postgresql"):
-                found = (
-                    await conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
-                ).first()
-                if found:
-                    return False
-                await conn.execute(text(f'CREATE DATABASE "{name}"'))
-                return True
+    async with _on_server(url) as (conn, name):
+        if sa.startswith("postgresql"):
             found = (
-                await conn.execute(
-                    text("SELECT 1 FROM information_schema.schemata WHERE schema_name = :n"), {"n": name}
-                )
+                await conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
             ).first()
             if found:
                 return False
-            await conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
             return True
-    finally:
-        await eng.dispose()
+        found = (
+            await conn.execute(
+                text("SELECT 1 FROM information_schema.schemata WHERE schema_name = :n"), {"n": name}
+            )
+        ).first()
+        if found:
+            return False
+        await conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+        return True
 
 
 async def drop_database(url: str) -> None:
@@ -78,23 +84,11 @@ async def drop_database(url: str) -> None:
             if path and os.path.exists(path + suffix):
                 os.unlink(path + suffix)
         return
-    admin, name = server_url(url)
-    name = quote_ident(name)
-    eng = create_async_engine(admin, isolation_level="AUTOCOMMIT")
-    try:
-        async with eng.connect() as conn:
-            if sa.startswith("postgresql"):
-                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            else:
-                await conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    finally:
-        await eng.dispose()
-
-
-def _ha1(user: str, domain: str, password: str) -> tuple[str, str]:
-    a = hashlib.md5(f"{user}:{domain}:{password}".encode()).hexdigest()
-    b = hashlib.md5(f"{user}@{domain}:{domain}:{password}".encode()).hexdigest()
-    return a, b
+    async with _on_server(url) as (conn, name):
+        if sa.startswith("postgresql"):
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        else:
+            await conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
 
 
 async def create_all(url: str, admin_domain: str | None = None, create_db: bool = True) -> list[str]:
@@ -119,36 +113,16 @@ async def create_all(url: str, admin_domain: str | None = None, create_db: bool 
         ]
         if rows:
             await conn.execute(insert(schema.version), rows)
-        if admin_domain:
-            found = (
+        if admin_domain and not await subscriber_exists_in(conn, "admin", admin_domain):
+            row = subscriber_row("admin", admin_domain, "heslo", "", now())
+            await add_subscriber_in(conn, row, uri_entry=False)
+            for priv in ("is_admin", "change_privileges"):
                 await conn.execute(
-                    select(schema.subscriber.c.username).where(
-                        schema.subscriber.c.username == "admin", schema.subscriber.c.domain == admin_domain
+                    insert(schema.admin_privileges).values(
+                        username="admin", domain=admin_domain, priv_name=priv, priv_value="1"
                     )
                 )
-            ).first()
-            if not found:
-                a, b = _ha1("admin", admin_domain, "heslo")
-                now = datetime.now().replace(microsecond=0)
-                await conn.execute(
-                    insert(schema.subscriber).values(
-                        username="admin",
-                        domain=admin_domain,
-                        password="heslo",
-                        ha1=a,
-                        ha1b=b,
-                        phplib_id=hashlib.md5(f"{time.time()}{os.getpid()}".encode()).hexdigest(),
-                        datetime_created=now,
-                        datetime_modified=now,
-                    )
-                )
-                for priv in ("is_admin", "change_privileges"):
-                    await conn.execute(
-                        insert(schema.admin_privileges).values(
-                            username="admin", domain=admin_domain, priv_name=priv, priv_value="1"
-                        )
-                    )
-                done.append(f"added subscriber admin@{admin_domain}")
+            done.append(f"added subscriber admin@{admin_domain}")
 
     await run(url, op, MIGRATE_TIMEOUT)
     return done

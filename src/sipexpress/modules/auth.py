@@ -43,7 +43,7 @@ exported ``www_authorize``, ``proxy_authorize``, ``is_user_in`` and
 ``is_in_group`` and took ``db_url`` (``sql://`` = ``mysql://``),
 ``calculate_ha1``, ``password_column`` … itself.  They are accepted: the
 functions run auth_db's / group's code (the loaded module, or a private
-instance configured from these parameters).
+instance configured from these parameters): :mod:`sipexpress.modules.auth_2003`.
 
 Every refusal is logged with the reason, the digest username, the realm and
 the source address (NOTICE; a request without credentials, the normal first
@@ -59,6 +59,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
+from sipexpress.modules import auth_2003
 from sipexpress.sip.digest import (
     Credentials,
     DigestResult,
@@ -95,7 +96,8 @@ class AuthResult(enum.Enum):
     AUTHORIZED = "authorized"  # ACK/CANCEL, or success
 
 
-def _reply(ctx: RequestContext, code: int, reason: str, headers: list[str] | None = None) -> int:
+def send_reply(ctx: RequestContext, code: int, reason: str, headers: list[str] | None = None) -> int:
+    """Reply to the request; −1 (logged) when the reply cannot be sent."""
     try:
         return ctx.core.send_reply(ctx, code, reason, headers)
     except Exception:
@@ -103,7 +105,8 @@ def _reply(ctx: RequestContext, code: int, reason: str, headers: list[str] | Non
         return -1
 
 
-def _who(ctx: RequestContext) -> str:
+def who(ctx: RequestContext) -> str:
+    """The request's source and Call-ID, for the refusal logs of every backend."""
     rcv = ctx.rcv
     try:
         cid = ctx.msg.call_id
@@ -147,22 +150,13 @@ class AuthModule(Module):
         ),
         Param("realm_prefix", str, "", "prefix removed from a realm taken from To/From"),
         Param("nc_slots", int, 65536, "qop nonces whose nonce counts are tracked at once"),
-        # 2003: one auth module with the database part (see the module doc)
-        Param("db_url", str, "", "2003: database of www_authorize/proxy_authorize/is_user_in"),
-        Param("db_timeout", int, 3000, "2003: milliseconds one query may take"),
-        Param("user_column", str, "username", "2003: digest username column"),
-        Param("username_column", str, "", "2003: digest username column"),
-        Param("domain_column", str, "domain", "2003: realm column"),
-        Param("password_column", str, "ha1", "2003: HA1 (or password) column"),
-        Param("password_column_2", str, "ha1b", "2003: HA1B column"),
-        Param("calculate_ha1", int, 0, "2003: 1 = password_column holds the clear-text password"),
-        Param("use_domain", int, 0, "2003: match the realm too"),
+        *auth_2003.PARAMS,
     )
 
     def __init__(self, core: CoreAPI) -> None:
         super().__init__(core)
         self.nonces: Nonces = Nonces()
-        self._legacy: dict[str, Module] = {}
+        self.legacy = auth_2003.LegacyFunctions(self)
 
     def functions(self) -> Sequence[ScriptFunction]:
         r = RouteType.REQUEST
@@ -194,69 +188,8 @@ class AuthModule(Module):
             ScriptFunction(
                 "append_rpid_hf", self.append_rpid_hf, (0, 2), None, r, False, "add Remote-Party-ID"
             ),
-            *self._legacy_functions(),
+            *self.legacy.functions(),
         )
-
-    # -- 2003 compatibility ---------------------------------------------------
-    def _legacy_functions(self) -> tuple[ScriptFunction, ...]:
-        """The functions the pre-0.8 auth module exported itself
-        (``examples/cfg/2003/pstn.cfg``).  Each one runs the function of
-        auth_db / group when that module is loaded, and otherwise a private
-        instance of it configured from this module's 2003 parameters."""
-        from sipexpress.modules.auth_db import _fixup_authorize
-        from sipexpress.modules.group import _fixup_group, _fixup_is_user_in
-
-        r = RouteType.REQUEST
-        old = "2003 auth: as auth_db's / group's"
-        return (
-            ScriptFunction("www_authorize", self._www_authorize, (2,), _fixup_authorize, r, True, old),
-            ScriptFunction("proxy_authorize", self._proxy_authorize, (2,), _fixup_authorize, r, True, old),
-            ScriptFunction("is_user_in", self._is_user_in, (2,), _fixup_is_user_in, r, True, old),
-            ScriptFunction("is_in_group", self._is_in_group, (1,), _fixup_group, r, True, old),
-        )
-
-    def _delegate(self, name: str) -> Any:
-        mod = self.core.module(name)
-        if mod is not None:
-            return mod
-        mod = self._legacy.get(name)
-        if mod is None:
-            from sipexpress.modules.auth_db import AuthDbModule
-            from sipexpress.modules.group import GroupModule
-
-            mod = AuthDbModule(self.core) if name == "auth_db" else GroupModule(self.core)
-            v = self.values
-            url = str(v["db_url"])
-            if url.startswith("sql://"):  # 2003 spelling of mysql://
-                url = "mysql://" + url[6:]
-            shared = {"db_url": url, "db_timeout": v["db_timeout"], "use_domain": v["use_domain"]}
-            if name == "auth_db":
-                shared.update(
-                    user_column=v["username_column"] or v["user_column"],
-                    domain_column=v["domain_column"],
-                    password_column=v["password_column"],
-                    password_column_2=v["password_column_2"],
-                    calculate_ha1=v["calculate_ha1"],
-                    avps_column_int="",
-                    avps_column_str="",
-                )
-            for k, val in shared.items():
-                mod.set_param(k, val)
-            mod.prepare(self) if isinstance(mod, AuthDbModule) else mod.prepare()
-            self._legacy[name] = mod
-        return mod
-
-    async def _www_authorize(self, ctx: RequestContext, realm: str, table: str) -> int:
-        return int(await self._delegate("auth_db").www_authorize(ctx, realm, table))
-
-    async def _proxy_authorize(self, ctx: RequestContext, realm: str, table: str) -> int:
-        return int(await self._delegate("auth_db").proxy_authorize(ctx, realm, table))
-
-    async def _is_user_in(self, ctx: RequestContext, source: Any, group: str) -> int:
-        return int(await self._delegate("group").is_user_in(ctx, source, group))
-
-    async def _is_in_group(self, ctx: RequestContext, group: str) -> int:
-        return int(await self._delegate("group").is_in_group(ctx, group))
 
     async def start(self) -> None:
         expire = int(self.values["nonce_expire"])
@@ -289,12 +222,12 @@ class AuthModule(Module):
             try:
                 realm = get_realm(ctx, hf, self.values["realm_prefix"])
             except SipParseError as e:
-                log.error("auth: cannot take the realm from the request: %s %s", e, _who(ctx))
-                return 0 if _reply(ctx, 400, "Bad Request") > 0 else -1
+                log.error("auth: cannot take the realm from the request: %s %s", e, who(ctx))
+                return 0 if send_reply(ctx, 400, "Bad Request") > 0 else -1
         stale = bool(ctx.data.get(_STALE_KEY))
         hdr = self.challenge_header(realm, qop, stale, hname)
-        if _reply(ctx, code, reason, [hdr]) < 0:
-            log.error("auth: cannot send %d challenge %s", code, _who(ctx))
+        if send_reply(ctx, code, reason, [hdr]) < 0:
+            log.error("auth: cannot send %d challenge %s", code, who(ctx))
             return -1
         return 0
 
@@ -330,18 +263,18 @@ class AuthModule(Module):
             try:
                 realm = get_realm(ctx, hf, self.values["realm_prefix"])
             except SipParseError as e:
-                log.error("auth: cannot take the realm from the request: %s %s", e, _who(ctx))
-                _reply(ctx, 400, "Bad Request")
+                log.error("auth: cannot take the realm from the request: %s %s", e, who(ctx))
+                send_reply(ctx, 400, "Bad Request")
                 return AuthResult.ERROR, None, realm, NonceStatus.INVALID
         try:
             creds = self.find_credentials(ctx, realm, hf)
         except SipParseError as e:
-            log.log(NOTICE, "auth: malformed %s header: %s %s", hf, e.reason, _who(ctx))
-            _reply(ctx, 400, "Bad Request")
+            log.log(NOTICE, "auth: malformed %s header: %s %s", hf, e.reason, who(ctx))
+            send_reply(ctx, 400, "Bad Request")
             return AuthResult.ERROR, None, realm, NonceStatus.INVALID
         if creds is None:
             # the first request of every registration: INFO, not NOTICE
-            log.info("auth: no %s credentials for realm '%s' %s", hf, realm, _who(ctx))
+            log.info("auth: no %s credentials for realm '%s' %s", hf, realm, who(ctx))
             return AuthResult.NOT_AUTHORIZED, None, realm, NonceStatus.INVALID
         problems = creds.problems()
         if problems:
@@ -350,17 +283,17 @@ class AuthModule(Module):
                 "auth: incomplete credentials of '%s' (%s) %s",
                 creds.username,
                 ", ".join(problems),
-                _who(ctx),
+                who(ctx),
             )
-            _reply(ctx, 400, "Bad Request")
+            send_reply(ctx, 400, "Bad Request")
             return AuthResult.ERROR, creds, realm, NonceStatus.INVALID
         res, status = precheck(creds, self.nonces, time.time())
         if res is DigestResult.BAD_REQUEST:
-            log.log(NOTICE, "auth: invalid nc '%s' from '%s' %s", creds.nc, creds.username, _who(ctx))
-            _reply(ctx, 400, "Bad Request")
+            log.log(NOTICE, "auth: invalid nc '%s' from '%s' %s", creds.nc, creds.username, who(ctx))
+            send_reply(ctx, 400, "Bad Request")
             return AuthResult.ERROR, creds, realm, status
         if res is not DigestResult.OK:
-            log.log(NOTICE, "auth: %s for '%s'@'%s' %s", res.value, creds.username, realm, _who(ctx))
+            log.log(NOTICE, "auth: %s for '%s'@'%s' %s", res.value, creds.username, realm, who(ctx))
             return AuthResult.NOT_AUTHORIZED, creds, realm, status
         if not self._uri_matches(ctx, creds.uri or ""):
             # RFC 2617 §3.2.2.5: the digest-uri must name the Request-URI
@@ -370,9 +303,9 @@ class AuthModule(Module):
                 creds.uri,
                 msg.ruri,
                 creds.username,
-                _who(ctx),
+                who(ctx),
             )
-            _reply(ctx, 400, "Bad Request")
+            send_reply(ctx, 400, "Bad Request")
             return AuthResult.ERROR, creds, realm, status
         return AuthResult.DO_AUTHORIZATION, creds, realm, status
 
@@ -426,7 +359,7 @@ class AuthModule(Module):
                 creds.nc or "-",
                 creds.username,
                 status.value,
-                _who(ctx),
+                who(ctx),
             )
         elif res is DigestResult.WRONG_RESPONSE:
             log.log(
@@ -434,10 +367,10 @@ class AuthModule(Module):
                 "auth: wrong password/response of '%s'@'%s' %s",
                 creds.username,
                 creds.realm,
-                _who(ctx),
+                who(ctx),
             )
         else:
-            log.log(NOTICE, "auth: %s for '%s' %s", res.value, creds.username, _who(ctx))
+            log.log(NOTICE, "auth: %s for '%s' %s", res.value, creds.username, who(ctx))
         return AuthResult.NOT_AUTHORIZED
 
     # -- consume_credentials ------------------------------------------------

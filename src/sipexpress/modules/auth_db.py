@@ -53,7 +53,7 @@ from sqlalchemy import Select, bindparam, select
 from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
 from sipexpress.db.engine import DbError
 from sipexpress.modules._dbquery import DB_PARAMS, DbLookup, ident, make_table
-from sipexpress.modules.auth import NOTICE, PROXY, WWW, AuthModule, AuthResult, _reply, _who
+from sipexpress.modules.auth import NOTICE, PROXY, WWW, AuthModule, AuthResult, send_reply, who
 from sipexpress.sip.digest import calc_ha1
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sipexpress.auth_db")
 
 
-def _fixup_authorize(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
+def fixup_authorize(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
     realm, tbl = str(args[0]), str(args[1])
     if not tbl:
         raise ConfigError("auth_db: table name must not be empty")
@@ -102,13 +102,13 @@ class AuthDbModule(Module):
         r = RouteType.REQUEST
         return (
             ScriptFunction(
-                "www_authorize", self.www_authorize, (2,), _fixup_authorize, r, True, "check Authorization"
+                "www_authorize", self.www_authorize, (2,), fixup_authorize, r, True, "check Authorization"
             ),
             ScriptFunction(
                 "proxy_authorize",
                 self.proxy_authorize,
                 (2,),
-                _fixup_authorize,
+                fixup_authorize,
                 r,
                 True,
                 "check Proxy-Authorization",
@@ -181,8 +181,8 @@ class AuthDbModule(Module):
         try:
             found = await self.get_ha1(creds.user, creds.username or "", realm, table, bool(creds.domain))
         except DbError as e:
-            log.error("auth_db: cannot look up '%s': %s %s", creds.username, e, _who(ctx))
-            _reply(ctx, 500, "Server Internal Error")
+            log.error("auth_db: cannot look up '%s': %s %s", creds.username, e, who(ctx))
+            send_reply(ctx, 500, "Server Internal Error")
             return 0
         if found is None:
             log.log(
@@ -191,7 +191,7 @@ class AuthDbModule(Module):
                 creds.username,
                 realm,
                 table,
-                _who(ctx),
+                who(ctx),
             )
             return -1
         ha1, avps = found

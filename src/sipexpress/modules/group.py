@@ -53,7 +53,7 @@ _SOURCES = {
 }
 
 
-def _fixup_is_user_in(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
+def fixup_is_user_in(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
     src = _SOURCES.get(str(args[0]).strip().lower())
     if src is None:
         raise ConfigError(
@@ -64,7 +64,7 @@ def _fixup_is_user_in(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
     return (int(src), str(args[1]))
 
 
-def _fixup_group(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
+def fixup_group(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
     return (str(args[0]),)
 
 
@@ -87,10 +87,10 @@ class GroupModule(Module):
         r = RouteType.REQUEST
         return (
             ScriptFunction(
-                "is_user_in", self.is_user_in, (2,), _fixup_is_user_in, r, True, "user is in group"
+                "is_user_in", self.is_user_in, (2,), fixup_is_user_in, r, True, "user is in group"
             ),
             ScriptFunction(
-                "is_in_group", self.is_in_group, (1,), _fixup_group, r, True, "2003: credentials in group"
+                "is_in_group", self.is_in_group, (1,), fixup_group, r, True, "2003: credentials in group"
             ),
         )
 

@@ -24,7 +24,7 @@ import random
 import secrets
 import zlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sipexpress import SERVER_SIGNATURE
 from sipexpress.core.context import Proto
@@ -35,7 +35,7 @@ from sipexpress.sip.message import SipMessage
 from sipexpress.sip.uri import SipUri
 
 if TYPE_CHECKING:
-    from sipexpress.modules.tm.module import TmModule, UacResult
+    from sipexpress.core.api import CoreAPI
 
 log = logging.getLogger("sipexpress.uac")
 
@@ -211,10 +211,32 @@ class UacOutcome:
         return MgmtReply(self.status, self.reason, data=data, text=f"{ruri}\n{hop}\n{route}\n{rest}\n")
 
 
+class FinalReply(Protocol):
+    """How a local transaction ended (tm's ``UacResult``)."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def reply(self) -> SipMessage | None: ...
+
+
+class StatefulUac(Protocol):
+    """What the service needs of tm (so that uac does not import tm, which
+    declares the ``t_uac_dlg`` command made here)."""
+
+    @property
+    def core(self) -> CoreAPI: ...
+    async def request(
+        self, method: str, ruri: str, *, next_hop: str | None = None, raw: bytes | None = None
+    ) -> FinalReply: ...
+
+
 class UacService:
     """Builds and sends application-initiated requests through tm."""
 
-    def __init__(self, tm: TmModule) -> None:
+    def __init__(self, tm: StatefulUac) -> None:
         self.tm = tm
         self.core = tm.core
         self._callid_counter = itertools.count(random.getrandbits(32))
@@ -266,9 +288,7 @@ class UacService:
 
     async def send(self, req: UacRequest) -> UacOutcome:
         msg = self.build(req)
-        result: UacResult = await self.tm.request(
-            req.method, req.ruri, raw=msg.serialize(), next_hop=req.next_hop
-        )
+        result = await self.tm.request(req.method, req.ruri, raw=msg.serialize(), next_hop=req.next_hop)
         if result.reply is None and result.reason.endswith("/TM)"):
             # the transaction could not even start (unresolvable, no socket)
             raise _err(result.status, result.reason[: -len("/TM)")] + "/FIFO/UAC)")
@@ -323,7 +343,7 @@ def _proto_of(uri: str) -> Proto:
     return {"tcp": Proto.TCP, "tls": Proto.TLS}.get(t or "", Proto.UDP)
 
 
-def t_uac_dlg_command(tm: TmModule) -> MgmtCommand:
+def t_uac_dlg_command(tm: StatefulUac) -> MgmtCommand:
     service = UacService(tm)
     return MgmtCommand(
         "t_uac_dlg",

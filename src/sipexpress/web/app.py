@@ -37,7 +37,7 @@ from starlette.templating import Jinja2Templates
 
 from sipexpress import __version__
 from sipexpress.db.engine import DbError, DbUnavailable
-from sipexpress.db.users import UserExists, add_user, set_password
+from sipexpress.db.provisioning import UserExists, add_user, set_password
 from sipexpress.sip.errors import SipError
 from sipexpress.sip.uri import SipUri
 from sipexpress.uac import flows

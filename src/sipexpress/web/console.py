@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
+from sipexpress.db import provisioning
 from sipexpress.web import console_store as cs
 from sipexpress.web import security as sec
 from sipexpress.web.im import ImJobs, TooManyMessages
@@ -188,11 +189,16 @@ class Console:
         if err:
             web.flash(request, err, "error")
             return web.redirect("/admin/domains")
+        present = name in {d["domain"] for d in await cs.domains(web.cfg.db_url)}
         if action == "add":
-            done = await cs.add_domain(web.cfg.db_url, name)
+            done = not present
+            if done:
+                await provisioning.add_domain(web.cfg.db_url, name)
             msg = f"Domain {name} added." if done else f"Domain {name} is there already."
         else:
-            done = await cs.remove_domain(web.cfg.db_url, name)
+            done = present
+            if done:
+                await provisioning.remove_domain(web.cfg.db_url, name)
             msg = f"Domain {name} removed." if done else f"There is no domain {name}."
         if done:
             msg += " " + await self._domain_reload()

@@ -1,7 +1,8 @@
 """The admin console's SQL: server-wide call history (``acc``), the
-``domain`` table and group membership (``grp``).  Small functions of a
-database URL, bound parameters only, each bounded by
-:func:`sipexpress.db.engine.run` (``DbError`` subclasses)."""
+``domain`` table and group membership (``grp``) as listed, searched and
+paged.  Changes go through :mod:`sipexpress.db.provisioning` (as for
+serctl).  Small functions of a database URL, bound parameters only, each
+bounded by :func:`sipexpress.db.engine.run` (``DbError`` subclasses)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sipexpress.db import schema
@@ -125,29 +126,6 @@ async def domains(url: str) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in rows]
 
     return await run(url, op, write=False)
-
-
-async def add_domain(url: str, name: str) -> bool:
-    """False: the domain is there already."""
-    d = schema.domain
-
-    async def op(c: AsyncConnection) -> bool:
-        n = (await c.execute(select(func.count()).select_from(d).where(d.c.domain == name))).scalar_one()
-        if n:
-            return False
-        await c.execute(insert(d).values(domain=name, last_modified=datetime.now().replace(microsecond=0)))
-        return True
-
-    return await run(url, op)
-
-
-async def remove_domain(url: str, name: str) -> bool:
-    d = schema.domain
-
-    async def op(c: AsyncConnection) -> bool:
-        return bool((await c.execute(delete(d).where(d.c.domain == name))).rowcount)
-
-    return await run(url, op)
 
 
 # -- groups -------------------------------------------------------------------------

@@ -7,15 +7,15 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sipexpress.db import schema
+from sipexpress.db import provisioning, schema
 from sipexpress.db.engine import run
-from sipexpress.db.users import UserExists, calc_ha1, subscriber_row
+from sipexpress.db.provisioning import add_subscriber_in, calc_ha1, now, subscriber_row
 
 sub = schema.subscriber
 DISABLED_GROUP = "disabled"
@@ -33,10 +33,6 @@ class Page:
     @property
     def pages(self) -> int:
         return max(1, -(-self.total // self.size))
-
-
-def _now() -> datetime:
-    return datetime.now().replace(microsecond=0)
 
 
 def _like(q: str) -> str:
@@ -68,15 +64,7 @@ class Store:
         return await run(self.url, op, write=False)
 
     async def groups(self, username: str, domain: str) -> list[str]:
-        g = schema.grp
-
-        async def op(c: AsyncConnection) -> list[str]:
-            rows = await c.execute(
-                select(g.c.grp).where(g.c.username == username, g.c.domain == domain).order_by(g.c.grp)
-            )
-            return [r[0] for r in rows]
-
-        return await run(self.url, op, write=False)
+        return [r["grp"] for r in await provisioning.group_rows(self.url, (username, domain))]
 
     async def is_admin(self, username: str, domain: str) -> bool:
         ap = schema.admin_privileges
@@ -138,7 +126,7 @@ class Store:
             await c.execute(
                 update(sub)
                 .where(sub.c.username == username, sub.c.domain == domain)
-                .values(datetime_modified=_now(), **values)
+                .values(datetime_modified=now(), **values)
             )
 
         await run(self.url, op)
@@ -179,59 +167,18 @@ class Store:
         return await run(self.url, op, write=False)
 
     async def set_group(self, username: str, domain: str, group: str, member: bool) -> None:
-        g = schema.grp
-
-        async def op(c: AsyncConnection) -> None:
-            await c.execute(delete(g).where(g.c.username == username, g.c.domain == domain, g.c.grp == group))
-            if member:
-                await c.execute(
-                    insert(g).values(username=username, domain=domain, grp=group, last_modified=_now())
-                )
-
-        await run(self.url, op)
+        if member:
+            await provisioning.grant(self.url, username, domain, [group])
+        else:
+            await provisioning.revoke(self.url, username, domain, group)
 
     async def delete_user(self, username: str, domain: str) -> bool:
-        """serweb's delete_sip_user: the user's rows in every table."""
-        tables: list[Table] = [
-            schema.grp,
-            schema.uri,
-            schema.phonebook,
-            schema.missed_calls,
-            schema.usr_preferences,
-            schema.admin_privileges,
-            schema.speed_dial,
-            schema.calls_forwarding,
-            schema.event,
-        ]
-
-        async def op(c: AsyncConnection) -> bool:
-            for t in tables:
-                await c.execute(delete(t).where(t.c.username == username, t.c.domain == domain))
-            r = await c.execute(delete(sub).where(sub.c.username == username, sub.c.domain == domain))
-            return bool(r.rowcount)
-
-        return await run(self.url, op)
+        """serweb's delete_sip_user: the same as ``serctl rm``."""
+        return await provisioning.remove_user(self.url, username, domain)
 
     # -- sign-up -----------------------------------------------------------------
     async def name_taken(self, username: str, domain: str) -> bool:
-        async def op(c: AsyncConnection) -> bool:
-            for t in (sub, schema.pending):
-                n = (
-                    await c.execute(
-                        select(func.count())
-                        .select_from(t)
-                        .where(t.c.username == username, t.c.domain == domain)
-                    )
-                ).scalar_one()
-                if n:
-                    return True
-            rs = schema.reserved
-            n = (
-                await c.execute(select(func.count()).select_from(rs).where(rs.c.username == username))
-            ).scalar_one()
-            return bool(n)
-
-        return await run(self.url, op, write=False)
+        return await provisioning.name_taken(self.url, username, domain)
 
     async def add_pending(
         self, username: str, domain: str, password: str, email: str, first: str, last: str
@@ -245,12 +192,12 @@ class Store:
                 delete(p).where(
                     p.c.username == username,
                     p.c.domain == domain,
-                    p.c.datetime_created < _now() - timedelta(days=1),
+                    p.c.datetime_created < now() - timedelta(days=1),
                 )
             )
             await c.execute(
                 insert(p).values(
-                    **subscriber_row(username, domain, password, email, _now()),
+                    **subscriber_row(username, domain, password, email, now()),
                     first_name=first,
                     last_name=last,
                     confirmation=code,
@@ -269,7 +216,7 @@ class Store:
             row = (
                 await c.execute(
                     select(p).where(
-                        p.c.confirmation == code, p.c.datetime_created >= _now() - timedelta(days=1)
+                        p.c.confirmation == code, p.c.datetime_created >= now() - timedelta(days=1)
                     )
                 )
             ).first()
@@ -277,16 +224,8 @@ class Store:
                 return None
             values = {n: row._mapping[n] for n in names}
             u, d = values["username"], values["domain"]
-            n = (
-                await c.execute(
-                    select(func.count()).select_from(sub).where(sub.c.username == u, sub.c.domain == d)
-                )
-            ).scalar_one()
-            if n:
-                raise UserExists(f"user {u}@{d} already exists")
-            values.update(confirmation="", datetime_created=_now(), datetime_modified=_now())
-            await c.execute(insert(sub).values(**values))
-            await c.execute(insert(schema.uri).values(username=u, domain=d, uri_user=u, last_modified=_now()))
+            values.update(confirmation="", datetime_created=now(), datetime_modified=now())
+            await add_subscriber_in(c, values)
             await c.execute(delete(p).where(p.c.username == u, p.c.domain == d))
             return u, d
 

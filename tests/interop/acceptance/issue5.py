@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sipexpress.db import calc_ha1, calc_ha1b, create_all, dispose_engines, run, schema
 from sipexpress.mgmt.client import fifo_request
-from tests.support import SerProcess, free_port, need_tool, run_sipp, shipped_config
+from tests.support import SerProcess, free_port, need_tool, run_sipp, shipped_config, udp_bound, wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -215,7 +215,7 @@ def call_users(
         cwd=uas_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        time.sleep(0.3)  # the UAS binds its port
+        assert wait_for(lambda: uas.poll() is not None or udp_bound(uas_port), 10.0)
         t0 = time.monotonic()
         res = run_sipp(
             [

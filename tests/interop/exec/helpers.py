@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,24 +15,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
-from tests.support import IN_CI, ROOT, SerProcess
+from tests.support import ROOT, SerProcess, need_tool, udp_bound, wait_for
 
 BIN = ROOT / "tests" / "data" / "bin"
 EXAMPLES = ROOT / "examples" / "exec"
 SCENARIOS = EXAMPLES / "sipp"
 PY_BIN = Path(sys.executable).parent
-
-
-def udp_bound(port: int, host: str = "127.0.0.1") -> bool:
-    """Is a UDP socket bound to host:port (read from /proc/net/udp)?"""
-    want = f"{int.from_bytes(socket.inet_aton(host), 'little'):08X}:{port:04X}"
-    try:
-        with open("/proc/net/udp") as f:
-            return any(line.split()[1] == want for line in f.readlines()[1:])
-    except OSError:
-        return False
 
 
 @dataclass
@@ -62,7 +49,6 @@ class ExecSer(SerProcess):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ser exited with {self.proc.returncode}:\n{self.log()}")
             if udp_bound(self.port, self.host):
-                time.sleep(0.05)
                 return
             time.sleep(0.05)
         raise RuntimeError(f"ser did not bind {self.host}:{self.port}:\n{self.log()}")
@@ -94,15 +80,6 @@ def mails(workdir: Path) -> list[dict[str, object]]:
     if not log.exists():
         return []
     return [json.loads(line) for line in log.read_text().splitlines() if line]
-
-
-def wait_for(pred: object, timeout: float = 5.0, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():  # type: ignore[operator]
-            return True
-        time.sleep(interval)
-    return bool(pred())  # type: ignore[operator]
 
 
 def wait_mails(workdir: Path, n: int, timeout: float = 5.0) -> list[dict[str, object]]:
@@ -252,13 +229,7 @@ def sqlite_subscribers(path: Path, users: dict[str, str], domain: str = "127.0.0
     return url
 
 
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        if IN_CI:
-            pytest.fail(f"{tool} is required in CI")
-        pytest.skip(f"{tool} not installed")
-    return path
+need = need_tool
 
 
 # -- processes ------------------------------------------------------------------

@@ -23,11 +23,9 @@ from tests.interop.exec.helpers import (
     need,
     sqlite_subscribers,
     status,
-    udp_bound,
-    wait_for,
     wait_mails,
 )
-from tests.support import free_port, run_sipp
+from tests.support import free_port, run_sipp, udp_bound, wait_for
 
 pytestmark = pytest.mark.interop
 
@@ -135,7 +133,7 @@ def sipp_call(ser: ExecSer, user: str) -> str:
 
 def assert_one_missed_call_mail(ser: ExecSer, caller: str = "sipp") -> None:
     got = wait_mails(ser.workdir, 1)
-    time.sleep(0.5)  # a second one would come now
+    time.sleep(0.5)  # a second one would come now: a window, not a wait
     got = mails(ser.workdir)
     assert len(got) == 1, (got, ser.log())
     assert got[0]["to"] == ["jiri@example.com"]
@@ -159,7 +157,7 @@ def test_offline_subscriber_gets_one_mail(start_ser: StartSer, subscribers: Path
         assert r2 == r
         phone.send(ack_for(inv, r))
         got = wait_mails(ser.workdir, 1)
-        time.sleep(0.5)
+        time.sleep(0.5)  # no second mail may come: a window, not a wait
         assert len(mails(ser.workdir)) == 1
         assert got[0]["to"] == ["jiri@example.com"] and got[0]["subject"] == "request for you"
         # a subscriber without an e-mail address: 404, no mail
@@ -172,7 +170,7 @@ def test_offline_subscriber_gets_one_mail(start_ser: StartSer, subscribers: Path
         phone.send(phone.request("MESSAGE", f"sip:jiri@127.0.0.1:{ser.port}", body=b"hi"))
         r = phone.recv_final(3.0)
         assert r is not None and r.split(b"\r\n", 1)[0] == b"SIP/2.0 404 Not Found"
-        time.sleep(0.3)
+        time.sleep(0.3)  # the MESSAGE sends no mail: a window, not a wait
         assert len(mails(ser.workdir)) == 1
     finally:
         phone.close()
@@ -277,5 +275,5 @@ def test_answered_call_sends_no_mail(start_ser: StartSer, subscribers: Path, cal
     finally:
         phone.close()
     assert callee.wait() == 0
-    time.sleep(0.5)
+    time.sleep(0.5)  # an answered call sends no mail: a window, not a wait
     assert mails(ser.workdir) == []

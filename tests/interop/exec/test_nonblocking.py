@@ -19,9 +19,8 @@ from tests.interop.exec.helpers import (
     group_members,
     proc_stat,
     status,
-    wait_for,
 )
-from tests.support import free_port, run_sipp
+from tests.support import free_port, run_sipp, wait_for
 
 pytestmark = pytest.mark.interop
 
@@ -126,8 +125,12 @@ def test_time_to_kill_leaves_no_zombie_or_orphan(start_ser: StartSer, tmp_path: 
     # the shell, its background child and its foreground child are gone,
     # and ser has no zombie child
     assert wait_for(lambda: proc_stat(sh) is None, 3.0)  # reaped by ser
-    bg_stat = proc_stat(bg)
-    assert bg_stat is None or (bg_stat[0] == "Z" and bg_stat[1] != ser_pid)  # dead, not ser's zombie
+
+    def bg_dead() -> bool:  # dead, and not ser's zombie
+        st = proc_stat(bg)
+        return st is None or (st[0] == "Z" and st[1] != ser_pid)
+
+    assert wait_for(bg_dead, 3.0), proc_stat(bg)
     assert wait_for(lambda: group_dead(sh, ser_pid), 3.0), group_members(sh)
     assert [c for c in children_of(ser.proc.pid) if c[1] == "Z"] == []
     assert "time_to_kill=1" in ser.log()

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,12 +54,3 @@ def mgmt_proc(tmp_path: Path) -> Iterator[MgmtProc]:
         except subprocess.TimeoutExpired:
             os.killpg(mp.proc.pid, signal.SIGKILL)
             mp.proc.wait(5)
-
-
-def wait_for(cond: object, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():  # type: ignore[operator]
-            return True
-        time.sleep(0.02)
-    return False

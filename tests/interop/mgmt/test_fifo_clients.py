@@ -8,13 +8,13 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from sipexpress.mgmt.client import ServerNotRunning, fifo_request
 from tests.interop.mgmt.conftest import MgmtProc, start_mgmt_proc
+from tests.support import fifo_pending, wait_for
 
 pytestmark = pytest.mark.interop
 
@@ -127,14 +127,15 @@ def test_all_malformed_requests_then_uptime(mgmt_proc: MgmtProc, tmp_path: Path)
     # The unterminated last line must not meet the next client's request in
     # the pipe buffer before the server reads it: nothing could tell them
     # apart (SER would have swallowed the next request's first line).
-    time.sleep(0.5)
+    assert wait_for(lambda: fifo_pending(mgmt_proc.fifo) == 0, 5.0)
     r = fifo_request(mgmt_proc.fifo, "uptime", reply_dir=mgmt_proc.reply_dir, timeout=5)
     assert UPTIME_RE.match(r)
     assert mgmt_proc.alive()
-    time.sleep(0.6)  # the reply to never_read is given up after SER's 4 x 80 ms retries
-    log = mgmt_proc.log.read_text()
-    for needle in ("no client at", "cannot open reply FIFO", "command must begin with", "forbidden reply"):
-        assert needle in log
+    needles = ("no client at", "cannot open reply FIFO", "command must begin with", "forbidden reply")
+    # the reply to never_read is given up after SER's 4 x 80 ms retries
+    assert wait_for(lambda: all(n in mgmt_proc.log.read_text() for n in needles), 5.0), (
+        mgmt_proc.log.read_text()
+    )
 
 
 def test_client_reports_server_not_running(tmp_path: Path) -> None:

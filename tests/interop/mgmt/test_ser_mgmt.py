@@ -166,6 +166,9 @@ def test_serctl_ul_and_alias_add(ser: SerProcess) -> None:
     assert r.returncode == 1 and "error: Overlap with an existing alias" in r.stderr
     r = serctl(ser, "alias", "rm", "bobby")
     assert r.stdout == "200 user (aliases, bobby@iptel.org) deleted\n"
+    assert serctl(ser, "add", "carol", "pw", "carol@iptel.org", env=db).returncode == 0
+    r = serctl(ser, "alias", "add", "carol", "sip:bob@iptel.org", env=db)
+    assert r.returncode == 1 and "overlap of alias with an existing subscriber name" in r.stderr
     r = serctl(ser, "ul", "add", "x", "sip:x@a.b", env={"SIP_DOMAIN": ""})
     assert r.returncode == 1 and "domain unknown" in r.stderr
 
@@ -201,9 +204,15 @@ def test_monitor_ctrl_c(ser: SerProcess) -> None:
         text=True,
         env=e,
     )
-    time.sleep(2.0)
+    assert p.stdout is not None
+    seen = ""
+    while "[cycle #: 2;" not in seen:  # a second screen (pytest's timeout bounds the wait)
+        line = p.stdout.readline()
+        assert line, p.stderr.read() if p.stderr else ""
+        seen += line
     p.send_signal(2)
     out, err = p.communicate(timeout=10)
+    out = seen + out
     assert p.returncode == 0, err
     assert "[cycle #: 2;" in out and out.endswith("serctl monitor ^C-ed\n")
 

@@ -104,7 +104,7 @@ class Phone:
 
 
 def sipp_uas(port: int, scenario: str | None, workdir: Path) -> SippPhone:
-    return SippPhone(scenario or "uas", workdir / f"{port}", port=port, settle=0)
+    return SippPhone(scenario or "uas", workdir / f"{port}", port=port)
 
 
 def mariadb_url() -> str | None:
@@ -168,7 +168,6 @@ def test_missed_calls_recorded_once_each(ser_factory, db_url: str, tmp_path: Pat
     proxy = ser_factory(CFG, db_url=db_url, busy_port=busy_port, ring_port=ring_port, answer_port=answer_port)
     uas = [sipp_uas(busy_port, "uas_busy.xml", tmp_path), sipp_uas(answer_port, None, tmp_path)]
     try:
-        time.sleep(0.5)  # let the SIPp phones bind
         results = {}
         # offline: the script accounts it itself
         p = Phone(proxy.port)
@@ -183,7 +182,6 @@ def test_missed_calls_recorded_once_each(ser_factory, db_url: str, tmp_path: Pat
         # no answer: fr_inv_timer (2 s) ends it with 408
         ring = sipp_uas(ring_port, "uas_ring_forever.xml", tmp_path / "1")
         uas.append(ring)
-        time.sleep(0.5)
         p = Phone(proxy.port)
         p.invite("sip:ring@example.com")
         results["noanswer"] = p.final().status
@@ -193,7 +191,6 @@ def test_missed_calls_recorded_once_each(ser_factory, db_url: str, tmp_path: Pat
         ring.wait(15)
         ring2 = sipp_uas(ring_port, "uas_ring_forever.xml", tmp_path / "2")
         uas.append(ring2)
-        time.sleep(0.5)
         p = Phone(proxy.port)
         p.invite("sip:ring@example.com")
         results["cancelled"] = p.final(cancel_on_ringing=True).status
@@ -219,8 +216,8 @@ def test_missed_calls_recorded_once_each(ser_factory, db_url: str, tmp_path: Pat
         answered = wait_rows(db_url, "acc", 1)
         assert [r["sip_status"][:3] for r in answered] == ["200"]
         assert answered[0]["username"] == "alice"  # acc rows carry the caller
-        time.sleep(0.5)
-        assert len(rows(db_url, "missed_calls")) == 4  # nothing late or doubled
+        time.sleep(0.5)  # no late or doubled row may come: a window, not a wait
+        assert len(rows(db_url, "missed_calls")) == 4
 
         log = proxy.log()
         assert log.count("ACC: call missed:") == 3  # busy, no answer, cancelled

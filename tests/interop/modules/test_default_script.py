@@ -24,7 +24,7 @@ def default_cfg() -> str:
 
 def run_phone(scenario: str, cwd: Path, port: int, *extra: str, proxy_port: int) -> None:
     """Run a SIPp phone that calls out (registers, places a call) to completion."""
-    phone = SippPhone(scenario, cwd, port=port, extra=list(extra), remote=f"127.0.0.1:{proxy_port}", settle=0)
+    phone = SippPhone(scenario, cwd, port=port, extra=list(extra), remote=f"127.0.0.1:{proxy_port}")
     try:
         assert phone.wait(30) == 0, f"{scenario} failed"
     finally:
@@ -69,7 +69,7 @@ def test_call_between_registered_phones(default_proxy, tmp_path: Path, caller: s
     callee_port, caller_port = free_port(), free_port()
     register(proxy.port, "bob", callee_port, tmp_path / "reg-bob")
     register(proxy.port, "alice", caller_port, tmp_path / "reg-alice")
-    callee = SippPhone("uas_rr.xml", tmp_path / "bob", port=callee_port, settle=0)
+    callee = SippPhone("uas_rr.xml", tmp_path / "bob", port=callee_port)
     try:
         run_phone(caller, tmp_path / "alice", caller_port, "-s", "bob", proxy_port=proxy.port)
         assert callee.wait(15) == 0

@@ -295,8 +295,8 @@ def test_all_branches_fail_lowest_wins(env_factory: Callable[..., Env]) -> None:
     r1 = e.uas1.expect("INVITE")
     r2 = e.uas2.expect("INVITE")
     e.uas1.send(reply_to(r1, 486, "Busy Here"), reply_addr(r1))
-    time.sleep(0.1)
-    assert [m for m in e.uac.drain(0.2) if not m.is_request and m.status >= 300] == []  # waits for all
+    # no final reply may come while uas2 has not answered: a window, not a wait
+    assert [m for m in e.uac.drain(0.3) if not m.is_request and m.status >= 300] == []
     e.uas2.send(reply_to(r2, 404, "Not Found", to_tag="uas2"), reply_addr(r2))
     assert e.uac.expect(404).status == 404
 

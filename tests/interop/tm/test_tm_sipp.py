@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from sipexpress.mgmt.client import fifo_request
-from tests.support import free_port, need_tool, run_sipp
+from tests.support import free_port, need_tool, run_sipp, tcp_listening, udp_bound, wait_for
 
 pytestmark = pytest.mark.interop
 
@@ -43,7 +43,7 @@ def start_uas(
 ) -> subprocess.Popen[str]:
     sipp = need_tool("sipp")
     scen = ["-sf", str(SCENARIOS / scenario)] if scenario else ["-sn", "uas"]
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [
             sipp,
             *scen,
@@ -64,6 +64,9 @@ def start_uas(
         stderr=subprocess.DEVNULL,
         text=True,
     )
+    bound = tcp_listening if transport == "t1" else udp_bound
+    assert wait_for(lambda: proc.poll() is not None or bound(port), 10.0), "SIPp UAS did not start"
+    return proc
 
 
 def stop(p: subprocess.Popen[str]) -> int | None:
@@ -103,7 +106,6 @@ def test_1000_calls(ser_factory: Callable[..., Any], transport: str, tmp_path: P
     ser = make_ser(ser_factory, body, fifo=fifo)
     t = "t1" if transport == "tcp" else "u1"
     uas = start_uas(uas_port, 1000, t)
-    time.sleep(0.3)
     t0 = time.monotonic()
     res = run_sipp(
         [
@@ -139,7 +141,8 @@ def test_1000_calls(ser_factory: Callable[..., Any], transport: str, tmp_path: P
     assert elapsed < 40
     assert ser.alive()
     # completed transactions are reclaimed after wt_timer (2 s here)
-    time.sleep(3)
+    idle = re.compile(r"^Current: 0 \(0 waiting\)", re.MULTILINE)
+    assert wait_for(lambda: idle.search(fifo_request(fifo, "t_stats")) is not None, 15.0, 0.2)
     text = fifo_request(fifo, "t_stats")
     lines = text.splitlines()
     assert lines[0] == "200 ok"
@@ -163,7 +166,6 @@ def test_486_failure_route_to_second_uas(ser_factory: Callable[..., Any]) -> Non
     ser = make_ser(ser_factory, body, uas2=ok)
     uas_busy = start_uas(busy, 20, scenario="tm_uas_486.xml")
     uas_ok = start_uas(ok, 20)
-    time.sleep(0.3)
     res = run_sipp(
         [
             "-sn",
@@ -196,7 +198,6 @@ def test_uac_cancel_while_ringing(ser_factory: Callable[..., Any]) -> None:
     body = "from sipexpress.script.pyroute import t_relay_to_udp\n    " + body
     ser = make_ser(ser_factory, body)
     uas = start_uas(uas_port, 10, scenario="tm_uas_ring_cancel.xml")
-    time.sleep(0.3)
     res = run_sipp(
         [
             "-sf",

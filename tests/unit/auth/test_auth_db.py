@@ -26,7 +26,7 @@ from sipexpress.modules.auth import AuthModule
 from sipexpress.modules.auth_db import AuthDbModule
 from sipexpress.sip.digest import Credentials, Nonces, calc_ha1, calc_response
 from sipexpress.sip.message import SipMessage
-from tests.support import free_port
+from tests.support import free_port, wait_for_async
 from tests.unit.auth.conftest import DOMAIN, Server, authorization, request, start_server
 
 SECRET = "test-secret"
@@ -437,7 +437,7 @@ async def test_slow_database_times_out_without_stalling_others(
         ch = await challenge(srv)
         t0 = time.monotonic()
         pending = asyncio.ensure_future(srv.send(request(extra=[authorization(ch, "jiri", "secret")])))
-        await asyncio.sleep(0.1)
+        assert await wait_for_async(lambda: bool(conns))  # the lookup hangs on the database
         # another client is served while the lookup hangs
         other = UdpOther()
         loop = asyncio.get_running_loop()

@@ -21,7 +21,7 @@ from sipexpress.mgmt import render_fifo
 from sipexpress.modules.auth import AuthModule
 from sipexpress.modules.auth_db import AuthDbModule
 from sipexpress.modules.domain import DomainModule, ser_hash
-from sipexpress.modules.group import GroupModule, _fixup_is_user_in
+from sipexpress.modules.group import GroupModule, fixup_is_user_in
 from sipexpress.modules.uri import UriModule
 from sipexpress.modules.uri_db import UriDbModule
 from sipexpress.sip.message import SipMessage
@@ -293,9 +293,9 @@ async def test_is_user_in_without_credentials(servers: list[Server], sqlite_url:
 
 def test_is_user_in_fixup_rejects_unknown_source() -> None:
     env = FixupEnv(None, None)  # type: ignore[arg-type]
-    assert _fixup_is_user_in(("request-uri", "g"), env)[0] == 1
+    assert fixup_is_user_in(("request-uri", "g"), env)[0] == 1
     with pytest.raises(ConfigError):
-        _fixup_is_user_in(("Contact", "g"), env)
+        fixup_is_user_in(("Contact", "g"), env)
 
 
 # -- domain -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from sipexpress.core.context import Proto, ReceiveInfo, RequestContext, RouteTab
 from sipexpress.core.runner import Runner
 from sipexpress.core.server import Core
 from sipexpress.sip.message import SipMessage
+from tests.support import wait_for_async
 
 
 class Capture:
@@ -70,7 +71,7 @@ async def test_sync_and_async_routes_reply() -> None:
     core.loop = asyncio.get_running_loop()
     core.receive(request(), rcv)
     assert cap.sent == []
-    await asyncio.sleep(0.05)
+    assert await wait_for_async(lambda: cap.sent)
     assert [status(d) for d, _, _ in cap.sent] == [202]
 
 
@@ -219,7 +220,7 @@ async def test_requests_wait_until_the_modules_have_started() -> None:
         lst = core.udp_listeners[0]
         rcv = ReceiveInfo(Proto.UDP, "192.0.2.1", 5060, "127.0.0.1", lst.port, 2, cap)
         core.receive(request(), rcv)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # nothing may be routed: a window, not a wait
         assert seen == [] and cap.sent == []  # held, not routed yet
         gate.set()
         await starting

@@ -152,6 +152,77 @@ async def test_users(db_url: str) -> None:
     assert await db.run(db_url, uri_rows) == []
 
 
+async def test_remove_user_everywhere_in_one_transaction(db_url: str) -> None:
+    """serctl rm and serweb's delete are one call: every per-user table,
+    the aliases pointing to the user; another user and acc records stay."""
+    await db.create_all(db_url)
+    for name in ("jiri", "eva"):
+        await db.add_user(db_url, name, "iptel.org", "pw")
+        await db.grant(db_url, name, "iptel.org", ["local", "ld"])
+
+    async def fill(conn):  # type: ignore[no-untyped-def]
+        for name in ("jiri", "eva"):
+            for t in db.USER_TABLES:
+                if t is not schema.grp and t is not schema.uri:
+                    await conn.execute(insert(t).values(username=name, domain="iptel.org"))
+            await conn.execute(insert(schema.acc).values(username=name, domain="iptel.org"))
+            await conn.execute(
+                insert(schema.aliases).values(
+                    username=f"{name}-alias", domain="iptel.org", contact=f"sip:{name}@iptel.org"
+                )
+            )
+        # usrloc without use_domain stores the domain empty
+        await conn.execute(insert(schema.location).values(username="jiri", domain="", contact="sip:j@h"))
+
+    await db.run(db_url, fill)
+
+    async def counts(conn):  # type: ignore[no-untyped-def]
+        tables = (schema.subscriber, *db.USER_TABLES, schema.acc)
+        n = {t.name: (await conn.execute(select(t.c.username))).scalars().all() for t in tables}
+        n["aliases"] = (await conn.execute(select(schema.aliases.c.contact))).scalars().all()
+        return n
+
+    before = await db.run(db_url, counts)
+    assert sorted(before["location"]) == ["eva", "jiri", "jiri"]
+    assert await db.remove_user(db_url, "jiri", "iptel.org") is True
+    after = await db.run(db_url, counts)
+    for t in ("subscriber", *(t.name for t in db.USER_TABLES)):
+        assert sorted(after[t]) == sorted(x for x in before[t] if x == "eva"), t
+    assert after["aliases"] == ["sip:eva@iptel.org"]
+    assert sorted(after["acc"]) == ["eva", "jiri"]
+
+
+async def test_name_taken_by_subscriber_pending_or_reserved(db_url: str) -> None:
+    """serctl alias add and serweb's sign-up and alias pages refuse the same names."""
+    await db.create_all(db_url)
+    await db.add_user(db_url, "jiri", "iptel.org", "pw")
+
+    async def fill(conn):  # type: ignore[no-untyped-def]
+        await conn.execute(insert(schema.pending).values(username="eva", domain="iptel.org"))
+        await conn.execute(insert(schema.reserved).values(username="postmaster"))
+
+    await db.run(db_url, fill)
+    for name in ("jiri", "eva", "postmaster"):
+        assert await db.name_taken(db_url, name, "iptel.org"), name
+    assert not await db.name_taken(db_url, "jiri", "other.org")
+    assert not await db.name_taken(db_url, "free", "iptel.org")
+
+
+async def test_remove_user_is_all_or_nothing(db_url: str) -> None:
+    await db.create_all(db_url)
+    await db.add_user(db_url, "jiri", "iptel.org", "pw")
+    await db.grant(db_url, "jiri", "iptel.org", ["local"])
+
+    async def drop_silo(conn):  # type: ignore[no-untyped-def]
+        await conn.execute(text("DROP TABLE silo"))
+
+    await db.run(db_url, drop_silo)
+    with pytest.raises(db.DbError):
+        await db.remove_user(db_url, "jiri", "iptel.org")
+    assert [r["grp"] for r in await db.group_rows(db_url, ("jiri", "iptel.org"))] == ["local"]
+    assert await db.get_user(db_url, "jiri", "iptel.org") is not None
+
+
 async def test_server_down_fails_fast() -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

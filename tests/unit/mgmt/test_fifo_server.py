@@ -15,6 +15,7 @@ import pytest
 from sipexpress.core.registry import MgmtCommand, MgmtReply
 from sipexpress.mgmt import Manager, MgmtStartError
 from sipexpress.mgmt.client import fifo_request
+from tests.support import fifo_pending, read_when_there, wait_for_async
 
 UPTIME_RE = re.compile(
     r"200 ok\nNow: \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\n"
@@ -151,15 +152,14 @@ async def test_client_vanishes_before_reading_does_not_block(manager: Manager, t
     t0 = time.monotonic()
     assert UPTIME_RE.match(await ask(manager, "uptime"))
     assert time.monotonic() - t0 < 0.3  # served during the 4x80 ms retries
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # the retries run out: the timer is the behaviour
     assert UPTIME_RE.match(await ask(manager, "uptime"))
 
 
 async def test_reply_fifo_does_not_exist(manager: Manager, caplog: pytest.LogCaptureFixture) -> None:
     await send_raw(manager, b":uptime:no_such_reply_fifo\n\n")
     assert UPTIME_RE.match(await ask(manager, "uptime"))
-    await asyncio.sleep(0.05)
-    assert "no_such_reply_fifo" in caplog.text
+    assert await wait_for_async(lambda: "no_such_reply_fifo" in caplog.text)
 
 
 async def test_regular_file_and_symlink_never_receive_replies(manager: Manager, tmp_path: Path) -> None:
@@ -170,7 +170,7 @@ async def test_regular_file_and_symlink_never_receive_replies(manager: Manager, 
     try:
         await send_raw(manager, b":uptime:plain\n\n:uptime:link\n\n")
         assert UPTIME_RE.match(await ask(manager, "uptime"))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # nothing may be written: a window, not a wait
         assert (tmp_path / "plain").read_text() == ""
         assert os.read(rfd, 100) == b""  # no writer ever came: nothing written
     finally:
@@ -189,8 +189,7 @@ async def test_request_without_final_empty_line_is_served(manager: Manager, tmp_
     rfd = os.open(reply, os.O_RDONLY | os.O_NONBLOCK)
     try:
         await send_raw(manager, b":print:r_nl\nlast words\n")
-        await asyncio.sleep(0.5)
-        assert os.read(rfd, 1000) == b"200 ok\nlast words\n"
+        assert await asyncio.to_thread(read_when_there, rfd, 1000) == b"200 ok\nlast words\n"
     finally:
         os.close(rfd)
     assert UPTIME_RE.match(await ask(manager, "uptime"))
@@ -198,7 +197,9 @@ async def test_request_without_final_empty_line_is_served(manager: Manager, tmp_
 
 async def test_binary_garbage(manager: Manager) -> None:
     await send_raw(manager, bytes(range(256)) * 20 + b"\n\x00\xff:\x00:\x01\n\n")
-    await asyncio.sleep(0.3)
+    fifo = manager.fifo
+    assert fifo is not None
+    assert await wait_for_async(lambda: fifo_pending(fifo.path) == 0)  # the garbage is read
     assert UPTIME_RE.match(await ask(manager, "uptime"))
 
 
@@ -221,8 +222,7 @@ async def test_non_utf8_parameters_round_trip(manager: Manager, tmp_path: Path) 
     rfd = os.open(reply, os.O_RDONLY | os.O_NONBLOCK)
     try:
         await send_raw(manager, b":print:r8\n\xff\xfeabc\n\n")
-        await asyncio.sleep(0.2)
-        assert os.read(rfd, 100) == b"200 ok\n\xff\xfeabc\n"
+        assert await asyncio.to_thread(read_when_there, rfd, 100) == b"200 ok\n\xff\xfeabc\n"
     finally:
         os.close(rfd)
 
@@ -252,7 +252,9 @@ async def manager_x(tmp_path: Path) -> AsyncIterator[Manager]:
 
 async def test_waiting_command_does_not_hold_up_others(manager_x: Manager) -> None:
     slow = asyncio.create_task(ask(manager_x, "slow", ["1.0"]))
-    await asyncio.sleep(0.1)
+    fifo = manager_x.fifo
+    assert fifo is not None
+    assert await wait_for_async(lambda: len(fifo._tasks) == 1)  # slow runs
     t0 = time.monotonic()
     assert UPTIME_RE.match(await ask(manager_x, "uptime"))
     assert time.monotonic() - t0 < 0.5
@@ -273,7 +275,7 @@ async def test_client_not_reading_big_reply_is_dropped(manager_x: Manager, tmp_p
     try:
         await send_raw(manager_x, b":t_hash_like:lazy\n\n")
         assert UPTIME_RE.match(await ask(manager_x, "uptime"))
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # reply_timeout (0.3 s) passes: the timer is the behaviour
         assert UPTIME_RE.match(await ask(manager_x, "uptime"))
     finally:
         os.close(rfd)
@@ -310,8 +312,9 @@ async def test_backpressure_when_too_many_requests_run(manager_x: Manager, tmp_p
         fds.append(os.open(tmp_path / f"bp{i}", os.O_RDONLY | os.O_NONBLOCK))
     try:
         await send_raw(manager_x, b"".join(f":slow:bp{i}\n0.2\n\n".encode() for i in range(6)))
-        await asyncio.sleep(0.1)
-        assert not manager_x.fifo._reading  # two run, the rest wait in the pipe
+        # two run, the rest wait in the pipe
+        fifo = manager_x.fifo
+        assert await wait_for_async(lambda: not fifo._reading)
         deadline = time.monotonic() + 5
         got: dict[int, bytes] = {}
         while len(got) < 6 and time.monotonic() < deadline:

@@ -296,8 +296,9 @@ def test_server_machines_tu_errors_only(invite: bool, steps: list[tuple[str, int
             else:
                 if status >= 200:
                     final_sent = True
-    assert m.state in set(State)
-    assert Input.ACK  # enum sanity
+    # the state tells whether a final response went out (or the transport failed)
+    provisional = m.state in (State.TRYING, State.PROCEEDING)
+    assert provisional != final_sent or m.state is State.TERMINATED, (m.state, final_sent)
 
 
 ALL_MACHINES = [

@@ -13,6 +13,7 @@ from sqlalchemy import select, text
 from sipexpress import db
 from sipexpress.db import schema
 from sipexpress.modules.usrloc import SqlLocationStore
+from tests.support import wait_for_async
 from tests.unit.usrloc.harness import Harness, _Client
 
 
@@ -147,7 +148,7 @@ async def test_database_outage_does_not_stall(tmp_path) -> None:  # type: ignore
         store.url = hung
         t0 = time.monotonic()
         reg_task = asyncio.create_task(h.send(h.register("slow", ["<sip:s@10.0.0.2>"], 600), timeout=5))
-        await asyncio.sleep(0.05)
+        assert await wait_for_async(lambda: bool(conns))  # the write hangs on the database
         # meanwhile a lookup (from another client socket) is answered at once
         other = _Client()
         tr, _ = await asyncio.get_running_loop().create_datagram_endpoint(
@@ -269,7 +270,7 @@ async def test_requests_before_startup_wait_for_the_load(tmp_path) -> None:  # t
     h.core.set_modparam("usrloc", "db_url", url)
     loc = h.table("location")
     early = asyncio.create_task(loc.fetch("early"))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # it must not finish before start: a window, not a wait
     assert not early.done()
     await h.ul.start()
     rec = await asyncio.wait_for(early, 5)

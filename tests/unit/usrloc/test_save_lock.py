@@ -34,9 +34,9 @@ async def test_retransmission_waits_for_the_write(tmp_path: Path) -> None:
             req = h.register("jiri", ["<sip:j@10.0.0.1>"], 600, "cid-1@x", 1)
             assert h.transport is not None
             h.transport.sendto(req.encode(), ("127.0.0.1", h.port))
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # the retransmission comes later, as a UA's would
             h.transport.sendto(req.encode(), ("127.0.0.1", h.port))  # the retransmission
-            # neither copy is answered while the binding cannot be stored
+            # neither copy is answered while the binding cannot be stored: a window, not a wait
             await asyncio.sleep(0.6)
             assert h.client.queue.empty(), await h.client.queue.get()
         finally:
