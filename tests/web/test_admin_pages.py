@@ -130,8 +130,9 @@ def test_admin_users_groups_and_command(page: Any, web: WebServer) -> None:
     assert alert(page) == "This account is disabled."
 
 
-def test_statistics_change_while_sipp_calls(page: Any, web: WebServer, phones: Any) -> None:
-    uas = phones(["-sn", "uas", "-m", "5", "-timeout", "30"], "uas")
+def test_dashboard_charts_move_while_sipp_calls(page: Any, web: WebServer, phones: Any, browser: Any) -> None:
+    calls = 40
+    uas = phones(["-sn", "uas", "-m", str(calls), "-timeout", "30"], "uas")
     rpc_call(
         "ul_add",
         ["location", "callee@127.0.0.1", f"sip:callee@127.0.0.1:{uas.port}", "600", "1.00"],
@@ -141,31 +142,60 @@ def test_statistics_change_while_sipp_calls(page: Any, web: WebServer, phones: A
     page.wait_for_url("**/account")
     page.get_by_role("link", name="Server").click()
     before = int(page.locator("#t-total").inner_text())
-    wait_until(lambda: page.locator("#h-live").inner_text().startswith("live, updated"))
+    chart = page.locator("#c-traffic")
+    wait_until(lambda: int(chart.get_attribute("data-points") or 0) >= 1)
+    points = int(chart.get_attribute("data-points") or 0)
+    still = chart.locator("canvas").screenshot()
     uac = phones(
         [
             f"127.0.0.1:{web.ser.port}",
-            "-sn",
-            "uac",
-            "-s",
-            "callee",
-            "-m",
-            "5",
-            "-r",
-            "5",
-            "-d",
-            "500",
-            "-timeout",
-            "30",
+            *("-sn", "uac", "-s", "callee", "-m", str(calls), "-r", "10", "-d", "200", "-timeout", "30"),
         ],
         "uac",
     )
-    # the page updates itself (no reload) while the calls go on
-    wait_until(lambda: int(page.locator("#t-total").inner_text()) >= before + 5, 20)
+    # while the calls go on, the page updates itself (no reload): the calls/s
+    # tile shows traffic, the chart gains samples and its drawing changes
+    wait_until(lambda: float(page.locator("#m-calls").inner_text().replace("–", "0")) > 0, 15)
+    assert uac.proc.poll() is None, "SIPp ended before the chart showed its calls"
+    wait_until(lambda: int(chart.get_attribute("data-points") or 0) > points + 1)
+    assert chart.locator("canvas").screenshot() != still
     assert uac.wait(30) == 0
-    assert int(page.locator("#t-2xx").inner_text()) >= 5
-    wait_until(lambda: page.locator("#h-chart polyline").count() == 2)
+    wait_until(lambda: int(page.locator("#t-total").inner_text()) >= before + 2 * calls, 10)
+    assert int(page.locator("#t-2xx").inner_text()) >= 2 * calls
     shot(page, "admin_health")
+
+    # at phone width every chart fits the screen
+    phone = browser.new_context(base_url=web.base, viewport={"width": 390, "height": 844})
+    try:
+        small = phone.new_page()
+        login(small, "admin", "heslo")
+        small.wait_for_url("**/account")
+        small.goto("/admin/health")
+        canvases = small.locator(".chart canvas")
+        wait_until(lambda: canvases.count() == 4)
+        for i in range(4):
+            box = canvases.nth(i).bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+        shot(small, "admin_health_phone")
+    finally:
+        phone.close()
+
+
+def test_metrics_on_the_web_listener(web: WebServer) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = httpx.get(web.base + "/metrics", timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(r.text)}
+    assert families["sipexpress_core_received_requests"].type == "counter"
+    assert families["sipexpress_usrloc_contacts"].type == "gauge"
+    assert families["sipexpress_tm_transaction_duration_seconds"].type == "histogram"
+    options = [
+        s.value
+        for s in families["sipexpress_core_received_requests"].samples
+        if s.labels == {"method": "OPTIONS"}
+    ]
+    assert options and options[0] >= 1  # the fixture's readiness probe at least
 
 
 def test_serweb_runs_on_its_own(web: WebServer) -> None:
@@ -186,6 +216,8 @@ def test_serweb_runs_on_its_own(web: WebServer) -> None:
         "admin@127.0.0.1",
         "--secret-file",
         str(web.workdir / "standalone.secret"),
+        "--metrics-token",
+        "scrape-me",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -201,6 +233,11 @@ def test_serweb_runs_on_its_own(web: WebServer) -> None:
                     assert time.monotonic() < deadline
                     time.sleep(0.2)
             assert r.status_code == 200
+            # ser's metrics through serweb's own listener, behind its token
+            assert c.get("/metrics").status_code == 401
+            r = c.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+            assert r.status_code == 200 and "sipexpress_tm_replies_total" in r.text
+            r = c.get("/login")
             for h in (
                 "content-security-policy",
                 "x-frame-options",

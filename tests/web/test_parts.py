@@ -1,17 +1,15 @@
 """The web app's pure parts: validation, CSRF tokens, the log-in rate
 limit, settings from ser.cfg options, the t_uac_dlg completion adapter and
-the SVG chart."""
+the dashboard's samples."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 
 from sipexpress.uac.flows import parse_completion
 from sipexpress.web import security as sec
 from sipexpress.web.config import WebConfig, load_secret, parse_listen
-from sipexpress.web.monitor import svg_chart
+from sipexpress.web.monitor import Monitor, sample_from
 from sipexpress.web.serclient import completion_text
 
 
@@ -110,14 +108,33 @@ def test_completion_text_round_trip() -> None:
     assert parse_completion(completion_text({"code": 408, "reason": "Request Timeout"})).code == 408
 
 
-def test_svg_chart() -> None:
-    now = time.time()
-    svg = svg_chart(
-        {"rate": [(now - 30, 5.0), (now, 10.0)], "registered": [(now - 30, 1.0), (now, 2.0)]}, now
-    )
-    assert svg.startswith("<svg") and svg.count("<polyline") == 2
-    assert "transactions/min: 10 (max 10)" in svg and "<script" not in svg
-    assert svg_chart({"rate": [], "registered": []}, now).count("<polyline") == 0
+def _snapshot(invites: int, contacts: int, cpu: float, tm_2xx: int) -> list[dict[str, object]]:
+    return [
+        {"group": "core", "name": "received_requests", "value": {"INVITE": invites, "ACK": 3}},
+        {"group": "core", "name": "cpu_seconds", "value": cpu},
+        {"group": "core", "name": "resident_memory_bytes", "value": 50_000_000},
+        {"group": "usrloc", "name": "contacts", "value": {"location": contacts, "aliases": 1}},
+        {"group": "tm", "name": "current", "value": 7},
+        {"group": "tm", "name": "waiting", "value": 2},
+        {"group": "tm", "name": "replies", "value": {"2xx": tm_2xx, "4xx": 1}},
+        {"group": "sl", "name": "replies", "value": {"200": 4, "404": 2}},
+    ]
+
+
+def test_dashboard_series_are_rates_over_the_kept_samples() -> None:
+    m = Monitor(None, 1.0)  # type: ignore[arg-type]
+    m.samples.append(sample_from(_snapshot(10, 2, 1.0, 5), 1000.0))
+    m.samples.append(sample_from(_snapshot(30, 3, 1.5, 9), 1002.0))
+    m.samples.append(sample_from(_snapshot(0, 3, 1.6, 0), 1003.0))  # stats.reset_statistics in between
+    cols = m.series()
+    assert cols["t"] == [1002.0, 1003.0]
+    assert cols["calls"] == [10.0, 0.0]
+    assert cols["contacts"] == [4, 4]
+    assert cols["in_flight"] == [5, 5]
+    assert cols["2xx"] == [2.0, 0.0] and cols["4xx"] == [0.0, 0.0]
+    assert cols["cpu"] == [25.0, 10.0]
+    assert cols["memory"] == [50.0, 50.0]
+    assert sample_from([], 0.0).replies == (0, 0, 0, 0, 0)
 
 
 async def test_server_down_and_database_errors_are_pages_not_tracebacks(tmp_path) -> None:  # type: ignore[no-untyped-def]

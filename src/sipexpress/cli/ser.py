@@ -209,7 +209,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     opts = core.options
     debug = int(opts.get("debug", 2)) + args.debug
-    setup_logging(debug, bool(args.stderr or opts.get("log_stderror")), str(opts.get("log_facility")))
+    setup_logging(
+        debug,
+        bool(args.stderr or opts.get("log_stderror")),
+        str(opts.get("log_facility")),
+        json_lines=str(opts.get("log_format")).lower() == "json",
+    )
     if not args.foreground and opts.get("fork", True):
         daemonize()
     if args.children is not None and args.children > 1:

@@ -320,6 +320,18 @@ def ps_cmd(c: Ctx) -> None:
     sys.exit(print_fifo(c, "ps", []))
 
 
+@cli.command("stats")
+@click.argument("selectors", nargs=-1)
+@click.option("--reset", is_flag=True, help="start the selected counters again from zero")
+@pass_ctx
+def stats_cmd(c: Ctx, selectors: tuple[str, ...], reset: bool) -> None:
+    """Statistics as group:name = value (Kamailio's stats.get_statistics).
+
+    SELECTORS: all (default), GROUP: (e.g. tm:), or a statistic NAME."""
+    command = "stats.reset_statistics" if reset else "stats.get_statistics"
+    sys.exit(print_fifo(c, command, list(selectors) or ["all"]))
+
+
 @cli.command("version")
 def version_cmd() -> None:
     """Print serctl's version."""

@@ -5,20 +5,34 @@ INFO 3, DBG 4; a message is written when ``debug >= level``.  We map each to
 a stdlib level (NOTICE and ALERT are added as named levels) so that
 ``debug=N`` becomes the threshold :func:`threshold_for_debug` returns.
 Output goes to stderr with ``log_stderror``/``-E``, otherwise to syslog
-(``log_facility``).  Whatever is written also goes to :data:`recent`, a
-bounded ring of the last lines that the ``log_tail`` management command
-(and through it the web console's log viewer) reads.
+(``log_facility``); ``log_format=json`` writes one JSON object per line.
+
+Every line written while the core handles a message carries its Call-ID
+and, when tm knows one, the transaction (``hash:label``): the core puts the
+message into :data:`handling` while it runs the route, and into the
+:data:`current_message` contextvar of the task when a route goes on after
+waiting; :class:`MessageContext` reads the Call-ID (and asks tm for the
+transaction) only when a line is actually written.
+
+Whatever is written also goes to :data:`recent`, a bounded ring of the last
+lines (with that context) that the ``log_tail`` management command (and
+through it the web console's log viewer) reads.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import logging.handlers
 import os
 import sys
+import time
 from collections import deque
+from collections.abc import Callable
+from contextvars import Context, ContextVar, copy_context
 from dataclasses import dataclass
+from typing import Any
 
 NOTICE = 25
 ALERT = 60
@@ -39,6 +53,85 @@ _SER_TO_STD = {
 }
 
 log = logging.getLogger("sipexpress")
+
+
+class Handling:
+    """The message the core handles right now, synchronously: a slot, set
+    and cleared around each message (a contextvar costs some 10 times more
+    on the receive path)."""
+
+    __slots__ = ("msg",)
+
+    def __init__(self) -> None:
+        self.msg: Any = None
+
+
+handling = Handling()
+#: the message of a task started while the core handled it (a route that
+#: went on after waiting, a database write it started ...)
+current_message: ContextVar[Any] = ContextVar("sipexpress_message", default=None)
+
+
+def task_context() -> Context | None:
+    """The context for a task started now: one that names the message being
+    handled, if any (``None``: the current context, as asyncio does)."""
+    msg = handling.msg
+    if msg is None:
+        return None
+    context = copy_context()
+    context.run(current_message.set, msg)
+    return context
+
+
+#: message -> its transaction's id, or None (tm installs it); consulted only
+#: when a line is written
+transaction_of: list[Callable[[Any], str | None]] = []
+
+
+class MessageContext(logging.Filter):
+    """Adds ``call_id`` and ``transaction`` (``""`` outside a message) and
+    ``context`` (`` [Call-ID tid]`` for text lines) to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = handling.msg
+        if msg is None:
+            msg = current_message.get()
+        call_id = tid = ""
+        if msg is not None:
+            try:
+                call_id = msg.call_id
+            except Exception:  # a malformed Call-ID: the line is still written
+                call_id = "?"
+            for lookup in transaction_of:
+                tid = lookup(msg) or ""
+                if tid:
+                    break
+        record.call_id = call_id
+        record.transaction = tid
+        record.context = f" [{call_id}{' ' + tid if tid else ''}]" if call_id else ""
+        return True
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per line: time (ISO 8601, UTC), level, logger,
+    message, pid, and ``call_id``/``transaction`` inside a message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        for key in ("call_id", "transaction"):
+            value = getattr(record, key, "")
+            if value:
+                out[key] = value
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
 
 
 def std_level(ser_level: int) -> int:
@@ -80,7 +173,7 @@ class LogLine:
     levelno: int
     level: str
     logger: str
-    message: str
+    message: str  # with the `` [Call-ID transaction]`` context, as stderr shows it
 
 
 class RecentLines(logging.Handler):
@@ -99,6 +192,7 @@ class RecentLines(logging.Handler):
             text = f"{record.msg!r} {record.args!r}"
         if record.exc_info and record.exc_info[1] is not None:
             text += f" [{type(record.exc_info[1]).__name__}: {record.exc_info[1]}]"
+        text += getattr(record, "context", "")
         self.lines.append(
             LogLine(
                 next(self._seq),
@@ -125,30 +219,35 @@ class RecentLines(logging.Handler):
 recent = RecentLines()
 
 
-def setup_logging(debug: int, to_stderr: bool, facility: str = "LOG_DAEMON", ident: str = "ser") -> None:
+def setup_logging(
+    debug: int, to_stderr: bool, facility: str = "LOG_DAEMON", ident: str = "ser", json_lines: bool = False
+) -> None:
     """Configure the ``sipexpress`` logger (idempotent: replaces the output
-    handler; the ring :data:`recent` is added once and keeps its lines)."""
+    handler; the ring :data:`recent` keeps its lines and comes after it)."""
     for h in list(log.handlers):
-        if h is recent:
-            continue
         log.removeHandler(h)
-        h.close()
+        if h is not recent:
+            h.close()
     handler: logging.Handler
     if to_stderr or not os.path.exists("/dev/log"):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(
             logging.Formatter(
-                "%(asctime)s " + ident + "[%(process)d]: %(levelname)s: %(name)s: %(message)s",
+                "%(asctime)s " + ident + "[%(process)d]: %(levelname)s: %(name)s: %(message)s%(context)s",
                 "%b %d %H:%M:%S",
             )
         )
     else:
         fac = _FACILITIES.get(str(facility).upper(), logging.handlers.SysLogHandler.LOG_DAEMON)
         handler = logging.handlers.SysLogHandler(address="/dev/log", facility=fac)
-        handler.setFormatter(logging.Formatter(ident + "[%(process)d]: %(levelname)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter(ident + "[%(process)d]: %(levelname)s: %(message)s%(context)s")
+        )
+    if json_lines:
+        handler.setFormatter(JsonLines())
+    handler.addFilter(MessageContext())
     log.addHandler(handler)
-    if recent not in log.handlers:
-        log.addHandler(recent)
+    log.addHandler(recent)  # after the handler whose filter adds the message context
     log.setLevel(threshold_for_debug(debug))
     log.propagate = False
 

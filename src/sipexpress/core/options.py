@@ -26,6 +26,8 @@ DEFAULTS: dict[str, Any] = {
     "fork": True,
     "log_stderror": False,
     "log_facility": "LOG_DAEMON",
+    # sipexpress extension: "json" writes JSON lines (sipexpress.core.logging)
+    "log_format": "text",
     "listen": [],  # empty: all interfaces
     "alias": [],
     "port": SIP_PORT,
@@ -55,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "jsonrpc_secret": None,
     "jsonrpc_user": None,
     "jsonrpc_password": None,
+    "jsonrpc_metrics_auth": False,
     "mgmt_allow_kill": False,
     # sipexpress web interface (documented in sipexpress.web.config)
     "web_listen": None,
@@ -70,6 +73,7 @@ DEFAULTS: dict[str, Any] = {
     "web_base_url": None,
     "web_outbound": None,
     "web_sample_interval": None,
+    "web_metrics_token": None,
     "unix_sock": None,
     "unix_sock_children": 1,
     "unix_tx_timeout": 500,

@@ -9,6 +9,9 @@ package under ``sipexpress.modules`` that exposes one subclass of
 * typed parameters with defaults (``modparam("tm", "fr_timer", 10)``);
 * management commands (the FIFO, JSON-RPC, ``serctl`` and the web UI all
   read the same table);
+* statistics (Kamailio's ``mod_stats``): counters, gauges and histograms
+  that ``stats.get_statistics``, ``/metrics`` and the module's own SER
+  commands (``sl_stats``, ``t_stats``, ``ul_stats``) read;
 * start/stop hooks.
 
 The script compiler, ``modparam()``, the FIFO and JSON-RPC read nothing
@@ -26,6 +29,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -139,6 +143,31 @@ class MgmtCommand:
     fifo_reader: str = "lines"
 
 
+class StatKind(enum.Enum):
+    COUNTER = "counter"  # only grows (``stats.reset_statistics`` starts it again)
+    GAUGE = "gauge"  # a level: current transactions, registered contacts
+    HISTOGRAM = "histogram"  # a :class:`sipexpress.core.stats.Histogram`
+
+
+@dataclass(frozen=True, slots=True)
+class Statistic:
+    """A statistic a module declares (Kamailio's ``stat_export_t``).
+
+    The module counts into plain attributes on its hot path; ``read`` is
+    called only when somebody asks (a management command, a scrape) and
+    returns the value: a number, or, when ``label`` names a label (``method``,
+    ``class``, ``domain``), a mapping of label value to number.  Histograms
+    return a ``Histogram`` (or a mapping of them).  ``name`` is lower-case
+    with underscores; the Prometheus name is ``sipexpress_<module>_<name>``
+    (``_total`` added to counters)."""
+
+    name: str
+    read: Callable[[], Any]
+    doc: str = ""
+    kind: StatKind = StatKind.COUNTER
+    label: str = ""
+
+
 class Module:
     """Base class of every SER module.
 
@@ -152,6 +181,8 @@ class Module:
     aliases: ClassVar[tuple[str, ...]] = ()
     params: ClassVar[tuple[Param, ...]] = ()
     depends: ClassVar[tuple[str, ...]] = ()
+    #: (name, doc) of counters kept in integer attributes of the same name
+    counters: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def __init__(self, core: CoreAPI) -> None:
         self.core = core
@@ -163,6 +194,17 @@ class Module:
 
     def commands(self) -> Sequence[MgmtCommand]:
         return ()
+
+    def statistics(self) -> Sequence[Statistic]:
+        """The declared ``counters``; modules with gauges, labels or
+        histograms add theirs."""
+        return tuple(Statistic(name, partial(getattr, self, name), doc) for name, doc in self.counters)
+
+    def statistic(self, name: str) -> Any:
+        """This module's statistic as every reader sees it (after
+        ``stats.reset_statistics``): what its SER commands print."""
+        registry: Any = getattr(self.core, "statistics")  # noqa: B009 - not in CoreAPI: test cores have none
+        return registry.module_value(self, name)
 
     # -- parameters -------------------------------------------------------
     def set_param(self, name: str, value: Any) -> None:

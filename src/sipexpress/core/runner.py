@@ -55,7 +55,9 @@ class Runner:
                     raise ConfigError(f"module '{m.name}' needs module '{dep}'")
         for m in core.module_list:
             await m.start()
-        self.mgmt = Manager(core.options, core.module_list, processes=self.process_table)
+        self.mgmt = Manager(
+            core.options, core.module_list, processes=self.process_table, statistics=core.statistics
+        )
         try:
             await self.mgmt.start()
         except Exception as e:

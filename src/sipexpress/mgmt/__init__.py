@@ -22,6 +22,9 @@ option                      meaning
 ``jsonrpc_socket_mode``     its permissions, default ``0660``
 ``jsonrpc_secret``          shared secret (``Authorization: Bearer``/``X-Auth-Token``)
 ``jsonrpc_user``/``jsonrpc_password``  HTTP basic credentials
+``jsonrpc_metrics_auth``    ``GET /metrics`` on ``jsonrpc_http`` asks for the
+                            same credentials as JSON-RPC (default no:
+                            Prometheus scrapes without them)
 ``mgmt_allow_kill``         register the ``kill`` command (default no)
 ==========================  ===============================================
 
@@ -38,11 +41,16 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sipexpress.core.registry import MgmtCommand, MgmtReply, Module
+from prometheus_client.exposition import generate_latest
+
+from sipexpress.core.registry import MgmtCommand, MgmtReply, Module, Statistic
+from sipexpress.core.stats import StatsRegistry
 from sipexpress.mgmt.builtin import builtin_commands
 from sipexpress.mgmt.fifo import FifoError, FifoServer
 from sipexpress.mgmt.jsonrpc import Dispatcher, HttpServer, JsonRpcError, UnixServer, parse_address
+from sipexpress.mgmt.metrics import registry_for
 from sipexpress.mgmt.registry import CommandRegistry, render_fifo
+from sipexpress.mgmt.statistics import statistics_commands
 
 __all__ = [
     "CommandRegistry",
@@ -105,6 +113,7 @@ class Manager:
         modules: Iterable[Module] = (),
         extra_commands: Iterable[MgmtCommand] = (),
         processes: Callable[[], list[tuple[int, str]]] | None = None,
+        statistics: StatsRegistry | None = None,
     ) -> None:
         self.options: Mapping[str, Any] = options if options is not None else {}
         self._processes = processes
@@ -112,9 +121,21 @@ class Manager:
         self.registry = CommandRegistry()
         for cmd in builtin_commands(self, allow_kill=_flag(self.options.get("mgmt_allow_kill", 0))):
             self.registry.register(cmd)
+        modules = list(modules)
+        # the server's registry (``core.statistics``); on its own, the modules'
+        self.statistics = statistics if statistics is not None else StatsRegistry(lambda: modules)
+        registry = self.registry
+        self.statistics.add_group(
+            "mgmt",
+            (Statistic("commands", lambda: registry.calls, "management commands run (all transports)"),),
+        )
+        # between SER's built-ins and the modules' commands: `which` keeps both ends as SER listed them
+        for cmd in statistics_commands(self.statistics):
+            self.registry.register(cmd)
         for mod in modules:
             for cmd in mod.commands():
                 self.registry.register(cmd)
+        self.prometheus = registry_for(self.statistics.snapshot)
         for cmd in extra_commands:
             self.registry.register(cmd)
         self.dispatcher = Dispatcher(self.registry)
@@ -125,6 +146,10 @@ class Manager:
     async def call(self, name: str, params: list[str] | None = None) -> MgmtReply:
         """Run a command in-process (web UI, tests)."""
         return await self.registry.call(name, params or [])
+
+    def metrics(self) -> bytes:
+        """The Prometheus text exposition of every statistic."""
+        return generate_latest(self.prometheus)
 
     def processes(self) -> list[tuple[int, str]]:
         """The ``ps`` rows: the server's (``processes``), else this
@@ -171,6 +196,8 @@ class Manager:
                     secret=_opt(o, "jsonrpc_secret"),
                     user=_opt(o, "jsonrpc_user"),
                     password=_opt(o, "jsonrpc_password"),
+                    metrics=self.metrics,
+                    metrics_auth=_flag(_opt(o, "jsonrpc_metrics_auth", 0)),
                 )
                 await self.http.start()
             sock = _opt(o, "jsonrpc_socket")

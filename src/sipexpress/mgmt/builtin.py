@@ -113,10 +113,11 @@ def builtin_commands(host: BuiltinHost, allow_kill: bool = False) -> list[MgmtCo
         ("arg", arg, "server's command line"),
         ("which", which, "list of available management commands"),
         ("ps", ps, "server processes: index, pid, description"),
-        ("log_tail", log_tail, "the server's recent log lines (a ring of the last 1000)"),
     ]
     if allow_kill:
         cmds.append(("kill", kill, "terminate the server (SIGTERM to its process group)"))
+    # ours after all of SER's, so that `which` ends as SER's did
+    cmds.append(("log_tail", log_tail, "the server's recent log lines (a ring of the last 1000)"))
     docs = {"print": "text", "log_tail": "[lines (100)] [lowest level: err|warn|notice|info|dbg] [after seq]"}
     return [MgmtCommand(name, h, doc=doc, params_doc=docs.get(name, "")) for name, h, doc in cmds]
 

@@ -9,7 +9,10 @@ becomes a JSON-RPC error whose ``code`` is SER's code (400, 404, 500 ...),
 An unknown method is ``-32601`` with SER's reason
 ``command 'x' not available``.  Batches and notifications are supported.
 
-HTTP: ``POST`` (any path) with a JSON body; ``GET`` is refused.  Why a small
+HTTP: ``POST`` (any path) with a JSON body; ``GET /metrics`` is the
+Prometheus exposition of the statistics (without credentials unless
+``jsonrpc_metrics_auth`` is set, so that Prometheus can scrape it); any other
+``GET`` is refused.  Why a small
 hand-written HTTP/1.1 handler and not Starlette + uvicorn: the endpoint is
 one POST route; uvicorn's server wants to own signal handling and logging
 set-up of the process (the core owns those), and a 150-line
@@ -36,9 +39,11 @@ import json
 import logging
 import os
 import stat
+from collections.abc import Callable
 from typing import Any
 
 from sipexpress.core.registry import MgmtReply
+from sipexpress.mgmt.metrics import CONTENT_TYPE as METRICS_TYPE
 from sipexpress.mgmt.registry import CommandRegistry
 
 log = logging.getLogger("sipexpress.mgmt.jsonrpc")
@@ -52,6 +57,8 @@ INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
+
+_CHALLENGE = 'WWW-Authenticate: Basic realm="ser"\r\n'
 
 
 class JsonRpcError(Exception):
@@ -173,8 +180,12 @@ class HttpServer:
         secret: str | None = None,
         user: str | None = None,
         password: str | None = None,
+        metrics: Callable[[], bytes] | None = None,
+        metrics_auth: bool = False,
     ) -> None:
         self.dispatcher = dispatcher
+        self.metrics = metrics
+        self.metrics_auth = metrics_auth
         self.host = host
         self.port = port
         self.secret = secret or None
@@ -266,6 +277,12 @@ class HttpServer:
         if length:
             async with asyncio.timeout(IDLE_TIMEOUT):
                 body = await reader.readexactly(length)
+        if method == "GET" and parts[1] == "/metrics" and self.metrics is not None:
+            if self.metrics_auth and not self._authorized(headers):
+                await self._respond(writer, 401, b"unauthorized\n", close=not keep, extra=_CHALLENGE)
+            else:
+                await self._respond(writer, 200, self.metrics(), close=not keep, ctype=METRICS_TYPE)
+            return keep
         if method != "POST":
             await self._respond(writer, 405, b"use POST\n", close=not keep, extra="Allow: POST\r\n")
             return keep
@@ -275,7 +292,7 @@ class HttpServer:
                 401,
                 b"unauthorized\n",
                 close=not keep,
-                extra='WWW-Authenticate: Basic realm="ser"\r\n',
+                extra=_CHALLENGE,
             )
             return keep
         out = await self.dispatcher.handle_bytes(body)

@@ -36,11 +36,12 @@ def not_available(name: str) -> MgmtReply:
 
 
 class CommandRegistry:
-    __slots__ = ("_by_name", "_order")
+    __slots__ = ("_by_name", "_order", "calls")
 
     def __init__(self, commands: Iterable[MgmtCommand] = ()) -> None:
         self._by_name: dict[str, MgmtCommand] = {}
         self._order: list[str] = []
+        self.calls = 0  # commands run (the mgmt:commands statistic)
         for cmd in commands:
             self.register(cmd)
 
@@ -73,6 +74,7 @@ class CommandRegistry:
         cmd = self._by_name.get(name.lower())
         if cmd is None:
             return not_available(name)
+        self.calls += 1
         return await run(cmd, params)
 
 

@@ -171,6 +171,7 @@ class AccModule(Module):
         Param("log_syslog", int, 0, "also send ACC lines to syslog (LOG_DAEMON)"),
         Param("json_file", str, "", "append every record as a JSON line to this file"),
     )
+    counters = (("records", "accounting records written (all sinks)"),)
 
     def __init__(self, core: CoreAPI) -> None:
         super().__init__(core)

@@ -152,11 +152,19 @@ class AuthModule(Module):
         Param("nc_slots", int, 65536, "qop nonces whose nonce counts are tracked at once"),
         *auth_2003.PARAMS,
     )
+    counters = (
+        ("challenges", "401/407 challenges sent"),
+        ("successes", "credentials that were right"),
+        ("failures", "credentials that were wrong or stale"),
+    )
 
     def __init__(self, core: CoreAPI) -> None:
         super().__init__(core)
         self.nonces: Nonces = Nonces()
         self.legacy = auth_2003.LegacyFunctions(self)
+        self.challenges = 0
+        self.successes = 0
+        self.failures = 0
 
     def functions(self) -> Sequence[ScriptFunction]:
         r = RouteType.REQUEST
@@ -229,6 +237,7 @@ class AuthModule(Module):
         if send_reply(ctx, code, reason, [hdr]) < 0:
             log.error("auth: cannot send %d challenge %s", code, who(ctx))
             return -1
+        self.challenges += 1
         return 0
 
     # -- pre_auth / post_auth (used by auth_db) ----------------------------
@@ -349,7 +358,9 @@ class AuthModule(Module):
             ctx.data[_RPID_KEY] = rpid or ""
             ctx.data.pop(_STALE_KEY, None)
             log.debug("auth: '%s' authorized for realm '%s'", creds.username, creds.realm)
+            self.successes += 1
             return AuthResult.AUTHORIZED
+        self.failures += 1
         if res is DigestResult.STALE:
             ctx.data[_STALE_KEY] = True
             log.log(

@@ -367,6 +367,10 @@ class RegistrarModule(Module):
             "min_expires_mode", int, 1, "1: 423 Interval Too Brief (RFC 3261); 0: raise to min_expires (SER)"
         ),
     )
+    counters = (
+        ("accepted_registrations", "REGISTERs saved (or queried) with a 200"),
+        ("rejected_registrations", "REGISTERs refused (4xx/5xx)"),
+    )
 
     def __init__(self, core: CoreAPI) -> None:
         super().__init__(core)
@@ -377,6 +381,8 @@ class RegistrarModule(Module):
         self._received_param = "received"
         self._lower_user = True
         self._use_domain = False
+        self.accepted_registrations = 0
+        self.rejected_registrations = 0
 
     # -- set-up ------------------------------------------------------------------
     @property
@@ -595,6 +601,10 @@ class RegistrarModule(Module):
     def _reply(
         self, ctx: RequestContext, code: int, hdrs: list[str], reply: bool, error: bool = False
     ) -> int:
+        if error:
+            self.rejected_registrations += 1
+        else:
+            self.accepted_registrations += 1
         if not reply:
             return 0 if error else 1
         if ctx.core.send_reply(ctx, code, REASONS.get(code, "OK"), hdrs) < 0:

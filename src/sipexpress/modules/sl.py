@@ -24,6 +24,8 @@ from sipexpress.core.registry import (
     Module,
     RouteType,
     ScriptFunction,
+    Statistic,
+    StatKind,
 )
 
 if TYPE_CHECKING:
@@ -115,9 +117,22 @@ class SlModule(Module):
     def commands(self) -> Sequence[MgmtCommand]:
         return (MgmtCommand("sl_stats", self._sl_stats, doc="Counters of stateless replies."),)
 
-    def counters(self) -> dict[str, int]:
-        stats = self.core.stats
-        replies: dict[int, int] = dict(stats.sl_replies)
+    def statistics(self) -> Sequence[Statistic]:
+        stats = self.core.stats  # the core sends the replies (send_reply) and counts them
+        return (
+            Statistic(
+                "replies",
+                lambda: {str(code): n for code, n in sorted(stats.sl_replies.items())},
+                "stateless replies sent",
+                StatKind.COUNTER,
+                "code",
+            ),
+            Statistic("failures", lambda: stats.sl_failures, "stateless replies that could not be sent"),
+        )
+
+    def rows(self) -> dict[str, int]:
+        """``sl_stats``'s rows (sl_stats.c), from the registry's values."""
+        replies = {int(code): n for code, n in self.statistic("replies").items()}
         data: dict[str, int] = {}
         listed = {c for _, codes in _ROWS for c in codes}
         for cls, codes in _ROWS:
@@ -125,11 +140,11 @@ class SlModule(Module):
                 data[str(c)] = replies.get(c, 0)
             data[f"{cls}xx"] = sum(n for c, n in replies.items() if c // 100 == cls and c not in listed)
         data["xxx"] = sum(n for c, n in replies.items() if not 200 <= c <= 699)
-        data["failures"] = stats.sl_failures
+        data["failures"] = self.statistic("failures")
         return data
 
     async def _sl_stats(self, params: list[str]) -> MgmtReply:
-        d = self.counters()
+        d = self.rows()
         lines = []
         for cls, codes in _ROWS:
             parts = [f"{c}: {d[str(c)]}" for c in codes] + [f"{cls}xx: {d[f'{cls}xx']}"]

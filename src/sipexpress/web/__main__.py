@@ -3,7 +3,7 @@
     serweb [-f ser.cfg] [--listen host:port] [--jsonrpc URL|unix:/path]
            [--db-url URL] [--domain D] [--admins u@d,...] [--smtp host:port]
            [--mail-from addr] [--base-url URL] [--outbound sip:host:port]
-           [--secret-file path]
+           [--secret-file path] [--metrics-token T]
 
 Options default to the ``web_*`` options (and ``jsonrpc_http``/
 ``jsonrpc_socket``, ``db_url``) of the ser.cfg given with ``-f``.
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         "secret_file": "web_secret_file",
         "jsonrpc_secret": "web_jsonrpc_secret",
         "sample_interval": "web_sample_interval",
+        "metrics_token": "web_metrics_token",
     }
     for flag in flags:
         p.add_argument("--" + flag.replace("_", "-"), dest=flag)

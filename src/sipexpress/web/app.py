@@ -38,6 +38,8 @@ from starlette.templating import Jinja2Templates
 from sipexpress import __version__
 from sipexpress.db.engine import DbError, DbUnavailable
 from sipexpress.db.provisioning import UserExists, add_user, set_password
+from sipexpress.mgmt.metrics import CONTENT_TYPE as METRICS_TYPE
+from sipexpress.mgmt.metrics import exposition
 from sipexpress.sip.errors import SipError
 from sipexpress.sip.uri import SipUri
 from sipexpress.uac import flows
@@ -45,7 +47,7 @@ from sipexpress.web import security as sec
 from sipexpress.web.config import WebConfig
 from sipexpress.web.console import FL_PERMANENT, Console, page_number
 from sipexpress.web.mail import send_mail
-from sipexpress.web.monitor import Monitor, svg_chart
+from sipexpress.web.monitor import Monitor
 from sipexpress.web.serclient import SerClient, SerDown, SerError
 from sipexpress.web.store import DISABLED_GROUP, SORTABLE, Store
 
@@ -738,7 +740,7 @@ class WebApp:
     async def admin_health(self, request: Request) -> Response:
         await self.admin(request)
         data = await self._health_data()
-        return self.render(request, "admin_health.html", h=data, chart=svg_chart(self.monitor.series()))
+        return self.render(request, "admin_health.html", h=data)
 
     async def admin_health_json(self, request: Request) -> Response:
         await self.admin(request)
@@ -746,8 +748,18 @@ class WebApp:
             data = await self._health_data()
         except SerError as e:
             return JSONResponse({"error": _ser_message(e)}, status_code=503)
-        data["chart"] = svg_chart(self.monitor.series())
+        data["series"] = self.monitor.series()
         return JSONResponse(data)
+
+    async def metrics(self, request: Request) -> Response:
+        """Prometheus exposition of ser's statistics: no log-in (a scraper
+        has none), a bearer token when ``web_metrics_token`` is set."""
+        token = self.cfg.metrics_token
+        if token and not hmac.compare_digest(
+            request.headers.get("authorization", "").encode(), f"Bearer {token}".encode()
+        ):
+            return Response("unauthorized\n", 401, {"WWW-Authenticate": "Bearer"}, "text/plain")
+        return Response(exposition(await self.ser.call("stats.snapshot")), media_type=METRICS_TYPE)
 
     async def admin_command(self, request: Request) -> Response:
         await self.admin(request)
@@ -920,6 +932,7 @@ def create_app(cfg: WebConfig, ser: SerClient | None = None) -> Starlette:
         r("/admin/health", web.admin_health),
         r("/admin/health.json", web.admin_health_json),
         r("/admin/command", web.admin_command, ["GET", "POST"]),
+        r("/metrics", web.metrics),
         *web.console.routes(r),
         Route("/favicon.ico", favicon),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),

@@ -1,6 +1,13 @@
-"""Server monitoring: what serweb's cron job collected from ``t_stats`` and
-``ul_stats``, sampled in the app's loop and kept for one hour, drawn as a
-small server-side SVG chart."""
+"""Server monitoring for serweb's live dashboard: ser's statistics registry
+(``stats.snapshot`` over JSON-RPC) sampled in the app's loop, the last hour
+kept here in the server, turned into per-second rates for the charts.
+
+What each sample keeps (cumulative counters as read, levels as they are):
+INVITEs received (calls/s), accepted REGISTERs and registered contacts,
+transactions in flight (tm's current minus those only waiting to absorb
+retransmissions), final replies by class (tm's and the stateless ones),
+CPU seconds and resident memory of ser.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +17,51 @@ import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from sipexpress.core.stats import CLASSES, codes_by_class
 from sipexpress.web.serclient import SerClient, SerError
 
 log = logging.getLogger("sipexpress.web.monitor")
 HOUR = 3600.0
+FINAL_CLASSES = CLASSES[1:]  # 2xx .. 6xx
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
     t: float
-    transactions: int  # t_stats total (cumulative)
-    registered: int  # ul_stats users (all tables)
+    invites: int
+    registrations: int  # accepted REGISTERs (cumulative)
+    contacts: int  # registered contacts, all tables
+    in_flight: int
+    replies: tuple[int, ...]  # final replies sent, by FINAL_CLASSES (cumulative)
+    cpu: float  # CPU seconds used by ser
+    memory: int  # resident bytes
+
+
+def sample_from(snapshot: list[dict[str, Any]], now: float) -> Sample:
+    """One sample from a ``stats.snapshot`` result (modules that are not
+    loaded count zero)."""
+    v: dict[str, Any] = {f"{s['group']}:{s['name']}": s["value"] for s in snapshot}
+
+    def total(name: str) -> int:
+        value = v.get(name, 0)
+        return int(sum(value.values())) if isinstance(value, Mapping) else int(value)
+
+    tm: Mapping[str, int] = v.get("tm:replies") or {}
+    sl = codes_by_class({int(code): n for code, n in (v.get("sl:replies") or {}).items()})
+    return Sample(
+        t=now,
+        invites=int((v.get("core:received_requests") or {}).get("INVITE", 0)),
+        registrations=total("registrar:accepted_registrations"),
+        contacts=total("usrloc:contacts"),
+        in_flight=max(0, total("tm:current") - total("tm:waiting")),
+        replies=tuple(int(tm.get(c, 0)) + sl[c] for c in FINAL_CLASSES),
+        cpu=float(v.get("core:cpu_seconds", 0.0)),
+        memory=int(v.get("core:resident_memory_bytes", 0)),
+    )
 
 
 class Monitor:
@@ -43,12 +82,9 @@ class Monitor:
             self._task = None
 
     async def sample(self) -> None:
-        t = await self.ser.call("t_stats")
-        ul = await self.ser.call("ul_stats")
-        users = sum(int(d.get("users", 0)) for d in ul) if isinstance(ul, list) else 0
-        total = int(t.get("total", 0)) if isinstance(t, dict) else 0
+        snapshot = await self.ser.call("stats.snapshot")
         now = time.time()
-        self.samples.append(Sample(now, total, users))
+        self.samples.append(sample_from(snapshot if isinstance(snapshot, list) else [], now))
         while self.samples and self.samples[0].t < now - HOUR:
             self.samples.popleft()
 
@@ -62,59 +98,30 @@ class Monitor:
                 log.exception("monitor sample failed")
             await asyncio.sleep(self.interval)
 
-    def series(self) -> dict[str, list[tuple[float, float]]]:
-        """Transactions per minute and registered contacts over the hour."""
-        s = list(self.samples)
-        rate: list[tuple[float, float]] = []
-        for a, b in itertools.pairwise(s):
+    def series(self) -> dict[str, list[float]]:
+        """Columns for the charts, one row per pair of samples: time (Unix
+        seconds), calls/s, registrations/s, contacts, transactions in
+        flight, replies/s by class, CPU %, memory (MB).  A counter that went
+        down (``stats.reset_statistics``) gives 0 for that interval."""
+        cols: dict[str, list[float]] = {
+            k: []
+            for k in ("t", "calls", "registrations", "contacts", "in_flight", *FINAL_CLASSES, "cpu", "memory")
+        }
+        for a, b in itertools.pairwise(self.samples):
             dt = b.t - a.t
-            if dt > 0:
-                rate.append((b.t, max(0, b.transactions - a.transactions) * 60.0 / dt))
-        return {"rate": rate, "registered": [(x.t, float(x.registered)) for x in s]}
+            if dt <= 0:
+                continue
 
+            def rate(x: float, y: float, dt: float = dt) -> float:
+                return round(max(0.0, y - x) / dt, 3)
 
-def _label(seconds: float) -> str:
-    return f"-{seconds / 60:.0f} min" if seconds >= 120 else f"-{seconds:.0f} s"
-
-
-def svg_chart(series: dict[str, list[tuple[float, float]]], now: float | None = None) -> str:
-    """Two polylines on a time axis of the last hour (or less, while the
-    samples do not reach back that far); plain SVG, no scripts."""
-    now = now or time.time()
-    first = min((pts[0][0] for pts in series.values() if pts), default=now)
-    span = min(HOUR, max(60.0, now - first))
-    w, h, pad = 600, 180, 30
-    t0 = now - span
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" role="img" '
-        'aria-labelledby="chart-title" class="chart">',
-        '<title id="chart-title">Transactions per minute and registered contacts, '
-        f"last {span / 60:.0f} min</title>",
-        f'<rect x="0" y="0" width="{w}" height="{h}" fill="#fff"/>',
-        f'<line x1="{pad}" y1="{h - pad}" x2="{w - 5}" y2="{h - pad}" stroke="#888"/>',
-        f'<line x1="{pad}" y1="5" x2="{pad}" y2="{h - pad}" stroke="#888"/>',
-    ]
-    for i in range(5):
-        x = pad + i * (w - pad - 5) / 4
-        label = "now" if i == 4 else _label(span * (4 - i) / 4)
-        parts.append(
-            f'<text x="{x:.0f}" y="{h - 10}" font-size="11" text-anchor="middle" fill="#444">{label}</text>'
-        )
-    colors = {"rate": "#c0392b", "registered": "#2471a3"}
-    names = {"rate": "transactions/min", "registered": "registered contacts"}
-    for n, (key, pts) in enumerate(series.items()):
-        peak = max((v for _, v in pts), default=0.0) or 1.0
-        coords = " ".join(
-            f"{pad + (t - t0) / span * (w - pad - 5):.1f},{h - pad - v / peak * (h - pad - 25):.1f}"
-            for t, v in pts
-            if t >= t0
-        )
-        if coords:
-            parts.append(f'<polyline fill="none" stroke="{colors[key]}" stroke-width="2" points="{coords}"/>')
-        last = pts[-1][1] if pts else 0.0
-        parts.append(
-            f'<text x="{pad + 8 + n * 260}" y="16" font-size="12" fill="{colors[key]}">'
-            f"{names[key]}: {last:.0f} (max {peak if pts else 0:.0f})</text>"
-        )
-    parts.append("</svg>")
-    return "".join(parts)
+            cols["t"].append(round(b.t, 3))
+            cols["calls"].append(rate(a.invites, b.invites))
+            cols["registrations"].append(rate(a.registrations, b.registrations))
+            cols["contacts"].append(b.contacts)
+            cols["in_flight"].append(b.in_flight)
+            for cls, x, y in zip(FINAL_CLASSES, a.replies, b.replies, strict=True):
+                cols[cls].append(rate(x, y))
+            cols["cpu"].append(round(100 * rate(a.cpu, b.cpu), 1))
+            cols["memory"].append(round(b.memory / 1e6, 1))
+        return cols

@@ -47,7 +47,10 @@ async def test_uptime_byte_format(manager: Manager) -> None:
 
 
 async def test_which_lists_builtins_in_ser_order_without_kill(manager: Manager) -> None:
-    assert await ask(manager, "which") == "200 ok\nlog_tail\nps\nwhich\narg\npwd\nversion\nuptime\nprint\n"
+    assert await ask(manager, "which") == (
+        "200 ok\nstats.snapshot\nstats.reset_statistics\nstats.get_statistics\n"
+        "log_tail\nps\nwhich\narg\npwd\nversion\nuptime\nprint\n"
+    )
 
 
 async def test_unknown_command(manager: Manager) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 
@@ -78,6 +79,13 @@ def test_setup_logging_adds_the_ring_once() -> None:
         n = len(serlog.recent.lines)
         logging.getLogger("sipexpress.x").info("kept")
         assert serlog.recent.lines[-1].message == "kept" and len(serlog.recent.lines) == min(n + 1, 1000)
+        # inside a message the ring has the same Call-ID context as stderr
+        serlog.handling.msg = SimpleNamespace(call_id="abc@host")
+        try:
+            logging.getLogger("sipexpress.x").info("in a call")
+        finally:
+            serlog.handling.msg = None
+        assert serlog.recent.lines[-1].message == "in a call [abc@host]"
     finally:
         for h in list(serlog.log.handlers):
             serlog.log.removeHandler(h)

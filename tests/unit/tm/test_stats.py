@@ -15,12 +15,16 @@ def test_t_stats_text_exact() -> None:
         st.created(slot, local=False)
     st.created(9, local=True)
     st.waiting += 2
-    st.completion(200)
-    st.completion(486)
-    st.completion(603)
+    st.completion(200, 0.002)
+    st.completion(486, 3.0)
+    st.completion(603, 0.2)
     st.replied_locally = 1
     st.freed(1, waited=True)
-    assert st.t_stats_text() == (
+    declared = {s.name: s.read for s in st.statistics()}
+    durations = declared["transaction_duration_seconds"]()
+    assert [h.count for h in durations.values()] == [1, 0, 1, 0, 1]  # 2xx..6xx
+    assert durations["4xx"].sum == 3.0
+    assert TmStats.t_stats_text(lambda name: declared[name]()) == (
         "Current: 3 (1 waiting) Total: 4 (1 local)      \n"
         "Replied localy: 1      \n"
         "Completion status 6xx: 1, 5xx: 0, 4xx: 1, 3xx: 0,2xx: 1      \n"

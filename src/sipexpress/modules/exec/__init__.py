@@ -70,6 +70,8 @@ from sipexpress.core.registry import (
     Param,
     RouteType,
     ScriptFunction,
+    Statistic,
+    StatKind,
 )
 from sipexpress.modules.exec import process
 from sipexpress.modules.exec.env import (
@@ -127,6 +129,12 @@ class ExecModule(Module):
             "commands running at once (0: no limit); further exec calls wait for a free slot (logged)",
         ),
     )
+    counters = (
+        ("started", "commands started"),
+        ("failed", "commands that could not start"),
+        ("killed", "commands killed after time_to_kill"),
+        ("waited", "exec calls that waited for a free slot"),
+    )
 
     def __init__(self, core: CoreAPI) -> None:
         super().__init__(core)
@@ -158,6 +166,10 @@ class ExecModule(Module):
 
     def commands(self) -> Sequence[MgmtCommand]:
         return (MgmtCommand("exec_stats", self._cmd_stats, "exec module counters"),)
+
+    def statistics(self) -> Sequence[Statistic]:
+        running = Statistic("running", lambda: len(self._running), "commands running now", StatKind.GAUGE)
+        return (*super().statistics(), running)
 
     async def _cmd_stats(self, params: list[str]) -> MgmtReply:
         data = {

@@ -3,6 +3,7 @@ commands and the Python API other modules use (``core.module("tm")``)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sipexpress.core import errors
 from sipexpress.core.context import Proto, ReceiveInfo, RequestContext
+from sipexpress.core.logging import transaction_of
 from sipexpress.core.registry import (
     ConfigError,
     FixupEnv,
@@ -19,8 +21,10 @@ from sipexpress.core.registry import (
     Param,
     RouteType,
     ScriptFunction,
+    Statistic,
 )
 from sipexpress.modules.tm.proxy import TRYING_REASON, Transaction, TransactionLayer
+from sipexpress.modules.tm.stats import TmStats
 from sipexpress.sip.errors import SipParseError
 from sipexpress.sip.transaction import State
 
@@ -118,10 +122,13 @@ class TmModule(Module):
         core = self.core
         core.request_hooks.append(layer.request_hook)
         core.reply_hooks.append(layer.reply_hook)
+        transaction_of.append(layer.transaction_id)
 
     async def stop(self) -> None:
         if self._layer is not None:
             self._layer.timers.close()
+            with contextlib.suppress(ValueError):
+                transaction_of.remove(self._layer.transaction_id)
 
     # -- Python API ------------------------------------------------------
     @property
@@ -306,9 +313,13 @@ class TmModule(Module):
             t_uac_dlg_command(self),
         )
 
+    def statistics(self) -> Sequence[Statistic]:
+        return self.layer.stats.statistics()
+
     async def _cmd_t_stats(self, params: list[str]) -> MgmtReply:
-        st = self.layer.stats
-        return MgmtReply(200, "ok", st.as_dict(), st.t_stats_text())
+        return MgmtReply(
+            200, "ok", TmStats.t_stats_data(self.statistic), TmStats.t_stats_text(self.statistic)
+        )
 
     async def _cmd_t_hash(self, params: list[str]) -> MgmtReply:
         st = self.layer.stats

@@ -209,6 +209,7 @@ class Transaction:
         "ruri_at_relay",
         "sched",
         "send_socket",
+        "started",
         "to_tag",
         "uac_future",
         "uas",
@@ -227,6 +228,7 @@ class Transaction:
         local: bool = False,
     ) -> None:
         self.layer = layer
+        self.started = layer.core.now()
         self.request = request
         self.rcv = rcv
         self.key = key
@@ -373,6 +375,15 @@ class TransactionLayer:
             return self.server.get(self.server_key(msg, method))
         except SipParseError:
             return None
+
+    def transaction_id(self, msg: SipMessage) -> str | None:
+        """The id of the transaction a message belongs to (log lines)."""
+        if msg.is_request:
+            t = self.lookup(msg)
+            return t.id if t is not None else None
+        bid = _top_branch(msg)
+        br = self.client.get(bid) if bid is not None else None
+        return br.trans.id if br is not None else None
 
     # ------------------------------------------------------------------
     # core hooks
@@ -553,7 +564,7 @@ class TransactionLayer:
         t.final_status = status
         t.waiting = True
         self.stats.waiting += 1
-        self.stats.completion(status)
+        self.stats.completion(status, self.core.now() - t.started)
         for cb in self.on_complete:
             try:
                 cb(t, status)

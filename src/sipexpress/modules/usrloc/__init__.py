@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sipexpress.core.registry import MgmtCommand, MgmtError, MgmtReply, Module, Param
+from sipexpress.core.registry import MgmtCommand, MgmtError, MgmtReply, Module, Param, Statistic, StatKind
 from sipexpress.db.engine import DEFAULT_TIMEOUT, DbError, redact, resolve_db_url
 from sipexpress.modules.usrloc.records import (
     FIFO_CALLID,
@@ -244,8 +244,32 @@ class UsrlocModule(Module):
         cut = len(given) if self.use_domain else len(given.split("@", 1)[0])
         return given[:cut].lower() + given[cut:]
 
+    def statistics(self) -> Sequence[Statistic]:
+        domains = self.domains
+        g = StatKind.GAUGE
+        return (
+            Statistic(
+                "users", lambda: {n: d.users for n, d in domains.items()}, "AORs registered", g, "domain"
+            ),
+            Statistic(
+                "contacts",
+                lambda: {n: sum(len(r.contacts) for r in d.records.values()) for n, d in domains.items()},
+                "contacts registered (kept in memory: none with db_mode 3)",
+                g,
+                "domain",
+            ),
+            Statistic(
+                "expired_contacts",
+                lambda: {n: d.expired for n, d in domains.items()},
+                "contacts removed by the timer",
+                StatKind.COUNTER,
+                "domain",
+            ),
+        )
+
     async def ul_stats(self, params: list[str]) -> MgmtReply:
-        data = [{"domain": d.name, "users": d.users, "expired": d.expired} for d in self.domains.values()]
+        users, expired = self.statistic("users"), self.statistic("expired_contacts")
+        data = [{"domain": name, "users": users[name], "expired": expired.get(name, 0)} for name in users]
         text = "Domain Registered Expired\n" + "".join(
             f"'{x['domain']}' {x['users']} {x['expired']}\n" for x in data
         )
