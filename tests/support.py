@@ -308,3 +308,10 @@ class SippPhone:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(5)
+
+
+def cfg_head(*modules: str) -> str:
+    """The start of a test ser.cfg reached over the FIFO and JSON-RPC: for
+    ``ser_factory`` with ``rpc=PORT``; routes follow (braces doubled)."""
+    head = 'listen=udp:{host}:{port}\nfifo="{fifo}"\njsonrpc_http="127.0.0.1:{rpc}"\n'
+    return head + "".join(f'loadmodule "{m}"\n' for m in modules)

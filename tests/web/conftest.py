@@ -50,6 +50,7 @@ web_db_url="{db_url}"
 web_secret_file="{workdir}/serweb.secret"
 web_outbound="sip:127.0.0.1:{port}"
 web_sample_interval=1
+web_signup=yes
 loadmodule "sl"
 loadmodule "tm"
 loadmodule "rr"

@@ -221,6 +221,7 @@ async def test_every_form_checks_csrf_and_empty_fields(tmp_path) -> None:  # typ
         secret="s",
         jsonrpc=f"http://127.0.0.1:{free_port()}/",
         admins=frozenset({"boss@example.org"}),
+        signup=True,
     )
     app = create_app(cfg)
     try:

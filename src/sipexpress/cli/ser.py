@@ -33,9 +33,10 @@ from sipexpress.core.runner import Runner
 from sipexpress.core.server import SERVER_NAME, Core
 
 log = logging.getLogger("sipexpress.ser")
+NOTICE = 25  # SER's L_NOTICE: shown at the default debug level
 
 USAGE = """\
-Usage: ser [-f file] [-c] [-D] [-E] [-d]... [-l address]... [-p port] [-n N] [-P pidfile] [-V] [-h]
+Usage: ser [-f file] [-c] [-D] [-E] [-d]... [-l address]... [-p port] [-n N] [-P pidfile] [-V] [-h|--help]
 Options:
     -f file      Configuration file: ser.cfg syntax, or a Python routing
                  script (*.py) (default: the packaged etc/ser.cfg)
@@ -49,7 +50,10 @@ Options:
     -n processes Number of worker processes (sipexpress uses one)
     -P file      Create a pid file
     -V           Version number
-    -h           This help message
+    -h, --help   This help message
+
+Stop it with Ctrl-C (SIGINT) or SIGTERM (kill PID); with mgmt_allow_kill=yes
+also with the management command kill (serctl kill, FIFO, JSON-RPC).
 """
 
 
@@ -73,8 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-p", dest="port", type=int)
     p.add_argument("-n", dest="children", type=int)
     p.add_argument("-P", dest="pidfile")
-    p.add_argument("-V", dest="version", action="store_true")
-    p.add_argument("-h", dest="help", action="store_true")
+    p.add_argument("-V", "--version", dest="version", action="store_true")
+    p.add_argument("-h", "--help", dest="help", action="store_true")
     return p
 
 
@@ -129,7 +133,9 @@ def load_config(core: Core, path: str | None) -> str:
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: no such file")
     from sipexpress.script.compiler import load_config as compile_config_file
+    from sipexpress.script.reload import reload_command
 
+    core.mgmt_commands.append(reload_command(core, os.path.abspath(path)))
     core.set_routes(compile_config_file(path, core).routes)
     return path
 
@@ -159,12 +165,80 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+def startup_summary(server: Runner) -> list[str]:
+    """What listens where and how to stop, logged once the server runs."""
+    core = server.core
+    sip = [f"udp:{lst.address}" for lst in core.udp_listeners]
+    if core.tcp is not None:
+        sip += [f"tcp:{lst.address}" for lst in core.tcp.listeners]
+    lines = [f"SIP       {'  '.join(sip)}"]
+    mgmt = server.mgmt
+    fifo = getattr(mgmt, "fifo", None)
+    lines.append(f"FIFO      {fifo.path if fifo is not None else 'off (option fifo)'}")
+    http, unix = getattr(mgmt, "http", None), getattr(mgmt, "unix", None)
+    rpc = []
+    if http is not None:
+        rpc.append(f"http://{http.host}:{http.port}/")
+    if unix is not None:
+        rpc.append(f"unix:{unix.path}")
+    lines.append(f"JSON-RPC  {'  '.join(rpc) or 'off (option jsonrpc_http, jsonrpc_socket)'}")
+    if core.options.get("web_listen"):
+        from sipexpress.web.config import WebConfig
+
+        web = WebConfig.from_options(core.options)
+        lines.append(f"web       http://{web.host}:{web.port}/")
+    else:
+        lines.append("web       off (option web_listen)")
+    stop = f"stop      Ctrl-C (SIGINT) or kill {os.getpid()} (SIGTERM)"
+    if core.options.get("mgmt_allow_kill"):
+        stop += "; management command kill (serctl kill)"
+    lines.append(stop)
+    return lines
+
+
+#: seconds between two warnings about a default administrator password
+DEFAULT_PASSWORD_REMINDER = 3600.0
+
+
+async def warn_default_passwords(core: Core) -> None:
+    """Warn while an administrator still has SER's default password."""
+    from sipexpress.db.audit import SER_DEFAULT_PASSWORD, admins_with_default_password
+    from sipexpress.db.engine import DbError, default_db_url
+
+    url = str(core.options.get("web_db_url") or default_db_url(core.options))
+    extra = str(core.options.get("web_admins") or "").replace(",", " ").split()
+    while True:
+        try:
+            found = await admins_with_default_password(url, extra)
+        except DbError as e:
+            log.info("cannot check the administrators' passwords: %s", e)
+            return
+        if not found:
+            return
+        log.warning(
+            "administrator %s still has SER's default password '%s': change it (serctl passwd USER PASSWORD)",
+            ", ".join(found),
+            SER_DEFAULT_PASSWORD,
+        )
+        await asyncio.sleep(DEFAULT_PASSWORD_REMINDER)
+
+
 def run(core: Core) -> int:
+    server = Runner(core)
+
+    def ready() -> None:
+        for line in startup_summary(server):
+            log.log(NOTICE, "%s", line)
+        core.spawn(warn_default_passwords(core))
+
     with asyncio.Runner(loop_factory=_new_loop) as runner:
         try:
-            return runner.run(Runner(core).serve())
+            return runner.run(server.serve(ready))
         except KeyboardInterrupt:
+            log.log(NOTICE, "stopping: interrupted")
             return 0
+        finally:
+            log.log(NOTICE, "stopped")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,9 +9,18 @@ output, and exit codes: 0 success, 1 a command or user error (non-2xx reply,
 unknown user ...), 2 the server is not reachable.
 
 Environment as sc: ``SER_FIFO``, ``SIP_DOMAIN``, ``WATCH_PERIOD``,
-``ACL_GROUPS``, ``PID_FILE``; plus ``SER_DB_URL`` (else ``db_url`` from the
-``-c`` config, else the database layer's default), ``SER_RPC_URL``,
+``ACL_GROUPS``, ``PID_FILE``; plus ``SER_DB_URL``, ``SER_RPC_URL``,
 ``SER_RPC_SOCKET``, ``SER_RPC_SECRET``, ``SER_FIFO_DIR``.
+
+The database is the server's: ``--db-url``/``SER_DB_URL``, else ``db_url``
+(or ``web_db_url``) of the ``-f`` config, else what the running server
+answers to ``provisioning`` over JSON-RPC — never a file in the current
+directory.  The default domain likewise: ``--domain``/``SIP_DOMAIN``, the
+config's ``web_domain``, the server's, else the one domain of the database.
+
+``--json`` prints the data: a server command's structured result (over
+JSON-RPC), a listing's rows, a change's outcome.  Questions (``ul show``
+without a user) are only asked on a terminal.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sipexpress import __version__
+from sipexpress.core.registry import ConfigError
 from sipexpress.mgmt.client import (
     FifoTimeout,
     MgmtClientError,
@@ -72,6 +82,8 @@ class Ctx:
     rpc_secret: str | None
     pid_file: str
     ser_bin: str | None
+    provisioning: dict[str, Any] | None = None
+    creating_db: bool = False
 
 
 def fail(msg: str, code: int = 1) -> NoReturn:
@@ -85,16 +97,26 @@ def emit(text: str) -> None:
     sys.stdout.flush()
 
 
+def say(c: Ctx, text: str, data: Any) -> None:
+    """A command's outcome: ``text`` for people, ``data`` with ``--json``."""
+    emit(json.dumps(data, default=str, ensure_ascii=False) + "\n" if c.json else text)
+
+
 def _cfg_value(path: str, name: str) -> str | None:
-    """``name = "value"`` or ``modparam("…", "name", "value")`` from a ser.cfg."""
+    """``name = "value"`` (or unquoted) or ``modparam("…", "name", "value")``
+    from a ser.cfg, comments ignored."""
+    from sipexpress.script.parser import strip_comments
+
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
+            text = strip_comments(f.read(), path)
     except OSError:
         fail(f"cannot read config {path}")
-    m = re.search(rf'^\s*{name}\s*=\s*"([^"]*)"', text, re.MULTILINE)
+    except ConfigError as e:
+        fail(str(e))
+    m = re.search(rf'^\s*{name}\s*=\s*(?:"([^"]*)"|([^\s;"]+))', text, re.MULTILINE)
     if m:
-        return m.group(1)
+        return m.group(1) if m.group(1) is not None else m.group(2)
     m = re.search(rf'modparam\s*\(\s*"[^"]*"\s*,\s*"{name}"\s*,\s*"([^"]*)"', text)
     return m.group(1) if m else None
 
@@ -127,37 +149,115 @@ def filter_fl(text: str) -> str:
 
 
 def print_fifo(c: Ctx, cmd: str, params: list[str]) -> int:
-    code, text = fifo(c, cmd, params)
     if c.json:
-        status, _, body = text.partition("\n")
-        emit(json.dumps({"code": code, "status": status, "lines": body.splitlines()}) + "\n")
-    else:
-        emit(filter_fl(text))
+        return print_rpc(c, cmd, params)
+    code, text = fifo(c, cmd, params)
+    emit(filter_fl(text))
     return 0 if 200 <= code < 300 else 1
+
+
+def rpc(c: Ctx, method: str, params: list[str]) -> Any:
+    """A command's structured result over JSON-RPC (the FIFO carries only
+    text).  Raises RpcError for a command error, MgmtClientError when the
+    server cannot be reached."""
+    return rpc_call(
+        method, params, url=c.rpc_url, unix_path=c.rpc_socket, timeout=c.timeout, secret=c.rpc_secret
+    )
+
+
+def print_rpc(c: Ctx, method: str, params: list[str]) -> int:
+    try:
+        result = rpc(c, method, params)
+    except RpcError as e:
+        emit(json.dumps({"error": {"code": e.code, "message": e.message, "data": e.data}}) + "\n")
+        return 1
+    except MgmtClientError as e:
+        fail(f"{e} (--json asks the server over JSON-RPC: --rpc-url, --rpc-socket or -f ser.cfg)", 2)
+    emit(json.dumps(result, default=str, ensure_ascii=False) + "\n")
+    return 0
 
 
 # -- users and the database --------------------------------------------------
 
 
 def set_user(c: Ctx, user: str) -> tuple[str, str]:
+    """USER or USER@DOMAIN, checked as serweb checks them; the default
+    domain is looked up only when USER has none."""
+    from sipexpress.web.security import check_domain, check_username
+
     name, at, domain = user.partition("@")
     if not at:
-        domain = c.domain or ""
-    if not domain:
-        fail("domain unknown: use usernames with domain or set default domain in SIP_DOMAIN")
+        domain = default_domain(c)
+    problem = check_username(name) or check_domain(domain)
+    if problem:
+        fail(f"error: '{user}': {problem}")
     return name, domain
 
 
-def db_url(c: Ctx) -> str:
-    if c.db_url:
-        return c.db_url
-    if c.config:
-        url = _cfg_value(c.config, "db_url")
-        if url:
-            return url
-    from sipexpress.db import default_db_url
+def check_new_password(password: str) -> None:
+    from sipexpress.web.security import check_password
 
-    return default_db_url()
+    problem = check_password(password)
+    if problem:
+        fail(f"error: {problem}")
+
+
+def server_provisioning(c: Ctx) -> dict[str, Any] | None:
+    """The running server's database and default domain (JSON-RPC
+    ``provisioning``), None when no server answers."""
+    if c.provisioning is None:
+        try:
+            answer = rpc(c, "provisioning", [])
+        except MgmtClientError:
+            answer = None
+        c.provisioning = answer if isinstance(answer, dict) else {}
+    return c.provisioning or None
+
+
+def default_domain(c: Ctx) -> str:
+    if c.domain:
+        return c.domain
+    if c.config:
+        domain = _cfg_value(c.config, "web_domain")
+        if domain:
+            return domain
+    srv = server_provisioning(c)
+    if srv and srv.get("domain"):
+        return str(srv["domain"])
+    from sipexpress.db.audit import served_domains
+
+    domains = db(c, served_domains) if find_db_url(c) else []
+    if len(domains) == 1:
+        return domains[0]
+    known = f" (the database has {', '.join(domains)})" if domains else ""
+    fail(f"domain unknown: use usernames with domain or set default domain in SIP_DOMAIN{known}")
+
+
+def find_db_url(c: Ctx) -> str | None:
+    """The server's database (see the module doc), None if nobody says."""
+    url = c.db_url
+    if not url and c.config:
+        url = _cfg_value(c.config, "db_url") or _cfg_value(c.config, "web_db_url")
+    if not url:
+        srv = server_provisioning(c)
+        url = str(srv["db_url"]) if srv and srv.get("db_url") else None
+    return url
+
+
+def db_url(c: Ctx) -> str:
+    """The server's database; a SQLite file must exist (connecting would
+    leave an empty one behind), except for ``db create``."""
+    url = find_db_url(c)
+    if not url:
+        where = f"{c.config} sets no db_url and no" if c.config else "no"
+        fail(f"which database? {where} running ser answers over JSON-RPC: give --db-url or -f ser.cfg", 2)
+    from sipexpress.db.engine import sqlite_file
+
+    path = sqlite_file(url)
+    if path is not None and not c.creating_db and not os.path.exists(path):
+        fail(f"no database at {path} (create it with: serctl --db-url {url} db create)", 2)
+    c.db_url = url
+    return url
 
 
 def db(c: Ctx, fn: Callable[[str], Awaitable[T]], sql_error: bool = False) -> T:
@@ -220,7 +320,11 @@ def table(rows: list[dict[str, Any]], columns: list[str], c: Ctx, title: str | N
 @click.option("--domain", envvar="SIP_DOMAIN", help="default domain for user names [$SIP_DOMAIN]")
 @click.option("--db-url", envvar="SER_DB_URL", help="database URL [$SER_DB_URL]")
 @click.option(
-    "-c", "--config", type=click.Path(dir_okay=False), help="ser.cfg to read fifo, fifo_dir, db_url from"
+    "-f",
+    "-c",
+    "--config",
+    type=click.Path(dir_okay=False),
+    help="the server's ser.cfg: fifo, fifo_dir, jsonrpc_http/_socket, db_url, web_domain",
 )
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--rpc-url", envvar="SER_RPC_URL", default="http://127.0.0.1:5080/", show_default=True)
@@ -257,6 +361,18 @@ def cli(
             fifo = _cfg_value(config, "fifo") or fifo
         if ctx.get_parameter_source("reply_dir") == default:
             reply_dir = _cfg_value(config, "fifo_dir") or reply_dir
+        if (
+            ctx.get_parameter_source("rpc_url") == default
+            and ctx.get_parameter_source("rpc_socket") == default
+        ):
+            rpc_socket = _cfg_value(config, "jsonrpc_socket") or None
+            http = _cfg_value(config, "jsonrpc_http")
+            if http and http not in ("0", "no", "off"):
+                from sipexpress.mgmt import DEFAULT_HTTP
+
+                host, _, port = (DEFAULT_HTTP if http in ("1", "yes", "on") else http).rpartition(":")
+                host = "127.0.0.1" if host in ("", "0.0.0.0", "::", "[::]") else host
+                rpc_url = f"http://{host}:{port}/"
     ctx.obj = Ctx(
         fifo,
         reply_dir,
@@ -313,6 +429,21 @@ def rpc_cmd(c: Ctx, method: str, args: tuple[str, ...]) -> None:
     emit(json.dumps(result, indent=None if c.json else 2, ensure_ascii=False) + "\n")
 
 
+@cli.command("reload")
+@pass_ctx
+def reload_cmd(c: Ctx) -> None:
+    """Recompile the ser.cfg the server started with and swap its routes
+    without a restart; a config with errors changes nothing (they are printed)."""
+    if c.json:
+        sys.exit(print_rpc(c, "reload", []))
+    code, text = fifo(c, "reload")
+    if 200 <= code < 300:
+        emit(filter_fl(text))
+        sys.exit(0)
+    err.print(text.rstrip("\n"), markup=False)
+    sys.exit(1)
+
+
 @cli.command("ps")
 @pass_ctx
 def ps_cmd(c: Ctx) -> None:
@@ -333,9 +464,10 @@ def stats_cmd(c: Ctx, selectors: tuple[str, ...], reset: bool) -> None:
 
 
 @cli.command("version")
-def version_cmd() -> None:
+@pass_ctx
+def version_cmd(c: Ctx) -> None:
     """Print serctl's version."""
-    emit(f"{sys.argv[0]} sipexpress {__version__}\n")
+    say(c, f"{sys.argv[0]} sipexpress {__version__}\n", {"version": __version__})
 
 
 @cli.command("online")
@@ -363,6 +495,17 @@ def _section(c: Ctx, cmd: str) -> str:
     return filter_fl(text)
 
 
+def _monitor_sample(c: Ctx, n: int) -> dict[str, Any]:
+    """One cycle of ``monitor --json``: each command's data, or its error."""
+    sample: dict[str, Any] = {"cycle": n}
+    for cmd in ("version", "uptime", "t_stats", "sl_stats", "ul_stats"):
+        try:
+            sample[cmd] = rpc(c, cmd, [])
+        except MgmtClientError as e:
+            sample[cmd] = {"error": str(e)}
+    return sample
+
+
 @cli.command("monitor")
 @click.argument("cycles", type=int, required=False)
 @pass_ctx
@@ -370,12 +513,17 @@ def monitor_cmd(c: Ctx, cycles: int | None) -> None:
     """Live server statistics, refreshed every $WATCH_PERIOD seconds (Ctrl-C ends)."""
     period = float(os.environ.get("WATCH_PERIOD", "2"))
     n = 0
-    tty = sys.stdout.isatty()
+    tty = sys.stdout.isatty() and not c.json
     try:
         if tty:
             emit("\x1b[2J")
         while cycles is None or n < cycles:
             n += 1
+            if c.json:
+                emit(json.dumps(_monitor_sample(c, n), default=str) + "\n")
+                if cycles is None or n < cycles:
+                    time.sleep(period)
+                continue
             screen = [f"[cycle #: {n}; if constant make sure server lives and fifo is on]\n"]
             screen.append(_section(c, "version").replace("\r\n", "\n"))
             screen.append(_section(c, "uptime"))
@@ -413,7 +561,8 @@ def ping_cmd(c: Ctx, uri: str) -> None:
     lines = filter_fl(text).splitlines()
     first = lines[0] if lines else ""
     # sc: the filter removed a "200 OK" status line; anything else is printed
-    emit((first if STATUS_RE.match(first) else "200 OK") + "\n")
+    status = first if STATUS_RE.match(first) else "200 OK"
+    say(c, status + "\n", {"code": int(status[:3]), "status": status})
     sys.exit(0 if 200 <= code < 300 else 1)
 
 
@@ -485,12 +634,13 @@ def _ul_group(name: str, table_name: str, is_alias: bool) -> click.Group:
 
     @grp.command("show")
     @click.argument("user", required=False)
-    @click.option("-y", "--yes", is_flag=True, help="do not ask before dumping all contacts")
+    @click.option("-y", "--yes", is_flag=True, help="do not ask (implied when not on a terminal)")
     @pass_ctx
     def show(c: Ctx, user: str | None, yes: bool) -> None:
         """Contacts of USER; without USER dump the whole table."""
         if user is None:
-            if not yes and not click.confirm(
+            asking = not (yes or c.json) and sys.stdin.isatty() and sys.stderr.isatty()
+            if asking and not click.confirm(
                 "Dumping all contacts may take long: are you sure you want to proceed?", err=True
             ):
                 sys.exit(1)
@@ -543,12 +693,18 @@ def add_cmd(c: Ctx, user: str, password: str, email: str) -> None:
     from sipexpress.db import UserExists, add_user
 
     u, d = set_user(c, user)
+    check_new_password(password)
+    from sipexpress.web.security import check_email
+
+    problem = check_email(email)
+    if problem:
+        fail(f"error: {problem}")
     check_alias(c, u, d)
     try:
         db(c, lambda url: add_user(url, u, d, password, email))
     except UserExists:
         fail("user already exists")
-    emit("new user added\nnew user into uri table added\n")
+    say(c, "new user added\nnew user into uri table added\n", {"added": f"{u}@{d}"})
 
 
 @cli.command("passwd")
@@ -560,11 +716,12 @@ def passwd_cmd(c: Ctx, user: str, password: str) -> None:
     from sipexpress.db import UserNotFound, set_password
 
     u, d = set_user(c, user)
+    check_new_password(password)
     try:
         db(c, lambda url: set_password(url, u, d, password))
     except UserNotFound:
         fail("non-existent user")
-    emit("password change succeeded\n")
+    say(c, "password change succeeded\n", {"password_changed": f"{u}@{d}"})
 
 
 @cli.command("rm")
@@ -581,6 +738,7 @@ def rm_cmd(c: Ctx, user: str) -> None:
         fifo_request(c.fifo, "ul_rm", ["location", f"{u}@{d}"], reply_dir=c.reply_dir, timeout=c.timeout)
     except MgmtClientError as e:
         err.print(f"warning: contacts not removed from the server: {e}", markup=False)
+    say(c, "", {"removed": f"{u}@{d}"})
 
 
 @cli.command("mail")
@@ -594,14 +752,15 @@ def mail_cmd(c: Ctx, user: str) -> None:
     sub = db(c, lambda url: get_user(url, u, d))
     if sub is None:
         fail("non-existent user")
-    emit(f"Write email to {u}: {sub.email_address} now ...\n")
+    if not c.json:
+        emit(f"Write email to {u}: {sub.email_address} now ...\n")
     mailer = shutil.which("mail")
     if mailer is None:
         fail("sending message failed (no 'mail' program)")
     r = subprocess.run([mailer, "-s", f"Message from {d} SIP admin", sub.email_address], stdin=sys.stdin)
     if r.returncode:
         fail("sending message failed")
-    emit("message sent\n")
+    say(c, "message sent\n", {"sent": sub.email_address})
 
 
 @cli.command("showdb")
@@ -638,6 +797,9 @@ def showdb_cmd(c: Ctx, user: str | None) -> None:
         return result
 
     emails, rows = db(c, q)
+    if c.json:
+        say(c, "", {"email": [e["email_address"] for e in emails], "contacts": rows} if user else rows)
+        return
     if emails:
         table(emails, ["email_address"], c)
     cols = (
@@ -819,8 +981,9 @@ def db_create(c: Ctx, admin_domain: str | None) -> None:
     """Create the database and all tables (existing tables are kept)."""
     from sipexpress.db import create_all
 
+    c.creating_db = True
     done = db(c, lambda url: create_all(url, admin_domain=admin_domain))
-    emit("".join(x + "\n" for x in done) or "nothing to do\n")
+    say(c, "".join(x + "\n" for x in done) or "nothing to do\n", done)
 
 
 @db_grp.command("migrate")
@@ -830,7 +993,7 @@ def db_migrate(c: Ctx) -> None:
     from sipexpress.db import migrate
 
     done = db(c, migrate)
-    emit("".join(x + "\n" for x in done) or "nothing to do\n")
+    say(c, "".join(x + "\n" for x in done) or "nothing to do\n", done)
 
 
 # -- start / stop --------------------------------------------------------------
@@ -871,7 +1034,8 @@ def _start(c: Ctx, wait: float = 15.0) -> None:
     cmd = [*_ser_command(c), "-P", c.pid_file, *os.environ.get("STARTOPTIONS", "").split()]
     if c.config:
         cmd += ["-f", c.config]
-    emit("Starting SER : ")
+    if not c.json:
+        emit("Starting SER : ")
     syslog = os.environ.get("SYSLOG", "1") != "0"
     try:
         proc = subprocess.Popen(
@@ -888,7 +1052,7 @@ def _start(c: Ctx, wait: float = 15.0) -> None:
     while time.monotonic() < deadline:
         pid = _read_pid(c.pid_file)
         if pid is not None:
-            emit(f"started pid({pid})\n")
+            say(c, f"started pid({pid})\n", {"started": pid})
             return
         if proc.poll():  # exit 0 is ser daemonizing: keep waiting for its PID file
             break
@@ -901,7 +1065,8 @@ def _stop(c: Ctx, wait: float = 15.0) -> None:
     pid = _read_pid(c.pid_file)
     if pid is None:
         fail("No PID file found! SER probably not running")
-    emit("Stopping SER : ")
+    if not c.json:
+        emit("Stopping SER : ")
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + wait
@@ -912,7 +1077,7 @@ def _stop(c: Ctx, wait: float = 15.0) -> None:
         fail(f"ser (pid {pid}) did not stop within {wait:g} s")
     if os.path.exists(c.pid_file):
         os.unlink(c.pid_file)
-    emit("stopped\n")
+    say(c, "stopped\n", {"stopped": pid})
 
 
 @cli.command("start")

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from sipexpress.core.context import Proto, ReceiveInfo, RequestContext, RouteTable
     from sipexpress.core.registry import Module, RouteType
     from sipexpress.core.resolver import Resolver
-    from sipexpress.core.stats import Stats
+    from sipexpress.core.stats import Stats, StatsRegistry
     from sipexpress.sip.message import SipMessage
     from sipexpress.sip.uri import SipUri
 
@@ -54,6 +54,8 @@ class CoreAPI(Protocol):
     #: the loaded modules by name and by alias, in load order
     modules: dict[str, Module]
     stats: Stats
+    #: every module's declared statistics (``stats.*``, ``/metrics``)
+    statistics: StatsRegistry
     resolver: Resolver
     request_hooks: list[RequestHook]
     reply_hooks: list[ReplyHook]
@@ -118,9 +120,18 @@ class CoreAPI(Protocol):
         ...
 
     # -- sending ---------------------------------------------------------
-    def send(self, proto: Proto, ip: str, port: int, data: bytes, rcv: ReceiveInfo | None = None) -> bool:
+    def send(
+        self,
+        proto: Proto,
+        ip: str,
+        port: int,
+        data: bytes,
+        rcv: ReceiveInfo | None = None,
+        on_error: Callable[[], None] | None = None,
+    ) -> bool:
         """Send bytes; for TCP reuse a connection to ip:port (or the one the
-        request came on when ``rcv`` is given), opening one if needed."""
+        request came on when ``rcv`` is given), opening one if needed;
+        ``on_error`` is called when that connection cannot be opened."""
         ...
 
     def fix_top_via(self, ctx: RequestContext) -> None:

@@ -78,6 +78,7 @@ class RequestContext:
         "replied",
         "reply_headers",
         "route_type",
+        "routes",
         "send_socket",
         "transaction",
         "via_fixed",
@@ -94,6 +95,10 @@ class RequestContext:
         self.msg = msg
         self.rcv = rcv
         self.route_type = route_type
+        # the routes this message started on (None: the core's current
+        # ones): a reload swaps the core's, not those of messages and
+        # transactions already in them
+        self.routes: RouteTable | None = None
         self.new_uri: str | None = None  # SER's new_uri: set by rewrite*/lookup
         self.dst_uri: str | None = None  # next hop override for the request URI
         self.branches: list[Branch] = []

@@ -134,7 +134,8 @@ class StatelessForwarder:
     ) -> tuple[Proto, str, int] | int:
         """RFC 3263 (``locate``): the first target ``(proto, ip, port)`` of a
         SIP/SIPS URI, sent with ``proto`` if given (else the URI's transport,
-        else ``rproto`` for a numeric ``sip:`` host); ``E_BAD_URI`` or
+        else as RFC 3263 §4.1 and SER's get_proto choose: UDP for a numeric
+        ``sip:`` host, whatever the request came over); ``E_BAD_URI`` or
         ``E_BAD_ADDRESS`` when there is none.  Numeric hosts involve no DNS:
         their answer is kept (forward() and tm ask for every request)."""
         key = (uri_text, proto, rproto)
@@ -153,8 +154,6 @@ class StatelessForwarder:
         transport = uri.transport
         if transport is None and proto is not None:
             transport = proto.name.lower()
-        if transport is None and uri.scheme == "sip" and numeric:
-            transport = rproto.name.lower()
         targets = await self.core.resolver.locate(thost, uri.port, transport, uri.scheme == "sips")
         if not targets:
             return errors.E_BAD_ADDRESS
@@ -193,14 +192,19 @@ class StatelessForwarder:
         out_uri = ctx.ruri
         data = ctx.data
         options = core.options
+        adv = data.get("advertised_address") or options.get("advertised_address")
         via = via_prefix(
             proto.name,
             lst.via_host,
             lst.port,
-            data.get("advertised_address") or options.get("advertised_address"),
+            adv,
             data.get("advertised_port") or options.get("advertised_port"),
         )
-        return msg.serialize_with_via(via + stateless_branch(msg, out_uri), out_uri)
+        via += stateless_branch(msg, out_uri)
+        double_rr = data.get("rr_double")
+        if double_rr is not None:
+            msg = double_rr.for_branch(msg, proto, str(adv) if adv else lst.via_host, lst.port) or msg
+        return msg.serialize_with_via(via, out_uri)
 
     # ------------------------------------------------------------------
     # replies

@@ -73,6 +73,7 @@ DEFAULTS: dict[str, Any] = {
     "web_base_url": None,
     "web_outbound": None,
     "web_sample_interval": None,
+    "web_signup": False,
     "web_metrics_token": None,
     "unix_sock": None,
     "unix_sock_children": 1,

@@ -26,8 +26,9 @@ Handlers flagged ``is_async`` are ``async def`` and are awaited.
 
 from __future__ import annotations
 
+import difflib
 import enum
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -51,6 +52,13 @@ class ConfigError(Exception):
 
     The script compiler adds the ``file:line:col`` of the offending call.
     """
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'save'?)`` when one known name is close to a
+    misspelled one, else an empty string; appended to "unknown ..." errors."""
+    close = difflib.get_close_matches(name, sorted(set(known)), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 Handler = Callable[..., "int | Awaitable[int]"]
@@ -203,8 +211,7 @@ class Module:
     def statistic(self, name: str) -> Any:
         """This module's statistic as every reader sees it (after
         ``stats.reset_statistics``): what its SER commands print."""
-        registry: Any = getattr(self.core, "statistics")  # noqa: B009 - not in CoreAPI: test cores have none
-        return registry.module_value(self, name)
+        return self.core.statistics.module_value(self, name)
 
     # -- parameters -------------------------------------------------------
     def set_param(self, name: str, value: Any) -> None:
@@ -213,7 +220,8 @@ class Module:
             if p.name == name:
                 break
         else:
-            raise ConfigError(f"module '{self.name}' has no parameter '{name}'")
+            hint = did_you_mean(name, (p.name for p in self.params))
+            raise ConfigError(f"module '{self.name}' has no parameter '{name}'{hint}")
         if p.type is int:
             if isinstance(value, str):
                 try:

@@ -56,7 +56,11 @@ class Runner:
         for m in core.module_list:
             await m.start()
         self.mgmt = Manager(
-            core.options, core.module_list, processes=self.process_table, statistics=core.statistics
+            core.options,
+            core.module_list,
+            core.mgmt_commands,
+            processes=self.process_table,
+            statistics=core.statistics,
         )
         try:
             await self.mgmt.start()
@@ -121,8 +125,10 @@ class Runner:
             await asyncio.wait([web], timeout=2.0)
         await core.cancel_tasks()
 
-    def request_stop(self) -> None:
+    def request_stop(self, reason: str = "stop requested") -> None:
         if self._stop_event is not None:
+            if not self._stop_event.is_set():
+                log.log(25, "stopping: %s", reason)
             self._stop_event.set()
 
     async def serve(self, ready: Callable[[], None] | None = None) -> int:
@@ -131,9 +137,9 @@ class Runner:
         # cleanly (usrloc's write-back flush, the FIFO file removed)
         self._stop_event = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig, why in ((signal.SIGTERM, "SIGTERM received"), (signal.SIGINT, "SIGINT received (Ctrl-C)")):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.request_stop)
+                loop.add_signal_handler(sig, self.request_stop, why)
         try:
             await self.start()
         except BaseException:

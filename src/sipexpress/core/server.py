@@ -45,7 +45,7 @@ from sipexpress.core.forward import PROTO_BY_NAME, StatelessForwarder
 from sipexpress.core.logging import handling, task_context
 from sipexpress.core.myself import Myself
 from sipexpress.core.options import normalize_options
-from sipexpress.core.registry import ConfigError, Module, RouteType
+from sipexpress.core.registry import ConfigError, MgmtCommand, Module, RouteType
 from sipexpress.core.resolver import Resolver
 from sipexpress.core.stats import (
     METHOD_INDEX,
@@ -125,6 +125,8 @@ class Core:
         self.to_tag_prefix = hashlib.md5(f"sipexpress-sl-{os.getpid()}".encode()).hexdigest()
         self._tag_prefix_b = self.to_tag_prefix.encode()
         self._main_route: Callable[[RequestContext], Any] | None = None
+        #: management commands of the program running the core (``reload``)
+        self.mgmt_commands: list[MgmtCommand] = []
         self._route_driver: CoroutineDriver[RequestContext] = CoroutineDriver(self.spawn, self._route_failed)
         self.drive = CoroutineDriver(self.spawn, _log_failure).drive
         # stateless forwarding; its methods are the core's (no extra call per message)
@@ -209,14 +211,15 @@ class Core:
             log.error("background task failed: %r", exc, exc_info=exc)
 
     async def run_route(self, kind: RouteType, name: str, ctx: RequestContext) -> int:
+        routes = ctx.routes or self.routes  # those the message (or its transaction) started on
         if kind == RouteType.REQUEST:
-            table = self.routes.request
+            table = routes.request
         elif kind == RouteType.FAILURE:
-            table = self.routes.failure
+            table = routes.failure
         elif kind == RouteType.ONREPLY:
-            table = self.routes.onreply
+            table = routes.onreply
         else:
-            table = self.routes.branch
+            table = routes.branch
         fn = table.get(name)
         if fn is None:
             log.error("route %s[%s] does not exist", kind.name, name)
@@ -338,6 +341,7 @@ class Core:
                     started = _clock()
                 msg.validate()
                 ctx = RequestContext(self, msg, rcv)
+                ctx.routes = self.routes
                 if rcv.proto is _TCP:
                     self._tcp_alias(msg, rcv)
                 hooks = self.request_hooks
@@ -452,7 +456,15 @@ class Core:
                 return lst
         return None
 
-    def send(self, proto: Proto, ip: str, port: int, data: bytes, rcv: ReceiveInfo | None = None) -> bool:
+    def send(
+        self,
+        proto: Proto,
+        ip: str,
+        port: int,
+        data: bytes,
+        rcv: ReceiveInfo | None = None,
+        on_error: Callable[[], None] | None = None,
+    ) -> bool:
         if proto is _UDP:
             lst = rcv.transport if rcv is not None and rcv.proto is _UDP else None
             af = socket.AF_INET6 if ":" in ip else socket.AF_INET
@@ -468,9 +480,9 @@ class Core:
                 return False
             conn = rcv.transport if rcv is not None and rcv.proto is _TCP else None
             if isinstance(conn, TcpConnection) and not conn.closed:
-                ok = conn.send(data)
+                ok = conn.send(data, on_error)
             else:
-                ok = self.tcp.send(ip, port, data)
+                ok = self.tcp.send(ip, port, data, on_error)
         else:
             log.error("cannot send to %s:%d: %s is not supported", ip, port, proto.name)
             ok = False
@@ -492,8 +504,9 @@ class Core:
         rcv = ctx.rcv
         via = msg.via1
         host = via.host
-        need_received = host != rcv.src_ip and not self._same_ip(host, rcv.src_ip)
         need_rport = via.rport == "" or (ctx.force_rport and via.rport != str(rcv.src_port))
+        # RFC 3581 §4: with rport, received too, even when it equals sent-by
+        need_received = need_rport or (host != rcv.src_ip and not self._same_ip(host, rcv.src_ip))
         if not need_received and not need_rport:
             return
         msg.set_top_via(

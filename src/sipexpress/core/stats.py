@@ -91,6 +91,7 @@ class Stats:
     __slots__ = (
         "bad_msgs",
         "dropped",
+        "dropped_requests",
         "fwd_replies",
         "fwd_requests",
         "rcv_replies",
@@ -110,6 +111,7 @@ class Stats:
         self.fwd_replies = 0
         self.bad_msgs = 0
         self.dropped = 0
+        self.dropped_requests = 0  # by the script's drop (Kamailio's drop_requests)
         self.send_failures = 0
         # stateless replies by status code (sl_stats reads these)
         self.sl_replies: Counter[int] = Counter()
@@ -159,6 +161,9 @@ def core_statistics(stats: Stats) -> tuple[Statistic, ...]:
         Statistic("received_replies", lambda: by_class(stats.rcv_replies), "replies received", c, "class"),
         Statistic("forwarded_requests", lambda: stats.fwd_requests, "requests forwarded", c),
         Statistic("forwarded_replies", lambda: stats.fwd_replies, "replies forwarded", c),
+        Statistic(
+            "dropped_requests", lambda: stats.dropped_requests, "requests dropped by the script (drop)", c
+        ),
         Statistic("dropped_replies", lambda: stats.dropped, "replies dropped (no Via to send them to)", c),
         Statistic("bad_messages", lambda: stats.bad_msgs, "messages that failed to parse", c),
         Statistic("send_failures", lambda: stats.send_failures, "messages that could not be sent", c),

@@ -167,6 +167,9 @@ class TcpConnection(asyncio.Protocol):
         self.framer: StreamFramer | None = None
         self.keys: list[tuple[str, int]] = []
         self.pending: list[bytes] = []
+        # told when the connection we are opening cannot be made (RFC 3261
+        # §16.9: a transport error is a 503 at once, not a timeout)
+        self.on_connect_error: list[Callable[[], None]] = []
         self.closed = False
         self.last_activity = manager.loop.time()
 
@@ -203,6 +206,7 @@ class TcpConnection(asyncio.Protocol):
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.on_connect_error.clear()
         if self.pending:
             for chunk in self.pending:
                 self.transport.write(chunk)  # type: ignore[union-attr]
@@ -228,12 +232,16 @@ class TcpConnection(asyncio.Protocol):
         self.closed = True
         self.manager.unregister(self)
 
-    def send(self, data: bytes) -> bool:
+    def send(self, data: bytes, on_error: Callable[[], None] | None = None) -> bool:
+        """Write ``data``; while the connection is still being opened it
+        waits, and ``on_error`` is called if the connection then fails."""
         if self.closed:
             return False
         self.last_activity = self.manager.loop.time()
         if self.transport is None:
             self.pending.append(data)
+            if on_error is not None:
+                self.on_connect_error.append(on_error)
             return True
         if self.transport.is_closing():
             return False
@@ -346,14 +354,15 @@ class TcpManager:
             self._on_bad_stream(rcv, exc, pending)
 
     # -- sending -------------------------------------------------------------
-    def send(self, ip: str, port: int, data: bytes) -> bool:
-        """Send on the connection to ip:port, opening one if there is none."""
+    def send(self, ip: str, port: int, data: bytes, on_error: Callable[[], None] | None = None) -> bool:
+        """Send on the connection to ip:port, opening one if there is none;
+        ``on_error`` is called if opening it fails."""
         conn = self.lookup(ip, port)
         if conn is not None:
-            return conn.send(data)
+            return conn.send(data, on_error)
         conn = TcpConnection(self, None, (ip, port))
         self.register(conn, (ip, port))
-        conn.pending.append(data)
+        conn.send(data, on_error)
         task = self.loop.create_task(self._connect(conn, ip, port))
         self._connects.add(task)
         task.add_done_callback(self._connects.discard)
@@ -368,6 +377,13 @@ class TcpManager:
             log.error("tcp connect to %s:%d failed: %s", ip, port, e)
             conn.closed = True
             self.unregister(conn)
+            failed, conn.on_connect_error = conn.on_connect_error, []
+            conn.pending.clear()
+            for notify in failed:
+                try:
+                    notify()
+                except Exception:
+                    log.exception("tcp connect to %s:%d: error while reporting the failure", ip, port)
 
     # -- life cycle ------------------------------------------------------------
     def start_sweeper(self) -> None:

@@ -215,6 +215,15 @@ def server_url(url: str) -> tuple[str, str]:
     return admin.render_as_string(hide_password=False), name
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file of a SQLite URL (None for other databases and ``:memory:``):
+    readers check it exists first, since connecting creates an empty one."""
+    u = make_url(to_sqlalchemy_url(url))
+    if not u.drivername.startswith("sqlite") or u.database in (None, "", ":memory:"):
+        return None
+    return str(u.database)
+
+
 def quote_ident(name: str) -> str:
     if not name.replace("_", "").replace("-", "").isalnum():
         raise DbError(f"refusing odd database name {name!r}")
@@ -237,5 +246,6 @@ __all__ = [
     "resolve_db_url",
     "run",
     "server_url",
+    "sqlite_file",
     "to_sqlalchemy_url",
 ]

@@ -80,6 +80,7 @@ REQUIRED_VERSIONS: dict[str, dict[str, int]] = {
     "domain": {"domain": 1},
     "uri_db": {"uri": 1, "subscriber": 3},
     "acc": {"acc": 2, "missed_calls": 2},
+    "msilo": {"silo": 3},
 }
 
 

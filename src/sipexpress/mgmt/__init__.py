@@ -45,9 +45,10 @@ from prometheus_client.exposition import generate_latest
 
 from sipexpress.core.registry import MgmtCommand, MgmtReply, Module, Statistic
 from sipexpress.core.stats import StatsRegistry
-from sipexpress.mgmt.builtin import builtin_commands
+from sipexpress.mgmt.builtin import builtin_commands, provisioning_command
 from sipexpress.mgmt.fifo import FifoError, FifoServer
 from sipexpress.mgmt.jsonrpc import Dispatcher, HttpServer, JsonRpcError, UnixServer, parse_address
+from sipexpress.mgmt.kamailio import add_kamailio_names
 from sipexpress.mgmt.metrics import registry_for
 from sipexpress.mgmt.registry import CommandRegistry, render_fifo
 from sipexpress.mgmt.statistics import statistics_commands
@@ -138,6 +139,8 @@ class Manager:
         self.prometheus = registry_for(self.statistics.snapshot)
         for cmd in extra_commands:
             self.registry.register(cmd)
+        self.registry.register(provisioning_command(self.options), listed=False)
+        add_kamailio_names(self.registry)
         self.dispatcher = Dispatcher(self.registry)
         self.fifo: FifoServer | None = None
         self.http: HttpServer | None = None

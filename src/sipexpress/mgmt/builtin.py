@@ -18,7 +18,8 @@ import platform
 import signal
 import sys
 import time
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from sipexpress import __version__
 from sipexpress.core import logging as serlog
@@ -44,6 +45,8 @@ LOG_LEVELS = {
 }
 
 VERSION_TEXT = f"Sip EXpress router (sipexpress {__version__} ({platform.machine()}/{sys.platform}))"
+
+log = logging.getLogger("sipexpress.mgmt")
 
 
 class BuiltinHost(Protocol):
@@ -102,6 +105,7 @@ def builtin_commands(host: BuiltinHost, allow_kill: bool = False) -> list[MgmtCo
         return MgmtReply(data=data, text="".join(f"{i}\t{pid}\t{d}\n" for i, (pid, d) in enumerate(rows)))
 
     async def kill(params: list[str]) -> MgmtReply:
+        log.log(25, "management command kill: SIGTERM to the process group")
         asyncio.get_running_loop().call_later(KILL_DELAY, _terminate_group)
         return MgmtReply(200, "killing now...", data="killing now...", eol=False)
 
@@ -161,3 +165,23 @@ def _terminate_group() -> None:
         os.killpg(os.getpgrp(), signal.SIGTERM)
     except OSError:
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def provisioning_command(options: Mapping[str, Any]) -> MgmtCommand:
+    """``provisioning``: the database and default domain this server uses,
+    so that ``serctl`` provisions users where the server will look for them
+    (a relative SQLite path is made absolute against the server's working
+    directory, not the caller's)."""
+
+    async def provisioning(params: list[str]) -> MgmtReply:
+        from sipexpress.db.engine import default_db_url, sqlite_file
+
+        url = str(options.get("db_url") or options.get("web_db_url") or default_db_url(dict(options)))
+        path = sqlite_file(url)
+        if path is not None and not os.path.isabs(path):
+            url = "sqlite:///" + os.path.join(os.getcwd(), path)
+        domain = options.get("web_domain") or None
+        data = {"db_url": url, "domain": domain}
+        return MgmtReply(data=data, text=f"db_url {url}\ndomain {domain or ''}\n")
+
+    return MgmtCommand("provisioning", provisioning, "the database and default domain of the server")

@@ -138,6 +138,8 @@ class Dispatcher:
             return None
         if not reply.ok:
             data = {"ser_code": reply.code, "reason": reply.reason, "text": reply.text}
+            if reply.data is not None:  # e.g. reload's located errors
+                data["data"] = reply.data
             return _error(rid, reply.code, reply.reason, data)
         result = reply.data if reply.data is not None else reply.text
         return {"jsonrpc": "2.0", "result": result, "id": rid}

@@ -36,23 +36,47 @@ def not_available(name: str) -> MgmtReply:
 
 
 class CommandRegistry:
-    __slots__ = ("_by_name", "_order", "calls")
+    __slots__ = ("_aliases", "_by_name", "_order", "calls")
 
     def __init__(self, commands: Iterable[MgmtCommand] = ()) -> None:
         self._by_name: dict[str, MgmtCommand] = {}
         self._order: list[str] = []
+        self._aliases: dict[str, str] = {}
         self.calls = 0  # commands run (the mgmt:commands statistic)
         for cmd in commands:
             self.register(cmd)
 
-    def register(self, cmd: MgmtCommand) -> None:
+    def register(self, cmd: MgmtCommand, listed: bool = True) -> None:
+        """``listed=False`` keeps a command out of SER's ``which`` (the
+        introspection methods of other systems)."""
         key = cmd.name.lower()
         if not key or any(c in cmd.name for c in ":\n\r"):
             raise ValueError(f"invalid management command name {cmd.name!r}")
         if key in self._by_name:
             raise DuplicateCommand(f"management command '{cmd.name}' already registered")
         self._by_name[key] = cmd
-        self._order.append(cmd.name)
+        if listed:
+            self._order.append(cmd.name)
+        else:
+            self._aliases[cmd.name] = cmd.name
+
+    def alias(self, alias: str, target: str) -> bool:
+        """Make ``alias`` call the command ``target`` (another system's name
+        for it, e.g. Kamailio's ``ul.dump`` for ``ul_dump``).  Aliases are
+        not listed by :meth:`names` (SER's ``which`` stays SER's); False
+        when ``target`` is not registered or a command already has the
+        name (a module's own command wins over an alias)."""
+        cmd = self.get(target)
+        key = alias.lower()
+        if cmd is None or key in self._by_name:
+            return False
+        self._by_name[key] = cmd
+        self._aliases[alias] = cmd.name
+        return True
+
+    def aliases(self) -> dict[str, str]:
+        """Names :meth:`names` leaves out -> the command each calls."""
+        return dict(self._aliases)
 
     def get(self, name: str) -> MgmtCommand | None:
         return self._by_name.get(name.lower())

@@ -29,6 +29,8 @@ CATALOGUE: dict[str, str] = {
     "domain": "sipexpress.modules.domain:DomainModule",
     "acc": "sipexpress.modules.acc:AccModule",
     "exec": "sipexpress.modules.exec:ExecModule",
+    "print": "sipexpress.modules.print_stdout:PrintModule",
+    "msilo": "sipexpress.modules.msilo:MsiloModule",
     # SER's database drivers: accepted so that old configs load; the
     # database layer itself is chosen by the db_url's scheme.
     "mysql": "sipexpress.modules.dbdriver:MysqlModule",
@@ -36,7 +38,7 @@ CATALOGUE: dict[str, str] = {
 }
 
 # file base names that differ from the export name (sl.so exports sl_module)
-FILE_ALIASES: dict[str, str] = {"sl_module": "sl", "maxfwd_module": "maxfwd"}
+FILE_ALIASES: dict[str, str] = {"sl_module": "sl", "maxfwd_module": "maxfwd", "print_stdout": "print"}
 
 
 class UnknownModule(LookupError):

@@ -21,10 +21,11 @@ awaited store.  A REGISTER with one Contact that adds or refreshes a
 binding is planned by ``_plan_one`` (same steps and results as the general
 planner; ``tests/unit/usrloc/test_fast_path.py`` compares them).
 
-Deviations from SER 0.9, each from the RFC: an ``expires`` below
-``min_expires`` is answered ``423 Interval Too Brief`` with
-``Min-Expires`` (``min_expires_mode`` 1, the default; 0 raises it to
-``min_expires`` as SER did); a request whose Call-ID matches a binding but
+An ``expires`` below ``min_expires`` is raised to it and answered 200, as
+SER 0.9 and Kamailio do (phones and sipsak's ``-U``, which asks for 15 s,
+give up on a 423); ``min_expires_mode`` 1 answers ``423 Interval Too
+Brief`` with ``Min-Expires`` instead (RFC 3261 §10.3 step 7).  Deviation
+from SER 0.9, from the RFC: a request whose Call-ID matches a binding but
 whose CSeq is not higher changes nothing (RFC §10.3 step 7; SER answered
 200 without checking).
 """
@@ -108,7 +109,7 @@ class RegisterConfig:
     min_expires: int = 60
     max_expires: int = 0
     max_contacts: int = 0
-    min_expires_mode: int = 1
+    min_expires_mode: int = 0
     desc_time_order: bool = False
 
 
@@ -364,7 +365,7 @@ class RegistrarModule(Module):
         Param("received_param", str, "received"),
         Param("received_avp", int, 42),
         Param(
-            "min_expires_mode", int, 1, "1: 423 Interval Too Brief (RFC 3261); 0: raise to min_expires (SER)"
+            "min_expires_mode", int, 0, "0: raise to min_expires (SER, Kamailio); 1: 423 Interval Too Brief"
         ),
     )
     counters = (

@@ -15,21 +15,63 @@ the request so that in-dialog requests come back through us.
 
 It returns 1 when the request had Route headers, −1 otherwise — the default
 script's ``if (loose_route()) { route(1); break; }``.
+
+With ``enable_double_rr`` (the default, as in SER 0.9 and Kamailio) a
+request that leaves on another transport or socket than it came in on gets
+two Record-Routes, one for each side, both with ``r2=on``: each peer then
+reaches us over its own transport.  Where a branch leaves is known only
+when it is sent, so ``record_route()`` puts the inbound side's value and
+leaves a :class:`DoubleRecordRoute` in ``ctx.data["rr_double"]``, which
+stateless forwarding and tm ask per branch (SER's conditional lumps,
+``COND_IF_DIFF_REALMS``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sipexpress.core.context import Proto, RequestContext
 from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
 from sipexpress.sip.errors import SipParseError
 from sipexpress.sip.headers import NameAddr
+from sipexpress.sip.message import SipMessage
 from sipexpress.sip.uri import SipUri
 
 log = logging.getLogger("sipexpress.rr")
+
+
+# ctx.data key: the pending second Record-Route (read by core and tm)
+RR_DOUBLE = "rr_double"
+
+
+@dataclass(frozen=True, slots=True)
+class DoubleRecordRoute:
+    """The inbound side of a Record-Route and what the outbound one needs."""
+
+    proto: Proto
+    host: str
+    port: int
+    user: str  # "user@" or ""
+    params: str  # ";ftag=…;lr"
+
+    def value(self, proto: Proto, host: str, port: int, r2: bool) -> str:
+        transport = "" if proto is Proto.UDP else f";transport={proto.name.lower()}"
+        return f"<sip:{self.user}{host}:{port}{transport}{';r2=on' if r2 else ''}{self.params}>"
+
+    def for_branch(self, msg: SipMessage, proto: Proto, host: str, port: int) -> SipMessage | None:
+        """``msg`` with both Record-Routes when a branch leaves from
+        proto/host/port, another side than it came in on; None when one is
+        enough.  Our single Record-Route is the request's first one."""
+        if proto is self.proto and host == self.host and port == self.port:
+            return None
+        out = msg.copy()
+        out.remove_first("record-route")
+        out.insert_header("Record-Route", self.value(self.proto, self.host, self.port, True), first=True)
+        out.insert_header("Record-Route", self.value(proto, host, port, True), first=True)
+        return out
 
 
 def _fix_preset(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
@@ -108,9 +150,10 @@ class RrModule(Module):
         adv = ctx.data.get("advertised_address") or core.options.get("advertised_address")
         if adv:
             host = str(adv)
-        transport = "" if rcv.proto is Proto.UDP else f";transport={rcv.proto.name.lower()}"
-        value = f"<sip:{self._user(ctx)}{host}:{port}{transport}{self._rr_params(ctx)}>"
-        ctx.msg.insert_header("Record-Route", value, first=True)
+        rr = DoubleRecordRoute(rcv.proto, host, port, self._user(ctx), self._rr_params(ctx))
+        ctx.msg.insert_header("Record-Route", rr.value(rcv.proto, host, port, False), first=True)
+        if self.values["enable_double_rr"]:
+            ctx.data[RR_DOUBLE] = rr
         return 1
 
     def record_route_preset(self, ctx: RequestContext, address: str) -> int:

@@ -41,9 +41,9 @@ from typing import Any, Protocol
 
 from sipexpress.core.api import CoreAPI, Listener, ReplyHook, RequestHook
 from sipexpress.core.context import Proto, RequestContext, RouteTable
-from sipexpress.core.registry import ConfigError, FixupEnv, Module, RouteType, ScriptFunction
+from sipexpress.core.registry import ConfigError, FixupEnv, Module, RouteType, ScriptFunction, did_you_mean
 from sipexpress.core.resolver import Resolver
-from sipexpress.core.stats import Stats
+from sipexpress.core.stats import Stats, StatsRegistry
 from sipexpress.script import ast, runtime
 from sipexpress.script.core_actions import CORE_ACTIONS, MAX_LEN, ArgError
 from sipexpress.script.errors import CfgError, ScriptExit
@@ -142,6 +142,7 @@ class CheckCore:
         self.routes = RouteTable({}, {}, {}, {})
         self.modules: dict[str, Module] = {}
         self.stats = Stats()
+        self.statistics = StatsRegistry(lambda: self.modules.values())
         self.resolver = Resolver()
         self.request_hooks: list[RequestHook] = []
         self.reply_hooks: list[ReplyHook] = []
@@ -200,7 +201,9 @@ class CheckCore:
     ) -> tuple[Proto, str, int] | None:
         return None
 
-    def send(self, proto: Proto, ip: str, port: int, data: bytes, rcv: Any = None) -> bool:
+    def send(
+        self, proto: Proto, ip: str, port: int, data: bytes, rcv: Any = None, on_error: Any = None
+    ) -> bool:
         return False
 
     def build_reply(self, ctx: RequestContext, code: int, reason: str, *a: Any, **k: Any) -> bytes:
@@ -223,14 +226,17 @@ class CheckCore:
 
 
 # ---------------------------------------------------------------------------
-def load_config(path: str | Path, core: ConfigTarget, apply_options: bool = True) -> LoadedConfig:
-    """Read, parse and compile ``path`` for ``core``.  Raises :class:`CfgError`."""
+def load_config(
+    path: str | Path, core: ConfigTarget, apply_options: bool = True, running: bool = False
+) -> LoadedConfig:
+    """Read, parse and compile ``path`` for ``core`` (``running``: see
+    :func:`compile_config`).  Raises :class:`CfgError`."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8", errors="surrogateescape")
     except OSError as e:
         raise CfgError(f"cannot read config: {e.strerror or e}", str(path)) from None
-    return compile_config(parse_config(text, str(path)), core, apply_options)
+    return compile_config(parse_config(text, str(path)), core, apply_options, running)
 
 
 def check_config(text: str, filename: str = "<config>") -> LoadedConfig:
@@ -238,11 +244,17 @@ def check_config(text: str, filename: str = "<config>") -> LoadedConfig:
     return compile_config(parse_config(text, filename), CheckCore())
 
 
-def compile_config(cfg: ast.Config, core: ConfigTarget, apply_options: bool = True) -> LoadedConfig:
+def compile_config(
+    cfg: ast.Config, core: ConfigTarget, apply_options: bool = True, running: bool = False
+) -> LoadedConfig:
+    """``running``: compile for a server that runs (a reload): the routes
+    are bound to the modules it already has, options are not applied, and a
+    module or modparam the running server lacks is an error (a restart
+    changes those)."""
     t0 = time.perf_counter()
-    c = _Compiler(cfg, core)
+    c = _Compiler(cfg, core, running)
     try:
-        loaded = c.run(apply_options)
+        loaded = c.run(apply_options and not running)
     except CfgError as e:
         if e.filename in ("", "<config>"):
             e.filename = cfg.filename
@@ -267,9 +279,10 @@ class _Block:
 
 
 class _Compiler:
-    def __init__(self, cfg: ast.Config, core: ConfigTarget) -> None:
+    def __init__(self, cfg: ast.Config, core: ConfigTarget, running: bool = False) -> None:
         self.cfg = cfg
         self.core = core
+        self.running = running
         self.modules: list[Module] = []
         self.functions: dict[str, list[tuple[Module, ScriptFunction]]] = {}
         self.globals: dict[str, Any] = {}
@@ -318,7 +331,8 @@ class _Compiler:
         for opt in self.cfg.options:
             name = SYNONYMS.get(opt.name, opt.name)
             if opt.name not in known and name not in known:
-                raise self.err(f"unknown option '{opt.name}'", opt)
+                raise self.err(f"unknown option '{opt.name}'{did_you_mean(opt.name, DEFAULTS)}", opt)
+            self.check_missing_equals(opt, known)
             if name in ("listen", "alias"):
                 value: Any = [self.socket_text(v) for v in opt.values]
             else:
@@ -337,6 +351,13 @@ class _Compiler:
                 _logged_no_effect.add(name)
                 log.info("option '%s' is accepted but has no effect in sipexpress", opt.name)
         return raw
+
+    def check_missing_equals(self, opt: ast.Option, known: set[str]) -> None:
+        """``port=5060`` followed by ``fifo "x"`` parses as one option with
+        three values; name the option whose '=' is missing, not ``port``."""
+        for v in opt.values[1:]:
+            if isinstance(v, ast.Name) and v.value in known and v.line > opt.line:
+                raise self.err(f"option '{v.value}' needs '=': {v.value} = value", v)
 
     def option_value(self, v: ast.Value, name: str) -> Any:
         if isinstance(v, ast.Str):
@@ -378,7 +399,7 @@ class _Compiler:
 
     # ---- modules -------------------------------------------------------------
     def loadmodule(self, item: ast.LoadModule) -> None:
-        from sipexpress.modules import UnknownModule, load_module_class, module_name_from_path
+        from sipexpress.modules import CATALOGUE, UnknownModule, load_module_class, module_name_from_path
 
         name = module_name_from_path(item.path.value)
         if not name:
@@ -387,11 +408,20 @@ class _Compiler:
             if m.name == name or name in m.aliases:
                 log.warning("%s:%d: module '%s' loaded twice", self.cfg.filename, item.line, name)
                 return
+        if self.running:
+            live = self.core.module(name)
+            if live is None:
+                raise self.err(
+                    f"module '{name}' is not loaded in the running server: restart ser to add it", item
+                )
+            self.add_functions(live, item)
+            return
         try:
             cls = load_module_class(name)
         except UnknownModule:
             raise self.err(
-                f"unknown module '{name}' (loadmodule \"{item.path.value}\"): not available in sipexpress",
+                f"unknown module '{name}' (loadmodule \"{item.path.value}\"): not available in sipexpress"
+                + did_you_mean(name, CATALOGUE),
                 item.path,
             ) from None
         except Exception as e:
@@ -402,8 +432,12 @@ class _Compiler:
             raise self.err(
                 f"module '{name}' failed to initialise: {type(e).__name__}: {e}", item.path
             ) from None
-        self.modules.append(mod)
         self.core.add_module(mod)
+        self.add_functions(mod, item)
+
+    def add_functions(self, mod: Module, item: ast.LoadModule) -> None:
+        name = mod.name
+        self.modules.append(mod)
         try:
             fns = list(mod.functions())
         except Exception as e:
@@ -430,6 +464,9 @@ class _Compiler:
             if any(rx.match(n) for n in (m.name, *m.aliases)):
                 hit = True
                 try:
+                    if self.running:
+                        self.check_unchanged(m, item, value)
+                        continue
                     m.set_param(item.param.value, value)
                 except ConfigError as e:
                     raise self.err(f"modparam: {e}", item.param) from None
@@ -438,6 +475,19 @@ class _Compiler:
         if not hit:
             raise self.err(
                 f"modparam: no loaded module matches '{pattern}' (loadmodule must come first)", item.module
+            )
+
+    def check_unchanged(self, m: Module, item: ast.ModParam, value: Any) -> None:
+        """A reload keeps modparams: refuse one whose value changed."""
+        name = item.param.value
+        before = m.values.get(name)
+        m.set_param(name, value)  # the declared type's conversion, and its errors
+        now = m.values[name]
+        m.values[name] = before
+        if now != before:
+            raise self.err(
+                f"modparam: {m.name}.{name} is {before!r} in the running server: restart ser to change it",
+                item.value,
             )
 
     # ---- route blocks -----------------------------------------------------------
@@ -713,7 +763,8 @@ class _Compiler:
         else:
             raise self.err("route(): route number or name expected", a)
         if ("request", name) not in self.blocks:
-            raise self.err(f"route({name}): there is no route[{name}] block", a)
+            known = [n for kind, n in self.blocks if kind == "request"]
+            raise self.err(f"route({name}): there is no route[{name}] block{did_you_mean(name, known)}", a)
         fn = f"B_request_{self.ident(name)}"
         if name in self.cyclic:
             return f"(await _guard({fn}, ctx))"
@@ -751,7 +802,11 @@ class _Compiler:
                 block = {"failure": "failure_route", "onreply": "onreply_route", "branch": "branch_route"}[
                     ref_kind
                 ]
-                raise self.err(f'{st.name}("{ref}"): there is no {block}[{ref}] block', st.args[0])
+                known = [n for kind, n in self.blocks if kind == ref_kind]
+                raise self.err(
+                    f'{st.name}("{ref}"): there is no {block}[{ref}] block{did_you_mean(ref, known)}',
+                    st.args[0],
+                )
         args: list[Any] = []
         for a in st.args:
             if isinstance(a, ast.Str):
@@ -786,7 +841,7 @@ class _Compiler:
                     return f"unknown function '{name}' (it is exported by module '{modname}', which is not loaded)"
             except Exception:
                 continue
-        return f"unknown function '{name}'"
+        return f"unknown function '{name}'{did_you_mean(name, [*self.functions, *CORE_ACTIONS])}"
 
     # ---- expressions -------------------------------------------------------------
     def expr(self, e: ast.Expr) -> str:

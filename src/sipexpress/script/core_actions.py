@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sipexpress.core.context import Proto, RequestContext
+from sipexpress.core.registry import RouteType
 from sipexpress.script import ast
 
 log = logging.getLogger("sipexpress.script")
@@ -179,6 +180,8 @@ def _conv_none(args: list[ast.Value], call: ast.Call) -> tuple[Any, ...]:
 
 
 def drop(ctx: RequestContext) -> int:
+    if ctx.route_type is RouteType.REQUEST:
+        ctx.core.stats.dropped_requests += 1
     return 0
 
 

@@ -23,6 +23,7 @@ from lark.exceptions import (
     VisitError,
 )
 
+from sipexpress.core.registry import did_you_mean
 from sipexpress.script import ast
 from sipexpress.script.errors import CfgError
 
@@ -338,12 +339,79 @@ def _expected(names: set[str] | frozenset[str]) -> str:
     return ", expected " + " or ".join(words) if len(words) < 3 else ", expected one of " + ", ".join(words)
 
 
-def _convert(e: UnexpectedInput, text: str, filename: str) -> CfgError:
+_TOP_LEVEL = re.compile(r"[ \t]*(?:(?:failure_|onreply_|reply_|branch_)?route\b|loadmodule\b|modparam\b)")
+
+
+def _line_indent(text: str, pos: int) -> tuple[int, bool]:
+    """The indentation of the line holding ``pos``, and whether the
+    character at ``pos`` is the first one on that line."""
+    start = text.rfind("\n", 0, pos) + 1
+    first = start
+    while first < pos and text[first] in " \t":
+        first += 1
+    return first - start, first == pos
+
+
+def _unclosed_brace(clean: str) -> int | None:
+    """The offset of a '{' that is never closed, or None.
+
+    A missing '}' makes LALR report the next top-level block ("unexpected
+    '[1]', missing ';'?"), far from the mistake.  Braces are matched as
+    written, except that a '}' starting a line closes the block opened on
+    the line with the same indentation: the deeper blocks it skips are the
+    unclosed ones.  Comments are already blanked in ``clean``."""
+    opened: list[tuple[int, int]] = []  # (offset, indentation of its line)
+    i, n = 0, len(clean)
+    while i < n:
+        c = clean[i]
+        if c == '"':
+            i += 1
+            while i < n and clean[i] != '"':
+                i += 2 if clean[i] == "\\" else 1
+        elif c == "'":
+            j = clean.find("'", i + 1)
+            i = n if j < 0 else j
+        elif c == "{":
+            opened.append((i, _line_indent(clean, i)[0]))
+        elif c == "}" and opened:
+            indent, first = _line_indent(clean, i)
+            if first and opened[-1][1] > indent and any(ind <= indent for _, ind in opened):
+                return opened[-1][0]
+            opened.pop()
+        elif c == "\n" and opened and _TOP_LEVEL.match(clean, i + 1):
+            return opened[-1][0]
+        i += 1
+    return opened[-1][0] if opened else None
+
+
+def _convert(e: UnexpectedInput, text: str, clean: str, filename: str) -> CfgError:
     lines = text.splitlines()
     line = getattr(e, "line", 0) or 0
     col = getattr(e, "column", 0) or 0
+    brace = _unclosed_brace(clean) if clean.count("{") > clean.count("}") else None
+    if brace is not None:
+        where = "the end of the file" if isinstance(e, UnexpectedEOF) else f"line {line}"
+        if isinstance(e, UnexpectedToken) and e.token.type == "$END":
+            where = "the end of the file"
+        bline = text.count("\n", 0, brace) + 1
+        bcol = brace - (text.rfind("\n", 0, brace) + 1) + 1
+        return CfgError(
+            f"this '{{' is never closed (the parser noticed at {where})",
+            filename,
+            bline,
+            bcol,
+            lines[bline - 1],
+        )
     if isinstance(e, UnexpectedToken):
         tok = e.token
+        if tok.type == "ID" and "OPTNAME" in e.expected:
+            return CfgError(
+                _top_level_word(str(tok)),
+                filename,
+                tok.line or line,
+                tok.column or col,
+                lines[(tok.line or line) - 1],
+            )
         if tok.type == "$END":
             line = len(lines) or 1
             col = len(lines[-1]) + 1 if lines else 1
@@ -369,6 +437,25 @@ def _convert(e: UnexpectedInput, text: str, filename: str) -> CfgError:
     return CfgError(msg, filename, line, col, src)
 
 
+def _top_level_word(word: str) -> str:
+    """A bare name where an option, loadmodule, modparam or route belongs."""
+    from sipexpress.core.options import DEFAULTS, SYNONYMS
+
+    if word in DEFAULTS or word in SYNONYMS:
+        return f"option '{word}' needs '=': {word} = value"
+    blocks = (
+        "route",
+        "failure_route",
+        "onreply_route",
+        "reply_route",
+        "branch_route",
+        "loadmodule",
+        "modparam",
+    )
+    hint = did_you_mean(word, (*blocks, *DEFAULTS)) or " (an option is written name = value)"
+    return f"syntax error: unexpected '{word}'{hint}"
+
+
 def _describe(tok: Token) -> str:
     if tok.type == "STRING":
         return "string"
@@ -384,7 +471,7 @@ def parse_config(text: str, filename: str = "<config>") -> ast.Config:
         tree = _parser().parse(clean)
         items = _Build().transform(tree)
     except UnexpectedInput as e:
-        raise _convert(e, text, filename) from None
+        raise _convert(e, text, clean, filename) from None
     except VisitError as e:
         orig = e.orig_exc
         if isinstance(orig, CfgError):

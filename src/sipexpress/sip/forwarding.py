@@ -14,6 +14,7 @@ import hashlib
 import ipaddress
 from typing import TYPE_CHECKING, Any
 
+from sipexpress.sip.errors import SipParseError
 from sipexpress.sip.locate import DEFAULT_PORT
 
 if TYPE_CHECKING:
@@ -115,10 +116,14 @@ def via_destination(via: Via) -> tuple[str, int]:
     return normalize_host(ip), via.port or default_port(via.transport)
 
 
-def _hop_request(request: SipMessage, method: str, uri: str, via: str, to_line: bytes | None = None) -> bytes:
+def _hop_request(
+    request: SipMessage, method: str, uri: str, via: str, to_line: bytes | None = None, extra: bytes = b""
+) -> bytes:
     """A hop-by-hop request for one forwarded branch (RFC 3261 §9.1,
     §17.1.1.3): its Request-URI and Via, the request's Route, From, To (or
-    ``to_line``), Call-ID and CSeq number."""
+    ``to_line``), Call-ID, CSeq number and Max-Forwards (as Kamailio: a
+    fresh 70 would let it travel further than the request it belongs to),
+    then ``extra`` header lines."""
     out = [f"{method} {uri} SIP/2.0\r\nVia: {via}\r\n".encode("utf-8", "surrogateescape")]
     rhl = request.raw_header_lines
     out += rhl("route")
@@ -126,13 +131,20 @@ def _hop_request(request: SipMessage, method: str, uri: str, via: str, to_line: 
     out += [to_line] if to_line is not None else rhl("to")
     out += rhl("call-id")
     out.append(b"CSeq: %d %s\r\n" % (request.cseq.num, method.encode()))
-    out.append(b"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+    try:
+        mf = request.max_forwards
+    except SipParseError:
+        mf = None
+    out.append(b"Max-Forwards: %d\r\n" % (70 if mf is None else mf))
+    out.append(extra)
+    out.append(b"Content-Length: 0\r\n\r\n")
     return b"".join(out)
 
 
-def build_cancel(request: SipMessage, uri: str, via: str) -> bytes:
-    """CANCEL of a forwarded INVITE (RFC 3261 §9.1)."""
-    return _hop_request(request, "CANCEL", uri, via)
+def build_cancel(request: SipMessage, uri: str, via: str, reason: bytes = b"") -> bytes:
+    """CANCEL of a forwarded INVITE (RFC 3261 §9.1); ``reason`` a Reason
+    header line (RFC 3326), e.g. for the branches a 2xx ended."""
+    return _hop_request(request, "CANCEL", uri, via, extra=reason)
 
 
 def build_ack(request: SipMessage, uri: str, via: str, reply: SipMessage | None) -> bytes:

@@ -26,7 +26,7 @@ present for every state (absorbing stale or stray input is explicit).
 Timers (RFC 3261 Table 4) come from :class:`TimerConfig`; SER's names are
 ``fr_timer`` (B/F), ``fr_inv_timer`` (Timer C of §16.6 step 11, kept on the
 INVITE client machine so that a branch owns exactly one timer set),
-``wt_timer`` (D/I/J/K/L/M) and ``retr_timer1p*``/``retr_timer2`` (T1/T2).
+``wt_timer`` (D/I/J/K/L/M) and ``retr_timer1`` (ms) or ``retr_timer1p1`` (s) and ``retr_timer2`` (T1/T2).
 Over reliable transports no retransmission timer is started and D/I/J/K
 are zero, as the RFC says.
 """

@@ -100,6 +100,7 @@ class WebApp:
             "is_admin": bool(sess.get("admin")),
             "flash": flash,
             "version": __version__,
+            "signup": self.cfg.signup,
             "path": request.url.path,
             "cfg": self.cfg,
         }
@@ -209,6 +210,8 @@ class WebApp:
 
     # -- sign-up ---------------------------------------------------------------------
     async def signup(self, request: Request) -> Response:
+        if not self.cfg.signup:
+            raise HTTPException(404, "Sign-up is off on this server (option web_signup).")
         values = {"username": "", "domain": self.cfg.domain, "email": "", "first_name": "", "last_name": ""}
         if request.method == "GET":
             return self.render(request, "signup.html", form=values)

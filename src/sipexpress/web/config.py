@@ -21,6 +21,8 @@ option                      meaning
 ``web_base_url``            absolute URL prefix for links in mails
 ``web_outbound``            next hop for IM/click-to-dial (``sip:h:p``)
 ``web_sample_interval``     seconds between statistics samples (10)
+``web_signup``              ``yes``: anyone may sign up (``/signup``); off by
+                            default, so a new server has no open registration
 ``web_metrics_token``       ``/metrics`` wants ``Authorization: Bearer``
                             this token; unset = open (for Prometheus)
 ==========================  ===============================================
@@ -92,6 +94,7 @@ class WebConfig:
     base_url: str | None = None
     outbound: str | None = None
     sample_interval: float = 10.0
+    signup: bool = False
     metrics_token: str | None = None
     login_attempts: int = 5  # failed log-ins per window, per address and per user
     login_window: float = 300.0
@@ -131,5 +134,6 @@ class WebConfig:
             base_url=_s(options, "web_base_url"),
             outbound=_s(options, "web_outbound"),
             sample_interval=float(options.get("web_sample_interval") or 10.0),
+            signup=str(options.get("web_signup")).lower() in ("1", "yes", "true", "on", "enable"),
             metrics_token=_s(options, "web_metrics_token"),
         )

@@ -262,7 +262,7 @@ def sipsak_register(sp: SerProcess, user: str, pw: str, contact: str) -> subproc
     only (sipsak refuses -C together with -I/-M), digest auth on the 401.
     ``-u USER`` too: without it sipsak 0.9.8.1 sends ``username="USER@"``
     in its Authorization header, which no subscriber matches; and ``-x
-    3600``: sipsak's own 15 s is below registrar's min_expires (60: 423)."""
+    3600``: a longer binding than sipsak's own 15 s (raised to min_expires, 60)."""
     exe = need_tool("sipsak")
     args = [exe, "-U", "-C", contact, "-u", user, "-a", pw, "-s", f"sip:{user}@{sp.host}:{sp.port}"]
     args += ["-x", "3600", "-H", "127.0.0.1"]

@@ -87,14 +87,14 @@ def test_serctl_users_acl_and_registration(ser_factory: Callable[..., SerProcess
     assert "created table subscriber" in r.stdout
     sp = ser_factory(CFG, db_url=url)
 
-    r = serctl(sp, url, "add", "jiri", "heslo", "jiri@iptel.org", subprocess_=True)
+    r = serctl(sp, url, "add", "jiri", "heslo-1", "jiri@iptel.org", subprocess_=True)
     assert (r.returncode, r.stdout) == (0, "new user added\nnew user into uri table added\n"), r.stderr
-    r = serctl(sp, url, "add", "jiri", "x", "y@z")
+    r = serctl(sp, url, "add", "jiri", "other-pw", "jiri@iptel.org")
     assert r.returncode == 1 and "user already exists" in r.stderr
 
     r = serctl(sp, url, "passwd", "jiri@iptel.org", "secret")
     assert (r.returncode, r.stdout) == (0, "password change succeeded\n")
-    r = serctl(sp, url, "passwd", "nobody", "x")
+    r = serctl(sp, url, "passwd", "nobody", "secret")
     assert r.returncode == 1 and "non-existent user" in r.stderr
 
     # the password serctl set is the one auth_db accepts
@@ -162,5 +162,5 @@ def test_serctl_users_acl_and_registration(ser_factory: Callable[..., SerProcess
 def test_database_unreachable_is_a_clear_error(tmp_path: Path) -> None:
     from tests.support import free_port
 
-    r = serctl(None, f"mysql://root@127.0.0.1:{free_port()}/ser", "passwd", "jiri", "x")
+    r = serctl(None, f"mysql://root@127.0.0.1:{free_port()}/ser", "passwd", "jiri", "secret")
     assert r.returncode == 2 and r.stderr.startswith("database error:")

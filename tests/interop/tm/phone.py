@@ -54,7 +54,7 @@ class Phone:
                 return m
 
     def drain(self, wait: float = 0.3) -> list[SipMessage]:
-        out = []
+        out: list[SipMessage] = []
         while True:
             m = self.recv(wait)
             if m is None:

@@ -125,7 +125,8 @@ def test_fix_top_via_rport_and_force_rport() -> None:
     core = make_core()
     ctx = ctx_for(core, via="192.0.2.1:5060;rport", sport=31000)
     core.fix_top_via(ctx)
-    assert ctx.msg.via1.rport == "31000" and ctx.msg.via1.received is None
+    # RFC 3581 §4: received too, although it equals the sent-by host
+    assert ctx.msg.via1.rport == "31000" and ctx.msg.via1.received == "192.0.2.1"
     ctx = ctx_for(core, sport=31001)
     ctx.force_rport = True
     core.fix_top_via(ctx)

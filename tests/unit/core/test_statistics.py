@@ -163,3 +163,15 @@ def test_the_grafana_dashboard_uses_only_exported_metrics() -> None:
         assert family in families, metric
         assert metric.endswith("_total") == (families[family] == "counter"), metric
         assert metric.endswith("_bucket") == (families[family] == "histogram"), metric
+
+
+def test_a_request_the_script_drops_is_counted() -> None:
+    from sipexpress.script.core_actions import drop
+
+    async def route(ctx: RequestContext) -> int:
+        return drop(ctx)
+
+    core, cap, rcv = make(route)
+    core.receive(request(), rcv)
+    assert cap.sent == []
+    assert core.statistics.lines("core:dropped_requests") == ["core:dropped_requests = 1"]

@@ -53,3 +53,13 @@ def test_stop_without_pid_file(tmp_path: Path) -> None:
 def test_version() -> None:
     code, out, _ = run("version")
     assert code == 0 and "sipexpress" in out
+
+
+def test_config_values_skip_comments_and_may_be_unquoted(tmp_path: Path) -> None:
+    from sipexpress.cli.serctl import _cfg_value
+
+    cfg = tmp_path / "ser.cfg"
+    cfg.write_text('/* fifo="/old"\n db_url="mysql://x" */\nfifo="/tmp/y" # here\njsonrpc_http=yes\n')
+    assert _cfg_value(str(cfg), "fifo") == "/tmp/y"
+    assert _cfg_value(str(cfg), "jsonrpc_http") == "yes"
+    assert _cfg_value(str(cfg), "db_url") is None

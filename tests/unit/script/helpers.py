@@ -54,7 +54,15 @@ class MiniCore:
     def is_myself(self, host: str, port: int | None = None, proto: Proto | None = None) -> bool:
         return (host.lower(), port or 5060) in self.myself
 
-    def send(self, proto: Proto, ip: str, port: int, data: bytes, rcv: ReceiveInfo | None = None) -> bool:
+    def send(
+        self,
+        proto: Proto,
+        ip: str,
+        port: int,
+        data: bytes,
+        rcv: ReceiveInfo | None = None,
+        on_error: Any = None,
+    ) -> bool:
         self.sent.append((proto, ip, port, data))
         return True
 

@@ -84,3 +84,77 @@ def test_option_without_effect_is_logged_once(caplog: pytest.LogCaptureFixture) 
     check_config("mhomed=yes\n")
     msgs = [r.getMessage() for r in caplog.records if "mhomed" in r.getMessage()]
     assert len(msgs) == 1 and "no effect" in msgs[0]
+
+
+# -- issue 23: errors that point at what was written -------------------------------
+
+
+def test_unclosed_brace_is_reported_where_it_was_opened() -> None:
+    text = (
+        'route {\n  if (method=="INVITE") {\n    sl_send_reply("200", "ok");\n\n}\nroute[1] {\n  break;\n}\n'
+    )
+    with pytest.raises(CfgError) as ei:
+        check_config(text, "u.cfg")
+    e = ei.value
+    assert (e.line, e.col) == (2, 25), str(e)
+    assert "'{' is never closed" in e.message and "line 6" in e.message, str(e)
+
+
+def test_unclosed_brace_at_end_of_file() -> None:
+    with pytest.raises(CfgError) as ei:
+        check_config("route {\n  break;\n\nroute[1] {\n  drop;\n}\n", "u.cfg")
+    assert (ei.value.line, ei.value.col) == (1, 7) and "never closed" in ei.value.message, str(ei.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "col", "needle"),
+    [
+        ('loadmodule "sl"\nroute {\n  sl_send_rply("404", "x");\n}', 3, 3, "did you mean 'sl_send_reply'?"),
+        ('loadmodule "usrloc"\nloadmodule "registrar"\nroute {\n  sve("location");\n}', 4, 3, "'save'?"),
+        ('loadmodule "usrlc"\n', 1, 12, "did you mean 'usrloc'?"),
+        (
+            'loadmodule "registrar"\nmodparam("registrar", "default_expire", 3)\n',
+            2,
+            23,
+            "did you mean 'default_expires'?",
+        ),
+        ('fifx="/tmp/x"\n', 1, 1, "did you mean 'fifo'?"),
+        ("route {\n  route(lokup);\n}\nroute[lookup] {\n  break;\n}\n", 2, 9, "did you mean 'lookup'?"),
+        (
+            'loadmodule "tm"\nroute {\n  t_on_failure("busy");\n}\nfailure_route[bussy] { break; }\n',
+            3,
+            16,
+            "did you mean 'bussy'?",
+        ),
+    ],
+)
+def test_misspelled_names_get_a_suggestion(text: str, line: int, col: int, needle: str) -> None:
+    with pytest.raises(CfgError) as ei:
+        check_config(text, "t.cfg")
+    e = ei.value
+    assert needle in e.message, str(e)
+    assert (e.line, e.col) == (line, col), str(e)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'fifo "/tmp/x"\nroute { break; }\n',
+        'port=5070\nfifo "/tmp/x"\nroute { break; }\n',
+        'listen=udp:127.0.0.1:5070\nfifo "/tmp/x"\nroute { break; }\n',
+    ],
+)
+def test_option_without_equals_names_the_option_written(text: str) -> None:
+    with pytest.raises(CfgError) as ei:
+        check_config(text, "o.cfg")
+    e = ei.value
+    line = text.splitlines().index('fifo "/tmp/x"') + 1
+    assert "option 'fifo'" in e.message and "'='" in e.message, str(e)
+    assert "port" not in e.message and "listen" not in e.message, str(e)
+    assert (e.line, e.col) == (line, 1), str(e)
+
+
+def test_misspelled_keyword_at_top_level() -> None:
+    with pytest.raises(CfgError) as ei:
+        check_config("rute {\n  break;\n}\n", "k.cfg")
+    assert ei.value.message == "syntax error: unexpected 'rute' (did you mean 'route'?)", str(ei.value)

@@ -157,7 +157,7 @@ def test_bare_keywords_and_extensions() -> None:
         ("route {\n  foo()\n  bar();\n}", 3, 3, "missing ';'"),
         ("route {\n  if (uri==) drop;\n}", 2, 12, "unexpected ')'"),
         ('route {\n  log("x);\n}\n', 2, 7, "unterminated string"),
-        ("route {\n  drop;\n", 2, 8, "end of file"),
+        ("route {\n  drop;\n", 1, 7, "never closed (the parser noticed at the end of the file)"),
         ("debug=3\nroute { @ }", 2, 9, "unexpected character '@'"),
     ],
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sipexpress.modules.tm.proxy import _top_branch
+from sipexpress.modules.tm.replies import _top_branch
 from sipexpress.sip.message import SipMessage
 
 
@@ -42,7 +42,7 @@ def test_no_via() -> None:
 
 @pytest.mark.parametrize("eol", [b"\r\n", b"\n"])
 def test_strip_top_via_cuts_the_via_field_only(eol: bytes) -> None:
-    from sipexpress.modules.tm.proxy import _strip_top_via
+    from sipexpress.modules.tm.replies import _strip_top_via
 
     data = (
         b"SIP/2.0 200 OK\r\nX: Via: SIP/2.0/UDP p;branch=z9hG4bKa\r\nVia: SIP/2.0/UDP p;branch=z9hG4bKa\r\n"

@@ -75,7 +75,7 @@ def test_functions_declared() -> None:
 
 
 def test_strip_top_via_fast_paths() -> None:
-    from sipexpress.modules.tm.proxy import _strip_top_via, _top_branch
+    from sipexpress.modules.tm.replies import _strip_top_via, _top_branch
     from sipexpress.sip.message import SipMessage
 
     head = b"SIP/2.0 180 Ringing\r\n"

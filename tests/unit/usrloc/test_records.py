@@ -106,9 +106,10 @@ def test_expires_precedence() -> None:
 
 
 def test_min_expires_423_and_clamping() -> None:
-    p = plan_register(None, _req(ContactSpec("sip:a", expires="30")), NOW, CFG)
+    rfc = RegisterConfig(min_expires_mode=1)
+    p = plan_register(None, _req(ContactSpec("sip:a", expires="30")), NOW, rfc)
     assert p.error is not None and p.error[0] == 423 and p.min_expires == 60 and not p.changes
-    ser = RegisterConfig(min_expires_mode=0, max_expires=600)
+    ser = RegisterConfig(max_expires=600)  # the default raises, as SER and Kamailio
     p = plan_register(
         None, _req(ContactSpec("sip:a", expires="30"), ContactSpec("sip:b", expires="7200")), NOW, ser
     )

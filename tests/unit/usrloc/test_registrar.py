@@ -60,10 +60,20 @@ async def test_unregister_star_and_fetch(h: Harness) -> None:
     assert r.status == 400 and r.header("p-registrar-error") == "* used in contact and more than 1 contact"
 
 
-async def test_interval_too_brief(h: Harness) -> None:
+async def test_too_brief_raised_to_min_expires(h: Harness) -> None:
     r = await h.send(h.register("ann", ["<sip:a@10.0.0.1>"], 10))
-    assert r.status == 423 and r.reason == "Interval Too Brief" and r.header("min-expires") == "60"
-    assert h.ul.domain("location").get("ann") is None  # type: ignore[union-attr]
+    assert r.status == 200 and "expires=60" in (r.header("contact") or "")
+
+
+async def test_interval_too_brief_when_asked() -> None:
+    h = Harness()
+    await h.start(reg={"min_expires_mode": 1})
+    try:
+        r = await h.send(h.register("ann", ["<sip:a@10.0.0.1>"], 10))
+        assert r.status == 423 and r.reason == "Interval Too Brief" and r.header("min-expires") == "60"
+        assert h.ul.domain("location").get("ann") is None  # type: ignore[union-attr]
+    finally:
+        await h.stop()
 
 
 async def test_out_of_order_does_not_remove(h: Harness) -> None:

@@ -23,7 +23,8 @@ from sipexpress.core.registry import (
     ScriptFunction,
     Statistic,
 )
-from sipexpress.modules.tm.proxy import TRYING_REASON, Transaction, TransactionLayer
+from sipexpress.modules.tm.cell import ProxyEvent, Transaction
+from sipexpress.modules.tm.proxy import TRYING_REASON, TransactionLayer
 from sipexpress.modules.tm.stats import TmStats
 from sipexpress.sip.errors import SipParseError
 from sipexpress.sip.transaction import State
@@ -60,8 +61,9 @@ def _int_arg(v: Any, what: str) -> int:
 
 def _fix_reply(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
     code = _int_arg(args[0], "t_reply code")
-    if not 100 <= code <= 699:
-        raise ConfigError(f"t_reply: invalid status code {code}")
+    # RFC 3261's extension-code is any 3DIGIT; SER accepted every one
+    if not 100 <= code <= 999:
+        raise ConfigError(f"t_reply: invalid status code {code} (three digits, 100-999)")
     return (code, str(args[1]))
 
 
@@ -88,11 +90,17 @@ class TmModule(Module):
         Param("fr_inv_timer", int, 120, "seconds to wait for a final reply to an INVITE after a provisional"),
         Param("wt_timer", int, 5, "seconds a completed transaction stays to absorb retransmissions"),
         Param("delete_timer", int, 2, "accepted for compatibility"),
-        Param("retr_timer1p1", int, 1, "first retransmission interval (T1)"),
+        Param("retr_timer1", int, 500, "T1 in milliseconds: first retransmission interval (RFC 3261: 500)"),
+        Param("retr_timer1p1", int, 0, "T1 in seconds, as SER 0.9 (1); 0: retr_timer1 applies"),
         Param("retr_timer1p2", int, 2, "second retransmission interval"),
         Param("retr_timer1p3", int, 4, "third retransmission interval"),
         Param("retr_timer2", int, 4, "retransmission interval cap (T2)"),
-        Param("noisy_ctimer", int, 0, "1: send 408 on fr_inv_timer even for a single ringing branch"),
+        Param(
+            "noisy_ctimer",
+            int,
+            1,
+            "1: on fr_inv_timer CANCEL and 408 (RFC 3261 §16.8 Timer C); 0: drop a single ringing branch silently (SER)",
+        ),
         Param("ruri_matching", int, 1, "RFC 2543 matching compares the Request-URI"),
         Param("via1_matching", int, 1, "RFC 2543 matching compares the top Via"),
         Param("uac_from", str, "sip:foo@foo.bar", "unused"),
@@ -209,15 +217,16 @@ class TmModule(Module):
         t = layer.create_local(msg, rcv)
         loop = asyncio.get_running_loop()
         t.uac_future = fut = loop.create_future()
-        r = await layer._add_branch(t, ruri, next_hop, None, None, None, None)
+        t.advance(ProxyEvent.RELAY)
+        r = await layer.add_branch(t, ruri, next_hop, None, None, None, None)
         if r <= 0:
             code, reason = errors.err2reason_phrase(r, "TM")
             t.final_status = code
-            layer._maybe_free(t)
+            layer.maybe_free(t)
             return UacResult(code, reason, None, t)
         status: int = await fut
-        reply = t.ctx_data.get("reply")
-        reason = reply.reason if reply is not None else (t.ctx_data.get("reason") or "Request Timeout")
+        reply = t.uac_reply
+        reason = reply.reason if reply is not None else (t.uac_reason or "Request Timeout")
         return UacResult(status, reason, reply, t)
 
     # -- script functions -------------------------------------------------
@@ -340,13 +349,13 @@ class TmModule(Module):
         now = self.core.now()
         if msg.method == "ACK":
             if t is not None and t.uas is not None and t.uas.state in _NEGATIVE_DONE:
-                layer._uas_actions(t, t.uas.receive_request(now, ack=True))
+                layer.uas_actions(t, t.uas.receive_request(now, ack=True))
                 return 0
             return 1
         if t is not None:
             if t.uas is not None:
                 layer.stats.retransmissions += 1
-                layer._uas_actions(t, t.uas.receive_request(now))
+                layer.uas_actions(t, t.uas.receive_request(now))
             return 0
         layer.create(ctx, key)
         return 1
@@ -390,7 +399,7 @@ class TmModule(Module):
                 return errors.E_BAD_VIA
             t = layer.server.get(key)
             if t is not None and t.uas is not None and t.uas.state in _NEGATIVE_DONE:
-                layer._uas_actions(t, t.uas.receive_request(self.core.now(), ack=True))
+                layer.uas_actions(t, t.uas.receive_request(self.core.now(), ack=True))
                 return 1
             return await self.core.forward(ctx, host, port, proto)
         t = ctx.transaction
@@ -441,7 +450,7 @@ class TmModule(Module):
             t = ctx.transaction
         if t.relayed:
             return errors.E_SCRIPT
-        t.ctx_data["replicate"] = True
+        t.replicate = True
         r = await self.layer.relay(ctx, t, host, port, proto)
         return 1 if r > 0 else (r or -1)
 
@@ -510,5 +519,5 @@ class TmModule(Module):
         t = ctx.transaction or self.layer.lookup(ctx.msg)
         if t is None or t.uas is None or t.uas.response is None:
             return -1
-        self.layer._send_upstream(t, t.uas.response)
+        self.layer.send_upstream(t, t.uas.response)
         return 1

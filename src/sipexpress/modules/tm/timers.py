@@ -60,29 +60,34 @@ class TimerHeap:
 
     def _run(self) -> None:
         self._handle = None
-        self._armed = math.inf
+        # while due timers fire, update() arms nothing: what they re-queue
+        # may come after another object's deadline already in the heap
+        self._armed = -math.inf
         now = self._now()
         heap = self._heap
         # fire what is due (1 ms slack: the loop may wake a hair early)
         due = now + 0.001
         pop = heapq.heappop
-        while heap and heap[0][0] <= due:
-            deadline, _, obj = pop(heap)
-            if obj.sched != deadline:
-                continue  # stale entry
-            obj.sched = math.inf
-            nt = obj.next_timer()
-            if nt is not None and nt > due:
-                # the timer that was due went away (e.g. retransmissions
-                # stopped by a reply): only re-queue the next one
-                self.update(obj)
-                continue
-            try:
-                obj.on_timer(max(now, deadline))
-            finally:
-                self.update(obj)
-        if heap and self._handle is None:
-            self._arm(heap[0][0])
+        try:
+            while heap and heap[0][0] <= due:
+                deadline, _, obj = pop(heap)
+                if obj.sched != deadline:
+                    continue  # stale entry
+                obj.sched = math.inf
+                nt = obj.next_timer()
+                if nt is not None and nt > due:
+                    # the timer that was due went away (e.g. retransmissions
+                    # stopped by a reply): only re-queue the next one
+                    self.update(obj)
+                    continue
+                try:
+                    obj.on_timer(max(now, deadline))
+                finally:
+                    self.update(obj)
+        finally:
+            self._armed = math.inf
+            if heap:
+                self._arm(heap[0][0])
 
     def close(self) -> None:
         if self._handle is not None:
