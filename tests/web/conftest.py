@@ -62,6 +62,7 @@ loadmodule "registrar"
 loadmodule "auth"
 loadmodule "auth_db"
 loadmodule "acc"
+loadmodule "domain"
 modparam("auth_db", "db_url", "{db_url}")
 modparam("auth_db", "calculate_ha1", 0)
 modparam("auth_db", "password_column", "ha1")
@@ -69,6 +70,8 @@ modparam("acc", "db_url", "{db_url}")
 modparam("acc", "db_flag", 1)
 modparam("acc", "db_missed_flag", 2)
 modparam("usrloc", "db_mode", 0)
+modparam("domain", "db_url", "{db_url}")
+modparam("domain", "db_mode", 1)
 modparam("tm", "fr_timer", 2)
 modparam("tm", "fr_inv_timer", 4)
 route {{

@@ -6,11 +6,14 @@ the rejection of bad input."""
 from __future__ import annotations
 
 import re
+import socket
+import time
 from typing import Any
 
 import pytest
 
 from sipexpress.db import add_user
+from sipexpress.mgmt.client import rpc_call
 from tests.web.conftest import DOMAIN, HERE, WebServer, run_async, shot
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
@@ -28,6 +31,13 @@ def login(page: Any, user: str, password: str, domain: str = DOMAIN) -> None:
     page.get_by_label("Domain").fill(domain)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
+
+
+def follow(page: Any, target: Any) -> None:
+    """Click a link or submit button and wait for the new page (reading
+    the page right after a bare click could still read the old one)."""
+    with page.expect_navigation():
+        target.click()
 
 
 def alert(page: Any) -> str:
@@ -188,7 +198,8 @@ def test_im_reaches_a_sipp_phone_and_bad_input_is_rejected(page: Any, web: WebSe
     page.goto("/im")
     page.get_by_label("To (SIP address)").fill("sip:olga@127.0.0.1")
     page.get_by_label("Message").fill("Ahoj Olgo, <script>alert(1)</script> ça va?")
-    page.get_by_role("button", name="Send").click()
+    follow(page, page.get_by_role("button", name="Send"))
+    assert im_final(page) == "delivered"
     assert "Message delivered to sip:olga@127.0.0.1 (200 OK)" in status(page)
     shot(page, "im")
     assert uas.wait(15) == 0
@@ -199,8 +210,62 @@ def test_im_reaches_a_sipp_phone_and_bad_input_is_rejected(page: Any, web: WebSe
     # nobody there: a clear message, not a traceback
     page.get_by_label("To (SIP address)").fill("sip:nobody@127.0.0.1")
     page.get_by_label("Message").fill("anyone?")
-    page.get_by_role("button", name="Send").click()
+    follow(page, page.get_by_role("button", name="Send"))
+    assert im_final(page) == "failed"
     assert "The message was not delivered: 404 Not Found." in alert(page)
+
+
+def im_final(page: Any, timeout: float = 15.0) -> str:
+    """The state of the message the page follows, once it is final."""
+    box = page.locator("#im-progress")
+    deadline = time.monotonic() + timeout
+    while (state := box.get_attribute("data-state")) == "pending":
+        assert time.monotonic() < deadline, box.inner_text()
+        time.sleep(0.1)
+    return str(state)
+
+
+def test_im_shows_progress_until_the_final_reply(page: Any, web: WebServer) -> None:
+    """Nobody answers the MESSAGE: the page comes back at once, says it
+    waits, and shows tm's 408 when fr_timer (2 s here) fires."""
+    make_user(web, "vera", "vera-pass1")
+    make_user(web, "mute", "mute-pass1")
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # takes the MESSAGE, never answers
+    silent.bind(("127.0.0.1", 0))
+    try:
+        port = silent.getsockname()[1]
+        rpc_call(
+            "ul_add",
+            ["location", "mute@127.0.0.1", f"sip:mute@127.0.0.1:{port}", "600", "1.00"],
+            url=web.rpc_url,
+        )
+        login(page, "vera", "vera-pass1")
+        page.goto("/im")
+        page.get_by_label("To (SIP address)").fill("sip:mute@127.0.0.1")
+        page.get_by_label("Message").fill("are you there?")
+        t0 = time.monotonic()
+        page.get_by_role("button", name="Send").click()
+        page.wait_for_url("**/im?job=*")
+        answered = time.monotonic() - t0
+        box = page.locator("#im-progress")
+        assert box.get_attribute("data-state") == "pending", box.inner_text()
+        assert answered < 1.5, answered  # the page did not wait for the reply
+        assert "waits for the reply" in status(page)
+        shot(page, "im_progress")
+        silent.settimeout(5)
+        assert b"are you there?" in silent.recv(65535)  # ser really sent it meanwhile
+        assert im_final(page) == "failed"
+        assert time.monotonic() - t0 >= 1.5  # the final reply came later, by itself
+        assert "The message was not delivered: 408 Request Timeout." in alert(page)
+        # the job belongs to vera: another account cannot read it
+        job = page.url.split("job=")[1]
+        page.get_by_role("button", name="Log out").click()
+        login(page, "mute", "mute-pass1")
+        page.wait_for_url("**/account")
+        assert page.request.get(f"/im/jobs/{job}").status == 404
+        assert page.goto(f"/im?job={job}").status == 404
+    finally:
+        silent.close()
 
 
 def test_phonebook_click_to_dial_and_missed_calls(page: Any, web: WebServer, phones: Any) -> None:
@@ -217,8 +282,6 @@ def test_phonebook_click_to_dial_and_missed_calls(page: Any, web: WebServer, pho
     page.get_by_role("button", name="Add contact").click()
     assert "added" in status(page)
     make_user(web, "carol", "carol-pass1")
-    from sipexpress.mgmt.client import rpc_call
-
     rpc_call(
         "ul_add",
         ["location", "carol@127.0.0.1", f"sip:carol@127.0.0.1:{callee.port}", "600", "1.00"],

@@ -13,18 +13,25 @@ message into :data:`handling` while it runs the route, and into the
 :data:`current_message` contextvar of the task when a route goes on after
 waiting; :class:`MessageContext` reads the Call-ID (and asks tm for the
 transaction) only when a line is actually written.
+
+Whatever is written also goes to :data:`recent`, a bounded ring of the last
+lines (with that context) that the ``log_tail`` management command (and
+through it the web console's log viewer) reads.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import logging.handlers
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from contextvars import Context, ContextVar, copy_context
+from dataclasses import dataclass
 from typing import Any
 
 NOTICE = 25
@@ -155,13 +162,72 @@ _FACILITIES = {
 }
 
 
+RING_LINES = 1000
+RING_LINE_CHARS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    seq: int  # increases by one per line: a reader asks for lines after the last it saw
+    time: float
+    levelno: int
+    level: str
+    logger: str
+    message: str  # with the `` [Call-ID transaction]`` context, as stderr shows it
+
+
+class RecentLines(logging.Handler):
+    """The last ``size`` log lines in memory (a deque: constant cost per
+    line, bounded memory however long the server runs)."""
+
+    def __init__(self, size: int = RING_LINES) -> None:
+        super().__init__()
+        self.lines: deque[LogLine] = deque(maxlen=size)
+        self._seq = itertools.count(1)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a bad format string must not lose the line
+            text = f"{record.msg!r} {record.args!r}"
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f" [{type(record.exc_info[1]).__name__}: {record.exc_info[1]}]"
+        text += getattr(record, "context", "")
+        self.lines.append(
+            LogLine(
+                next(self._seq),
+                record.created,
+                record.levelno,
+                record.levelname,
+                record.name,
+                text[:RING_LINE_CHARS],
+            )
+        )
+
+    def tail(self, count: int, min_level: int = 0, after: int = 0) -> list[LogLine]:
+        """The last ``count`` lines at ``min_level`` or above with a
+        sequence number above ``after``, oldest first."""
+        self.acquire()  # emit() runs under the same lock, maybe in another thread
+        try:
+            lines = list(self.lines)
+        finally:
+            self.release()
+        picked = [x for x in lines if x.seq > after and x.levelno >= min_level]
+        return picked[-count:] if count > 0 else []
+
+
+recent = RecentLines()
+
+
 def setup_logging(
     debug: int, to_stderr: bool, facility: str = "LOG_DAEMON", ident: str = "ser", json_lines: bool = False
 ) -> None:
-    """Configure the ``sipexpress`` logger (idempotent: replaces our handler)."""
+    """Configure the ``sipexpress`` logger (idempotent: replaces the output
+    handler; the ring :data:`recent` keeps its lines and comes after it)."""
     for h in list(log.handlers):
         log.removeHandler(h)
-        h.close()
+        if h is not recent:
+            h.close()
     handler: logging.Handler
     if to_stderr or not os.path.exists("/dev/log"):
         handler = logging.StreamHandler(sys.stderr)
@@ -181,6 +247,7 @@ def setup_logging(
         handler.setFormatter(JsonLines())
     handler.addFilter(MessageContext())
     log.addHandler(handler)
+    log.addHandler(recent)  # after the handler whose filter adds the message context
     log.setLevel(threshold_for_debug(debug))
     log.propagate = False
 

@@ -1,6 +1,7 @@
 """SER's core management commands (``register_core_fifo`` in fifo_server.c).
 
-``print uptime version pwd arg which ps`` and, only when the global option
+``print uptime version pwd arg which ps``, our ``log_tail`` (the server's
+recent log lines) and, only when the global option
 ``mgmt_allow_kill`` is set, ``kill`` (SIGTERM to the server's process group:
 anybody who may write the FIFO could otherwise stop the server).
 
@@ -21,11 +22,27 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from sipexpress import __version__
+from sipexpress.core import logging as serlog
 from sipexpress.core.registry import MgmtCommand, MgmtError, MgmtHandler, MgmtReply
 from sipexpress.mgmt.registry import CommandRegistry
 
 PRINT_MAX = 255  # SER's print buffer: MAX_PRINT_TEXT 256 including the NUL
 KILL_DELAY = 0.5  # leave time for the reply to reach its FIFO before SIGTERM
+LOG_TAIL_DEFAULT = 100
+#: log_tail's level names: SER's (``debug=`` levels) and the stdlib's
+LOG_LEVELS = {
+    "alert": serlog.ALERT,
+    "crit": logging.CRITICAL,
+    "critical": logging.CRITICAL,
+    "err": logging.ERROR,
+    "error": logging.ERROR,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "notice": serlog.NOTICE,
+    "info": logging.INFO,
+    "dbg": logging.DEBUG,
+    "debug": logging.DEBUG,
+}
 
 VERSION_TEXT = f"Sip EXpress router (sipexpress {__version__} ({platform.machine()}/{sys.platform}))"
 
@@ -103,9 +120,42 @@ def builtin_commands(host: BuiltinHost, allow_kill: bool = False) -> list[MgmtCo
     ]
     if allow_kill:
         cmds.append(("kill", kill, "terminate the server (SIGTERM to its process group)"))
-    return [
-        MgmtCommand(name, h, doc=doc, params_doc="text" if name == "print" else "") for name, h, doc in cmds
+    # ours after all of SER's, so that `which` ends as SER's did
+    cmds.append(("log_tail", log_tail, "the server's recent log lines (a ring of the last 1000)"))
+    docs = {"print": "text", "log_tail": "[lines (100)] [lowest level: err|warn|notice|info|dbg] [after seq]"}
+    return [MgmtCommand(name, h, doc=doc, params_doc=docs.get(name, "")) for name, h, doc in cmds]
+
+
+async def log_tail(params: list[str]) -> MgmtReply:
+    """``log_tail [lines] [level] [after]``: the last lines of the ring,
+    oldest first; ``after`` (a sequence number) lets a reader poll for new
+    lines only."""
+    count_s = params[0].strip() if params else ""
+    level_s = params[1].strip().lower() if len(params) > 1 else ""
+    after_s = params[2].strip() if len(params) > 2 else ""
+    if count_s and not count_s.isdigit():
+        raise MgmtError(400, "log_tail: the number of lines must be a number")
+    if level_s and level_s not in LOG_LEVELS:
+        raise MgmtError(400, f"log_tail: unknown level '{level_s}' (one of {', '.join(LOG_LEVELS)})")
+    if after_s and not after_s.isdigit():
+        raise MgmtError(400, "log_tail: 'after' must be a sequence number")
+    count = min(int(count_s), serlog.RING_LINES) if count_s else LOG_TAIL_DEFAULT
+    lines = serlog.recent.tail(count, LOG_LEVELS.get(level_s, 0), int(after_s or 0))
+    data = [
+        {"seq": x.seq, "time": x.time, "level": x.level, "logger": x.logger, "message": x.message}
+        for x in lines
     ]
+    text = "".join(
+        f"{x.seq} {time.strftime('%b %d %H:%M:%S', time.localtime(x.time))} {x.level}: {x.logger}: {_one_line(x.message)}\n"
+        for x in lines
+    )
+    return MgmtReply(data=data, text=text)
+
+
+def _one_line(text: str) -> str:
+    """A message as one FIFO line (a newline would end the reply early for
+    a line-by-line reader)."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _terminate_group() -> None:

@@ -51,6 +51,7 @@ from sipexpress.modules.usrloc import (
     q2str,
     str2q,
 )
+from sipexpress.modules.usrloc.records import CState
 from sipexpress.sip.errors import SipParseError
 from sipexpress.sip.headers import split_values, unquote
 from sipexpress.sip.uri import SipUri, unescape
@@ -135,6 +136,7 @@ class RegisterRequest:
     flags: int = 0  # FL_NAT, FL_MEM
     socket: str | None = None
     path: str | None = None
+    source: tuple[str, int] | None = None  # the REGISTER's source address (the web console shows it)
 
 
 @dataclass(slots=True)
@@ -244,6 +246,7 @@ def _plan_general(rec: Urecord | None, req: RegisterRequest, now: float, cfg: Re
             received=spec.received or req.received,
             socket=req.socket,
             path=req.path,
+            source=req.source,
         )
     touched = set(new) | set(dels)
     kept = [c for c in valid_now if c.uri not in touched]
@@ -309,6 +312,8 @@ def _plan_one(
         spec.received or req.received,
         req.socket,
         req.path,
+        CState.CS_NEW,
+        req.source,
     )
     if not current or (len(current) == 1 and old is not None):
         result = [new]
@@ -518,6 +523,7 @@ class RegistrarModule(Module):
             flags,
             f"{_PROTO_NAMES[rcv.proto]}:{rcv.dst_ip}:{rcv.dst_port}",
             ", ".join(path) if path else None,
+            (rcv.src_ip, rcv.src_port),
         )
 
     def _save_now(self, ctx: RequestContext, d: Udomain, flags: int, reply: bool) -> int:

@@ -83,14 +83,20 @@ def request_lines(
     return [method, ruri, next_hop, *headers, ".", *(body or []), "."]
 
 
-def instant_message(send: Send, to: str, text: str, sender: str, contact: str | None = None) -> Completion:
+def message_lines(to: str, text: str, sender: str, contact: str | None = None) -> list[str]:
+    """The ``t_uac_dlg`` lines of a MESSAGE (for callers that send them
+    asynchronously themselves)."""
     headers = [
         f"From: {sender}",
         f"To: <{to}>" if not to.startswith("<") else f"To: {to}",
         f"Contact: {contact or '<sip:daemon@!!>'}",
         "Content-Type: text/plain; charset=UTF-8",
     ]
-    return parse_completion(send(request_lines("MESSAGE", to, headers, text.splitlines() or [""])))
+    return request_lines("MESSAGE", to, headers, text.splitlines() or [""])
+
+
+def instant_message(send: Send, to: str, text: str, sender: str, contact: str | None = None) -> Completion:
+    return parse_completion(send(message_lines(to, text, sender, contact)))
 
 
 @dataclass(slots=True)

@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -45,6 +45,7 @@ from sipexpress.sip.uri import SipUri
 from sipexpress.uac import flows
 from sipexpress.web import security as sec
 from sipexpress.web.config import WebConfig
+from sipexpress.web.console import FL_PERMANENT, Console, page_number
 from sipexpress.web.mail import send_mail
 from sipexpress.web.monitor import Monitor
 from sipexpress.web.serclient import SerClient, SerDown, SerError
@@ -54,7 +55,6 @@ log = logging.getLogger("sipexpress.web")
 HERE = Path(__file__).resolve().parent
 MAX_FORM = 16384
 EXPIRY_CHOICES = {"permanent": 0, "3600": 3600, "86400": 86400, "604800": 604800}
-FL_PERMANENT = 128  # usrloc's permanent contact flag
 
 
 class FormError(Exception):
@@ -88,6 +88,7 @@ class WebApp:
         env.filters["dt"] = _fmt_dt
         env.filters["duration"] = _fmt_duration
         self.templates = Jinja2Templates(env=env)
+        self.console = Console(self)
 
     # -- plumbing ------------------------------------------------------------------
     def render(self, request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
@@ -520,37 +521,6 @@ class WebApp:
         self.flash(request, f"Contact {uri} removed.")
         return self.redirect("/contacts")
 
-    # -- instant messages ------------------------------------------------------------
-    async def im(self, request: Request) -> Response:
-        u, d = self.user(request)
-        values = {"to": request.query_params.get("to", "")[:128], "text": ""}
-        if request.method == "GET":
-            return self.render(request, "im.html", form=values)
-        form = await self.form(request)
-        values = {"to": self.field(form, "to"), "text": self.field(form, "text")}
-        errors = [
-            e
-            for e in (
-                sec.check_uri(values["to"]),
-                sec.check_text(values["text"], "a message", self.cfg.im_length, required=True),
-            )
-            if e
-        ]
-        if errors:
-            return self.render(request, "im.html", 400, errors=errors, form=values)
-        # a line holding just "." would end the body in t_uac_dlg's line format
-        text = "\n".join(" ." if line == "." else line for line in values["text"].splitlines())
-        send = self.ser.t_uac_dlg_sender(self.cfg.outbound)
-        res = await asyncio.to_thread(flows.instant_message, send, values["to"], text, f"<sip:{u}@{d}>", None)
-        if res.code == 503 and not res.headers:
-            raise SerDown(res.reason)
-        if res.ok:
-            self.flash(request, f"Message delivered to {values['to']} ({res.status}).")
-            return self.redirect("/im")
-        return self.render(
-            request, "im.html", 502, errors=[f"The message was not delivered: {res.status}."], form=values
-        )
-
     # -- phonebook and click-to-dial ---------------------------------------------------
     async def phonebook(self, request: Request) -> Response:
         u, d = self.user(request)
@@ -636,7 +606,7 @@ class WebApp:
     async def calls(self, request: Request) -> Response:
         u, d = self.user(request)
         which = "acc" if request.query_params.get("list") == "history" else "missed_calls"
-        page = _page(request)
+        page = page_number(request)
         data = await self.store.calls(which, u, d, page, self.cfg.page_size)
         return self.render(request, "calls.html", data=data, which=which)
 
@@ -648,7 +618,7 @@ class WebApp:
         sort = qp.get("sort", "username")
         sort = sort if sort in SORTABLE else "username"
         desc = qp.get("dir") == "desc"
-        page = _page(request)
+        page = page_number(request)
         data = await self.store.search_users(q, page, self.cfg.page_size, sort, desc)
         return self.render(
             request,
@@ -773,28 +743,11 @@ class WebApp:
     async def admin_user_alias(self, request: Request) -> Response:
         u, d, _ = await self._target(request)
         form = await self.form(request)
-        alias, action = self.field(form, "alias"), self.field(form, "action")
-        back = _user_url(u, d)
-        err = sec.check_username(alias) if action in ("add", "remove") else "Unknown action."
-        err = err.replace("user name", "alias") if err else None
-        if err is None and action == "add" and await self.store.name_taken(alias, d):
-            err = f"{alias}@{d} is a user name already."
-        if err:
-            self.flash(request, err, "error")
-            return self.redirect(back)
-        aor, contact = f"{alias}@{d}", f"sip:{u}@{d}"
-        try:
-            if action == "add":
-                await self.ser.call("ul_add", ["aliases", aor, contact, "0", "1.00", "0", str(FL_PERMANENT)])
-            else:
-                await self.ser.call("ul_rm_contact", ["aliases", aor, contact])
-        except SerError as e:
-            if isinstance(e, SerDown):
-                raise
-            self.flash(request, f"The alias was not changed: {e.code} {e.reason}", "error")
-            return self.redirect(back)
-        self.flash(request, f"Alias {aor} {'added' if action == 'add' else 'removed'}.")
-        return self.redirect(back)
+        done, msg = await self.console.change_alias(
+            u, d, self.field(form, "alias"), self.field(form, "action")
+        )
+        self.flash(request, msg, "ok" if done else "error")
+        return self.redirect(_user_url(u, d))
 
     async def admin_user_delete(self, request: Request) -> Response:
         u, d, _ = await self._target(request)
@@ -804,18 +757,6 @@ class WebApp:
         await self.store.delete_user(u, d)
         self.flash(request, f"User {u}@{d} deleted.")
         return self.redirect("/admin/users")
-
-    async def admin_online(self, request: Request) -> Response:
-        await self.admin(request)
-        res = await self.ser.call("ul_dump")
-        rows = []
-        for dom in res if isinstance(res, list) else []:
-            for rec in dom.get("records", []):
-                for c in rec.get("contacts", []):
-                    if int(c.get("expires") or 0) > 0 or int(c.get("flags") or 0) & FL_PERMANENT:
-                        rows.append({"table": dom.get("domain"), "aor": rec.get("aor"), **c})
-        rows.sort(key=lambda r: (str(r["aor"]), str(r["contact"])))
-        return self.render(request, "admin_online.html", rows=rows)
 
     async def _health_data(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -898,13 +839,6 @@ def _user_url(u: str, d: str) -> str:
     from urllib.parse import quote
 
     return f"/admin/users/{quote(d, safe='')}/{quote(u, safe='')}"
-
-
-def _page(request: Request) -> int:
-    try:
-        return max(1, min(100000, int(request.query_params.get("page", "1"))))
-    except ValueError:
-        return 1
 
 
 def _pretty(result: Any) -> str:
@@ -991,6 +925,9 @@ def create_app(cfg: WebConfig, ser: SerClient | None = None) -> Starlette:
     def r(path: str, fn: Handler, methods: list[str] | None = None) -> Route:
         return Route(path, guard(fn), methods=methods or ["GET"])
 
+    async def favicon(request: Request) -> Response:
+        return FileResponse(HERE / "static" / "favicon.svg", media_type="image/svg+xml")
+
     post = ["POST"]
     routes = [
         r("/", web.index),
@@ -1006,7 +943,6 @@ def create_app(cfg: WebConfig, ser: SerClient | None = None) -> Starlette:
         r("/contacts", web.contacts),
         r("/contacts/add", web.contacts_add, post),
         r("/contacts/remove", web.contacts_remove, post),
-        r("/im", web.im, ["GET", "POST"]),
         r("/phonebook", web.phonebook),
         r("/phonebook/add", web.phonebook_add, post),
         r("/phonebook/{entry}/delete", web.phonebook_delete, post),
@@ -1020,11 +956,12 @@ def create_app(cfg: WebConfig, ser: SerClient | None = None) -> Starlette:
         r("/admin/users/{domain}/{username}/group", web.admin_user_group, post),
         r("/admin/users/{domain}/{username}/alias", web.admin_user_alias, post),
         r("/admin/users/{domain}/{username}/delete", web.admin_user_delete, post),
-        r("/admin/online", web.admin_online),
         r("/admin/health", web.admin_health),
         r("/admin/health.json", web.admin_health_json),
         r("/admin/command", web.admin_command, ["GET", "POST"]),
         r("/metrics", web.metrics),
+        *web.console.routes(r),
+        Route("/favicon.ico", favicon),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
 

@@ -89,19 +89,28 @@ class SerClient:
         finally:
             writer.close()
 
+    async def t_uac_dlg(self, lines: list[str], outbound: str | None, timeout: float = 40.0) -> str:
+        """Send one ``t_uac_dlg`` request without blocking; its completion
+        text as :meth:`t_uac_dlg_sender`'s ``send`` gives it."""
+        try:
+            res = await self.call("t_uac_dlg", _via_outbound(lines, outbound), timeout)
+        except SerDown as e:
+            return f"503 {e.text}\n"
+        except SerError as e:
+            return f"{e.code} {e.reason}\n{e.text}"
+        return completion_text(res)
+
     # -- the synchronous ``send(lines) -> completion text`` of uac.flows ------------
     def t_uac_dlg_sender(self, outbound: str | None, timeout: float = 40.0) -> Any:
         """A blocking callable for :mod:`sipexpress.uac.flows` (run it in a
         thread).  ``outbound`` replaces an empty (``.``) next-hop line."""
 
         def send(lines: list[str]) -> str:
-            if outbound and len(lines) > 2 and lines[2] == ".":
-                lines = [lines[0], lines[1], outbound, *lines[3:]]
             path = self.unix_path
             try:
                 res = rpc_call(
                     "t_uac_dlg",
-                    list(lines),
+                    _via_outbound(lines, outbound),
                     url=None if path else self.target,
                     unix_path=path,
                     timeout=timeout,
@@ -115,6 +124,13 @@ class SerClient:
             return completion_text(res)
 
         return send
+
+
+def _via_outbound(lines: list[str], outbound: str | None) -> list[str]:
+    """``outbound`` in place of an empty (``.``) next-hop line."""
+    if outbound and len(lines) > 2 and lines[2] == ".":
+        return [lines[0], lines[1], outbound, *lines[3:]]
+    return list(lines)
 
 
 def completion_text(res: Any) -> str:

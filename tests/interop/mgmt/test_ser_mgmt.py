@@ -94,7 +94,7 @@ def test_serctl_fifo_uptime(ser: SerProcess) -> None:
 def test_serctl_fifo_which(ser: SerProcess) -> None:
     r = serctl(ser, "fifo", "which")
     names = r.stdout.split("\n")
-    assert names[-8:] == ["ps", "which", "arg", "pwd", "version", "uptime", "print", ""]
+    assert names[-9:] == ["log_tail", "ps", "which", "arg", "pwd", "version", "uptime", "print", ""]
     for module_cmd in ("t_stats", "sl_stats", "ul_show_contact", "ul_add", "ul_rm", "ul_dump"):
         assert module_cmd in names
 

@@ -7,6 +7,7 @@ import os
 import re
 import stat
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,7 @@ async def test_uptime_byte_format(manager: Manager) -> None:
 async def test_which_lists_builtins_in_ser_order_without_kill(manager: Manager) -> None:
     assert await ask(manager, "which") == (
         "200 ok\nstats.snapshot\nstats.reset_statistics\nstats.get_statistics\n"
-        "ps\nwhich\narg\npwd\nversion\nuptime\nprint\n"
+        "log_tail\nps\nwhich\narg\npwd\nversion\nuptime\nprint\n"
     )
 
 
@@ -242,13 +243,13 @@ async def _big(params: list[str]) -> MgmtReply:
 
 
 @pytest.fixture
-async def manager_x(tmp_path: Path) -> Manager:
+async def manager_x(tmp_path: Path) -> AsyncIterator[Manager]:
     extra = [MgmtCommand("slow", _slow), MgmtCommand("t_hash_like", _big)]
     m = Manager(
         {"fifo": str(tmp_path / "ser_fifo"), "fifo_dir": f"{tmp_path}/", "fifo_timeout": 0.2}, (), extra
     )
     await m.start()
-    yield m  # type: ignore[misc]
+    yield m
     await m.stop()
 
 

@@ -53,6 +53,7 @@ def test_which_order_modules_first_last_registered_first() -> None:
         "stats.snapshot",
         "stats.reset_statistics",
         "stats.get_statistics",
+        "log_tail",
         "ps",
         "which",
         "arg",

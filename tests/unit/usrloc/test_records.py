@@ -11,7 +11,15 @@ from sipexpress.modules.registrar import (
     contact_header,
     plan_register,
 )
-from sipexpress.modules.usrloc import FL_PERMANENT, Q_UNSPECIFIED, Ucontact, Urecord, q2str, str2q
+from sipexpress.modules.usrloc import (
+    FL_PERMANENT,
+    Q_UNSPECIFIED,
+    Ucontact,
+    Urecord,
+    q2str,
+    source_address,
+    str2q,
+)
 from sipexpress.modules.usrloc.records import str2q_lenient
 
 NOW = 1_000_000.0
@@ -182,3 +190,18 @@ def test_contact_header_format() -> None:
         'Contact: <sip:a@1.2.3.4>;q=0.5;expires=60, <sip:b@5.6.7.8;transport=tcp>;expires=3600;received="sip:9.9.9.9:5070"\r\n'
     )
     assert contact_header([], NOW) is None
+
+
+def test_bindings_keep_the_register_source() -> None:
+    # one contact (the short path) and several: the Online page shows where each came from
+    one = plan_register(None, _req(ContactSpec("sip:a"), source=("192.0.2.7", 5062)), NOW, CFG)
+    assert [c.source for c in one.upserts] == [("192.0.2.7", 5062)]
+    two = plan_register(
+        None, _req(ContactSpec("sip:a"), ContactSpec("sip:b"), source=("2001:db8::1", 5060)), NOW, CFG
+    )
+    assert [c.source for c in two.upserts] == [("2001:db8::1", 5060)] * 2
+    assert [source_address(c.source) for c in (*one.upserts, two.upserts[0])] == [
+        "192.0.2.7:5062",
+        "[2001:db8::1]:5060",
+    ]
+    assert source_address(None) == ""

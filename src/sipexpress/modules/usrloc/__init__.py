@@ -489,6 +489,8 @@ class UsrlocModule(Module):
                             "cseq": c.cseq,
                             "user_agent": c.user_agent,
                             "received": c.received or "",
+                            "socket": c.socket or "",
+                            "source": source_address(c.source),
                             "flags": c.flags,
                             "state": c.state.name,
                         }
@@ -503,3 +505,11 @@ class UsrlocModule(Module):
     @staticmethod
     def _ptr(o: object | None) -> str:
         return "(nil)" if o is None else f"0x{id(o):x}"
+
+
+def source_address(source: tuple[str, int] | None) -> str:
+    """``ip:port`` (``[ip]:port`` for IPv6) of a binding's source, or ""."""
+    if source is None:
+        return ""
+    ip, port = source
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"

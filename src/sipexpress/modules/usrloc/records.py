@@ -49,6 +49,9 @@ class Ucontact:
     socket: str | None = None
     path: str | None = None
     state: CState = CState.CS_NEW
+    # where the REGISTER came from (ip, port); memory only, like SER's
+    # usrloc has no column for it: None after a restart loads the table
+    source: tuple[str, int] | None = None
 
     def valid(self, now: float) -> bool:
         """SER's VALID_CONTACT: not expired, or permanent."""
