@@ -175,21 +175,25 @@ def test_domains_aliases_and_groups(page: Any, web: WebServer) -> None:
     in_db = [r["domain"] for r in db_rows(web, d, order=d.c.domain)]
     assert in_db == ["example.com", "voip.example.org"]
     # the domain module (db_mode 1) was told to reload: ser knows them at once
-    assert sorted(x["domain"] for x in rpc_call("domain_dump", url=web.rpc_url)) == in_db
+    assert (
+        sorted(x["domain"] for x in rpc_call("domain_dump", url=web.rpc_url, secret=web.rpc_secret)) == in_db
+    )
     assert [r[0] for r in cells(page, "domains")] == in_db
     shot(page, "admin_domains")
     follow(page, page.get_by_role("button", name="Remove domain example.com"))
     assert "Domain example.com removed." in status(page)
     assert "ser reloaded its domain list." in status(page)
     assert [r["domain"] for r in db_rows(web, d, order=d.c.domain)] == ["voip.example.org"]
-    assert [x["domain"] for x in rpc_call("domain_dump", url=web.rpc_url)] == ["voip.example.org"]
+    assert [x["domain"] for x in rpc_call("domain_dump", url=web.rpc_url, secret=web.rpc_secret)] == [
+        "voip.example.org"
+    ]
     # aliases: in usrloc's table "aliases", seen by ul_show_contact
     follow(page, page.get_by_role("link", name="Aliases"))
     page.get_by_label("Alias (e.g. a number)").fill("7001")
     page.get_by_label("For the user").fill(f"dana@{DOMAIN}")
     follow(page, page.get_by_role("button", name="Add alias"))
     assert f"Alias 7001@{DOMAIN} added." in status(page)
-    got = rpc_call("ul_show_contact", ["aliases", f"7001@{DOMAIN}"], url=web.rpc_url)
+    got = rpc_call("ul_show_contact", ["aliases", f"7001@{DOMAIN}"], url=web.rpc_url, secret=web.rpc_secret)
     assert got[0]["contact"] == f"sip:dana@{DOMAIN}"
     # usrloc without use_domain keeps the user part only, and the page shows what it keeps
     assert cells(page, "aliases")[0][:2] == ["7001", f"sip:dana@{DOMAIN}"]
@@ -205,7 +209,7 @@ def test_domains_aliases_and_groups(page: Any, web: WebServer) -> None:
     follow(page, page.get_by_role("button", name="Remove alias 7001"))
     assert f"Alias 7001@{DOMAIN} removed." in status(page)
     with pytest.raises(RpcError):
-        rpc_call("ul_show_contact", ["aliases", f"7001@{DOMAIN}"], url=web.rpc_url)
+        rpc_call("ul_show_contact", ["aliases", f"7001@{DOMAIN}"], url=web.rpc_url, secret=web.rpc_secret)
     # groups: grp rows granted and revoked
     follow(page, page.get_by_role("link", name="Groups"))
     page.get_by_label("User", exact=True).fill(f"dana@{DOMAIN}")
@@ -248,7 +252,12 @@ def test_online_shows_the_phone_and_removes_it(page: Any, web: WebServer, phones
     assert "min" in text[5]
     shot(page, "admin_online")
     # search: by user agent, and nothing
-    rpc_call("ul_add", ["location", f"fifo@{DOMAIN}", "sip:fifo@192.0.2.9", "600", "1.00"], url=web.rpc_url)
+    rpc_call(
+        "ul_add",
+        ["location", f"fifo@{DOMAIN}", "sip:fifo@192.0.2.9", "600", "1.00"],
+        url=web.rpc_url,
+        secret=web.rpc_secret,
+    )
     page.get_by_label("Search").fill("sipp PHONE")
     follow(page, page.get_by_role("button", name="Search"))
     assert [r[0] for r in cells(page, "online")] == ["otto"]
@@ -264,18 +273,23 @@ def test_online_shows_the_phone_and_removes_it(page: Any, web: WebServer, phones
     assert f"Contact sip:otto@127.0.0.1:{reg.port} of otto removed." in status(page)
     assert page.locator("table#online tbody tr", has_text="sip:otto@").count() == 0
     with pytest.raises(RpcError) as err:
-        rpc_call("ul_show_contact", ["location", f"otto@{DOMAIN}"], url=web.rpc_url)
+        rpc_call("ul_show_contact", ["location", f"otto@{DOMAIN}"], url=web.rpc_url, secret=web.rpc_secret)
     assert err.value.data["ser_code"] == 404
 
 
 def test_log_viewer_shows_and_follows_the_servers_lines(page: Any, web: WebServer) -> None:
     # a line ser writes at error level: ul_add of a non-permanent contact with expires 0
     with pytest.raises(RpcError):
-        rpc_call("ul_add", ["location", f"first@{DOMAIN}", "sip:x@192.0.2.1", "0", "1.00"], url=web.rpc_url)
+        rpc_call(
+            "ul_add",
+            ["location", f"first@{DOMAIN}", "sip:x@192.0.2.1", "0", "1.00"],
+            url=web.rpc_url,
+            secret=web.rpc_secret,
+        )
     login(page, "admin", "heslo")
     page.wait_for_url("**/account")
     follow(page, page.get_by_role("link", name="Log"))
-    tail = rpc_call("log_tail", ["200"], url=web.rpc_url)
+    tail = rpc_call("log_tail", ["200"], url=web.rpc_url, secret=web.rpc_secret)
     rows = cells(page, "log")
     assert len(rows) == min(200, len(tail))
     newest = [(r["level"], r["logger"], r["message"]) for r in reversed(tail)]
@@ -288,9 +302,18 @@ def test_log_viewer_shows_and_follows_the_servers_lines(page: Any, web: WebServe
     assert len(rows) == 1 and rows[0][1] == "ERROR"
     # a new line appears while the page is open (no reload)
     with pytest.raises(RpcError):
-        rpc_call("ul_add", ["location", f"second@{DOMAIN}", "sip:y@192.0.2.2", "0", "1.00"], url=web.rpc_url)
+        rpc_call(
+            "ul_add",
+            ["location", f"second@{DOMAIN}", "sip:y@192.0.2.2", "0", "1.00"],
+            url=web.rpc_url,
+            secret=web.rpc_secret,
+        )
     wait_until(lambda: page.locator("table#log tbody tr").count() == 2)
-    ring = [x for x in rpc_call("log_tail", ["1000", "err"], url=web.rpc_url) if "persistent" in x["message"]]
+    ring = [
+        x
+        for x in rpc_call("log_tail", ["1000", "err"], url=web.rpc_url, secret=web.rpc_secret)
+        if "persistent" in x["message"]
+    ]
     clock = "%Y-%m-%d %H:%M:%S"
     assert cells(page, "log") == [
         [time.strftime(clock, time.localtime(x["time"])), x["level"], x["logger"], x["message"]]
@@ -322,7 +345,12 @@ ALL_PAGES = (
 def test_every_page_fits_a_phone_and_has_a_favicon(browser: Any, web: WebServer) -> None:
     # a long, unbreakable value in a table: a contact with a long user part
     long_uri = "sip:" + "x" * 90 + "@very-long-host-name.example.com:5060;transport=udp"
-    rpc_call("ul_add", ["location", f"admin@{DOMAIN}", long_uri, "600", "1.00"], url=web.rpc_url)
+    rpc_call(
+        "ul_add",
+        ["location", f"admin@{DOMAIN}", long_uri, "600", "1.00"],
+        url=web.rpc_url,
+        secret=web.rpc_secret,
+    )
     seed_acc(web)
     ctx = browser.new_context(base_url=web.base, viewport={"width": PHONE_WIDTH, "height": 844})
     ctx.set_default_timeout(10000)

@@ -238,6 +238,7 @@ def test_im_shows_progress_until_the_final_reply(page: Any, web: WebServer) -> N
             "ul_add",
             ["location", "mute@127.0.0.1", f"sip:mute@127.0.0.1:{port}", "600", "1.00"],
             url=web.rpc_url,
+            secret=web.rpc_secret,
         )
         login(page, "vera", "vera-pass1")
         page.goto("/im")
