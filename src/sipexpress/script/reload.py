@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sipexpress.core.registry import ConfigError, MgmtCommand, MgmtReply
+
+if TYPE_CHECKING:
+    from sipexpress.core.server import Core
 
 log = logging.getLogger("sipexpress.script")
 
 
-def reload_command(core: Any, path: str) -> MgmtCommand:
+def reload_command(core: Core, path: str) -> MgmtCommand:
     """``reload``: recompile ``path`` (the file ser started with, and no
     other: an error reply quotes the file's lines) and swap the routes."""
 
