@@ -6,6 +6,7 @@ import array
 import asyncio
 import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
@@ -168,6 +169,10 @@ class SerProcess:
     def start(self, extra_args: list[str] | None = None, wait: float = 15.0) -> None:
         cmd = [sys.executable, "-m", "sipexpress.cli.ser", "-f", str(self.cfg_path), "-D", "-E"]
         cmd += extra_args or []
+        # the default is one worker per core: tests that do not ask for
+        # workers (children= or -n) run one process, as they always did
+        if "-n" not in cmd and not re.search(r"^\s*children\s*=|\bchildren\b\W*:", self.cfg_path.read_text(), re.M):
+            cmd += ["-n", "1"]
         # the child keeps its own copy of the log descriptor
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(

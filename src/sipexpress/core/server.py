@@ -74,6 +74,7 @@ from sipexpress.sip.forwarding import (
 from sipexpress.sip.message import build_reply
 
 if TYPE_CHECKING:
+    from sipexpress.core.workers import WorkerInfo
     from sipexpress.sip.message import SipMessage
 
 log = logging.getLogger("sipexpress.core")
@@ -132,7 +133,12 @@ class Core:
         self.resolver = Resolver()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.udp_listeners: list[UdpListener] = []
+        #: the UDP sockets requests leave from (the listeners, or with
+        #: several workers each worker's private ones: core.workers)
+        self.udp_out: list[UdpListener] = self.udp_listeners
         self.tcp: TcpManager | None = None
+        #: this process's place among the workers; None: one process
+        self.worker: WorkerInfo | None = None
         self.last_negative_reply = -1e9  # loop time of the last sl reply >= 300
         self._tasks: set[asyncio.Task[Any]] = set()
         #: messages that arrive while the runner is still starting the
@@ -275,16 +281,25 @@ class Core:
             TcpLimits.from_options(self.options),
         )
         rcvbuf = int(self.options.get("maxbuffer") or 0)
+        bound = self.worker.sockets if self.worker is not None else None
         try:
             for proto, ip, port in sockets:
                 if proto is Proto.UDP:
-                    sock = bind_socket(ip, port, socket.SOCK_DGRAM, rcvbuf)
+                    sock = bound.listen[(proto, ip, port)] if bound else bind_socket(ip, port, socket.SOCK_DGRAM, rcvbuf)
                     lst = UdpListener(self.receive, ip, port, max_size)
                     await loop.create_datagram_endpoint(lambda lst=lst: lst, sock=sock)  # type: ignore[misc]
                     self.udp_listeners.append(lst)
+                    if bound:
+                        own = bound.private[(ip, port)]
+                        out = UdpListener(self.receive, ip, own.getsockname()[1], max_size)
+                        await loop.create_datagram_endpoint(lambda out=out: out, sock=own)  # type: ignore[misc]
+                        lst.via_port = out.via_port = out.port
+                        if self.udp_out is self.udp_listeners:
+                            self.udp_out = []
+                        self.udp_out.append(out)
                 elif proto is Proto.TCP:
                     tl = TcpListener(self.tcp, ip, port)
-                    await tl.start()
+                    await tl.start(sock=bound.listen[(proto, ip, port)] if bound else None)
                     self.tcp.listeners.append(tl)
         except OSError as e:
             self.close_listeners()
@@ -317,6 +332,9 @@ class Core:
     def close_listeners(self) -> None:
         for lst in self.udp_listeners:
             lst.close()
+        if self.udp_out is not self.udp_listeners:
+            for lst in self.udp_out:
+                lst.close()
         if self.tcp is not None:
             self.tcp.close()
 
@@ -471,7 +489,7 @@ class Core:
     # sending
     # ------------------------------------------------------------------
     def _udp_for(self, af: int) -> UdpListener | None:
-        for lst in self.udp_listeners:
+        for lst in self.udp_out:
             if lst.af == af:
                 return lst
         return None

@@ -64,7 +64,6 @@ _KINDS: dict[str, tuple[str, RouteType]] = {
 }
 
 # options that are accepted (SER knew them) but change nothing here
-# ("children" is reported by the core itself: one asyncio worker)
 _NO_EFFECT = {
     "memlog",
     "mhomed",
@@ -148,6 +147,7 @@ class CheckCore:
         self.reply_hooks: list[ReplyHook] = []
         self.to_tag_prefix = "check"
         self.last_negative_reply = -1e9
+        self.worker: WorkerInfo | None = None
 
     def add_module(self, module: Module) -> None:
         self.modules[module.name] = module
