@@ -171,7 +171,9 @@ class SerProcess:
         cmd += extra_args or []
         # the default is one worker per core: tests that do not ask for
         # workers (children= or -n) run one process, as they always did
-        if "-n" not in cmd and not re.search(r"^\s*children\s*=|\bchildren\b\W*:", self.cfg_path.read_text(), re.M):
+        if "-n" not in cmd and not re.search(
+            r"^\s*children\s*=|\bchildren\b\W*:", self.cfg_path.read_text(), re.M
+        ):
             cmd += ["-n", "1"]
         # the child keeps its own copy of the log descriptor
         with open(self.log_path, "ab") as log:

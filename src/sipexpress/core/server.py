@@ -285,7 +285,11 @@ class Core:
         try:
             for proto, ip, port in sockets:
                 if proto is Proto.UDP:
-                    sock = bound.listen[(proto, ip, port)] if bound else bind_socket(ip, port, socket.SOCK_DGRAM, rcvbuf)
+                    sock = (
+                        bound.listen[(proto, ip, port)]
+                        if bound
+                        else bind_socket(ip, port, socket.SOCK_DGRAM, rcvbuf)
+                    )
                     lst = UdpListener(self.receive, ip, port, max_size)
                     await loop.create_datagram_endpoint(lambda lst=lst: lst, sock=sock)  # type: ignore[misc]
                     self.udp_listeners.append(lst)

@@ -299,7 +299,7 @@ class Bus:
             self.send(dst, "?", (rid, what, arg))
         if not futs:
             return {}
-        done, pending = await asyncio.wait(futs.values(), timeout=timeout)
+        done, _pending = await asyncio.wait(futs.values(), timeout=timeout)
         out: dict[int, Any] = {}
         for dst, fut in futs.items():
             if fut in done and not fut.cancelled():
@@ -452,9 +452,9 @@ def supervise(
                 break
             if pid == 0:
                 break
-            slot = by_pid.pop(pid, None)
-            if slot is None:
+            if pid not in by_pid:
                 continue
+            slot = by_pid.pop(pid)
             code = os.waitstatus_to_exitcode(status)
             if stopping:
                 if code != 0:

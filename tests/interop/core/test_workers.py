@@ -25,7 +25,7 @@ import pytest
 from sipexpress.mgmt.client import fifo_request
 from sipexpress.sip.message import SipMessage
 from tests.interop.tm.phone import reply_to
-from tests.support import free_port, need_tool, run_sipp, udp_bound, wait_for
+from tests.support import free_port, need_tool, udp_bound, wait_for
 
 pytestmark = pytest.mark.interop
 
@@ -83,12 +83,23 @@ def register(ser: Any, user: str, contact_port: int, transport: str = "") -> Non
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         s.settimeout(5)
-        s.sendto(request("REGISTER", f"sip:{ser.host}:{ser.port}", user, s, f"<sip:{user}@127.0.0.1:{contact_port}{tp}>"), (ser.host, ser.port))
+        s.sendto(
+            request(
+                "REGISTER",
+                f"sip:{ser.host}:{ser.port}",
+                user,
+                s,
+                f"<sip:{user}@127.0.0.1:{contact_port}{tp}>",
+            ),
+            (ser.host, ser.port),
+        )
         rep = SipMessage.parse(s.recv(65535))
     assert rep.status == 200, rep.first_line
 
 
-def request(method: str, ruri: str, user: str, s: socket.socket, contact: str = "", proto: str = "UDP") -> bytes:
+def request(
+    method: str, ruri: str, user: str, s: socket.socket, contact: str = "", proto: str = "UDP"
+) -> bytes:
     host, port = s.getsockname()[:2]
     lines = [
         f"{method} {ruri} SIP/2.0",
@@ -108,8 +119,21 @@ def request(method: str, ruri: str, user: str, s: socket.socket, contact: str = 
 def uas(scenario: Path, port: int, calls: int) -> subprocess.Popen[bytes]:
     sipp = need_tool("sipp")
     proc = subprocess.Popen(
-        [sipp, "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port), "-m", str(calls), "-nostdin"]
-        + ["-timeout", "40", "-timeout_error"],
+        [
+            sipp,
+            "-sf",
+            str(scenario),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-m",
+            str(calls),
+            "-nostdin",
+            "-timeout",
+            "40",
+            "-timeout_error",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -120,8 +144,28 @@ def uas(scenario: Path, port: int, calls: int) -> subprocess.Popen[bytes]:
 def uac(ser: Any, scenario: Path, service: str, calls: int) -> subprocess.Popen[str]:
     sipp = need_tool("sipp")
     return subprocess.Popen(
-        [sipp, "-sf", str(scenario), "-s", service, f"{ser.host}:{ser.port}", "-i", "127.0.0.1"]
-        + ["-t", "un", "-max_socket", "1000", "-m", str(calls), "-r", str(calls), "-nostdin", "-timeout", "40", "-timeout_error"],
+        [
+            sipp,
+            "-sf",
+            str(scenario),
+            "-s",
+            service,
+            f"{ser.host}:{ser.port}",
+            "-i",
+            "127.0.0.1",
+            "-t",
+            "un",
+            "-max_socket",
+            "1000",
+            "-m",
+            str(calls),
+            "-r",
+            str(calls),
+            "-nostdin",
+            "-timeout",
+            "40",
+            "-timeout_error",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -199,7 +243,9 @@ def test_registration_seen_by_every_worker_at_once(ser_factory: Callable[..., An
             register(ser, user, sink_port)
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.bind(("127.0.0.1", 0))
-                s.sendto(request("MESSAGE", f"sip:{user}@{ser.host}:{ser.port}", user, s), (ser.host, ser.port))
+                s.sendto(
+                    request("MESSAGE", f"sip:{user}@{ser.host}:{ser.port}", user, s), (ser.host, ser.port)
+                )
                 msg = SipMessage.parse(sink.recv(65535))
                 assert msg.method == "MESSAGE" and msg.ruri.startswith(f"sip:{user}@127.0.0.1:{sink_port}")
                 sink.sendto(reply_to(msg, 200, "OK"), (ser.host, msg.via1.port or 5060))
@@ -256,10 +302,12 @@ def test_tcp_phone_held_by_another_worker(ser_factory: Callable[..., Any], child
     try:
         reg = request("REGISTER", f"sip:{ser.host}:{ser.port}", "tcpphone", phone, proto="TCP")
         reg = reg.replace(
-            f"{phone.getsockname()[0]}:{phone.getsockname()[1]};".encode(), f"127.0.0.1:{unreachable};".encode()
+            f"{phone.getsockname()[0]}:{phone.getsockname()[1]};".encode(),
+            f"127.0.0.1:{unreachable};".encode(),
         )
         reg = reg.replace(
-            b"Content-Length: 0", f"Contact: <sip:tcpphone@127.0.0.1:{unreachable};transport=tcp>\r\nExpires: 600\r\nContent-Length: 0".encode()
+            b"Content-Length: 0",
+            f"Contact: <sip:tcpphone@127.0.0.1:{unreachable};transport=tcp>\r\nExpires: 600\r\nContent-Length: 0".encode(),
         )
         phone.sendall(reg)
         assert read_tcp(phone).status == 200
@@ -267,7 +315,10 @@ def test_tcp_phone_held_by_another_worker(ser_factory: Callable[..., Any], child
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.bind(("127.0.0.1", 0))
                 s.settimeout(8)
-                s.sendto(request("MESSAGE", f"sip:tcpphone@{ser.host}:{ser.port}", "tcpphone", s), (ser.host, ser.port))
+                s.sendto(
+                    request("MESSAGE", f"sip:tcpphone@{ser.host}:{ser.port}", "tcpphone", s),
+                    (ser.host, ser.port),
+                )
                 msg = read_tcp(phone)
                 assert msg.method == "MESSAGE", msg.first_line
                 phone.sendall(reply_to(msg, 200, "OK"))
@@ -301,7 +352,9 @@ def test_supervisor_ps_restart_and_stop(ser_factory: Callable[..., Any], tmp_pat
         assert _ppid(pid) == main
     os.kill(workers[1], signal.SIGKILL)
     assert wait_for(lambda: "died (killed by signal 9): restarting it" in ser.log(), 10.0), ser.log()
-    assert wait_for(lambda: len({p for p, d in ps(ser) if d.startswith("receiver child=")} - set(workers)) == 1, 10.0)
+    assert wait_for(
+        lambda: len({p for p, d in ps(ser) if d.startswith("receiver child=")} - set(workers)) == 1, 10.0
+    )
     everyone = {p for p, d in ps(ser) if d.startswith("receiver child=")}
     assert ser.stop() == 0
     assert all(not _alive(p) for p in everyone)
