@@ -41,7 +41,8 @@ Worker 0 serves the FIFO, JSON-RPC and the web interface, and sums the
 statistics of all workers before a command runs.
 
 The supervisor (:func:`supervise`): SIGTERM/SIGINT stop every worker (exit
-code 0 once all stopped cleanly); a worker that dies before it has started
+code 0 once all stopped cleanly), SIGHUP is ignored (as Kamailio's main
+process does); a worker that dies before it has started
 stops the server with exit code 1; a worker that dies later is logged and
 restarted (Kamailio would stop the whole server instead), at most
 ``MAX_RESTARTS`` times a minute.  Every child is reaped.
@@ -185,7 +186,16 @@ class Bus:
     # -- sending -----------------------------------------------------------
     def send(self, dst: int, kind: str, payload: Any) -> None:
         """Queue ``(kind, payload)`` for worker ``dst`` (in order)."""
+        self._send(dst, pickle.dumps((kind, self.index, payload), protocol=pickle.HIGHEST_PROTOCOL))
+
+    def broadcast(self, kind: str, payload: Any) -> None:
+        """:meth:`send` to every other worker."""
         data = pickle.dumps((kind, self.index, payload), protocol=pickle.HIGHEST_PROTOCOL)
+        for dst in range(self.count):
+            if dst != self.index:
+                self._send(dst, data)
+
+    def _send(self, dst: int, data: bytes) -> None:
         backlog = self._backlog.get(dst)
         if backlog:
             backlog.append(data)
@@ -197,24 +207,6 @@ class Bus:
             self._schedule_retry()
         except OSError as e:
             log.error("bus: message to worker %d lost: %s", dst, e)
-
-    def broadcast(self, kind: str, payload: Any) -> None:
-        data = None
-        for dst in range(self.count):
-            if dst == self.index:
-                continue
-            if data is None:
-                data = pickle.dumps((kind, self.index, payload), protocol=pickle.HIGHEST_PROTOCOL)
-            if self._backlog.get(dst):
-                self._backlog[dst].append(data)
-                continue
-            try:
-                self._tx[dst].send(data)
-            except BlockingIOError:
-                self._backlog.setdefault(dst, []).append(data)
-                self._schedule_retry()
-            except OSError as e:
-                log.error("bus: message to worker %d lost: %s", dst, e)
 
     def _schedule_retry(self) -> None:
         if self._retry is None and self._loop is not None:
@@ -442,9 +434,7 @@ def supervise(
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
         elif info is not None and info.si_signo == signal.SIGHUP:
-            for pid in by_pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGHUP)
+            log.info("SIGHUP received: ignored (SIGTERM stops ser)")
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -600,7 +590,10 @@ class WorkerServices:
 
     def _reply_from_owner(self, src: int, msg: tuple[bytes, str, int, str, int, int]) -> None:
         raw, sip, sport, dip, dport, af = msg
-        self.core.receive(raw, ReceiveInfo(Proto.TCP, sip, sport, dip, dport, af, None))
+        # not now: the bus may be drained in the middle of a route (a look-up)
+        loop = self.core.loop
+        assert loop is not None
+        loop.call_soon(self.core.receive, raw, ReceiveInfo(Proto.TCP, sip, sport, dip, dport, af, None))
 
 
 def _top_branch(data: bytes) -> str | None:
