@@ -52,7 +52,7 @@ class Runner:
         if core.worker is not None:
             self.workers = WorkerServices(core, core.worker)
             self.workers.local_rows = self.local_rows
-            self.workers.start()
+            await self.workers.start()
         for m in core.module_list:
             for dep in m.depends:
                 if dep not in core.modules:

@@ -81,6 +81,8 @@ STOP_GRACE: Final = 15.0
 #: seconds a question to another worker may take
 ASK_TIMEOUT: Final = 3.0
 _BUS_BUFFER: Final = 4 * 1024 * 1024
+#: messages kept for a worker whose socket is full (or a kind not yet handled)
+MAX_BACKLOG: Final = 100_000
 
 
 # -- sockets -------------------------------------------------------------------
@@ -150,6 +152,9 @@ class Bus:
         self._backlog: dict[int, list[bytes]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retry: asyncio.TimerHandle | None = None
+        #: messages of a kind nobody handles yet (a module still starting),
+        #: replayed in order by :meth:`on`
+        self._unhandled: list[tuple[str, int, Any]] = []
 
     @staticmethod
     def pairs(count: int) -> list[tuple[socket.socket, socket.socket]]:
@@ -164,6 +169,16 @@ class Bus:
                 s.setblocking(False)
             out.append((a, b))
         return out
+
+    def on(self, kind: str, handler: Handler) -> None:
+        """Handle messages of ``kind`` from now on, first those that came
+        before (in order)."""
+        self.handlers[kind] = handler
+        waiting = [m for m in self._unhandled if m[0] == kind]
+        if waiting:
+            self._unhandled = [m for m in self._unhandled if m[0] != kind]
+            for k, src, payload in waiting:
+                self._dispatch(k, src, payload)
 
     @property
     def others(self) -> list[int]:
@@ -198,6 +213,9 @@ class Bus:
     def _send(self, dst: int, data: bytes) -> None:
         backlog = self._backlog.get(dst)
         if backlog:
+            if len(backlog) >= MAX_BACKLOG:  # that worker reads nothing: it hangs
+                log.error("bus: worker %d reads nothing; message dropped", dst)
+                return
             backlog.append(data)
             return
         try:
@@ -262,7 +280,10 @@ class Bus:
             return
         handler = self.handlers.get(kind)
         if handler is None:
-            log.error("bus: no handler for %r from worker %d", kind, src)
+            if len(self._unhandled) >= MAX_BACKLOG:
+                log.error("bus: no handler for %r from worker %d; dropped", kind, src)
+                return
+            self._unhandled.append((kind, src, payload))
             return
         try:
             handler(src, payload)
@@ -314,6 +335,8 @@ class WorkerInfo:
     sockets: WorkerSockets
     main_pid: int
     ready_fd: int = -1
+    #: a replacement for a worker that died: its state comes from the others
+    restarted: bool = False
 
     @property
     def serves_mgmt(self) -> bool:
@@ -334,8 +357,13 @@ class TcpOwners:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self.owner: dict[tuple[str, int], int] = {}
-        bus.handlers["tcp+"] = self._added
-        bus.handlers["tcp-"] = self._removed
+        bus.on("tcp+", self._added)
+        bus.on("tcp-", self._removed)
+        bus.on("tcp0", self._forget)
+
+    def _forget(self, src: int, _payload: None) -> None:
+        """Worker ``src`` was restarted: its predecessor's connections are gone."""
+        self.owner = {k: w for k, w in self.owner.items() if w != src}
 
     def _added(self, src: int, keys: list[tuple[str, int]]) -> None:
         for k in keys:
@@ -403,7 +431,8 @@ def supervise(
                         if id(s) not in keep:
                             s.close()
                 bus = Bus(slot.index, pairs)
-                rc = run_worker(WorkerInfo(slot.index, children, bus, mine, main_pid, ready_w))
+                info = WorkerInfo(slot.index, children, bus, mine, main_pid, ready_w, bool(slot.restarts))
+                rc = run_worker(info)
             except BaseException:
                 log.exception("worker %d failed", slot.index)
             finally:
@@ -505,18 +534,27 @@ class WorkerServices:
         self.rows: dict[int, list[tuple[int, str]]] = {}
         self.local_rows: Callable[[], list[tuple[int, str]]] = list
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """After the listeners are open, before the modules start."""
         core, bus = self.core, self.bus
         assert core.loop is not None
         bus.start(core.loop)
         bus.responders["state"] = self._state
         if core.tcp is not None:
-            self.owners = TcpOwners(bus)
-            core.tcp.announce = self.owners.announce
+            self.owners = owners = TcpOwners(bus)
+            core.tcp.announce = owners.announce
             core.tcp.hand_off = self._hand_off
-            bus.handlers["tcp>"] = self._write_for
-            bus.handlers["reply"] = self._reply_from_owner
+            bus.on("tcp>", self._write_for)
+            bus.on("reply", self._reply_from_owner)
+            bus.responders["tcp_owned"] = self._tcp_owned
+            if self.info.restarted:
+                bus.broadcast("tcp0", None)
+                for src, keys in (await bus.ask_all("tcp_owned")).items():
+                    owners._added(src, keys or [])
+
+    async def _tcp_owned(self, _arg: Any) -> list[tuple[str, int]]:
+        tcp = self.core.tcp
+        return [k for k, c in tcp.by_addr.items() if not c.closed] if tcp is not None else []
 
     def modules_started(self) -> None:
         """After the modules: our reply hook runs after tm's."""

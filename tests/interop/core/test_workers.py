@@ -241,16 +241,7 @@ def test_registration_seen_by_every_worker_at_once(ser_factory: Callable[..., An
     try:
         for user in users:
             register(ser, user, sink_port)
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.bind(("127.0.0.1", 0))
-                s.sendto(
-                    request("MESSAGE", f"sip:{user}@{ser.host}:{ser.port}", user, s), (ser.host, ser.port)
-                )
-                msg = SipMessage.parse(sink.recv(65535))
-                assert msg.method == "MESSAGE" and msg.ruri.startswith(f"sip:{user}@127.0.0.1:{sink_port}")
-                sink.sendto(reply_to(msg, 200, "OK"), (ser.host, msg.via1.port or 5060))
-                s.settimeout(5)
-                assert SipMessage.parse(s.recv(65535)).status == 200
+            message_reaches(ser, user, sink)
         dump = fifo_request(ser.fifo, "ul_dump")
         assert all(f"'{u}'" in dump for u in users), dump
         shown = fifo_request(ser.fifo, "ul_show_contact", ["location", "u7"])
@@ -279,6 +270,21 @@ def test_registration_seen_by_every_worker_at_once(ser_factory: Callable[..., An
         assert "usrloc:users_location = 23\n" in stats, stats
     finally:
         sink.close()
+
+
+def message_reaches(ser: Any, user: str, sink: socket.socket) -> None:
+    """A MESSAGE to ``user`` from a fresh socket (so, whichever worker
+    the kernel picks) reaches ``sink``, and sink's 200 the sender."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(5)
+        s.sendto(request("MESSAGE", f"sip:{user}@{ser.host}:{ser.port}", user, s), (ser.host, ser.port))
+        msg = SipMessage.parse(sink.recv(65535))
+        assert msg.method == "MESSAGE" and msg.ruri.startswith(
+            f"sip:{user}@127.0.0.1:{sink.getsockname()[1]}"
+        )
+        sink.sendto(reply_to(msg, 200, "OK"), (ser.host, msg.via1.port or 5060))
+        assert SipMessage.parse(s.recv(65535)).status == 200
 
 
 _FIFO_CALL = (
@@ -339,9 +345,13 @@ def read_tcp(conn: socket.socket) -> SipMessage:
 
 def test_supervisor_ps_restart_and_stop(ser_factory: Callable[..., Any], tmp_path: Path) -> None:
     """ps lists the main process and each worker; FIFO served once; a
-    killed worker is restarted; SIGTERM stops everything with exit 0 and
+    killed worker is restarted, with the registrations of the others; SIGTERM stops everything with exit 0 and
     leaves no process behind; a port in use is exit code 1."""
     ser = start_ser(ser_factory, 2)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(5)
+    register(ser, "kept", sink.getsockname()[1])
     rows = ps(ser)
     main = ser.proc.pid
     assert rows[0] == (main, "main process: supervises 2 workers")
@@ -355,6 +365,9 @@ def test_supervisor_ps_restart_and_stop(ser_factory: Callable[..., Any], tmp_pat
     assert wait_for(
         lambda: len({p for p, d in ps(ser) if d.startswith("receiver child=")} - set(workers)) == 1, 10.0
     )
+    for _ in range(6):  # whichever worker takes it, the new one too
+        message_reaches(ser, "kept", sink)
+    sink.close()
     everyone = {p for p, d in ps(ser) if d.startswith("receiver child=")}
     assert ser.stop() == 0
     assert all(not _alive(p) for p in everyone)

@@ -174,9 +174,26 @@ class UsrlocModule(Module):
         self._timer = asyncio.get_running_loop().create_task(self._timer_loop())
         worker = self.core.worker
         if worker is not None and worker.count > 1 and self.db_mode != DB_ONLY:
-            self._replicate = self._replicator(worker.bus)
+            bus = worker.bus
+            bus.responders["usrloc_dump"] = self._dump
+            if worker.restarted:  # the others' tables, then what they changed meanwhile
+                for tables in (await bus.ask_all("usrloc_dump")).values():
+                    if tables is not None:
+                        for table, contacts in tables:
+                            d = self.register_domain(table)
+                            for c in contacts:
+                                d.apply_replica(c.aor, [c], ())
+                        break
+            self._replicate = self._replicator(bus)
             for d in self.domains.values():
                 self._replicate(d)
+
+    async def _dump(self, _arg: Any) -> list[tuple[str, list[Ucontact]]]:
+        """Every binding in memory (for a restarted worker)."""
+        for d in self.domains.values():
+            if d.before_read is not None:
+                d.before_read()
+        return [(n, [c for r in d.records.values() for c in r.contacts]) for n, d in self.domains.items()]
 
     def _replicator(self, bus: Bus) -> Callable[[Udomain], None]:
         """Keep the memory tables of all worker processes equal: every
@@ -194,7 +211,7 @@ class UsrlocModule(Module):
             d = self.domains.get(table) or self.register_domain(table)
             d.apply_replica(aor, ups, dels)
 
-        bus.handlers["usrloc"] = apply
+        bus.on("usrloc", apply)
 
         def install(d: Udomain) -> None:
             d.on_change = publish
