@@ -44,6 +44,7 @@ loadmodule "rr"
 loadmodule "usrloc"
 loadmodule "registrar"
 loadmodule "uri"
+loadmodule "exec"
 modparam("tm", "wt_timer", 1)
 modparam("tm", "fr_timer", 10)  # a loaded machine: SIPp may answer late
 
@@ -57,6 +58,7 @@ route{{
     }};
     if (method=="INVITE") {{ record_route(); }};
     if (method=="REGISTER") {{ save("location"); break; }};
+    if (uri=~"^sip:exec@") {{ exec_msg("cat > {workdir}/exec.$$"); sl_send_reply("200", "ran"); break; }};
     if (uri=~"^sip:busy@") {{ t_on_failure("1"); }};
     if (!lookup("location")) {{ sl_send_reply("404", "Not Found"); break; }};
     t_relay();
@@ -242,6 +244,34 @@ def test_registration_seen_by_every_worker_at_once(ser_factory: Callable[..., An
         for user in users:
             register(ser, user, sink_port)
             message_reaches(ser, user, sink)
+        # parallel forking: two contacts, each worker forks to both
+        sink2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink2.bind(("127.0.0.1", 0))
+        sink2.settimeout(5)
+        register(ser, "fork", sink_port)
+        register(ser, "fork", sink2.getsockname()[1])
+        for _ in range(children):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind(("127.0.0.1", 0))
+                s.settimeout(5)
+                s.sendto(
+                    request("MESSAGE", f"sip:fork@{ser.host}:{ser.port}", "fork", s), (ser.host, ser.port)
+                )
+                for phone, code in ((sink, 486), (sink2, 200)):
+                    msg = SipMessage.parse(phone.recv(65535))
+                    phone.sendto(reply_to(msg, code, "x"), (ser.host, msg.via1.port or 5060))
+                assert SipMessage.parse(s.recv(65535)).status == 200
+        sink2.close()
+        # exec in whichever worker: the command ran with the request on stdin
+        for _ in range(children):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind(("127.0.0.1", 0))
+                s.settimeout(10)
+                s.sendto(
+                    request("MESSAGE", f"sip:exec@{ser.host}:{ser.port}", "exec", s), (ser.host, ser.port)
+                )
+                assert SipMessage.parse(s.recv(65535)).status == 200
+        assert len(list(ser.workdir.glob("exec.*"))) == children
         dump = fifo_request(ser.fifo, "ul_dump")
         assert all(f"'{u}'" in dump for u in users), dump
         shown = fifo_request(ser.fifo, "ul_show_contact", ["location", "u7"])
@@ -266,8 +296,8 @@ def test_registration_seen_by_every_worker_at_once(ser_factory: Callable[..., An
         assert out == "202 Accepted", out
         # counters summed over the workers; usrloc (replicated) counted once
         stats = fifo_request(ser.fifo, "stats.get_statistics", ["all"])
-        assert "core:received_requests_register = 16\n" in stats, stats
-        assert "usrloc:users_location = 15\n" in stats, stats
+        assert "core:received_requests_register = 18\n" in stats, stats
+        assert "usrloc:users_location = 16\n" in stats, stats
     finally:
         sink.close()
 
