@@ -251,12 +251,7 @@ def test_registration_seen_by_every_worker_at_once(ser_factory: Callable[..., An
         register(ser, "fork", sink_port)
         register(ser, "fork", sink2.getsockname()[1])
         for _ in range(children):
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.bind(("127.0.0.1", 0))
-                s.settimeout(5)
-                s.sendto(
-                    request("MESSAGE", f"sip:fork@{ser.host}:{ser.port}", "fork", s), (ser.host, ser.port)
-                )
+            with message_from_fresh_socket(ser, "fork", 5) as s:
                 for phone, code in ((sink, 486), (sink2, 200)):
                     msg = SipMessage.parse(phone.recv(65535))
                     phone.sendto(reply_to(msg, code, "x"), (ser.host, msg.via1.port or 5060))
@@ -264,12 +259,7 @@ def test_registration_seen_by_every_worker_at_once(ser_factory: Callable[..., An
         sink2.close()
         # exec in whichever worker: the command ran with the request on stdin
         for _ in range(children):
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.bind(("127.0.0.1", 0))
-                s.settimeout(10)
-                s.sendto(
-                    request("MESSAGE", f"sip:exec@{ser.host}:{ser.port}", "exec", s), (ser.host, ser.port)
-                )
+            with message_from_fresh_socket(ser, "exec", 10) as s:
                 assert SipMessage.parse(s.recv(65535)).status == 200
         assert len(list(ser.workdir.glob("exec.*"))) == children
         dump = fifo_request(ser.fifo, "ul_dump")
@@ -278,10 +268,7 @@ def test_registration_seen_by_every_worker_at_once(ser_factory: Callable[..., An
         assert f"sip:u7@127.0.0.1:{sink_port}" in shown
         assert fifo_request(ser.fifo, "ul_rm", ["location", "u7"]).startswith("200")
         for _ in range(2 * children):  # whichever worker takes it: gone
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.bind(("127.0.0.1", 0))
-                s.settimeout(5)
-                s.sendto(request("MESSAGE", f"sip:u7@{ser.host}:{ser.port}", "u7", s), (ser.host, ser.port))
+            with message_from_fresh_socket(ser, "u7", 5) as s:
                 assert SipMessage.parse(s.recv(65535)).status == 404
         # t_uac_dlg from the FIFO (worker 0): the reply comes back to it
         pending = subprocess.Popen(
@@ -302,13 +289,20 @@ def test_registration_seen_by_every_worker_at_once(ser_factory: Callable[..., An
         sink.close()
 
 
+def message_from_fresh_socket(ser: Any, user: str, timeout: float = 5) -> socket.socket:
+    """A MESSAGE to ``user`` sent from a new socket (so, to whichever
+    worker the kernel picks); the socket, to read the reply."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(timeout)
+    s.sendto(request("MESSAGE", f"sip:{user}@{ser.host}:{ser.port}", user, s), (ser.host, ser.port))
+    return s
+
+
 def message_reaches(ser: Any, user: str, sink: socket.socket) -> None:
     """A MESSAGE to ``user`` from a fresh socket (so, whichever worker
     the kernel picks) reaches ``sink``, and sink's 200 the sender."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        s.settimeout(5)
-        s.sendto(request("MESSAGE", f"sip:{user}@{ser.host}:{ser.port}", user, s), (ser.host, ser.port))
+    with message_from_fresh_socket(ser, user, 5) as s:
         msg = SipMessage.parse(sink.recv(65535))
         assert msg.method == "MESSAGE" and msg.ruri.startswith(
             f"sip:{user}@127.0.0.1:{sink.getsockname()[1]}"
@@ -348,13 +342,7 @@ def test_tcp_phone_held_by_another_worker(ser_factory: Callable[..., Any], child
         phone.sendall(reg)
         assert read_tcp(phone).status == 200
         for _ in range(4 * children):
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.bind(("127.0.0.1", 0))
-                s.settimeout(8)
-                s.sendto(
-                    request("MESSAGE", f"sip:tcpphone@{ser.host}:{ser.port}", "tcpphone", s),
-                    (ser.host, ser.port),
-                )
+            with message_from_fresh_socket(ser, "tcpphone", 8) as s:
                 msg = read_tcp(phone)
                 assert msg.method == "MESSAGE", msg.first_line
                 phone.sendall(reply_to(msg, 200, "OK"))
