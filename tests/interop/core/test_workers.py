@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,8 @@ children={children}
 listen=udp:{host}:{port}
 listen=tcp:{host}:{port}
 fifo="{fifo}"
+jsonrpc_http="127.0.0.1:{rpc}"
+jsonrpc_secret="t0ken"
 loadmodule "sl"
 loadmodule "tm"
 loadmodule "rr"
@@ -76,7 +79,7 @@ failure_route[1] {{
 
 
 def start_ser(ser_factory: Callable[..., Any], children: int) -> Any:
-    return ser_factory(CFG, children=children)
+    return ser_factory(CFG, children=children, rpc=free_port(socket.SOCK_STREAM))
 
 
 def register(ser: Any, user: str, contact_port: int, transport: str = "") -> None:
@@ -285,6 +288,12 @@ def test_registration_seen_by_every_worker_at_once(ser_factory: Callable[..., An
         stats = fifo_request(ser.fifo, "stats.get_statistics", ["all"])
         assert "core:received_requests_register = 18\n" in stats, stats
         assert "usrloc:users_location = 16\n" in stats, stats
+        for i in range(4):  # after the last command: /metrics asks the workers itself
+            register(ser, f"late{i}", sink_port)
+        rpc = re.search(r'jsonrpc_http="([^"]+)"', ser.cfg_path.read_text()).group(1)  # type: ignore[union-attr]
+        with urllib.request.urlopen(f"http://{rpc}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        assert 'sipexpress_core_received_requests_total{method="REGISTER"} 22.0' in metrics, metrics
     finally:
         sink.close()
 
