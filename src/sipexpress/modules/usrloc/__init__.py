@@ -181,19 +181,23 @@ class UsrlocModule(Module):
                     if tables is not None:
                         for table, contacts in tables:
                             d = self.register_domain(table)
-                            for c in contacts:
+                            for t in contacts:
+                                c = Ucontact.from_tuple(t)
                                 d.apply_replica(c.aor, [c], ())
                         break
             self._replicate = self._replicator(bus)
             for d in self.domains.values():
                 self._replicate(d)
 
-    async def _dump(self, _arg: Any) -> list[tuple[str, list[Ucontact]]]:
+    async def _dump(self, _arg: Any) -> list[tuple[str, list[tuple[Any, ...]]]]:
         """Every binding in memory (for a restarted worker)."""
         for d in self.domains.values():
             if d.before_read is not None:
                 d.before_read()
-        return [(n, [c for r in d.records.values() for c in r.contacts]) for n, d in self.domains.items()]
+        return [
+            (n, [c.as_tuple() for r in d.records.values() for c in r.contacts])
+            for n, d in self.domains.items()
+        ]
 
     def _replicator(self, bus: Bus) -> Callable[[Udomain], None]:
         """Keep the memory tables of all worker processes equal: every
@@ -204,12 +208,12 @@ class UsrlocModule(Module):
         worker that made the change."""
 
         def publish(table: str, aor: str, ups: Sequence[Ucontact], dels: Sequence[str]) -> None:
-            bus.broadcast("usrloc", (table, aor, list(ups), list(dels)))
+            bus.broadcast("usrloc", (table, aor, [c.as_tuple() for c in ups], list(dels)))
 
-        def apply(src: int, change: tuple[str, str, list[Ucontact], list[str]]) -> None:
+        def apply(src: int, change: tuple[str, str, list[tuple[Any, ...]], list[str]]) -> None:
             table, aor, ups, dels = change
             d = self.domains.get(table) or self.register_domain(table)
-            d.apply_replica(aor, ups, dels)
+            d.apply_replica(aor, [Ucontact.from_tuple(t) for t in ups], dels)
 
         bus.on("usrloc", apply)
 
