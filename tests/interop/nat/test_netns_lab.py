@@ -10,7 +10,7 @@ from tests.support import wait_for
 
 
 def test_masquerade_and_binding_expiry() -> None:
-    with nat_lab(udp_timeout=2) as lab:
+    with nat_lab(udp_timeout=1) as lab:
         server = lab.socket(lab.public)
         phone = lab.socket(lab.home)
         with server, phone:
