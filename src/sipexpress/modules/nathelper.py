@@ -21,7 +21,8 @@ Keep-alives (SER's ``natping_interval``): every interval each valid binding
 of every usrloc table (all of them, or those with FL_NAT when
 ``ping_nated_only``) gets a ping from the socket its REGISTER came in on, to
 its ``received`` address (else its contact): an OPTIONS request over UDP
-(``sipping_method``; empty: SER 0.9's four zero bytes), a CRLFCRLF
+(``natping_method``, Kamailio's ``sipping_method``; ``"null"``: SER 0.9's
+default of four zero bytes), a CRLFCRLF
 keep-alive (RFC 5626 §4.4.1) on the binding's TCP connection.  The NAT's
 binding sees a packet at least every interval and stays open.  Replies to
 the pings are absorbed here (a reply hook that only exists when pinging is
@@ -164,14 +165,18 @@ class NathelperModule(Module):
         Param("natping_interval", int, 0, "seconds between NAT keep-alives to registered contacts; 0 off"),
         Param("ping_nated_only", int, 0, "1: ping only contacts saved with the NAT flag (FL_NAT)"),
         Param(
-            "sipping_method", str, "OPTIONS", "method of the UDP keep-alive; empty: 4 zero bytes (SER 0.9)"
+            "natping_method",
+            str,
+            "OPTIONS",
+            'request method of the UDP keep-alive; "null": 4 zero bytes (SER 0.9\'s default)',
         ),
+        Param("sipping_method", str, "", "Kamailio's name for natping_method"),
         Param("sipping_from", str, "", "From URI of the keep-alives (default sip:pinger@<socket address>)"),
         Param(
-            "received_avp",
-            int,
-            42,
-            "accepted for SER/Kamailio configs: save() reads what fix_nated_register sets",
+            "append_sdp_oldmediaip", int, 1, "fix_nated_sdp(2) records each replaced address (a=oldmediaip)"
+        ),
+        Param(
+            "received_avp", int, 42, "accepted for SER/Kamailio configs (save() reads fix_nated_register's)"
         ),
     )
     counters = (
@@ -253,6 +258,8 @@ class NathelperModule(Module):
 
     def add_rcv_param(self, ctx: RequestContext, in_uri: bool = False) -> int:
         rcv = ctx.rcv
+        if in_uri and rcv.proto is not Proto.UDP:
+            return -1  # a URI parameter carries no transport (Kamailio: UDP only)
         received = nat.received_uri(rcv.src_ip, rcv.src_port, rcv.proto.token)
         value = nat.received_param_value(ctx.msg, received, in_uri)
         if value is None:
@@ -268,11 +275,13 @@ class NathelperModule(Module):
             return -1
         if not body:
             return -1
-        fixed = nat.fix_sdp(body, flags, ip or ctx.rcv.src_ip)
+        fixed = nat.fix_sdp(body, flags, ip or ctx.rcv.src_ip, bool(self.values["append_sdp_oldmediaip"]))
         if fixed is None:
             return -1
-        if fixed != body:
-            msg.set_body(fixed)
+        new_body, changed = fixed
+        if not changed:
+            return 2  # Kamailio: nothing needed changing
+        msg.set_body(new_body)
         return 1
 
     # -- keep-alives --------------------------------------------------------------
@@ -283,6 +292,12 @@ class NathelperModule(Module):
         if interval == 0:
             return
         if self.values["sipping_method"]:
+            self.values["natping_method"] = self.values["sipping_method"]
+        method = str(self.values["natping_method"]).upper()
+        self.values["natping_method"] = "" if method == "NULL" else method
+        if method and any(not ch.isalpha() for ch in method):
+            raise ConfigError(f"nathelper: natping_method {method!r} is not a method name")
+        if self.values["natping_method"]:
             self.core.reply_hooks.append(self._absorb_reply)
         self._task = asyncio.get_running_loop().create_task(self._ping_loop(interval))
 
@@ -335,7 +350,7 @@ class NathelperModule(Module):
             lst = self._udp_listener(p)
             if lst is None:
                 return False
-            method = str(self.values["sipping_method"])
+            method = str(self.values["natping_method"])
             if not method:
                 return bool(lst.sendto(ZERO_PING, p.dst_ip, p.dst_port))
             self._seq += 1

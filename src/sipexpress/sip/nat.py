@@ -37,6 +37,7 @@ class NatTest(enum.IntFlag):
     O_1918 = 0x20  # (Kamailio) the source IP itself is private
     WS = 0x40  # (Kamailio) came over WebSocket: no WebSocket transport here, never true
     C_PORT = 0x80  # (Kamailio) Contact URI port differs from the source port
+    SDP_CLINE = 0x100  # (Kamailio) an SDP c= address differs from the source IP
 
 
 class SdpFix(enum.IntFlag):
@@ -52,7 +53,7 @@ class SdpFix(enum.IntFlag):
 # unique local addresses, as Kamailio's nets_1918 grew to include
 _PRIVATE = tuple(
     ipaddress.ip_network(n)
-    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "192.0.0.0/29", "fc00::/7")
 )
 
 
@@ -115,6 +116,10 @@ def nat_uac_test(msg: SipMessage, src_ip: str, src_port: int, flags: int) -> boo
         uri = first_contact_uri(msg)
         if uri is not None and (uri.port or SIP_PORT) != src_port:
             return True
+    if flags & NatTest.SDP_CLINE:
+        sdp = sdp_body(msg)
+        if sdp is not None and any(not _same_address(a, src_ip) for a in sdp.addresses()):
+            return True
     return False
 
 
@@ -157,6 +162,8 @@ def fixed_contact_value(msg: SipMessage, src_ip: str, src_port: int) -> str | No
         return None
     uri.host = f"[{src_ip}]" if ":" in src_ip else src_ip
     uri.port = src_port
+    # the private maddr means nothing any more (Kamailio removes it too)
+    uri.params.pop("maddr", None)
     first.uri = str(uri)
     return ", ".join(str(c) for c in contacts)
 
@@ -170,8 +177,8 @@ def received_uri(src_ip: str, src_port: int, transport: str = "udp") -> str:
 
 def received_param_value(msg: SipMessage, received: str, in_uri: bool = False) -> str | None:
     """The Contact header value with ``;received="<received>"`` added to
-    every contact (``add_rcv_param``; ``in_uri``: to each contact URI
-    instead, Kamailio's ``add_rcv_param(1)``).  None without contacts."""
+    every contact (``add_rcv_param``; ``in_uri``: ``;received=<received>``
+    to each contact URI instead, Kamailio's ``add_rcv_param(1)``).  None without contacts."""
     try:
         contacts = msg.contacts
         if not contacts:
@@ -179,7 +186,7 @@ def received_param_value(msg: SipMessage, received: str, in_uri: bool = False) -
         for c in contacts:
             if in_uri:
                 uri = SipUri.parse(c.uri)
-                uri.params["received"] = f'"{received}"'
+                uri.params["received"] = received  # unquoted in a URI (Kamailio)
                 c.uri = str(uri)
             else:
                 c.params["received"] = f'"{received}"'
@@ -188,27 +195,46 @@ def received_param_value(msg: SipMessage, received: str, in_uri: bool = False) -
     return ", ".join(str(c) for c in contacts)
 
 
-def fix_sdp(body: bytes, flags: int, ip: str) -> bytes | None:
-    """The SDP with what ``fix_nated_sdp(flags)`` changes: c= (and o=)
-    addresses set to ``ip`` (on-hold 0.0.0.0 left alone), the direction
-    and nortpproxy attributes added.  None when the body is not SDP."""
+def fix_sdp(body: bytes, flags: int, ip: str, oldmediaip: bool = True) -> tuple[bytes, bool] | None:
+    """What ``fix_nated_sdp(flags)`` makes of a body: ``(body, changed)``,
+    or None when it is not SDP.  2: c= and RFC 3605 ``a=rtcp`` addresses
+    := ``ip`` (on-hold 0.0.0.0 left alone), each replaced one recorded in
+    ``a=oldmediaip:`` at the end (``oldmediaip``, SER 0.9 and Kamailio's
+    ``append_sdp_oldmediaip``); 8: the o= address too; 1:
+    ``a=direction:active`` at the end of each media section; 4:
+    ``a=nortpproxy:yes`` at the end."""
     try:
         sdp = sdplib.parse(body)
     except SipError:
         return None
+    changed = False
+    old_ips: list[str] = []
+    if flags & (SdpFix.FIX_MEDIP | SdpFix.FIX_ORGIP):
+        for i, addr in sdp.rtcp_addresses():
+            if not sdplib.is_null_address(addr) and not _same_address(addr, ip):
+                sdp.set_rtcp_address(i, ip)
+                changed = True
     if flags & SdpFix.FIX_MEDIP:
         for c in sdp.connections:
-            if not sdplib.is_null_address(c.address):
+            if not sdplib.is_null_address(c.address) and not _same_address(c.address, ip):
+                old_ips.append(c.address)
                 sdp.set_connection(c, ip)
+                changed = True
     if flags & SdpFix.FIX_ORGIP:
         old = sdp.origin_address
-        if old is not None and not sdplib.is_null_address(old):
+        if old is not None and not sdplib.is_null_address(old) and not _same_address(old, ip):
             sdp.set_origin_address(ip)
-    if flags & SdpFix.ADD_ADIRECTION and not sdp.has_attribute("direction:active"):
-        sdp.add_attribute("direction:active")
+            changed = True
+    if flags & SdpFix.ADD_ADIRECTION:
+        sdp.add_media_attribute("direction:active")
+        changed = True
     if flags & SdpFix.ADD_ANORTPPROXY and not sdp.has_attribute("nortpproxy:yes"):
-        sdp.add_attribute("nortpproxy:yes")
-    return sdp.to_bytes()
+        sdp.append("a=nortpproxy:yes")
+        changed = True
+    if oldmediaip:
+        for old in old_ips:
+            sdp.append(f"a=oldmediaip{'6' if ':' in old else ''}:{old}")
+    return (sdp.to_bytes() if changed else body), changed
 
 
 __all__ = [

@@ -110,11 +110,38 @@ class Sdp:
         """Is ``a=<text>`` (e.g. ``nortpproxy:yes``) anywhere in the body?"""
         return f"a={text}" in self.lines
 
-    def add_attribute(self, text: str) -> None:
-        """Append ``a=<text>`` at session level (before the first m=)."""
-        at = self.media[0].line if self.media else len(self.lines)
-        self.lines.insert(at, f"a={text}")
+    def append(self, line: str) -> None:
+        """Add a line at the end of the body (in the last media section)."""
+        self.lines.append(line)
+        if self.media:
+            self.media[-1].end = len(self.lines)
+
+    def add_media_attribute(self, text: str) -> None:
+        """Add ``a=<text>`` at the end of every media section (at the end
+        of the body without media)."""
+        if not self.media:
+            self.append(f"a={text}")
+            return
+        for m in reversed(self.media):
+            self.lines.insert(m.end, f"a={text}")
         self._reindex()
+
+    def rtcp_addresses(self) -> list[tuple[int, str]]:
+        """(line index, address) of each ``a=rtcp:<port> IN IP4 <addr>``
+        (RFC 3605) that names an address."""
+        out = []
+        for i, line in enumerate(self.lines):
+            if line.startswith("a=rtcp:"):
+                parts = line[7:].split()
+                if len(parts) == 4:
+                    out.append((i, parts[3]))
+        return out
+
+    def set_rtcp_address(self, i: int, address: str) -> None:
+        parts = self.lines[i][7:].split()
+        parts[2] = "IP6" if ":" in address else "IP4"
+        parts[3] = address
+        self.lines[i] = "a=rtcp:" + " ".join(parts)
 
     def _reindex(self) -> None:
         fresh = parse_text("\n".join(self.lines), self.eol)
