@@ -33,6 +33,7 @@ CATALOGUE: dict[str, str] = {
     "msilo": "sipexpress.modules.msilo:MsiloModule",
     "pike": "sipexpress.modules.pike:PikeModule",
     "nathelper": "sipexpress.modules.nathelper:NathelperModule",
+    "path": "sipexpress.modules.path:PathModule",
     # SER's database drivers: accepted so that old configs load; the
     # database layer itself is chosen by the db_url's scheme.
     "mysql": "sipexpress.modules.dbdriver:MysqlModule",
