@@ -78,7 +78,12 @@ async def run_test(flags: int, data: bytes, src: tuple[str, int] = PUBLIC) -> in
         (128, msg(contact="<sip:a@203.0.113.7:40123>"), PUBLIC, -1),
         (128, msg(contact="<sip:a@203.0.113.7>"), PUBLIC, 1),
         # 256: an SDP c= address differs from the source
-        (256, msg(body=SDP.replace("192.168.1.20", "203.0.113.7").replace("0.0.0.0", "203.0.113.7")), PUBLIC, -1),
+        (
+            256,
+            msg(body=SDP.replace("192.168.1.20", "203.0.113.7").replace("0.0.0.0", "203.0.113.7")),
+            PUBLIC,
+            -1,
+        ),
         (256, msg(body=SDP), PUBLIC, 1),
         # several bits: any one true is enough; none true is false
         (19, msg(contact="<sip:a@198.51.100.9>", via="203.0.113.7:5060"), PUBLIC, 1),
@@ -94,7 +99,9 @@ async def test_private_contact_from_a_public_source_is_detected_and_fixed() -> N
     203.0.113.7:40123; nat_uac_test finds it, fix_nated_contact rewrites the
     first Contact to the source (keeping user, parameters and the others)."""
     s = script('if (nat_uac_test("1")) { if (fix_nated_contact()) { setflag(1); }; };')
-    contact = '"Alice" <sip:alice@192.168.1.20:5062;transport=udp;maddr=192.168.1.20>;expires=60, <sip:x@10.0.0.1>'
+    contact = (
+        '"Alice" <sip:alice@192.168.1.20:5062;transport=udp;maddr=192.168.1.20>;expires=60, <sip:x@10.0.0.1>'
+    )
     _, ctx = await s.run(msg(contact=contact), src=PUBLIC)
     assert ctx.isflagset(1)
     out = SipMessage.parse(ctx.msg.serialize())
@@ -122,7 +129,9 @@ async def test_fix_nated_register_sets_received_for_save() -> None:
 
 async def test_add_rcv_param_to_each_contact_or_uri() -> None:
     s = script("add_rcv_param();")
-    _, ctx = await s.run(msg(method="REGISTER", contact="<sip:a@192.168.1.20>, <sip:b@192.168.1.20>"), src=PUBLIC)
+    _, ctx = await s.run(
+        msg(method="REGISTER", contact="<sip:a@192.168.1.20>, <sip:b@192.168.1.20>"), src=PUBLIC
+    )
     cs = SipMessage.parse(ctx.msg.serialize()).contacts
     assert [c.params["received"] for c in cs] == ['"sip:203.0.113.7:40123"'] * 2
     s = script('add_rcv_param("1");')
@@ -186,7 +195,9 @@ async def test_broken_input_gives_clear_results(data: bytes) -> None:
     """Item 5: malformed Contact, Via or SDP: every function answers
     (false / -1 for a rewrite it cannot do), none raises or hangs, and the
     message is still sendable."""
-    s = script('if (nat_uac_test("511")) { setflag(1); }; fix_nated_contact(); add_rcv_param(); fix_nated_sdp("15");')
+    s = script(
+        'if (nat_uac_test("511")) { setflag(1); }; fix_nated_contact(); add_rcv_param(); fix_nated_sdp("15");'
+    )
     rc, ctx = await s.run(data, src=PUBLIC)
     assert isinstance(rc, int)
     SipMessage.parse(ctx.msg.serialize())
