@@ -120,13 +120,15 @@ def ping_target(c: Ucontact) -> tuple[Proto, str, int] | None:
 
 def plan_pings(contacts: Iterable[Ucontact], now: float, nated_only: bool) -> list[Ping]:
     """The keep-alives of one round: one per valid binding (with FL_NAT
-    when ``nated_only``), duplicates (several AORs behind one NAT binding)
-    pinged once."""
+    when ``nated_only``) that was not registered through a Path,
+    duplicates (several AORs behind one NAT binding) pinged once."""
     out: list[Ping] = []
     seen: set[tuple[Proto, str, int]] = set()
     for c in contacts:
         if not c.valid(now) or (nated_only and not c.flags & FL_NAT):
             continue
+        if c.path:
+            continue  # registered through an edge proxy: the NAT is the edge's (or the UA's, RFC 5626) to keep open
         target = ping_target(c)
         if target is None or target in seen:
             continue
