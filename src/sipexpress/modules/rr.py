@@ -213,7 +213,10 @@ class RrModule(Module):
             for r in reversed(routes):
                 msg.insert_header("Route", str(r), first=True)
         if mine is not None and not routes:
-            return self._last_hop(ctx, mine)
+            text = mine.uri
+            # a plain Record-Route of ours (the everyday case) names no flow
+            if "@" in text or "received=" in text:
+                return self._last_hop(ctx, mine)
         return 1
 
     @staticmethod
