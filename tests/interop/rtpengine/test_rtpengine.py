@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from sipexpress.mgmt.client import fifo_request
 from sipexpress.modules.rtpengine.ng import NodeSet, parse_sockets
 from tests.rtpengine_peer import RtpengineProcess
 from tests.support import SIPP_SCENARIOS, SippPhone, free_port, need_tool, udp_exchange, wait_for
@@ -38,6 +39,7 @@ modparam("rtpengine", "rtpengine_tout_ms", 200)
 modparam("rtpengine", "rtpengine_retr", 2)
 modparam("rtpengine", "rtpengine_disable_tout", 60)
 route {{
+    if (method == "OPTIONS") {{ sl_send_reply("200", "OK"); break; }};  # the start-up probe stays here
     if (method == "INVITE") {{
         if (!rtpengine_manage("{flags}")) {{
             sl_send_reply("503", "Media Relay Unavailable");
@@ -163,7 +165,9 @@ def test_call_media_both_ways_through_rtpengine(ser_factory, rtpengines, tmp_pat
             return "".join(p.read_text(errors="replace") for p in uac_dir.glob("*_messages.log"))
 
         # the call is up when the caller has sent its ACK
-        assert wait_for(lambda: "ACK sip:" in uac_trace(), 20), uac_trace() + ser.log()
+        assert wait_for(lambda: "ACK sip:" in uac_trace(), 20), "\n=====".join(
+            [uac_trace(), ser.log(), uas.received(), rtpe.log()]
+        )
         ok = traced(uac_trace(), "SIP/2.0 200 OK")
         offer = traced(uas.received(), "INVITE sip:")
         # the callee is offered rtpengine, not the caller's socket
@@ -250,8 +254,19 @@ def test_failover_first_instance_dead(ser_factory, rtpengines, tmp_path: Path) -
     log = ser.log()
     assert f"rtpengine: {dead} did not answer offer for Call-ID {call_ids[0]}; disabled for 60 s" in log, log
     assert log.count("did not answer") == 1, log  # the second call skipped it
-    # the first call waited 2 x 200 ms for the dead one, the second did not
-    assert took[0] >= 0.4 and took[1] < 0.4, took
+    # the first call waited 2 x 200 ms for the dead one (the second did
+    # not: no second log line; its time is not asserted on a loaded machine)
+    assert took[0] >= 0.4, took
+    # the management side sees it, and can put it back
+    show = fifo_request(ser.fifo, "rtpengine.show")
+    assert f"{dead} weight=1 disabled=1 recheck_in=" in show and f"{rtpe.url} weight=1 disabled=0" in show, (
+        show
+    )
+    assert fifo_request(ser.fifo, "rtpengine.enable", [dead, "1"]).startswith("200")
+    assert f"{dead} weight=1 disabled=0" in fifo_request(ser.fifo, "rtpengine.show")
+    ping = fifo_request(ser.fifo, "rtpengine.ping")
+    assert f"{dead} no answer" in ping and f"{rtpe.url} pong" in ping, ping
+    assert f"{dead} weight=1 disabled=1" in fifo_request(ser.fifo, "rtpengine.show")
 
 
 def test_all_instances_dead_503(ser_factory, tmp_path: Path) -> None:
@@ -268,16 +283,15 @@ def test_all_instances_dead_503(ser_factory, tmp_path: Path) -> None:
         reply, _ = s.recvfrom(65535)
         took = time.monotonic() - started
     assert reply.startswith(b"SIP/2.0 503 Media Relay Unavailable"), reply
-    # 2 instances x 2 tries x 200 ms, and not much more
-    assert 0.8 <= took < 3.0, took
+    # 2 instances x 2 tries x 200 ms (the upper bound only says "no hang":
+    # the machine may be loaded)
+    assert 0.8 <= took < 5.0, took
     log = ser.log()
     assert "no rtpengine instance answered offer for Call-ID dead1" in log, log
     assert d1 in log and d2 in log
-    # both disabled now: the next INVITE is refused at once
-    started = time.monotonic()
+    # both disabled now: the next INVITE is refused without waiting
     reply2 = udp_exchange(invite(ser.port, "dead2", sdp(free_port())), "127.0.0.1", ser.port, 5)
     assert reply2 is not None and reply2.startswith(b"SIP/2.0 503"), reply2
-    assert time.monotonic() - started < 0.5
     assert "offer for Call-ID dead2 after 0.00 s (tried: none enabled)" in ser.log(), ser.log()
 
 
@@ -319,3 +333,96 @@ def test_broken_sdp(ser_factory, rtpengines, tmp_path: Path) -> None:
     ok = udp_exchange(invite(ser.port, "good1", sdp(free_port())), "127.0.0.1", ser.port, 5)
     assert ok is not None and ok.startswith(b"SIP/2.0 100"), ok
     assert wait_for(lambda: rtpe.calls() == [b"good1"], 5)
+
+
+SER09 = """
+    if (method == "INVITE") {{
+        if (!force_rtp_proxy()) {{ sl_send_reply("503", "Media Relay Unavailable"); break; }};
+        t_on_reply("1");
+    }} else if (method == "BYE") {{
+        unforce_rtp_proxy();
+    }};
+    t_relay_to_udp("127.0.0.1", "{uas}");
+}}
+onreply_route[1] {{
+    if (status =~ "2[0-9][0-9]") {{ force_rtp_proxy(); }};
+}}
+"""
+KAMAILIO = """
+    if (method == "INVITE") {{
+        if (!rtpengine_offer("replace-origin via-branch=1")) {{ sl_send_reply("503", "Media Relay Unavailable"); break; }};
+        t_on_reply("1");
+    }} else if (method == "BYE") {{
+        rtpengine_delete();
+    }};
+    t_relay_to_udp("127.0.0.1", "{uas}");
+}}
+onreply_route[1] {{
+    if (status =~ "2[0-9][0-9]") {{ rtpengine_answer("replace-origin via-branch=2"); }};
+}}
+"""
+
+
+def reply_to(request: bytes, status: str, to_tag: str, body: bytes = b"") -> bytes:
+    """A UAS's reply: the request's Vias, From, To (with our tag), Call-ID
+    and CSeq copied (RFC 3261 §8.2.6.2)."""
+    head, _, _ = request.partition(b"\r\n\r\n")
+    keep = [
+        ln
+        for ln in head.split(b"\r\n")[1:]
+        if ln.split(b":")[0].lower() in (b"via", b"from", b"call-id", b"cseq")
+    ]
+    to = next(ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"to:"))
+    lines = [f"SIP/2.0 {status}".encode(), *keep, to + f";tag={to_tag}".encode()]
+    if body:
+        lines.append(b"Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(body)}".encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def recv_until(s: socket.socket, start: bytes) -> bytes:
+    while True:
+        data = s.recv(65535)
+        if data.startswith(start):
+            return data
+
+
+@pytest.mark.parametrize("script", [SER09, KAMAILIO], ids=["force_rtp_proxy", "offer-answer-delete"])
+def test_request_and_reply_rewritten_then_deleted(
+    ser_factory, rtpengines, tmp_path: Path, script: str
+) -> None:
+    """SER 0.9's force_rtp_proxy()/unforce_rtp_proxy() and Kamailio's
+    rtpengine_offer/answer/delete: the INVITE's SDP and the 200's SDP point
+    at rtpengine, the BYE ends the session there."""
+    rtpe = start_rtpengine(rtpengines, tmp_path)
+    cfg = CFG[: CFG.index('    if (method == "INVITE")')] + script
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as callee,
+    ):
+        for s in (caller, callee):
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(5)
+        ser = ser_factory(cfg, socks=rtpe.url, flags="", uas=callee.getsockname()[1])
+        dest = ("127.0.0.1", ser.port)
+        caller_media, callee_media = free_port(), free_port()
+        caller.sendto(invite(ser.port, "call09", sdp(caller_media)), dest)
+        got = recv_until(callee, b"INVITE ").decode()
+        assert sdp_of(got)[0] == RTPE_IP and sdp_of(got)[1] != caller_media, got
+        callee.sendto(reply_to(got.encode(), "200 OK", "callee1", sdp(callee_media)), dest)
+        ok = recv_until(caller, b"SIP/2.0 200").decode()
+        assert sdp_of(ok)[0] == RTPE_IP and sdp_of(ok)[1] != callee_media, ok
+        assert rtpe.calls() == [b"call09"]
+        bye = (
+            invite(ser.port, "call09", b"")
+            .replace(b"INVITE sip:", b"BYE sip:")
+            .replace(b"CSeq: 1 INVITE", b"CSeq: 2 BYE")
+            .replace(b"To: <sip:callee@127.0.0.1>", b"To: <sip:callee@127.0.0.1>;tag=callee1")
+            .replace(b"branch=z9hG4bKcall09", b"branch=z9hG4bKbye09")
+        )
+        caller.sendto(bye, dest)
+        got_bye = recv_until(callee, b"BYE ")
+        assert wait_for(lambda: rtpe.calls() == [], 5), rtpe.calls()
+        callee.sendto(reply_to(got_bye, "200 OK", "callee1"), dest)
+        assert recv_until(caller, b"SIP/2.0 200")
+    assert "ERROR" not in ser.log(), ser.log()
