@@ -156,6 +156,10 @@ class SerProcess:
     port: int
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
+    # a command prefix (``ip netns exec NS``) and a readiness check for a ser
+    # the test cannot reach from where it runs (tests/netns.py)
+    prefix: list[str] = field(default_factory=list)
+    probe: Callable[[], bool] | None = None
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -166,7 +170,7 @@ class SerProcess:
         return str(self.workdir / "ser_fifo")
 
     def start(self, extra_args: list[str] | None = None, wait: float = 15.0) -> None:
-        cmd = [sys.executable, "-m", "sipexpress.cli.ser", "-f", str(self.cfg_path), "-D", "-E"]
+        cmd = [*self.prefix, sys.executable, "-m", "sipexpress.cli.ser", "-f", str(self.cfg_path), "-D", "-E"]
         cmd += extra_args or []
         # the child keeps its own copy of the log descriptor
         with open(self.log_path, "ab") as log:
@@ -177,6 +181,10 @@ class SerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ser exited with {self.proc.returncode}:\n{self.log()}")
+            if self.probe is not None:
+                if self.probe():
+                    return
+                continue
             if udp_exchange(options_request(self.host, self.port), self.host, self.port, 0.3):
                 return
             # a script that answers no OPTIONS: the log says the server runs

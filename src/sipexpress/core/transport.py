@@ -265,6 +265,9 @@ class TcpConnection(asyncio.Protocol):
             self.msg_started = None
         elif frames or self.msg_started is None:
             self.msg_started = now
+        if self.framer.pings:  # RFC 5626 §3.5.1: a CRLF pong for each ping
+            self.transport.write(b"\r\n" * self.framer.pings)  # type: ignore[union-attr]
+            self.framer.pings = 0
         receive = self.manager.receive
         for frame in frames:
             receive(frame, self.rcv)
