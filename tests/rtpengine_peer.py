@@ -14,6 +14,7 @@ import random
 import signal
 import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,16 @@ from tests.support import free_port, need_tool, wait_for
 
 
 def ng_exchange(
-    port: int, command: dict[str, Any], host: str = "127.0.0.1", timeout: float = 3.0
+    port: int,
+    command: dict[str, Any],
+    host: str = "127.0.0.1",
+    timeout: float = 3.0,
+    make_socket: Callable[[], socket.socket] | None = None,
 ) -> dict[bytes, Value]:
-    """One ng command to rtpengine at host:port and its reply dictionary."""
+    """One ng command to rtpengine at host:port and its reply dictionary
+    (``make_socket``: a UDP socket elsewhere, e.g. in a namespace)."""
     cookie = f"t{random.randrange(1 << 30)}".encode()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    with make_socket() if make_socket else socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
         s.sendto(cookie + b" " + encode(command), (host, port))
         while True:
@@ -45,7 +51,10 @@ class RtpengineProcess:
     interface: str = "127.0.0.1"
     ng_host: str = "127.0.0.1"
     ng_port: int = field(default_factory=free_port)
+    #: run inside this network namespace (``ip netns exec``); ``make_socket``
+    #: then gives a socket in it for the ng commands of the test
     netns: str | None = None
+    make_socket: Callable[[], socket.socket] | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -91,7 +100,7 @@ class RtpengineProcess:
             return False
 
     def ng(self, command: dict[str, Any], timeout: float = 3.0) -> dict[bytes, Value]:
-        return ng_exchange(self.ng_port, command, self.ng_host, timeout)
+        return ng_exchange(self.ng_port, command, self.ng_host, timeout, self.make_socket)
 
     def calls(self) -> list[bytes]:
         got = self.ng({"command": "list"}).get(b"calls", [])
