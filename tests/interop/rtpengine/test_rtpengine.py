@@ -267,6 +267,8 @@ def test_failover_first_instance_dead(ser_factory, rtpengines, tmp_path: Path) -
     ping = fifo_request(ser.fifo, "rtpengine.ping")
     assert f"{dead} no answer" in ping and f"{rtpe.url} pong" in ping, ping
     assert f"{dead} weight=1 disabled=1" in fifo_request(ser.fifo, "rtpengine.show")
+    stats = fifo_request(ser.fifo, "stats.get_statistics", ["rtpengine:"])
+    assert "rtpengine:offers = 2" in stats and "rtpengine:timeouts = 2" in stats, stats
 
 
 def test_all_instances_dead_503(ser_factory, tmp_path: Path) -> None:
