@@ -220,3 +220,20 @@ def test_no_instance_answers_gives_up_after_tout_times_retr_each() -> None:
     # both disabled: the next command gives up at once
     ex2 = Exchange(ns, "c2", "ck2", {"command": "offer"}, 1.0, timeout=0.2, retries=2)
     assert ex2.done and ex2.outcome is Outcome.NO_INSTANCE and ex2.datagrams() == []
+
+
+def test_protocol_code_is_sans_io() -> None:
+    """bencode and ng import no networking or event loop (the module's
+    asyncio adapter does the I/O)."""
+    import ast
+    from pathlib import Path
+
+    import sipexpress.modules.rtpengine as pkg
+
+    for name in ("bencode.py", "ng.py"):
+        tree = ast.parse((Path(pkg.__file__).parent / name).read_text())
+        imported = {
+            a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+        }
+        imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not imported & {"asyncio", "socket", "selectors"}, (name, imported)

@@ -32,12 +32,14 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sipexpress.core.context import RequestContext
 from sipexpress.core.registry import (
     ConfigError,
+    Fixup,
     FixupEnv,
+    Handler,
     MgmtCommand,
     MgmtError,
     MgmtReply,
@@ -63,9 +65,12 @@ from sipexpress.modules.tm.cell import Transaction
 from sipexpress.sip.errors import SipParseError
 from sipexpress.sip.message import SipMessage
 
+if TYPE_CHECKING:
+    from sipexpress.core.api import CoreAPI
+
 log = logging.getLogger("sipexpress.rtpengine")
 
-_ANY = RouteType.REQUEST | RouteType.FAILURE | RouteType.ONREPLY | RouteType.BRANCH
+_ANY = RouteType.ANY  # Kamailio's ANY_ROUTE
 
 #: SER 0.9 nathelper's force_rtp_proxy() letters -> rtpengine flags
 #: (``l`` and ``f`` are read by force_rtp_proxy itself)
@@ -146,7 +151,7 @@ class RtpengineModule(Module):
         ("unavailable", "commands for which no instance answered"),
     )
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: CoreAPI) -> None:
         super().__init__(core)
         self.offers = self.answers = self.deletes = 0
         self.errors = self.timeouts = self.unavailable = 0
@@ -274,7 +279,11 @@ class RtpengineModule(Module):
     # -- script functions -------------------------------------------------
     def functions(self) -> Sequence[ScriptFunction]:
         def f(
-            name: str, handler: Any, doc: str, fixup: Any = _fixup_flags, arities: tuple[int, ...] = (0, 1)
+            name: str,
+            handler: Handler,
+            doc: str,
+            fixup: Fixup = _fixup_flags,
+            arities: tuple[int, ...] = (0, 1),
         ) -> ScriptFunction:
             return ScriptFunction(name, handler, arities, fixup, _ANY, True, doc)
 
