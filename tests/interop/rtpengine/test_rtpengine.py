@@ -408,6 +408,13 @@ def test_request_and_reply_rewritten_then_deleted(
         ser = ser_factory(cfg, socks=rtpe.url, flags="", uas=callee.getsockname()[1])
         dest = ("127.0.0.1", ser.port)
         caller_media, callee_media = free_port(), free_port()
+        if script is SER09:
+            # marked by a relay before (SER 0.9's a=nortpproxy:yes): left alone without 'f'
+            marked = invite(ser.port, "marked09", sdp(caller_media) + b"a=nortpproxy:yes\r\n")
+            caller.sendto(marked, dest)
+            assert recv_until(caller, b"SIP/2.0 ").startswith(b"SIP/2.0 503")
+            assert "the SDP is marked a=nortpproxy:yes; left alone" in ser.log(), ser.log()
+            assert rtpe.calls() == []
         caller.sendto(invite(ser.port, "call09", sdp(caller_media)), dest)
         got = recv_until(callee, b"INVITE ").decode()
         assert sdp_of(got)[0] == RTPE_IP and sdp_of(got)[1] != caller_media, got

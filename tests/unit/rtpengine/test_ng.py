@@ -154,7 +154,16 @@ def test_parse_sockets() -> None:
         ("::1", 2225, 1),
         ("10.0.0.1", 22, 1),
     ]
-    for bad in ("udp:127.0.0.1", "udp:127.0.0.1:x", "udp:127.0.0.1:70000", "unix:/var/run/x:1", "udp:h:1=w"):
+    kamailio_set = parse_sockets("1 == udp:127.0.0.1:2223=2 udp:127.0.0.1:2224")
+    assert [(n.port, n.weight) for n in kamailio_set] == [(2223, 2), (2224, 1)]
+    for bad in (
+        "udp:127.0.0.1",
+        "udp:127.0.0.1:x",
+        "udp:127.0.0.1:70000",
+        "unix:/var/run/x:1",
+        "udp:h:1=w",
+        "1 == udp:a:1; 2 == udp:b:2",
+    ):
         with pytest.raises(NgError):
             parse_sockets(bad)
 

@@ -30,6 +30,7 @@ import contextlib
 import itertools
 import logging
 import os
+import re
 import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -84,6 +85,10 @@ RTPPROXY_LETTERS: dict[str, str] = {
 }
 
 
+#: the mark of an SDP a relay has already handled (SER 0.9's nathelper)
+NORTPPROXY = re.compile(rb"(?m)^a=nortpproxy:yes\r?$")
+
+
 def _fixup_flags(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
     try:
         return (parse_flags(str(args[0]) if args else ""),)
@@ -101,7 +106,7 @@ def _fixup_rtpproxy(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
             words.append(RTPPROXY_LETTERS[c])
     if len(args) > 1 and str(args[1]):
         words.append(f"media-address={args[1]}")
-    return (parse_flags(" ".join(words)), "l" in letters)
+    return (parse_flags(" ".join(words)), "l" in letters, "f" in letters)
 
 
 def sdp_body(msg: SipMessage) -> bytes | None:
@@ -316,8 +321,16 @@ class RtpengineModule(Module):
     async def answer(self, ctx: RequestContext, flags: Flags) -> int:
         return await self._sdp_command(ctx, "answer", flags)
 
-    async def force_rtp_proxy(self, ctx: RequestContext, flags: Flags, lookup: bool) -> int:
+    async def force_rtp_proxy(self, ctx: RequestContext, flags: Flags, lookup: bool, force: bool) -> int:
+        """SER 0.9: an SDP marked ``a=nortpproxy:yes`` (by another relay, or
+        ``fix_nated_sdp`` bit 4) is left alone (false) unless ``f``."""
         command = "answer" if lookup or not ctx.msg.is_request else "offer"
+        body = sdp_body(ctx.msg)
+        if not force and body is not None and NORTPPROXY.search(body):
+            log.warning(
+                "rtpengine: force_rtp_proxy: the SDP is marked a=nortpproxy:yes; left alone ('f' forces)"
+            )
+            return -1
         return await self._sdp_command(ctx, command, flags)
 
     async def manage(self, ctx: RequestContext, flags: Flags) -> int:

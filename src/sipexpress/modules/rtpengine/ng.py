@@ -62,8 +62,17 @@ class Node:
 def parse_sockets(text: str) -> list[Node]:
     """``udp:127.0.0.1:2223 udp:127.0.0.1:2224=2 udp6:[::1]:2225`` (spaces
     or ``;`` between instances; ``=weight`` optional, 1 by default; a bare
-    ``host:port`` means UDP).  Raises :class:`NgError` on a bad entry."""
+    ``host:port`` means UDP).  Kamailio's set prefix ``1 == udp:...`` is
+    accepted for set 0 or 1 alone (one set: ``set_rtpengine_set`` is not
+    offered).  Raises :class:`NgError` on a bad entry."""
     nodes: list[Node] = []
+    if "==" in text:
+        sets = {part.split()[-1] for part in text.split("==")[:-1] if part.split()}
+        if len(sets) > 1 or not sets <= {"0", "1"}:
+            raise NgError(f"rtpengine_sock: only one set of instances is supported: {text!r}")
+        text = text.split("==", 1)[1]
+        if "==" in text:
+            raise NgError(f"rtpengine_sock: only one set of instances is supported: {text!r}")
     for item in text.replace(";", " ").split():
         url, _, w = item.partition("=")
         try:
