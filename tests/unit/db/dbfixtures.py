@@ -1,6 +1,6 @@
 """Database URLs for tests: a fresh, uniquely named database per test on
 SQLite, MariaDB/MySQL (127.0.0.1:3306, root) and PostgreSQL (127.0.0.1:5432,
-trust).  A server that is not running skips its tests, unless ``CI`` is
+trust), or a unique key prefix in Redis (127.0.0.1:6379).  A server that is not running skips its tests, unless ``CI`` is
 set: then they fail."""
 
 from __future__ import annotations
@@ -21,7 +21,26 @@ from tests.support import IN_CI
 MYSQL_HOST = os.environ.get("SIPEXPRESS_TEST_MYSQL", "root@127.0.0.1:3306")
 PG_HOST = os.environ.get("SIPEXPRESS_TEST_PG", "postgres@127.0.0.1:5432")
 
+REDIS_HOST = os.environ.get("SIPEXPRESS_TEST_REDIS", "127.0.0.1:6379")
+
 BACKENDS = ["sqlite", "mysql", "postgres"]
+
+
+async def drop_redis_keys(url: str) -> None:
+    """Remove every key under the URL's prefix (a test's whole location)."""
+    import redis.asyncio as aioredis
+
+    from sipexpress.modules.usrloc.redis_store import split_url
+
+    client_url, prefix = split_url(url)
+    assert prefix, "a test's Redis URL must have its own prefix"
+    client = aioredis.Redis.from_url(client_url)
+    try:
+        keys = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 def _up(hostport: str) -> bool:
@@ -34,19 +53,26 @@ def _up(hostport: str) -> bool:
 
 
 def new_db_url(kind: str, tmp_path: Path) -> str:
+    """A fresh database: ``sqlite``, ``mysql``, ``postgres``, or ``redis``
+    (a unique key prefix in database 0, removed by :func:`cleanup`)."""
     name = f"sipx_test_{uuid.uuid4().hex[:12]}"
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / (name + '.sqlite')}"
-    hostport = MYSQL_HOST if kind == "mysql" else PG_HOST
+    hostport = {"mysql": MYSQL_HOST, "postgres": PG_HOST, "redis": REDIS_HOST}[kind]
     if not _up(hostport):
         if IN_CI:
             pytest.fail(f"{kind} server at {hostport} is required in CI")
         pytest.skip(f"{kind} server at {hostport} not running")
+    if kind == "redis":
+        return f"redis://{hostport}/0?prefix={name}:"
     scheme = "mysql" if kind == "mysql" else "postgresql"
     return f"{scheme}://{hostport}/{name}"
 
 
 async def cleanup(url: str) -> None:
+    if url.startswith("redis://"):
+        await drop_redis_keys(url)
+        return
     await dispose_engines()
     with contextlib.suppress(Exception):
         await asyncio.wait_for(drop_database(url), 20)
