@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sipexpress.db import dispose_engines, drop_database
+from sipexpress.db import create_all, dispose_engines, drop_database
 from tests.support import IN_CI
 
 MYSQL_HOST = os.environ.get("SIPEXPRESS_TEST_MYSQL", "root@127.0.0.1:3306")
@@ -83,5 +83,16 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     """A URL of an empty, uniquely named database (created by the test
     through create_all/migrate) on each backend."""
     url = new_db_url(request.param, tmp_path)
+    yield url
+    await cleanup(url)
+
+
+@pytest.fixture(params=[*BACKENDS, "redis"])
+async def location_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """:func:`db_url` and Redis: where usrloc can keep its bindings.  The
+    SQL databases have their tables (create_all)."""
+    url = new_db_url(request.param, tmp_path)
+    if request.param != "redis":
+        await create_all(url)
     yield url
     await cleanup(url)
