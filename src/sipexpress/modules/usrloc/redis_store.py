@@ -230,6 +230,8 @@ class RedisLocationStore:
         """``op`` bounded by the timeout, redis-py's errors as ours."""
         limit = timeout or self.timeout
         try:
+            # a task of its own (wait_for): the core may run a route outside
+            # any task, and redis-py's reads need one for their timeouts
             return await asyncio.wait_for(op, limit)
         except (TimeoutError, RedisTimeoutError):
             raise DbTimeout(f"{self.shown} did not answer within {limit:g} s") from None
