@@ -173,6 +173,8 @@ return redis.call('DEL', KEYS[1])
 #: hold Redis (single-threaded) for seconds
 WRITE_CHUNK = 500
 SCAN_COUNT = 1000
+#: connections to Redis per process
+MAX_CONNECTIONS = 32
 
 
 def _glob_escape(s: str) -> str:
@@ -198,8 +200,13 @@ class RedisLocationStore:
         client_url, self.prefix = split_url(url)
         parts = urlsplit(client_url)
         self.shown = f"redis {parts.hostname or parts.path}:{parts.port or 6379}{parts.path or '/0'}"
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
+        # requests beyond MAX_CONNECTIONS in flight wait for a connection
+        # (bounded by the timeout) instead of failing: a REGISTER storm
+        # queues, it does not open a connection per request
+        pool = aioredis.BlockingConnectionPool.from_url(
             client_url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=timeout,
             decode_responses=True,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
@@ -208,6 +215,7 @@ class RedisLocationStore:
             retry=Retry(NoBackoff(), 1),
             health_check_interval=0,
         )
+        self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._write = self.client.register_script(WRITE_LUA)
         self._get = self.client.register_script(GET_LUA)
         self._delete_aor = self.client.register_script(DELETE_AOR_LUA)
@@ -303,3 +311,4 @@ class RedisLocationStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+        await self.client.connection_pool.disconnect()
