@@ -8,7 +8,6 @@ fails at once, and both work again when Redis is back."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import signal
@@ -20,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from sipexpress.db import create_all, dispose_engines
 from sipexpress.mgmt.client import fifo_request
 from sipexpress.sip.message import SipMessage
 from tests.support import (
@@ -32,9 +30,10 @@ from tests.support import (
     run_sipp,
     tcp_listening,
     udp_exchange,
+    udp_register,
     wait_for,
 )
-from tests.unit.db.dbfixtures import cleanup, new_db_url
+from tests.unit.db.dbfixtures import prepared_url
 
 pytestmark = pytest.mark.interop
 
@@ -64,34 +63,11 @@ route {{
 @pytest.fixture(params=["redis", "mysql", "postgres"])
 def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """One location for every node of a test, on each backend."""
-    url = new_db_url(request.param, tmp_path)
-
-    async def create() -> None:
-        try:
-            await create_all(url)
-        finally:
-            await dispose_engines()
-
-    if request.param != "redis":
-        asyncio.run(create())
-    yield url
-    asyncio.run(cleanup(url))
+    yield from prepared_url(request.param, tmp_path)
 
 
 def fifo(sp: SerProcess, command: str, *params: str) -> str:
     return fifo_request(sp.fifo, command, list(params), reply_dir=f"{sp.workdir}/", timeout=30)
-
-
-def register(sp: SerProcess, user: str, contact: str, expires: int = 600) -> SipMessage | None:
-    data = (
-        f"REGISTER sip:{sp.host}:{sp.port} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{uuid.uuid4().hex[:16]};rport\r\n"
-        f"From: <sip:{user}@{sp.host}>;tag=1\r\nTo: <sip:{user}@{sp.host}>\r\n"
-        f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 REGISTER\r\n"
-        f"Contact: <{contact}>\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
-    raw = udp_exchange(data, sp.host, sp.port, timeout=5)
-    return None if raw is None else SipMessage.parse(raw)
 
 
 def call(sp: SerProcess, workdir: Path, user: str) -> int:
@@ -183,7 +159,7 @@ def test_redis_down_at_start_and_while_running(ser_factory: StartSer, tmp_path: 
     sp = ser_factory(CFG, db_url=f"redis://127.0.0.1:{redis_port}/0")
     try:
         assert re.search(r"usrloc: database not available at start \(redis 127\.0\.0\.1:\d+/0: ", sp.log())
-        r = register(sp, "dave", "sip:dave@127.0.0.1:9")
+        r = udp_register(sp, "dave", "sip:dave@127.0.0.1:9")
         assert r is not None and r.status == 500
         assert "registrar: redis 127.0.0.1:" in sp.log()  # the look-up before the write failed
         r = call_fails_fast(sp)
@@ -191,17 +167,17 @@ def test_redis_down_at_start_and_while_running(ser_factory: StartSer, tmp_path: 
         assert "lookup: redis 127.0.0.1:" in sp.log()
 
         server.start()  # Redis comes: no restart of ser needed
-        r = register(sp, "dave", "sip:dave@127.0.0.1:9")
+        r = udp_register(sp, "dave", "sip:dave@127.0.0.1:9")
         assert r is not None and r.status == 200, sp.log()
         assert "sip:dave@127.0.0.1:9" in fifo(sp, "ul_show_contact", "location", "dave")
 
         server.stop()  # Redis goes away while ser runs
-        r = register(sp, "erin", "sip:erin@127.0.0.1:9")
+        r = udp_register(sp, "erin", "sip:erin@127.0.0.1:9")
         assert r is not None and r.status == 500
         assert fifo(sp, "ul_show_contact", "location", "dave").startswith("500 ")
 
         server.start()  # back, empty (it keeps nothing on disk)
-        r = register(sp, "erin", "sip:erin@127.0.0.1:9")
+        r = udp_register(sp, "erin", "sip:erin@127.0.0.1:9")
         assert r is not None and r.status == 200, sp.log()
         assert "sip:erin@127.0.0.1:9" in fifo(sp, "ul_show_contact", "location", "erin")
     finally:

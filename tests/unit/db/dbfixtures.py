@@ -10,7 +10,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -96,3 +96,21 @@ async def location_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         await create_all(url)
     yield url
     await cleanup(url)
+
+
+def prepared_url(kind: str, tmp_path: Path) -> Iterator[str]:
+    """For a synchronous fixture (a test that starts ``ser`` processes): a
+    fresh database of ``kind`` with its tables (none needed in Redis),
+    removed afterwards.  ``yield from prepared_url(...)``."""
+    url = new_db_url(kind, tmp_path)
+
+    async def create() -> None:
+        try:
+            await create_all(url)
+        finally:
+            await dispose_engines()
+
+    if kind != "redis":
+        asyncio.run(create())
+    yield url
+    asyncio.run(cleanup(url))
