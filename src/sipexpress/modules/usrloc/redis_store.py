@@ -1,8 +1,10 @@
 """usrloc in Redis: :class:`RedisLocationStore`, a :class:`LocationStore`
 that several ``ser`` nodes share (``db_url "redis://host:port/db"``).
 
-Key layout (the one Kamailio's ``db_redis`` gives the ``location`` table,
-so ``redis-cli`` reads the same way for an operator of either):
+Key layout (the shape Kamailio's ``db_redis`` gives the ``location`` table
+with ``keys "location=entry:ruid&usrdom:username,domain"``, so ``redis-cli``
+reads the same way for an operator of either; we have no ruid, so an entry
+is keyed by user, domain and contact):
 
 * ``<table>:entry::<user>:<domain>:<contact>`` — a hash, one per binding.
   Its fields are the :class:`Ucontact` fields by name (``aor``, ``uri``,
