@@ -104,6 +104,23 @@ def udp_exchange(data: bytes, host: str, port: int, timeout: float = 2.0) -> byt
             return None
 
 
+def udp_register(sp: SerProcess, user: str, contact: str = "", expires: int = 600) -> SipMessage | None:
+    """One REGISTER of ``user`` (contact ``sip:user@127.0.0.1:5999`` unless
+    given) to ``sp`` over UDP: the parsed reply, or None after 5 s."""
+    from sipexpress.sip.message import SipMessage
+
+    data = (
+        f"REGISTER sip:{sp.host}:{sp.port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{uuid.uuid4().hex[:16]};rport\r\n"
+        f"From: <sip:{user}@{sp.host}>;tag=1\r\nTo: <sip:{user}@{sp.host}>\r\n"
+        f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 REGISTER\r\n"
+        f"Contact: <{contact or f'sip:{user}@127.0.0.1:5999'}>\r\nExpires: {expires}\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    raw = udp_exchange(data, sp.host, sp.port, timeout=5)
+    return None if raw is None else SipMessage.parse(raw)
+
+
 def wait_for(cond: Callable[[], object], timeout: float = 5.0, interval: float = 0.02) -> bool:
     """Poll ``cond`` until it is true or ``timeout`` s have passed; whether it became true."""
     deadline = time.monotonic() + timeout
@@ -336,20 +353,3 @@ def cfg_head(*modules: str) -> str:
 def rpc_secret_file(workdir: Path) -> str:
     """Where a ser started from :func:`cfg_head` keeps its JSON-RPC token."""
     return str(workdir / "jsonrpc.secret")
-
-
-def udp_register(sp: SerProcess, user: str, contact: str = "", expires: int = 600) -> SipMessage | None:
-    """One REGISTER of ``user`` (contact ``sip:user@127.0.0.1:5999`` unless
-    given) to ``sp`` over UDP: the parsed reply, or None after 5 s."""
-    from sipexpress.sip.message import SipMessage
-
-    data = (
-        f"REGISTER sip:{sp.host}:{sp.port} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{uuid.uuid4().hex[:16]};rport\r\n"
-        f"From: <sip:{user}@{sp.host}>;tag=1\r\nTo: <sip:{user}@{sp.host}>\r\n"
-        f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 REGISTER\r\n"
-        f"Contact: <{contact or f'sip:{user}@127.0.0.1:5999'}>\r\nExpires: {expires}\r\n"
-        "Content-Length: 0\r\n\r\n"
-    ).encode()
-    raw = udp_exchange(data, sp.host, sp.port, timeout=5)
-    return None if raw is None else SipMessage.parse(raw)
