@@ -201,7 +201,7 @@ class SqlLocationStore:
             rows = await conn.execute(select(t).where(self._where_aor(t, aor)))
             return [self._contact(t, r) for r in rows]
 
-        return await run(self.url, op, self.timeout, write=False)
+        return await run(self.url, op, self.timeout, write=False, single=True)
 
     def _mapped(self, row: dict[str, Any]) -> dict[str, Any]:
         if not self.columns:
