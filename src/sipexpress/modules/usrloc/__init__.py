@@ -163,8 +163,7 @@ class UsrlocModule(Module):
             try:
                 if is_redis_url(self.db_url):  # no schema: is it there?
                     await store.prepare("location")
-                # SER's check: location >= 6 (7 here: + socket/path columns)
-                else:
+                else:  # SER's check: location >= 6 (7 here: + socket/path columns)
                     await check_versions(self.db_url, {"location": 7}, float(self.values["db_timeout"]))
             except SchemaVersionError as e:
                 from sipexpress.core.registry import ConfigError
