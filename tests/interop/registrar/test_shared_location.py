@@ -13,7 +13,6 @@ import re
 import signal
 import socket
 import subprocess
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,8 +28,8 @@ from tests.support import (
     need_tool,
     run_sipp,
     tcp_listening,
-    udp_exchange,
     udp_register,
+    udp_request,
     wait_for,
 )
 from tests.unit.db.dbfixtures import prepared_url
@@ -112,22 +111,14 @@ def test_two_nodes_share_the_location(ser_factory: StartSer, shared_url: str, tm
     finally:
         phone.stop()
     assert fifo(node_b, "ul_rm", "location", "bob").startswith("200 ")
-    r = call_fails_fast(node_b)
+    r = invite_bob(node_b)
     assert r is not None and r.status == 404
 
 
-def call_fails_fast(sp: SerProcess) -> SipMessage | None:
-    """An INVITE to bob: its final reply (404 when bob is unknown or the
-    look-up failed), within a few seconds or None."""
-    data = (
-        f"INVITE sip:bob@{sp.host}:{sp.port} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{uuid.uuid4().hex[:16]};rport\r\n"
-        f"From: <sip:alice@{sp.host}>;tag=1\r\nTo: <sip:bob@{sp.host}>\r\n"
-        f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n"
-        "Contact: <sip:alice@127.0.0.1:9>\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
-    raw = udp_exchange(data, sp.host, sp.port, timeout=5)
-    return None if raw is None else SipMessage.parse(raw)
+def invite_bob(sp: SerProcess) -> SipMessage | None:
+    """An INVITE to bob through ``sp``: its final reply (404 when bob is
+    unknown or the look-up failed) within 5 s, or None."""
+    return udp_request(sp, "INVITE", "bob", "Contact: <sip:alice@127.0.0.1:9>\r\n")
 
 
 class RedisServer:
@@ -162,7 +153,7 @@ def test_redis_down_at_start_and_while_running(ser_factory: StartSer, tmp_path: 
         r = udp_register(sp, "dave", "sip:dave@127.0.0.1:9")
         assert r is not None and r.status == 500
         assert "registrar: redis 127.0.0.1:" in sp.log()  # the look-up before the write failed
-        r = call_fails_fast(sp)
+        r = invite_bob(sp)
         assert r is not None and r.status == 404
         assert "lookup: redis 127.0.0.1:" in sp.log()
 
