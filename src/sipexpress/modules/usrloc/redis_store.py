@@ -21,8 +21,10 @@ is keyed by user, domain and contact):
 An optional key prefix (``redis://…/0?prefix=site1:``, an extension) keeps
 several independent location services in one Redis database.
 
-Every change of a batch is one Lua script (atomic, one round trip); the
-look-up of an AOR is one script too.  The fields are written from the
+Every change of a batch (up to :data:`WRITE_CHUNK` AORs: a write-back
+flush of more is several) is one Lua script (atomic, one round trip); the
+look-up of an AOR is one script too.  Fields a hash has that this version's
+:class:`Ucontact` does not know (a newer node's) are ignored on reading.  The fields are written from the
 dataclass's fields and read back through their type hints: a field another
 module adds to :class:`Ucontact` is stored without a change here.
 
@@ -43,7 +45,7 @@ import types
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -53,6 +55,7 @@ from redis.exceptions import DataError as RedisDataError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from sipexpress.core.registry import ConfigError
 from sipexpress.db.engine import DEFAULT_TIMEOUT, DbDataError, DbTimeout, DbUnavailable
 from sipexpress.modules.usrloc.records import FL_PERMANENT, CState, Ucontact
 
@@ -185,11 +188,11 @@ def _glob_escape(s: str) -> str:
 
 def split_url(url: str) -> tuple[str, str]:
     """``redis://h:p/db?prefix=x:`` -> (URL for redis-py, key prefix)."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = "".join(v for k, v in query if k == "prefix")
-    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
-    return urlunsplit(parts._replace(query=rest)), prefix
+    base, sep, query = url.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    prefix = "".join(v for k, v in pairs if k == "prefix")
+    rest = urlencode([(k, v) for k, v in pairs if k != "prefix"])
+    return base + (sep + rest if rest else ""), prefix
 
 
 class RedisLocationStore:
@@ -200,12 +203,24 @@ class RedisLocationStore:
         self.use_domain = use_domain
         self.timeout = timeout
         client_url, self.prefix = split_url(url)
-        parts = urlsplit(client_url)
-        self.shown = f"redis {parts.hostname or parts.path}:{parts.port or 6379}{parts.path or '/0'}"
-        # requests beyond MAX_CONNECTIONS in flight wait for a connection
-        # (bounded by the timeout) instead of failing: a REGISTER storm
-        # queues, it does not open a connection per request
-        pool = aioredis.BlockingConnectionPool.from_url(
+        try:
+            parts = urlsplit(client_url)
+            where = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
+            self.shown = f"redis {where}" + ("" if parts.scheme == "unix" else parts.path or "/0")
+            pool = self._pool(client_url, timeout)
+        except ValueError as e:  # the URL, as urllib and redis-py read it
+            raise ConfigError(f"usrloc: invalid Redis db_url: {e}") from None
+        self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        self._write = self.client.register_script(WRITE_LUA)
+        self._get = self.client.register_script(GET_LUA)
+        self._delete_aor = self.client.register_script(DELETE_AOR_LUA)
+
+    @staticmethod
+    def _pool(client_url: str, timeout: float) -> aioredis.BlockingConnectionPool:
+        """Requests beyond MAX_CONNECTIONS in flight wait for a connection
+        (bounded by the timeout) instead of failing: a REGISTER storm
+        queues, it does not open a connection per request."""
+        return aioredis.BlockingConnectionPool.from_url(
             client_url,
             max_connections=MAX_CONNECTIONS,
             timeout=timeout,
@@ -217,10 +232,6 @@ class RedisLocationStore:
             retry=Retry(NoBackoff(), 1),
             health_check_interval=0,
         )
-        self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
-        self._write = self.client.register_script(WRITE_LUA)
-        self._get = self.client.register_script(GET_LUA)
-        self._delete_aor = self.client.register_script(DELETE_AOR_LUA)
 
     # -- keys --------------------------------------------------------------------------
     def _user_domain(self, aor: str) -> str:
