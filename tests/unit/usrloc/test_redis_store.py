@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from sipexpress.core.registry import ConfigError
 from sipexpress.db.engine import DbTimeout, DbUnavailable
 from sipexpress.modules.usrloc import FL_PERMANENT, Ucontact
 from sipexpress.modules.usrloc.records import CState
@@ -107,3 +108,8 @@ async def test_silent_redis_is_a_timeout_not_a_hang(tmp_path: Path) -> None:
         await s.close()
     with pytest.raises(DbUnavailable):  # nobody listens any more: refused at once
         await asyncio.wait_for(s.get("location", "x"), 3)
+
+
+def test_a_bad_url_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="invalid Redis db_url"):
+        RedisLocationStore("redis://127.0.0.1:notaport/0")
