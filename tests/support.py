@@ -17,8 +17,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from sipexpress.sip.message import SipMessage
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = bool(os.environ.get("CI"))
@@ -98,6 +102,32 @@ def udp_exchange(data: bytes, host: str, port: int, timeout: float = 2.0) -> byt
             return s.recvfrom(65535)[0]
         except TimeoutError:
             return None
+
+
+def udp_request(sp: SerProcess, method: str, user: str, extra: str = "") -> SipMessage | None:
+    """One request to ``user`` at ``sp`` over UDP (a REGISTER: for the AOR
+    ``user``), from ``sip:alice@…``, ``extra`` header lines added: the parsed
+    reply, or None after 5 s."""
+    from sipexpress.sip.message import SipMessage
+
+    ruri = f"sip:{sp.host}:{sp.port}" if method == "REGISTER" else f"sip:{user}@{sp.host}:{sp.port}"
+    caller = user if method == "REGISTER" else "alice"
+    data = (
+        f"{method} {ruri} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{uuid.uuid4().hex[:16]};rport\r\n"
+        f"From: <sip:{caller}@{sp.host}>;tag=1\r\nTo: <sip:{user}@{sp.host}>\r\n"
+        f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n"
+        f"{extra}Content-Length: 0\r\n\r\n"
+    ).encode()
+    raw = udp_exchange(data, sp.host, sp.port, timeout=5)
+    return None if raw is None else SipMessage.parse(raw)
+
+
+def udp_register(sp: SerProcess, user: str, contact: str = "", expires: int = 600) -> SipMessage | None:
+    """:func:`udp_request` REGISTER with one contact (``sip:user@127.0.0.1:5999``
+    unless given)."""
+    contact = contact or f"sip:{user}@127.0.0.1:5999"
+    return udp_request(sp, "REGISTER", user, f"Contact: <{contact}>\r\nExpires: {expires}\r\n")
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 5.0, interval: float = 0.02) -> bool:
