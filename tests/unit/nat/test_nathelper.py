@@ -89,6 +89,7 @@ async def run_test(flags: int, data: bytes, src: tuple[str, int] = PUBLIC) -> in
         (19, msg(contact="<sip:a@198.51.100.9>", via="203.0.113.7:5060"), PUBLIC, 1),
         (3, msg(contact="<sip:a@198.51.100.9>", via="203.0.113.7:40123"), PUBLIC, -1),
     ],
+    ids=lambda v: str(v) if isinstance(v, int) else "",
 )
 async def test_nat_uac_test_bits(flags: int, data: bytes, src: tuple[str, int], expected: int) -> None:
     assert await run_test(flags, data, src) == expected
