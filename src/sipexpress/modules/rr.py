@@ -92,6 +92,15 @@ class RrModule(Module):
         Param("add_username", int, 0, "put the request URI's user in Record-Route"),
     )
 
+    def __init__(self, core: Any) -> None:
+        super().__init__(core)
+        # the path module, when loaded: Outbound flow tokens in Record-Route
+        self._flows: Any = None
+
+    async def start(self) -> None:
+        path = self.core.module("path")
+        self._flows = path if hasattr(path, "rr_token") else None
+
     def functions(self) -> Sequence[ScriptFunction]:
         f = ScriptFunction
         rq = RouteType.REQUEST
@@ -150,7 +159,13 @@ class RrModule(Module):
         adv = ctx.data.get("advertised_address") or core.options.get("advertised_address")
         if adv:
             host = str(adv)
-        rr = DoubleRecordRoute(rcv.proto, host, port, self._user(ctx), self._rr_params(ctx))
+        user = self._user(ctx)
+        if self._flows is not None:
+            # RFC 5626 §5.3: a dialog with an Outbound UA keeps using its flow
+            token = self._flows.rr_token(ctx)
+            if token:
+                user = f"{token}@"
+        rr = DoubleRecordRoute(rcv.proto, host, port, user, self._rr_params(ctx))
         ctx.msg.insert_header("Record-Route", rr.value(rcv.proto, host, port, False), first=True)
         if self.values["enable_double_rr"]:
             ctx.data[RR_DOUBLE] = rr
