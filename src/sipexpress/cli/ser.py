@@ -169,8 +169,7 @@ def startup_summary(server: Runner) -> list[str]:
     """What listens where and how to stop, logged once the server runs."""
     core = server.core
     sip = [f"udp:{lst.address}" for lst in core.udp_listeners]
-    if core.tcp is not None:
-        sip += [f"tcp:{lst.address}" for lst in core.tcp.listeners]
+    sip += [f"{lst.proto.name.lower()}:{lst.address}" for lst in core.stream_listeners()]
     lines = [f"SIP       {'  '.join(sip)}"]
     mgmt = server.mgmt
     fifo = getattr(mgmt, "fifo", None)

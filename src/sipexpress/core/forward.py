@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sipexpress.core")
 
-PROTO_BY_NAME: Final = {"UDP": Proto.UDP, "TCP": Proto.TCP, "TLS": Proto.TLS}
+PROTO_BY_NAME: Final = {p.name: p for p in Proto}
 # enum members as module constants: ``Proto.TCP`` is a slow class lookup on 3.11
 _UDP: Final = Proto.UDP
 _TCP: Final = Proto.TCP

@@ -84,8 +84,7 @@ class Myself:
     def build(self, sockets: list[tuple[Proto, str, int]] | None = None) -> None:
         if sockets is None:
             sockets = [(lst.proto, lst.ip, lst.port) for lst in self.core.udp_listeners]
-            if self.core.tcp is not None:
-                sockets += [(lst.proto, lst.ip, lst.port) for lst in self.core.tcp.listeners]
+            sockets += [(lst.proto, lst.ip, lst.port) for lst in self.core.stream_listeners()]
             if not sockets:
                 try:
                     sockets = self.listen_specs()
@@ -151,8 +150,7 @@ class Myself:
             with contextlib.suppress(OSError):
                 names.add(socket.gethostname())
         ips = {lst.ip for lst in self.core.udp_listeners}
-        if self.core.tcp is not None:
-            ips |= {lst.ip for lst in self.core.tcp.listeners}
+        ips |= {lst.ip for lst in self.core.stream_listeners()}
 
         def lookup() -> set[str]:
             found: set[str] = set()

@@ -98,6 +98,12 @@ DEFAULTS: dict[str, Any] = {
     "tcp_max_connections_per_source": 128,
     "tcp_msg_read_timeout": 20,
     "disable_tls": True,
+    # SIP over WebSocket (listen=ws:/wss:, sipexpress.core.transport): the
+    # Origin an upgrade must carry (a regular expression; unset: any), and
+    # the seconds of idleness after which a connection is pinged (and
+    # closed when the ping is not answered within as long again)
+    "ws_origin": None,
+    "ws_keepalive_interval": 60,
     "advertised_address": None,
     "advertised_port": None,
     "disable_core_dump": False,
@@ -161,7 +167,7 @@ def is_ip(host: str) -> bool:
     return True
 
 
-_PROTOS = {"udp": Proto.UDP, "tcp": Proto.TCP, "tls": Proto.TLS, "*": None}
+_PROTOS = {"udp": Proto.UDP, "tcp": Proto.TCP, "tls": Proto.TLS, "ws": Proto.WS, "wss": Proto.WSS, "*": None}
 
 
 def parse_socket_spec(text: str) -> SocketSpec:

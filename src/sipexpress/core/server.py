@@ -27,10 +27,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
 import platform
+import re
 import socket
 import sys
 import time
@@ -61,6 +63,7 @@ from sipexpress.core.transport import (
     TcpListener,
     TcpManager,
     UdpListener,
+    WsConnection,
     bind_socket,
 )
 from sipexpress.sip.errors import SipParseError
@@ -133,6 +136,8 @@ class Core:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.udp_listeners: list[UdpListener] = []
         self.tcp: TcpManager | None = None
+        #: the other stream transports' tables (WS, WSS), made for their listeners
+        self.streams: dict[Proto, TcpManager] = {}
         self.last_negative_reply = -1e9  # loop time of the last sl reply >= 300
         self._tasks: set[asyncio.Task[Any]] = set()
         #: messages that arrive while the runner is still starting the
@@ -286,21 +291,75 @@ class Core:
                     tl = TcpListener(self.tcp, ip, port)
                     await tl.start()
                     self.tcp.listeners.append(tl)
+                else:
+                    mgr = self._stream_manager(proto, max_size)
+                    tl = TcpListener(mgr, ip, port)
+                    await tl.start()
+                    mgr.listeners.append(tl)
         except OSError as e:
             self.close_listeners()
             raise ConfigError(
                 f"cannot bind {proto.name.lower()}:{via_host(ip)}:{port}: {e.strerror}"
             ) from None
         self.tcp.start_sweeper()
+        for mgr in self.streams.values():
+            mgr.start_sweeper()
         self.myself.build()
         await self.myself.add_reverse_names()
         for lst in self.udp_listeners:
             log.info("listening on udp:%s", lst.address)
-        for tl in self.tcp.listeners:
-            log.info("listening on tcp:%s", tl.address)
+        for tl in self.stream_listeners():
+            log.info("listening on %s:%s", tl.proto.name.lower(), tl.address)
         self._main_route = self.routes.request.get("0")
         if self._main_route is None:
             log.warning("no request route: every request will be dropped")
+
+    def _stream_manager(self, proto: Proto, max_size: int) -> TcpManager:
+        """The connection table of WS or WSS (made on first use)."""
+        mgr = self.streams.get(proto)
+        if mgr is not None:
+            return mgr
+        assert self.loop is not None and self.tcp is not None
+        opts = self.options
+        origin = opts.get("ws_origin")
+        try:
+            pattern = re.compile(str(origin), re.I) if origin else None
+        except re.error as e:
+            raise ConfigError(f"ws_origin: bad regular expression {origin!r}: {e}") from None
+        ssl_context = None
+        if proto is Proto.WSS:
+            raise ConfigError("wss: needs TLS, which is not available")
+        limits = TcpLimits.from_options(opts)
+        # an idle WebSocket is pinged after ws_keepalive_interval, not closed
+        limits = dataclasses.replace(limits, lifetime=float(opts.get("ws_keepalive_interval") or 60))
+        mgr = TcpManager(
+            self.loop,
+            self.receive,
+            max_size,
+            limits.lifetime,
+            self.tcp.connect_timeout,
+            None,
+            limits,
+            proto=proto,
+            connection_class=WsConnection,
+            ssl_context=ssl_context,
+            outbound=False,
+            ws_origin=pattern,
+        )
+        self.streams[proto] = mgr
+        return mgr
+
+    def stream_listeners(self) -> list[TcpListener]:
+        """The listeners of TCP, WS and WSS."""
+        out = list(self.tcp.listeners) if self.tcp is not None else []
+        for mgr in self.streams.values():
+            out += mgr.listeners
+        return out
+
+    def connected(self, proto: Proto, ip: str, port: int) -> bool:
+        """An open connection of stream transport ``proto`` to ip:port."""
+        mgr = self.tcp if proto is _TCP else self.streams.get(proto)
+        return mgr is not None and mgr.lookup(ip, port) is not None
 
     def release_held(self) -> None:
         """The modules are ready: handle what arrived while they started."""
@@ -319,6 +378,8 @@ class Core:
             lst.close()
         if self.tcp is not None:
             self.tcp.close()
+        for mgr in self.streams.values():
+            mgr.close()
 
     async def cancel_tasks(self) -> None:
         """Cancel the background tasks (routes waiting on something, module
@@ -527,6 +588,12 @@ class Core:
                 ok = conn.send(data, on_error)
             else:
                 ok = self.tcp.send(ip, port, data, on_error)
+        elif proto in self.streams:  # WS, WSS: the connection the client opened
+            conn = rcv.transport if rcv is not None and rcv.proto is proto else None
+            if isinstance(conn, TcpConnection) and not conn.closed:
+                ok = conn.send(data)
+            else:
+                ok = self.streams[proto].send(ip, port, data)
         else:
             log.error("cannot send to %s:%d: %s is not supported", ip, port, proto.name)
             ok = False
@@ -597,7 +664,8 @@ class Core:
             return self.udp_listeners
         if proto is _TCP and self.tcp is not None:
             return self.tcp.listeners
-        return ()
+        mgr = self.streams.get(proto)
+        return mgr.listeners if mgr is not None else ()
 
     # ------------------------------------------------------------------
     # stateless replies (SER's build_res_buf_from_sip_req)

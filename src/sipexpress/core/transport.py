@@ -19,8 +19,15 @@ has come (slowloris), ``tcp_connection_lifetime`` seconds of idleness.
 Each limit hit is logged once per source address per
 :attr:`TcpManager.LOG_EVERY` seconds, so a flood cannot flood the log.
 
-TLS is a seam only: :class:`~sipexpress.core.context.Proto` has ``TLS``
-but no listener exists for it.
+The same machinery carries every stream transport: a :class:`TcpManager`
+per protocol (its ``proto`` and ``connection_class``), so that SIP over
+WebSocket (RFC 7118, ``listen=ws:``/``wss:``) is a :class:`WsConnection` --
+a :class:`TcpConnection` whose framer is the sans-I/O
+:class:`~sipexpress.sip.websocket.WsFramer` -- in a manager that opens no
+connections itself (``outbound=False``: a browser is reached only over the
+connection it opened; sending to one that is gone fails at once).  An idle
+WebSocket connection is pinged (``ws_keepalive_interval``) instead of
+closed, and closed when even the ping gets no answer.
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import re
 import socket
+import ssl
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,6 +48,7 @@ from sipexpress.core.context import Proto, ReceiveInfo
 
 if TYPE_CHECKING:
     from sipexpress.sip.message import StreamFramer
+    from sipexpress.sip.websocket import WsFramer
 
 log = logging.getLogger("sipexpress.transport")
 
@@ -181,17 +191,16 @@ class TcpLimits:
 class TcpConnection(asyncio.Protocol):
     """One TCP connection (accepted or opened by us)."""
 
-    proto = Proto.TCP
-
     def __init__(
         self, manager: TcpManager, listener: TcpListener | None, peer: tuple[str, int] | None
     ) -> None:
         self.manager = manager
+        self.proto = manager.proto
         self.listener = listener
         self.peer = peer  # (ip, port) of the other end, known early for outbound
         self.transport: asyncio.Transport | None = None
         self.rcv: ReceiveInfo | None = None
-        self.framer: StreamFramer | None = None
+        self.framer: StreamFramer | WsFramer | None = None
         self.keys: list[tuple[str, int]] = []
         self.pending: list[bytes] = []
         # told when the connection we are opening cannot be made (RFC 3261
@@ -203,7 +212,7 @@ class TcpConnection(asyncio.Protocol):
         self.msg_started: float | None = None  # first byte of an unfinished message
 
     def __repr__(self) -> str:
-        return f"<TcpConnection {self.peer}>"
+        return f"<{type(self).__name__} {self.peer}>"
 
     @property
     def ip(self) -> str:
@@ -232,10 +241,8 @@ class TcpConnection(asyncio.Protocol):
             dst_ip, dst_port = lst.ip, lst.port
         else:
             dst_ip, dst_port = str(sockname[0]), int(sockname[1])
-        self.rcv = ReceiveInfo(Proto.TCP, ip, port, dst_ip, dst_port, family_of(ip), self)
-        from sipexpress.sip.message import StreamFramer
-
-        self.framer = StreamFramer(max_size=self.manager.max_size)
+        self.rcv = ReceiveInfo(self.proto, ip, port, dst_ip, dst_port, family_of(ip), self)
+        self.framer = self.new_framer()
         self.manager.register(self, (ip, port))
         with contextlib.suppress(OSError, AttributeError):
             sock = transport.get_extra_info("socket")
@@ -246,6 +253,11 @@ class TcpConnection(asyncio.Protocol):
             for chunk in self.pending:
                 self.transport.write(chunk)  # type: ignore[union-attr]
             self.pending.clear()
+
+    def new_framer(self) -> StreamFramer | WsFramer:
+        from sipexpress.sip.message import StreamFramer
+
+        return StreamFramer(max_size=self.manager.max_size)
 
     def data_received(self, data: bytes) -> None:
         now = self.last_activity = self.manager.loop.time()
@@ -261,6 +273,12 @@ class TcpConnection(asyncio.Protocol):
             self.manager.core_bad_stream(self.rcv, e, pending)
             self.close()
             return
+        self.deliver(frames, now)
+
+    def deliver(self, frames: list[bytes], now: float) -> None:
+        """Hand complete messages to the core; note when an unfinished one
+        started (``tcp_msg_read_timeout``)."""
+        assert self.framer is not None and self.rcv is not None
         if not self.framer.buffered:
             self.msg_started = None
         elif frames or self.msg_started is None:
@@ -268,6 +286,11 @@ class TcpConnection(asyncio.Protocol):
         receive = self.manager.receive
         for frame in frames:
             receive(frame, self.rcv)
+
+    def idle(self) -> None:
+        """Idle for ``tcp_connection_lifetime``: closed."""
+        log.debug("closing idle %s connection %s", self.proto.name.lower(), self.peer)
+        self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -296,11 +319,73 @@ class TcpConnection(asyncio.Protocol):
         self.manager.unregister(self)
 
 
-class TcpListener:
-    proto = Proto.TCP
+class WsConnection(TcpConnection):
+    """SIP over WebSocket (RFC 7118) on an accepted connection (WS or WSS:
+    the TLS is the transport's, below)."""
 
+    framer: WsFramer | None  # type: ignore[assignment]
+
+    def __init__(
+        self, manager: TcpManager, listener: TcpListener | None, peer: tuple[str, int] | None
+    ) -> None:
+        super().__init__(manager, listener, peer)
+        self.pinged = False  # a keep-alive ping is out, unanswered
+
+    def new_framer(self) -> WsFramer:
+        from sipexpress.sip.websocket import WsFramer
+
+        return WsFramer(self.manager.max_size, self.manager.ws_origin)
+
+    def data_received(self, data: bytes) -> None:
+        now = self.last_activity = self.manager.loop.time()
+        self.pinged = False
+        framer = self.framer
+        if self.closed or framer is None:
+            return
+        frames = framer.feed(data)
+        out = framer.take_output()
+        if out and self.transport is not None:
+            self.transport.write(out)
+        if framer.closed:
+            if framer.error and self.rcv is not None:
+                name = self.proto.name.lower()
+                log.warning(
+                    "%s %s:%d: %s; closing connection", name, self.rcv.src_ip, self.rcv.src_port, framer.error
+                )
+            self.close()
+            return
+        self.deliver(frames, now)
+
+    def send(self, data: bytes, on_error: Callable[[], None] | None = None) -> bool:
+        framer = self.framer
+        if framer is None:
+            return False
+        wrapped = framer.frame(data)
+        return wrapped is not None and super().send(wrapped)
+
+    def idle(self) -> None:
+        """Idle: pinged once (RFC 6455 §5.5.2); closed when even that got no
+        answer within another ``ws_keepalive_interval``."""
+        framer = self.framer
+        if self.pinged or framer is None or self.transport is None or not framer.open:
+            super().idle()
+            return
+        self.pinged = True
+        self.last_activity = self.manager.loop.time()
+        self.transport.write(framer.ping())
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None and self.framer is not None:
+            out = self.framer.close()
+            if out:
+                self.transport.write(out)
+        super().close()
+
+
+class TcpListener:
     def __init__(self, manager: TcpManager, ip: str, port: int) -> None:
         self.manager = manager
+        self.proto = manager.proto
         self.ip = ip
         self.port = port
         self.af = family_of(ip)
@@ -308,7 +393,7 @@ class TcpListener:
         self.server: asyncio.AbstractServer | None = None
 
     def __repr__(self) -> str:
-        return f"<TcpListener {self.address}>"
+        return f"<TcpListener {self.proto.name.lower()}:{self.address}>"
 
     @property
     def address(self) -> str:
@@ -321,8 +406,9 @@ class TcpListener:
 
     async def start(self, backlog: int = 1024) -> None:
         sock = bind_socket(self.ip, self.port, socket.SOCK_STREAM)
-        self.server = await self.manager.loop.create_server(
-            lambda: TcpConnection(self.manager, self, None), sock=sock, backlog=backlog
+        manager = self.manager
+        self.server = await manager.loop.create_server(
+            lambda: manager.connection_class(manager, self, None), sock=sock, backlog=backlog, ssl=manager.ssl
         )
 
     def close(self) -> None:
@@ -331,7 +417,10 @@ class TcpListener:
 
 
 class TcpManager:
-    """The TCP connection table (SER's ``tcpconn`` hash by ip:port + aliases)."""
+    """The connection table of one stream transport (SER's ``tcpconn`` hash
+    by ip:port + aliases): TCP by default; ``proto``/``connection_class``
+    make it WS's or WSS's, ``ssl_context`` the server context of its listeners,
+    ``outbound=False`` a table that only accepts connections."""
 
     LOG_EVERY = 60.0
 
@@ -344,7 +433,17 @@ class TcpManager:
         connect_timeout: float,
         on_bad_stream: Callable[[ReceiveInfo, Exception, bytes], None] | None = None,
         limits: TcpLimits | None = None,
+        proto: Proto = Proto.TCP,
+        connection_class: type[TcpConnection] = TcpConnection,
+        ssl_context: ssl.SSLContext | None = None,
+        outbound: bool = True,
+        ws_origin: re.Pattern[str] | None = None,
     ) -> None:
+        self.proto = proto
+        self.connection_class = connection_class
+        self.ssl = ssl_context
+        self.outbound = outbound
+        self.ws_origin = ws_origin
         self.loop = loop
         self.receive = receive
         self.max_size = max_size
@@ -391,7 +490,7 @@ class TcpManager:
         if len(self._logged) > 4096:
             self._logged = {k: t for k, t in self._logged.items() if now - t < self.LOG_EVERY}
         self._logged[key] = now
-        log.warning("tcp from %s: %s", ip, what)
+        log.warning("%s from %s: %s", self.proto.name.lower(), ip, what)
 
     def register(self, conn: TcpConnection, key: tuple[str, int]) -> None:
         self.connections.add(conn)
@@ -442,7 +541,10 @@ class TcpManager:
         conn = self.lookup(ip, port)
         if conn is not None:
             return conn.send(data, on_error)
-        conn = TcpConnection(self, None, (ip, port))
+        if not self.outbound:
+            log.info("%s: no connection from %s:%d (any more); not sent", self.proto.name.lower(), ip, port)
+            return False
+        conn = self.connection_class(self, None, (ip, port))
         self.register(conn, (ip, port))
         conn.send(data, on_error)
         task = self.loop.create_task(self._connect(conn, ip, port))
@@ -484,8 +586,7 @@ class TcpManager:
                     )
                     conn.close()
                 elif conn.last_activity < idle:
-                    log.debug("closing idle tcp connection %s", conn.peer)
-                    conn.close()
+                    conn.idle()
             self._sweeper = self.loop.call_later(interval, sweep)
 
         self._sweeper = self.loop.call_later(interval, sweep)

@@ -1,0 +1,219 @@
+"""SIP over WebSocket (RFC 7118) against a real ``ser``: ``listen=ws:``,
+registration over a WebSocket and requests to the client on the same
+connection, ``proto==ws``, contacts of a closed connection, ping/pong and
+keep-alives, the Origin check, and bad input (no ``sip`` subprotocol,
+oversized messages, broken frames, no HTTP at all) closing only that
+connection."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from wsproto.events import Ping, Pong
+
+from tests.support import SerProcess, WsClient, free_port, options_request, udp_exchange, wait_for
+
+pytestmark = pytest.mark.interop
+
+StartSer = Callable[..., SerProcess]
+
+CFG = """\
+debug=3
+fork=no
+listen=udp:{host}:{port}
+listen=ws:{host}:{ws_port}
+ws_keepalive_interval={keepalive}
+{extra}
+loadmodule "sl"
+loadmodule "tm"
+loadmodule "usrloc"
+loadmodule "registrar"
+loadmodule "textops"
+modparam("usrloc", "db_mode", 0)
+modparam("tm", "fr_timer", 3)
+route {{
+    if (method == "REGISTER") {{
+        if (proto == ws) {{ append_to_reply("X-Proto: ws\\r\\n"); }};
+        save("location");
+        break;
+    }};
+    if (uri == myself && !(method == "OPTIONS" && uri =~ "^sip:[^@]*$")) {{
+        if (!lookup("location")) {{ sl_send_reply("404", "Not Found"); break; }};
+        t_relay();
+        break;
+    }};
+    sl_send_reply("200", "OK");
+}}
+"""
+
+
+@pytest.fixture
+def clients() -> Iterator[list[WsClient]]:
+    made: list[WsClient] = []
+    yield made
+    for c in made:
+        c.close()
+
+
+def start(ser_factory: StartSer, keepalive: int = 60, extra: str = "") -> SerProcess:
+    ws_port = free_port(socket.SOCK_STREAM)
+    sp = ser_factory(CFG, ws_port=ws_port, keepalive=keepalive, extra=extra)
+    sp.ws_port = ws_port  # type: ignore[attr-defined]
+    return sp
+
+
+def connect(sp: SerProcess, clients: list[WsClient], **kw: object) -> WsClient:
+    c = WsClient(sp.host, sp.ws_port, **kw)  # type: ignore[attr-defined, arg-type]
+    clients.append(c)
+    return c
+
+
+def register(sp: SerProcess, c: WsClient, user: str = "alice", expires: int = 600) -> bytes:
+    tag = uuid.uuid4().hex[:8]
+    req = (
+        f"REGISTER sip:{sp.host}:{sp.port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bK{uuid.uuid4().hex[:12]}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:{user}@{sp.host}>;tag={tag}\r\n"
+        f"To: <sip:{user}@{sp.host}>\r\n"
+        f"Call-ID: {uuid.uuid4().hex}\r\n"
+        "CSeq: 1 REGISTER\r\n"
+        f"Contact: <sip:{user}x@df7jal23ls0d.invalid;transport=ws>;expires={expires}\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+    c.send(req)
+    reply = c.recv()
+    assert reply is not None
+    return reply
+
+
+def message_to(sp: SerProcess, user: str) -> bytes:
+    return options_request(sp.host, sp.port, ruri=f"sip:{user}@{sp.host}:{sp.port}", rport=True).replace(
+        b"OPTIONS", b"MESSAGE"
+    )
+
+
+def udp_request(sp: SerProcess, data: bytes, timeout: float = 5.0) -> tuple[bytes | None, float]:
+    """Send ``data`` from a UDP socket; the final reply and how long it took."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(timeout)
+        started = time.monotonic()
+        s.sendto(data, (sp.host, sp.port))
+        while True:
+            try:
+                reply = s.recv(65535)
+            except TimeoutError:
+                return None, time.monotonic() - started
+            if not reply.startswith(b"SIP/2.0 1"):
+                return reply, time.monotonic() - started
+
+
+def test_register_and_reached_over_the_same_connection(ser_factory: StartSer, clients: list[WsClient]) -> None:
+    sp = start(ser_factory)
+    assert "listening on ws:127.0.0.1:" in sp.log()
+    c = connect(sp, clients)
+    assert c.status == 101
+    reply = register(sp, c)
+    assert reply.startswith(b"SIP/2.0 200 ")
+    assert b"X-Proto: ws\r\n" in reply  # proto==ws in the script
+    # a MESSAGE over UDP to alice: looked up, relayed on alice's WebSocket
+    data = message_to(sp, "alice")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.sendto(data, (sp.host, sp.port))
+        req = c.recv()
+        assert req is not None and req.startswith(b"MESSAGE sip:alicex@df7jal23ls0d.invalid;transport=ws SIP/2.0")
+        top_via = req.split(b"\r\nVia: ", 1)[1].split(b"\r\n", 1)[0]
+        assert top_via.startswith(f"SIP/2.0/WS {sp.host}:{sp.ws_port};branch=".encode())  # type: ignore[attr-defined]
+        vias = [line for line in req.split(b"\r\n") if line.startswith(b"Via: ")]
+        head = b"".join(line + b"\r\n" for line in req.split(b"\r\n")[1:] if line.split(b":")[0] in (b"From", b"To", b"Call-ID", b"CSeq"))
+        c.send(b"SIP/2.0 200 OK\r\n" + b"".join(v + b"\r\n" for v in vias) + head + b"Content-Length: 0\r\n\r\n")
+        s.settimeout(5)
+        final = s.recv(65535)
+    assert final.startswith(b"SIP/2.0 200 OK")
+
+
+def test_closed_connection_contact_not_used(ser_factory: StartSer, clients: list[WsClient]) -> None:
+    sp = start(ser_factory)
+    c = connect(sp, clients)
+    assert register(sp, c, "bob").startswith(b"SIP/2.0 200 ")
+    c.close()
+    # the contact is still registered, but its connection is gone: no
+    # branch to it (404 at once, not a timeout)
+    def answered_404() -> bool:
+        reply, took = udp_request(sp, message_to(sp, "bob"), 3.0)
+        return reply is not None and reply.startswith(b"SIP/2.0 404 ") and took < 1.0
+
+    assert wait_for(answered_404, 5.0)
+
+
+def test_ping_and_keepalive(ser_factory: StartSer, clients: list[WsClient]) -> None:
+    sp = start(ser_factory, keepalive=1)
+    c = connect(sp, clients)
+    c.sock.sendall(c.ws.send(Ping(b"are you there")))
+    pong = c.next_event(Pong, 5.0)
+    assert pong is not None and pong.payload == b"are you there"  # type: ignore[attr-defined]
+    # idle for ws_keepalive_interval: the server pings; answered, it stays
+    ping = c.next_event(Ping, 5.0)
+    assert ping is not None
+    c.sock.sendall(c.ws.send(ping.response()))  # type: ignore[attr-defined]
+    assert c.next_event(Ping, 5.0) is not None  # idle again: pinged again, not closed
+    # this time no answer: the server closes the connection
+    assert c.closed_by_server(5.0) is not None
+
+
+def test_origin_check(ser_factory: StartSer, clients: list[WsClient]) -> None:
+    sp = start(ser_factory, extra='ws_origin="^https://phone\\.example\\.com$"')
+    assert connect(sp, clients, origin="https://evil.example.org").status == 403
+    assert connect(sp, clients).status == 403  # no Origin at all
+    good = connect(sp, clients, origin="https://phone.example.com")
+    assert good.status == 101
+    assert register(sp, good).startswith(b"SIP/2.0 200 ")
+    assert "WebSocket upgrade from Origin 'https://evil.example.org' refused (ws_origin)" in sp.log()
+
+
+def served(sp: SerProcess, clients: list[WsClient]) -> bool:
+    """The server still answers over UDP and over a new WebSocket."""
+    if not (udp_exchange(options_request(sp.host, sp.port), sp.host, sp.port) or b"").startswith(b"SIP/2.0 200"):
+        return False
+    c = connect(sp, clients)
+    return register(sp, c, "carol").startswith(b"SIP/2.0 200 ")
+
+
+def test_upgrade_without_sip_subprotocol(ser_factory: StartSer, clients: list[WsClient]) -> None:
+    sp = start(ser_factory)
+    c = connect(sp, clients, protocols=("chat",))
+    assert c.status == 400
+    assert c.sock.recv(10) == b""  # closed
+    assert "WebSocket upgrade without the 'sip' subprotocol (offered: chat); closing connection" in sp.log()
+    assert served(sp, clients)
+
+
+def test_oversized_message(ser_factory: StartSer, clients: list[WsClient]) -> None:
+    sp = start(ser_factory, extra="max_msg_size=4096")
+    c = connect(sp, clients)
+    c.send(b"x" * 5000, text=False)
+    assert c.closed_by_server() == 1009
+    assert "WebSocket message longer than max_msg_size (4096 bytes); closing connection" in sp.log()
+    assert served(sp, clients)
+
+
+def test_garbage_frames_and_no_http(ser_factory: StartSer, clients: list[WsClient]) -> None:
+    sp = start(ser_factory)
+    c = connect(sp, clients)
+    c.send_raw(b"\x8f\x85abcd12345")  # opcode 0xF does not exist
+    assert c.closed_by_server() == 1002
+    assert "bad WebSocket frame: Invalid opcode 0xf; closing connection" in sp.log()
+    c2 = connect(sp, clients)
+    c2.send_raw(b"\x81\x05hello")  # a client frame must be masked (RFC 6455 §5.1)
+    assert c2.closed_by_server() == 1002
+    with socket.create_connection((sp.host, sp.ws_port), timeout=5) as raw:  # type: ignore[attr-defined]
+        raw.sendall(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(range(32)) + b"\r\n\r\n")
+        assert raw.recv(100).startswith(b"HTTP/1.1 400 ")
+    assert "bad WebSocket handshake" in sp.log()
+    assert served(sp, clients)
