@@ -309,11 +309,11 @@ class TlsSession:
 
     def peer_name(self) -> str:
         """The subject CN of the peer's certificate ('' when none)."""
-        cert = self.obj.getpeercert() if self.established else None
+        cert: Any = self.obj.getpeercert() if self.established else None
         for rdn in (cert or {}).get("subject", ()):
-            for key, value in rdn:
-                if key == "commonName":
-                    return str(value)
+            for pair in rdn:
+                if pair[0] == "commonName":
+                    return str(pair[1])
         return ""
 
 
