@@ -365,7 +365,11 @@ class WsClient:
         self.events: list[object] = []
         headers = [(b"Origin", origin.encode())] if origin else []
         sock.sendall(
-            self.ws.send(Request(host=f"{host}:{port}", target="/", subprotocols=list(protocols), extra_headers=headers))
+            self.ws.send(
+                Request(
+                    host=f"{host}:{port}", target="/", subprotocols=list(protocols), extra_headers=headers
+                )
+            )
         )
         self.status = 0
         deadline = time.monotonic() + timeout

@@ -42,6 +42,7 @@ PROTO_BY_NAME: Final = {p.name: p for p in Proto}
 # enum members as module constants: ``Proto.TCP`` is a slow class lookup on 3.11
 _UDP: Final = Proto.UDP
 _TCP: Final = Proto.TCP
+_TLS: Final = Proto.TLS
 #: entries of the numeric-host and URI-destination caches before they are emptied
 
 
@@ -123,7 +124,10 @@ class StatelessForwarder:
             if not addrs:
                 return errors.E_BAD_ADDRESS
             ip = addrs[0]
-        return proto, ip, port or default_port(proto.name)
+        dport = port or default_port(proto.name)
+        if proto is _TLS and self.core.tls is not None and not self.is_numeric(host):
+            self.core.tls.expect_name(ip, dport, host)
+        return proto, ip, dport
 
     def known_destination(
         self, uri_text: str, proto: Proto | None, rproto: Proto
@@ -162,6 +166,9 @@ class StatelessForwarder:
         dest = PROTO_BY_NAME.get(t.proto.upper(), Proto.UDP), t.ip.strip("[]"), t.port
         if numeric:
             self._uri_dest.put(key, dest, len(key[0]) + len(dest[1]))
+        elif dest[0] is _TLS and self.core.tls is not None:
+            # the certificate is checked against the URI's host (RFC 5922 §7.2)
+            self.core.tls.expect_name(dest[1], dest[2], thost)
         return dest
 
     def _forward_to(self, ctx: RequestContext, dproto: Proto, dip: str, dport: int) -> int:

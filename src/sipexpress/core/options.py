@@ -97,7 +97,17 @@ DEFAULTS: dict[str, Any] = {
     "tcp_max_connections": 2048,
     "tcp_max_connections_per_source": 128,
     "tcp_msg_read_timeout": 20,
-    "disable_tls": True,
+    # TLS (sipexpress.core.tls): listen=tls: sockets need a certificate;
+    # connections we open check the server's certificate unless tls_verify=no
+    "disable_tls": False,
+    "tls_port_no": 5061,
+    "tls_certificate": None,
+    "tls_private_key": None,
+    "tls_ca_list": None,
+    "tls_verify": True,
+    "tls_require_certificate": False,
+    "tls_method": "TLSv1.2+",
+    "tls_handshake_timeout": 10,
     # SIP over WebSocket (listen=ws:/wss:, sipexpress.core.transport): the
     # Origin an upgrade must carry (a regular expression; unset: any), and
     # the seconds of idleness after which a connection is pinged (and

@@ -19,15 +19,12 @@ has come (slowloris), ``tcp_connection_lifetime`` seconds of idleness.
 Each limit hit is logged once per source address per
 :attr:`TcpManager.LOG_EVERY` seconds, so a flood cannot flood the log.
 
-The same machinery carries every stream transport: a :class:`TcpManager`
-per protocol (its ``proto`` and ``connection_class``), so that SIP over
-WebSocket (RFC 7118, ``listen=ws:``/``wss:``) is a :class:`WsConnection` --
-a :class:`TcpConnection` whose framer is the sans-I/O
-:class:`~sipexpress.sip.websocket.WsFramer` -- in a manager that opens no
-connections itself (``outbound=False``: a browser is reached only over the
-connection it opened; sending to one that is gone fails at once).  An idle
-WebSocket connection is pinged (``ws_keepalive_interval``) instead of
-closed, and closed when even the ping gets no answer.
+TLS (:mod:`sipexpress.core.tls_transport`) is the same stream machinery
+with :class:`~sipexpress.core.tls.TlsSession` between the socket and the
+framer: a :class:`TcpManager` whose ``conn_class`` is a TLS connection.
+SIP over WebSocket (:mod:`sipexpress.core.ws_transport`) is too: its
+connections have another framer (``new_framer``), ping when idle
+(``idle``), and its managers only accept connections (``accept_only``).
 """
 
 from __future__ import annotations
@@ -36,9 +33,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
-import re
 import socket
-import ssl
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -189,13 +184,15 @@ class TcpLimits:
 
 
 class TcpConnection(asyncio.Protocol):
-    """One TCP connection (accepted or opened by us)."""
+    """One stream connection (accepted or opened by us): TCP, and the base
+    of the TLS one."""
+
+    proto = Proto.TCP
 
     def __init__(
         self, manager: TcpManager, listener: TcpListener | None, peer: tuple[str, int] | None
     ) -> None:
         self.manager = manager
-        self.proto = manager.proto
         self.listener = listener
         self.peer = peer  # (ip, port) of the other end, known early for outbound
         self.transport: asyncio.Transport | None = None
@@ -212,7 +209,7 @@ class TcpConnection(asyncio.Protocol):
         self.msg_started: float | None = None  # first byte of an unfinished message
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.peer}>"
+        return f"<TcpConnection {self.peer}>"
 
     @property
     def ip(self) -> str:
@@ -223,7 +220,13 @@ class TcpConnection(asyncio.Protocol):
         return self.rcv.dst_port if self.rcv else 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        if self.setup(transport):
+            self.transport = transport  # type: ignore[assignment]
+            self.stream_ready()
+
+    def setup(self, transport: asyncio.BaseTransport) -> bool:
+        """Admit, name and register a connection the socket layer made;
+        False when it was refused (and aborted)."""
         peer = transport.get_extra_info("peername")
         sockname = transport.get_extra_info("sockname")
         ip, port = str(peer[0]), int(peer[1])
@@ -232,7 +235,7 @@ class TcpConnection(asyncio.Protocol):
             if not self.manager.admit(ip):
                 self.closed = True
                 transport.abort()  # type: ignore[attr-defined]
-                return
+                return False
             self.counted = True
         # the "local socket" of a connection is the listener it belongs to
         # (what Via advertises); outbound ones borrow a listener of the family
@@ -248,16 +251,16 @@ class TcpConnection(asyncio.Protocol):
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return True
+
+    def stream_ready(self) -> None:
+        """``self.transport`` carries SIP from now on: what waited for it
+        is written, and opening it can no longer fail."""
         self.on_connect_error.clear()
         if self.pending:
             for chunk in self.pending:
                 self.transport.write(chunk)  # type: ignore[union-attr]
             self.pending.clear()
-
-    def new_framer(self) -> StreamFramer | WsFramer:
-        from sipexpress.sip.message import StreamFramer
-
-        return StreamFramer(max_size=self.manager.max_size)
 
     def data_received(self, data: bytes) -> None:
         now = self.last_activity = self.manager.loop.time()
@@ -267,13 +270,21 @@ class TcpConnection(asyncio.Protocol):
         try:
             frames = self.framer.feed(data)
         except Exception as e:  # SipParseError: the stream cannot be resynchronised
-            log.warning("tcp %s:%d: %s; closing connection", self.rcv.src_ip, self.rcv.src_port, e)
+            log.warning(
+                "%s %s:%d: %s; closing connection", self.manager.name, self.rcv.src_ip, self.rcv.src_port, e
+            )
             # the unframable message is at the start of the framer's buffer
             pending = bytes(getattr(self.framer, "_buf", b""))
             self.manager.core_bad_stream(self.rcv, e, pending)
             self.close()
             return
         self.deliver(frames, now)
+
+    def new_framer(self) -> StreamFramer | WsFramer:
+        """What splits the stream into SIP messages."""
+        from sipexpress.sip.message import StreamFramer
+
+        return StreamFramer(max_size=self.manager.max_size)
 
     def deliver(self, frames: list[bytes], now: float) -> None:
         """Hand complete messages to the core; note when an unfinished one
@@ -288,8 +299,8 @@ class TcpConnection(asyncio.Protocol):
             receive(frame, self.rcv)
 
     def idle(self) -> None:
-        """Idle for ``tcp_connection_lifetime``: closed."""
-        log.debug("closing idle %s connection %s", self.proto.name.lower(), self.peer)
+        """Idle for the manager's lifetime (``tcp_connection_lifetime``): closed."""
+        log.debug("closing idle %s connection %s", self.manager.name, self.peer)
         self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -319,73 +330,12 @@ class TcpConnection(asyncio.Protocol):
         self.manager.unregister(self)
 
 
-class WsConnection(TcpConnection):
-    """SIP over WebSocket (RFC 7118) on an accepted connection (WS or WSS:
-    the TLS is the transport's, below)."""
-
-    framer: WsFramer | None  # type: ignore[assignment]
-
-    def __init__(
-        self, manager: TcpManager, listener: TcpListener | None, peer: tuple[str, int] | None
-    ) -> None:
-        super().__init__(manager, listener, peer)
-        self.pinged = False  # a keep-alive ping is out, unanswered
-
-    def new_framer(self) -> WsFramer:
-        from sipexpress.sip.websocket import WsFramer
-
-        return WsFramer(self.manager.max_size, self.manager.ws_origin)
-
-    def data_received(self, data: bytes) -> None:
-        now = self.last_activity = self.manager.loop.time()
-        self.pinged = False
-        framer = self.framer
-        if self.closed or framer is None:
-            return
-        frames = framer.feed(data)
-        out = framer.take_output()
-        if out and self.transport is not None:
-            self.transport.write(out)
-        if framer.closed:
-            if framer.error and self.rcv is not None:
-                name = self.proto.name.lower()
-                log.warning(
-                    "%s %s:%d: %s; closing connection", name, self.rcv.src_ip, self.rcv.src_port, framer.error
-                )
-            self.close()
-            return
-        self.deliver(frames, now)
-
-    def send(self, data: bytes, on_error: Callable[[], None] | None = None) -> bool:
-        framer = self.framer
-        if framer is None:
-            return False
-        wrapped = framer.frame(data)
-        return wrapped is not None and super().send(wrapped)
-
-    def idle(self) -> None:
-        """Idle: pinged once (RFC 6455 §5.5.2); closed when even that got no
-        answer within another ``ws_keepalive_interval``."""
-        framer = self.framer
-        if self.pinged or framer is None or self.transport is None or not framer.open:
-            super().idle()
-            return
-        self.pinged = True
-        self.last_activity = self.manager.loop.time()
-        self.transport.write(framer.ping())
-
-    def close(self) -> None:
-        if not self.closed and self.transport is not None and self.framer is not None:
-            out = self.framer.close()
-            if out:
-                self.transport.write(out)
-        super().close()
-
-
 class TcpListener:
+    """A bound stream socket of a :class:`TcpManager` (TCP or TLS)."""
+
     def __init__(self, manager: TcpManager, ip: str, port: int) -> None:
+        self.proto = manager.conn_class.proto
         self.manager = manager
-        self.proto = manager.proto
         self.ip = ip
         self.port = port
         self.af = family_of(ip)
@@ -393,7 +343,7 @@ class TcpListener:
         self.server: asyncio.AbstractServer | None = None
 
     def __repr__(self) -> str:
-        return f"<TcpListener {self.proto.name.lower()}:{self.address}>"
+        return f"<{type(self).__name__} {self.address}>"
 
     @property
     def address(self) -> str:
@@ -406,9 +356,8 @@ class TcpListener:
 
     async def start(self, backlog: int = 1024) -> None:
         sock = bind_socket(self.ip, self.port, socket.SOCK_STREAM)
-        manager = self.manager
-        self.server = await manager.loop.create_server(
-            lambda: manager.connection_class(manager, self, None), sock=sock, backlog=backlog, ssl=manager.ssl
+        self.server = await self.manager.loop.create_server(
+            lambda: self.manager.conn_class(self.manager, self, None), sock=sock, backlog=backlog
         )
 
     def close(self) -> None:
@@ -417,12 +366,15 @@ class TcpListener:
 
 
 class TcpManager:
-    """The connection table of one stream transport (SER's ``tcpconn`` hash
-    by ip:port + aliases): TCP by default; ``proto``/``connection_class``
-    make it WS's or WSS's, ``ssl_context`` the server context of its listeners,
-    ``outbound=False`` a table that only accepts connections."""
+    """A stream connection table (SER's ``tcpconn`` hash by ip:port +
+    aliases): one for TCP, one for TLS (``conn_class``)."""
 
     LOG_EVERY = 60.0
+    #: the connections this manager makes (a TLS manager's are TLS ones)
+    conn_class: type[TcpConnection] = TcpConnection
+    #: only connections the peers open (WebSocket): sending to an address
+    #: without one fails at once
+    accept_only = False
 
     def __init__(
         self,
@@ -433,17 +385,7 @@ class TcpManager:
         connect_timeout: float,
         on_bad_stream: Callable[[ReceiveInfo, Exception, bytes], None] | None = None,
         limits: TcpLimits | None = None,
-        proto: Proto = Proto.TCP,
-        connection_class: type[TcpConnection] = TcpConnection,
-        ssl_context: ssl.SSLContext | None = None,
-        outbound: bool = True,
-        ws_origin: re.Pattern[str] | None = None,
     ) -> None:
-        self.proto = proto
-        self.connection_class = connection_class
-        self.ssl = ssl_context
-        self.outbound = outbound
-        self.ws_origin = ws_origin
         self.loop = loop
         self.receive = receive
         self.max_size = max_size
@@ -459,6 +401,8 @@ class TcpManager:
         self._on_bad_stream = on_bad_stream
         self._sweeper: asyncio.TimerHandle | None = None
         self._connects: set[asyncio.Task[Any]] = set()
+        #: the transport's name in log lines
+        self.name = self.conn_class.proto.name.lower()
 
     # -- table ---------------------------------------------------------------
     def listener_for(self, af: int) -> TcpListener | None:
@@ -490,7 +434,7 @@ class TcpManager:
         if len(self._logged) > 4096:
             self._logged = {k: t for k, t in self._logged.items() if now - t < self.LOG_EVERY}
         self._logged[key] = now
-        log.warning("%s from %s: %s", self.proto.name.lower(), ip, what)
+        log.warning("%s from %s: %s", self.name, ip, what)
 
     def register(self, conn: TcpConnection, key: tuple[str, int]) -> None:
         self.connections.add(conn)
@@ -541,10 +485,10 @@ class TcpManager:
         conn = self.lookup(ip, port)
         if conn is not None:
             return conn.send(data, on_error)
-        if not self.outbound:
-            log.info("%s: no connection from %s:%d (any more); not sent", self.proto.name.lower(), ip, port)
+        if self.accept_only:
+            log.info("%s: no connection from %s:%d (any more); not sent", self.name, ip, port)
             return False
-        conn = self.connection_class(self, None, (ip, port))
+        conn = self.outbound(ip, port)
         self.register(conn, (ip, port))
         conn.send(data, on_error)
         task = self.loop.create_task(self._connect(conn, ip, port))
@@ -552,22 +496,31 @@ class TcpManager:
         task.add_done_callback(self._connects.discard)
         return True
 
+    def outbound(self, ip: str, port: int) -> TcpConnection:
+        """A connection to be opened to ip:port."""
+        return self.conn_class(self, None, (ip, port))
+
     async def _connect(self, conn: TcpConnection, ip: str, port: int) -> None:
         try:
             await asyncio.wait_for(
                 self.loop.create_connection(lambda: conn, ip, port), timeout=self.connect_timeout
             )
         except (OSError, TimeoutError) as e:
-            log.error("tcp connect to %s:%d failed: %s", ip, port, e)
-            conn.closed = True
-            self.unregister(conn)
-            failed, conn.on_connect_error = conn.on_connect_error, []
-            conn.pending.clear()
-            for notify in failed:
-                try:
-                    notify()
-                except Exception:
-                    log.exception("tcp connect to %s:%d: error while reporting the failure", ip, port)
+            self.connect_failed(conn, f"{ip}:{port}", str(e) or type(e).__name__)
+
+    def connect_failed(self, conn: TcpConnection, where: str, reason: str) -> None:
+        """Opening ``conn`` failed: logged, forgotten, and whoever was
+        waiting to send on it told (a 503 at once from tm)."""
+        log.error("%s connect to %s failed: %s", self.name, where, reason)
+        conn.closed = True
+        self.unregister(conn)
+        failed, conn.on_connect_error = conn.on_connect_error, []
+        conn.pending.clear()
+        for notify in failed:
+            try:
+                notify()
+            except Exception:
+                log.exception("%s connect to %s: error while reporting the failure", self.name, where)
 
     # -- life cycle ------------------------------------------------------------
     def start_sweeper(self) -> None:

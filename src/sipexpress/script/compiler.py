@@ -84,14 +84,6 @@ _NO_EFFECT = {
     "statistics",
     "fifo_db_url",
     "tls_log",
-    "tls_port_no",
-    "tls_method",
-    "tls_verify",
-    "tls_require_certificate",
-    "tls_certificate",
-    "tls_private_key",
-    "tls_ca_list",
-    "tls_handshake_timeout",
     "tls_send_timeout",
 }
 _logged_no_effect: set[str] = set()

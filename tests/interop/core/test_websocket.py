@@ -113,7 +113,9 @@ def udp_request(sp: SerProcess, data: bytes, timeout: float = 5.0) -> tuple[byte
                 return reply, time.monotonic() - started
 
 
-def test_register_and_reached_over_the_same_connection(ser_factory: StartSer, clients: list[WsClient]) -> None:
+def test_register_and_reached_over_the_same_connection(
+    ser_factory: StartSer, clients: list[WsClient]
+) -> None:
     sp = start(ser_factory)
     assert "listening on ws:127.0.0.1:" in sp.log()
     c = connect(sp, clients)
@@ -127,12 +129,20 @@ def test_register_and_reached_over_the_same_connection(ser_factory: StartSer, cl
         s.bind(("127.0.0.1", 0))
         s.sendto(data, (sp.host, sp.port))
         req = c.recv()
-        assert req is not None and req.startswith(b"MESSAGE sip:alicex@df7jal23ls0d.invalid;transport=ws SIP/2.0")
+        assert req is not None and req.startswith(
+            b"MESSAGE sip:alicex@df7jal23ls0d.invalid;transport=ws SIP/2.0"
+        )
         top_via = req.split(b"\r\nVia: ", 1)[1].split(b"\r\n", 1)[0]
         assert top_via.startswith(f"SIP/2.0/WS {sp.host}:{sp.ws_port};branch=".encode())  # type: ignore[attr-defined]
         vias = [line for line in req.split(b"\r\n") if line.startswith(b"Via: ")]
-        head = b"".join(line + b"\r\n" for line in req.split(b"\r\n")[1:] if line.split(b":")[0] in (b"From", b"To", b"Call-ID", b"CSeq"))
-        c.send(b"SIP/2.0 200 OK\r\n" + b"".join(v + b"\r\n" for v in vias) + head + b"Content-Length: 0\r\n\r\n")
+        head = b"".join(
+            line + b"\r\n"
+            for line in req.split(b"\r\n")[1:]
+            if line.split(b":")[0] in (b"From", b"To", b"Call-ID", b"CSeq")
+        )
+        c.send(
+            b"SIP/2.0 200 OK\r\n" + b"".join(v + b"\r\n" for v in vias) + head + b"Content-Length: 0\r\n\r\n"
+        )
         s.settimeout(5)
         final = s.recv(65535)
     assert final.startswith(b"SIP/2.0 200 OK")
@@ -143,6 +153,7 @@ def test_closed_connection_contact_not_used(ser_factory: StartSer, clients: list
     c = connect(sp, clients)
     assert register(sp, c, "bob").startswith(b"SIP/2.0 200 ")
     c.close()
+
     # the contact is still registered, but its connection is gone: no
     # branch to it (404 at once, not a timeout)
     def answered_404() -> bool:
@@ -179,7 +190,9 @@ def test_origin_check(ser_factory: StartSer, clients: list[WsClient]) -> None:
 
 def served(sp: SerProcess, clients: list[WsClient]) -> bool:
     """The server still answers over UDP and over a new WebSocket."""
-    if not (udp_exchange(options_request(sp.host, sp.port), sp.host, sp.port) or b"").startswith(b"SIP/2.0 200"):
+    if not (udp_exchange(options_request(sp.host, sp.port), sp.host, sp.port) or b"").startswith(
+        b"SIP/2.0 200"
+    ):
         return False
     c = connect(sp, clients)
     return register(sp, c, "carol").startswith(b"SIP/2.0 200 ")
