@@ -387,11 +387,13 @@ class WsClient:
 
     def _read(self) -> bool:
         """Read once from the socket into ``events``; False on EOF/timeout."""
+        from wsproto.utilities import RemoteProtocolError
+
         try:
             data = self.sock.recv(65536)
-        except (TimeoutError, OSError):
+            self.ws.receive_data(data or None)
+        except (TimeoutError, OSError, RemoteProtocolError):  # RemoteProtocolError: no HTTP came back
             return False
-        self.ws.receive_data(data or None)
         self.events.extend(self.ws.events())
         return bool(data)
 

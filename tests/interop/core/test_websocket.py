@@ -8,14 +8,17 @@ connection."""
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from wsproto.events import Ping, Pong
 
 from tests.support import SerProcess, WsClient, free_port, options_request, udp_exchange, wait_for
+from tests.tls_support import TestCA
 
 pytestmark = pytest.mark.interop
 
@@ -230,3 +233,51 @@ def test_garbage_frames_and_no_http(ser_factory: StartSer, clients: list[WsClien
         assert raw.recv(100).startswith(b"HTTP/1.1 400 ")
     assert "bad WebSocket handshake" in sp.log()
     assert served(sp, clients)
+
+
+WSS_CFG = """\
+debug=3
+fork=no
+listen=udp:{host}:{port}
+listen=wss:{host}:{ws_port}
+tls_certificate="{cert}"
+tls_private_key="{key}"
+loadmodule "sl"
+loadmodule "tm"
+loadmodule "usrloc"
+loadmodule "registrar"
+modparam("usrloc", "db_mode", 0)
+route {{
+    if (method == "REGISTER") {{
+        if (proto == wss) {{ save("location"); }} else {{ sl_send_reply("500", "not wss"); }};
+        break;
+    }};
+    if (!lookup("location")) {{ sl_send_reply("404", "Not Found"); break; }};
+    t_relay();
+}}
+"""
+
+
+def test_wss_register_and_reached(ser_factory: StartSer, clients: list[WsClient], tmp_path: Path) -> None:
+    ca = TestCA(tmp_path / "ca")
+    server = ca.issue("server")
+    ws_port = free_port(socket.SOCK_STREAM)
+    sp = ser_factory(WSS_CFG, ws_port=ws_port, cert=server.cert, key=server.key)
+    sp.ws_port = ws_port  # type: ignore[attr-defined]
+    assert f"listening on wss:127.0.0.1:{ws_port}" in sp.log()
+    ctx = ssl.create_default_context(cafile=str(ca.cert_path))
+    c = connect(sp, clients, ssl_context=ctx)
+    assert c.status == 101
+    assert register(sp, c, "dora").startswith(b"SIP/2.0 200 ")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.sendto(message_to(sp, "dora"), (sp.host, sp.port))
+        req = c.recv()
+    assert req is not None and req.startswith(b"MESSAGE sip:dorax@df7jal23ls0d.invalid;transport=ws SIP/2.0")
+    assert f"Via: SIP/2.0/WSS {sp.host}:{ws_port};branch=".encode() in req
+    # plain WebSocket on the WSS port: refused by TLS, the server carries on
+    plain = WsClient(sp.host, ws_port, timeout=2)
+    clients.append(plain)
+    assert plain.status != 101
+    c2 = connect(sp, clients, ssl_context=ctx)
+    assert register(sp, c2, "erin").startswith(b"SIP/2.0 200 ")
