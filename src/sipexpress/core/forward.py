@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sipexpress.core")
 
 PROTO_BY_NAME: Final = {p.name: p for p in Proto}
+_WS_TRANSPORTS: Final = frozenset(("ws", "wss"))
 # enum members as module constants: ``Proto.TCP`` is a slow class lookup on 3.11
 _UDP: Final = Proto.UDP
 _TCP: Final = Proto.TCP
@@ -159,6 +160,9 @@ class StatelessForwarder:
         transport = uri.transport
         if transport is None and proto is not None:
             transport = proto.name.lower()
+        if transport in _WS_TRANSPORTS and thost.lower().endswith(".invalid"):
+            # a WebSocket client's own host (RFC 7118 §5): its connection
+            return PROTO_BY_NAME[transport.upper()], thost.lower(), 0
         targets = await self.core.resolver.locate(thost, uri.port, transport, uri.scheme == "sips")
         if not targets:
             return errors.E_BAD_ADDRESS

@@ -471,8 +471,7 @@ class Core:
                 ctx.routes = self.routes
                 if rcv.proto is not _UDP:
                     if rcv.proto in _WS_PROTOS:
-                        # replies routed by Via find the connection by its source port
-                        ctx.force_rport = True
+                        self._ws_alias(ctx)
                     else:
                         self._tcp_alias(msg, rcv)
                 hooks = self.request_hooks
@@ -524,6 +523,17 @@ class Core:
         port = via.port or (SIPS_PORT if rcv.proto is _TLS else SIP_PORT)
         if port != rcv.src_port:
             conn.manager.add_alias(conn, rcv.src_ip, port)
+
+    def _ws_alias(self, ctx: RequestContext) -> None:
+        """A request from a WebSocket client (RFC 7118 §5): replies routed
+        by Via find the connection by its source port (rport), and requests
+        to the client's ``.invalid`` host (its Contact: in-dialog requests)
+        by that host, which names the connection and nothing else."""
+        ctx.force_rport = True
+        conn = ctx.rcv.transport
+        host = ctx.msg.via1.host.lower()
+        if host.endswith(".invalid") and isinstance(conn, TcpConnection):
+            conn.manager.add_alias(conn, host, 0)
 
     def force_tcp_alias(self, ctx: RequestContext) -> None:
         """``force_tcp_alias([port])``: the connection also serves the Via

@@ -44,6 +44,7 @@ route {{
         save("location");
         break;
     }};
+    if (uri =~ "\\.invalid;transport=ws") {{ t_relay(); break; }};
     if (uri == myself && !(method == "OPTIONS" && uri =~ "^sip:[^@]*$")) {{
         if (!lookup("location")) {{ sl_send_reply("404", "Not Found"); break; }};
         t_relay();
@@ -60,6 +61,11 @@ def clients() -> Iterator[list[WsClient]]:
     yield made
     for c in made:
         c.close()
+
+
+def logged(sp: SerProcess, text: str) -> bool:
+    """``text`` appears in the server's log (it is written after the reply)."""
+    return wait_for(lambda: text in sp.log(), 5.0)
 
 
 def start(ser_factory: StartSer, keepalive: int = 60, extra: str = "") -> SerProcess:
@@ -120,7 +126,7 @@ def test_register_and_reached_over_the_same_connection(
     ser_factory: StartSer, clients: list[WsClient]
 ) -> None:
     sp = start(ser_factory)
-    assert "listening on ws:127.0.0.1:" in sp.log()
+    assert logged(sp, "listening on ws:127.0.0.1:")
     c = connect(sp, clients)
     assert c.status == 101
     reply = register(sp, c)
@@ -148,7 +154,13 @@ def test_register_and_reached_over_the_same_connection(
         )
         s.settimeout(5)
         final = s.recv(65535)
-    assert final.startswith(b"SIP/2.0 200 OK")
+        assert final.startswith(b"SIP/2.0 200 OK")
+        # a request to the client's Contact (as in-dialog ones are): the
+        # .invalid host names the connection the client registered over
+        contact = "sip:alicex@df7jal23ls0d.invalid;transport=ws"
+        s.sendto(options_request(sp.host, sp.port, ruri=contact, rport=True), (sp.host, sp.port))
+        req = c.recv()
+    assert req is not None and req.startswith(f"OPTIONS {contact} SIP/2.0".encode())
 
 
 def test_closed_connection_contact_not_used(ser_factory: StartSer, clients: list[WsClient]) -> None:
@@ -188,7 +200,7 @@ def test_origin_check(ser_factory: StartSer, clients: list[WsClient]) -> None:
     good = connect(sp, clients, origin="https://phone.example.com")
     assert good.status == 101
     assert register(sp, good).startswith(b"SIP/2.0 200 ")
-    assert "WebSocket upgrade from Origin 'https://evil.example.org' refused (ws_origin)" in sp.log()
+    assert logged(sp, "WebSocket upgrade from Origin 'https://evil.example.org' refused (ws_origin)")
 
 
 def served(sp: SerProcess, clients: list[WsClient]) -> bool:
@@ -206,7 +218,7 @@ def test_upgrade_without_sip_subprotocol(ser_factory: StartSer, clients: list[Ws
     c = connect(sp, clients, protocols=("chat",))
     assert c.status == 400
     assert c.sock.recv(10) == b""  # closed
-    assert "WebSocket upgrade without the 'sip' subprotocol (offered: chat); closing connection" in sp.log()
+    assert logged(sp, "WebSocket upgrade without the 'sip' subprotocol (offered: chat); closing connection")
     assert served(sp, clients)
 
 
@@ -215,7 +227,7 @@ def test_oversized_message(ser_factory: StartSer, clients: list[WsClient]) -> No
     c = connect(sp, clients)
     c.send(b"x" * 5000, text=False)
     assert c.closed_by_server() == 1009
-    assert "WebSocket message longer than max_msg_size (4096 bytes); closing connection" in sp.log()
+    assert logged(sp, "WebSocket message longer than max_msg_size (4096 bytes); closing connection")
     assert served(sp, clients)
 
 
@@ -224,14 +236,14 @@ def test_garbage_frames_and_no_http(ser_factory: StartSer, clients: list[WsClien
     c = connect(sp, clients)
     c.send_raw(b"\x8f\x85abcd12345")  # opcode 0xF does not exist
     assert c.closed_by_server() == 1002
-    assert "bad WebSocket frame: Invalid opcode 0xf; closing connection" in sp.log()
+    assert logged(sp, "bad WebSocket frame: Invalid opcode 0xf; closing connection")
     c2 = connect(sp, clients)
     c2.send_raw(b"\x81\x05hello")  # a client frame must be masked (RFC 6455 §5.1)
     assert c2.closed_by_server() == 1002
     with socket.create_connection((sp.host, sp.ws_port), timeout=5) as raw:  # type: ignore[attr-defined]
         raw.sendall(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(range(32)) + b"\r\n\r\n")
         assert raw.recv(100).startswith(b"HTTP/1.1 400 ")
-    assert "bad WebSocket handshake" in sp.log()
+    assert logged(sp, "bad WebSocket handshake")
     assert served(sp, clients)
 
 
@@ -264,7 +276,7 @@ def test_wss_register_and_reached(ser_factory: StartSer, clients: list[WsClient]
     ws_port = free_port(socket.SOCK_STREAM)
     sp = ser_factory(WSS_CFG, ws_port=ws_port, cert=server.cert, key=server.key)
     sp.ws_port = ws_port  # type: ignore[attr-defined]
-    assert f"listening on wss:127.0.0.1:{ws_port}" in sp.log()
+    assert logged(sp, f"listening on wss:127.0.0.1:{ws_port}")
     ctx = ssl.create_default_context(cafile=str(ca.cert_path))
     c = connect(sp, clients, ssl_context=ctx)
     assert c.status == 101
