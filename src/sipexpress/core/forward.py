@@ -161,8 +161,7 @@ class StatelessForwarder:
         if transport is None and proto is not None:
             transport = proto.name.lower()
         if transport in _WS_TRANSPORTS and thost.lower().endswith(".invalid"):
-            # a WebSocket client's own host (RFC 7118 §5): its connection
-            return PROTO_BY_NAME[transport.upper()], thost.lower(), 0
+            return self._ws_client(thost.lower())
         targets = await self.core.resolver.locate(thost, uri.port, transport, uri.scheme == "sips")
         if not targets:
             return errors.E_BAD_ADDRESS
@@ -174,6 +173,16 @@ class StatelessForwarder:
             # the certificate is checked against the URI's host (RFC 5922 §7.2)
             self.core.tls.expect_name(dest[1], dest[2], thost)
         return dest
+
+    def _ws_client(self, host: str) -> tuple[Proto, str, int]:
+        """A WebSocket client's own ``.invalid`` host (RFC 7118 §5; its
+        ``transport=ws`` stands for WSS too): the connection it names; when
+        there is none, sending fails at once."""
+        streams = self.core.streams
+        for proto in streams:
+            if streams[proto].lookup(host, 0) is not None:
+                return proto, host, 0
+        return next(iter(streams), Proto.WS), host, 0
 
     def _forward_to(self, ctx: RequestContext, dproto: Proto, dip: str, dport: int) -> int:
         core = self.core

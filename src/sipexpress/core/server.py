@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -379,10 +380,11 @@ class Core:
         if proto is Proto.WS:
             mgr = WsManager(self.loop, self.receive, max_size, limits, keepalive, pattern)
         else:
+            # a browser asked for a certificate shows a picker (headless: the
+            # handshake stalls): WSS asks only with tls_require_certificate
+            settings = dataclasses.replace(self._tls_settings(), verify=False)
             try:
-                wss = WssManager(
-                    self.loop, self.receive, self._tls_settings(), max_size, limits, keepalive, pattern
-                )
+                wss = WssManager(self.loop, self.receive, settings, max_size, limits, keepalive, pattern)
             except (TlsError, ValueError) as e:
                 raise ConfigError(f"wss: {e}") from None
             if wss.server_ctx is None:
