@@ -209,8 +209,10 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"certificate refused: {exc.verify_message or exc.reason}"
     if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or exc.strerror or str(exc)
-        return f"TLS error: {reason}".replace("_", " ").lower().replace("tls error", "TLS error", 1)
+        reason = str(exc.reason or exc.strerror or exc).replace("_", " ").lower()
+        if "alert" in reason:  # the peer gave up, e.g. it refused our certificate
+            return f"TLS handshake refused by the peer: {reason}"
+        return f"TLS error: {reason}"
     return str(exc) or type(exc).__name__
 
 
