@@ -245,7 +245,7 @@ def test_outgoing_tls_checks_certificate_and_sends_sni(
     assert reply is not None and reply.startswith(b"SIP/2.0 200 "), (reply, sp.log())
     assert good.sni == ["localhost"]
     (req,) = [r for r in good.requests if r.startswith(b"MESSAGE ")]
-    top_via = [h for h in req.split(b"\r\n") if h.lower().startswith(b"via:")][0]
+    top_via = next(h for h in req.split(b"\r\n") if h.lower().startswith(b"via:"))
     assert top_via.startswith(b"Via: SIP/2.0/TLS 127.0.0.1:") and b";alias;" in top_via  # RFC 5923
     # ;transport=tls by IP: checked against the certificate's IP address; reused connection
     reply = relay_via_udp(sp, f"sip:bob@127.0.0.1:{good.port};transport=tls")
