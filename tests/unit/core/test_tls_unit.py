@@ -193,7 +193,7 @@ def test_required_client_certificate(ca: TestCA, cert: Issued) -> None:
 def test_server_context_needs_a_certificate() -> None:
     with pytest.raises(TlsError, match="set tls_certificate"):
         server_context(TlsSettings())
-    with pytest.raises(TlsError, match="cannot load tls_certificate /nonexistent.pem"):
+    with pytest.raises(TlsError, match=r"cannot load tls_certificate /nonexistent\.pem"):
         server_context(TlsSettings("/nonexistent.pem"))
 
 
