@@ -195,6 +195,18 @@ def client_context(settings: TlsSettings) -> ssl.SSLContext:
     return ctx
 
 
+def https_context(certificate: str, private_key: str | None = None) -> ssl.SSLContext:
+    """A server context for HTTPS (JSON-RPC, the web interface): our
+    certificate, no client certificates asked for."""
+    return server_context(TlsSettings(certificate, private_key, verify=False, method="TLSv1.2+"))
+
+
+def trust_context(ca_list: str | None = None) -> ssl.SSLContext:
+    """A client context trusting the system's CAs and ``ca_list``, names
+    checked (the web interface calling JSON-RPC over HTTPS)."""
+    return client_context(TlsSettings(ca_list=ca_list))
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
