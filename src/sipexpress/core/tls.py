@@ -41,11 +41,12 @@ Settings (ser.cfg core options; defaults in brackets):
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+
+from sipexpress.sip.locate import is_numeric
 
 #: ser.cfg option names (SER 0.9) -> :class:`TlsSettings` fields
 OPTION_NAMES: Final = (
@@ -207,14 +208,6 @@ def trust_context(ca_list: str | None = None) -> ssl.SSLContext:
     return client_context(TlsSettings(ca_list=ca_list))
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
 def describe(exc: BaseException) -> str:
     """A handshake failure as a log line says it: the certificate check's
     own words (expired, unknown CA, host name mismatch) where there are any."""
@@ -334,6 +327,6 @@ class TlsSession:
 def server_hostname(name: str | None, ip: str) -> str:
     """What a connection to ``ip`` checks the certificate against (and sends
     as SNI): the host name the request was sent to, else the IP."""
-    if name and not _is_ip(name):
+    if name and not is_numeric(name):
         return name.lower()
     return ip.strip("[]")

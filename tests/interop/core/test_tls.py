@@ -33,36 +33,6 @@ pytestmark = pytest.mark.interop
 StartSer = Callable[..., SerProcess]
 
 
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
-    return TestCA(tmp_path_factory.mktemp("tls-ca"))
-
-
-@pytest.fixture(scope="module")
-def server_cert(ca: TestCA) -> Issued:
-    return ca.issue("ser")
-
-
-def test_tls_listener_answers_and_proto_is_tls(
-    ser_factory: StartSer, ca: TestCA, server_cert: Issued
-) -> None:
-    sp = start_tls_ser(ser_factory, ca, server_cert)
-    with tls_client(sp, ca) as sock:
-        assert sock.version() in ("TLSv1.2", "TLSv1.3")
-        port = sock.getsockname()[1]
-        for _ in range(3):  # a persistent connection carries several requests
-            sock.sendall(sip_request("OPTIONS", f"sip:127.0.0.1:{sp.tls_port};transport=tls", port))  # type: ignore[attr-defined]
-            reply = read_message(sock)
-            assert reply.startswith(b"SIP/2.0 200 "), reply
-            assert b"X-Proto: tls" in reply
-            assert b"Via: SIP/2.0/TLS 127.0.0.1:" in reply
-    # the same script over UDP says "other"
-    reply = udp_exchange(
-        sip_request("OPTIONS", f"sip:127.0.0.1:{sp.port}", 9, transport="UDP"), sp.host, sp.port
-    )
-    assert reply is not None and b"X-Proto: other" in reply
-
-
 class TlsUas:
     """A TLS server playing a SIP UAS in a thread: answers every request
     with 200 on the connection it came on and records the SNI name, the
@@ -182,18 +152,28 @@ def test_outgoing_tls_checks_certificate_and_sends_sni(
     assert relay_via_udp(sp, f"sips:bob@localhost:{good.port}", "OPTIONS") is not None
 
 
-def test_inbound_connection_is_reused_for_requests_to_the_client(
+def test_tls_listener_and_inbound_connection_reuse(
     ser_factory: StartSer, ca: TestCA, server_cert: Issued
 ) -> None:
-    """A client that connected to us (and listens nowhere) gets requests
-    for its Via address on that connection (RFC 5923 alias)."""
+    """The TLS listener answers (``proto==TLS`` in the script), and a
+    client that connected to us (and listens nowhere) gets requests for its
+    Via address on that connection (RFC 5923 alias)."""
     sp = start_tls_ser(ser_factory, ca, server_cert)
     with tls_client(sp, ca) as sock:
+        assert sock.version() in ("TLSv1.2", "TLSv1.3")
         client_port = free_port()  # what the client's Via says; nothing listens there
-        sock.sendall(
-            sip_request("OPTIONS", f"sip:127.0.0.1:{sp.tls_port};transport=tls", client_port, alias=True)  # type: ignore[attr-defined]
+        for _ in range(3):  # a persistent connection carries several requests
+            sock.sendall(
+                sip_request("OPTIONS", f"sip:127.0.0.1:{sp.tls_port};transport=tls", client_port, alias=True)  # type: ignore[attr-defined]
+            )
+            reply = read_message(sock)
+            assert reply.startswith(b"SIP/2.0 200 ") and b"X-Proto: tls" in reply, reply
+            assert b"Via: SIP/2.0/TLS 127.0.0.1:" in reply
+        # the same script over UDP says "other"
+        reply = udp_exchange(
+            sip_request("OPTIONS", f"sip:127.0.0.1:{sp.port}", 9, transport="UDP"), sp.host, sp.port
         )
-        assert read_message(sock).startswith(b"SIP/2.0 200 ")
+        assert reply is not None and b"X-Proto: other" in reply
         # a request for the client's address comes in over UDP and is relayed on the connection
         done: list[bytes | None] = []
         t = threading.Thread(

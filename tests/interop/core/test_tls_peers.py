@@ -60,16 +60,6 @@ ca_list = {ca}
 """
 
 
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
-    return TestCA(tmp_path_factory.mktemp("tls-peers-ca"))
-
-
-@pytest.fixture(scope="module")
-def server_cert(ca: TestCA) -> Issued:
-    return ca.issue("ser")
-
-
 @dataclass
 class Kamailio:
     udp: int

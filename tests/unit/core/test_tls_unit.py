@@ -24,16 +24,6 @@ from sipexpress.sip.message import StreamFramer
 from tests.tls_support import Issued, TestCA
 
 
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
-    return TestCA(tmp_path_factory.mktemp("tls-unit-ca"))
-
-
-@pytest.fixture(scope="module")
-def cert(ca: TestCA) -> Issued:
-    return ca.issue("server")
-
-
 def test_settings_defaults_and_options() -> None:
     d = TlsSettings.from_options(normalize_options({}))
     assert (d.verify, d.require_certificate, d.method, d.certificate) == (True, False, "TLSv1.2+", None)
@@ -120,8 +110,8 @@ def handshake(client: TlsSession, server: TlsSession) -> bytes:
     return got
 
 
-def test_session_round_trip_and_held_data(ca: TestCA, cert: Issued) -> None:
-    srv = TlsSession(server_context(TlsSettings(str(cert.cert), str(cert.key))), True)
+def test_session_round_trip_and_held_data(ca: TestCA, server_cert: Issued) -> None:
+    srv = TlsSession(server_context(TlsSettings(str(server_cert.cert), str(server_cert.key))), True)
     cli = TlsSession(client_context(TlsSettings(ca_list=str(ca.cert_path))), False, "localhost")
     assert cli.send(b"held until the handshake") == b""
     # what was held goes out with the client's last handshake flight
@@ -160,19 +150,21 @@ def test_session_tls_verify_no_accepts_any_certificate(ca: TestCA) -> None:
     assert cli.established
 
 
-def test_session_unknown_ca_and_plain_sip(tmp_path: Path, cert: Issued) -> None:
+def test_session_unknown_ca_and_plain_sip(tmp_path: Path, server_cert: Issued) -> None:
     stranger = TestCA(tmp_path / "other")
-    srv = TlsSession(server_context(TlsSettings(str(cert.cert), str(cert.key))), True)
+    srv = TlsSession(server_context(TlsSettings(str(server_cert.cert), str(server_cert.key))), True)
     cli = TlsSession(client_context(TlsSettings(ca_list=str(stranger.cert_path))), False, "localhost")
     with pytest.raises(TlsError, match="unable to get local issuer certificate"):
         handshake(cli, srv)
-    srv = TlsSession(server_context(TlsSettings(str(cert.cert), str(cert.key))), True)
+    srv = TlsSession(server_context(TlsSettings(str(server_cert.cert), str(server_cert.key))), True)
     with pytest.raises(TlsError, match=r"no TLS handshake \(plain SIP: 'OPTIONS sip:'\) on a TLS port"):
         srv.receive(b"OPTIONS sip:a@b SIP/2.0\r\n")
 
 
-def test_required_client_certificate(ca: TestCA, cert: Issued) -> None:
-    settings = TlsSettings(str(cert.cert), str(cert.key), str(ca.cert_path), require_certificate=True)
+def test_required_client_certificate(ca: TestCA, server_cert: Issued) -> None:
+    settings = TlsSettings(
+        str(server_cert.cert), str(server_cert.key), str(ca.cert_path), require_certificate=True
+    )
     srv = TlsSession(server_context(settings), True)
     cli = TlsSession(client_context(TlsSettings(ca_list=str(ca.cert_path))), False, "localhost")
     with pytest.raises(TlsError):
