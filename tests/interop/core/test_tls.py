@@ -192,8 +192,9 @@ def test_tls_listener_and_inbound_connection_reuse(
 
 
 def test_bad_input_on_tls_and_tcp_ports(ser_factory: StartSer, ca: TestCA, server_cert: Issued) -> None:
-    sp = start_tls_ser(ser_factory, ca, server_cert)
+    sp = start_tls_ser(ser_factory, ca, server_cert, "tls_handshake_timeout=1\n")
     tls_port = sp.tls_port  # type: ignore[attr-defined]
+    silent = socket.create_connection((sp.host, tls_port))  # connects and says nothing
 
     def closed_by_server(sock: socket.socket) -> bool:
         sock.settimeout(5)
@@ -232,6 +233,10 @@ def test_bad_input_on_tls_and_tcp_ports(ser_factory: StartSer, ca: TestCA, serve
         client_context(other_ca).wrap_socket(raw, server_hostname="localhost")
     raw.close()
     assert wait_for(lambda: "TLS handshake refused by the peer: tlsv1 alert unknown ca" in sp.log()), sp.log()
+    assert wait_for(lambda: "handshake not done within tls_handshake_timeout (1 s); closing connection" in sp.log())
+    silent.settimeout(5)
+    assert silent.recv(100) == b""  # closed by the server
+    silent.close()
     # the server is unaffected: another client is served
     with tls_client(sp, ca) as sock:
         sock.sendall(sip_request("OPTIONS", f"sip:127.0.0.1:{tls_port}", sock.getsockname()[1]))
