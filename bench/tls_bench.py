@@ -93,9 +93,14 @@ async def read_reply(reader: asyncio.StreamReader) -> bytes:
     return head  # every reply here has Content-Length: 0
 
 
-async def tls_run(method: str, n: int, conns: int, window: int, port: int, tls_port: int, ctx: ssl.SSLContext) -> int:
+async def tls_run(
+    method: str, n: int, conns: int, window: int, port: int, tls_port: int, ctx: ssl.SSLContext
+) -> int:
     """Send ``n`` requests over ``conns`` persistent connections; the 200s."""
-    opened = [await asyncio.open_connection("127.0.0.1", tls_port, ssl=ctx, server_hostname="localhost") for _ in range(conns)]
+    opened = [
+        await asyncio.open_connection("127.0.0.1", tls_port, ssl=ctx, server_hostname="localhost")
+        for _ in range(conns)
+    ]
     per = n // conns
     ok = 0
 
@@ -105,7 +110,9 @@ async def tls_run(method: str, n: int, conns: int, window: int, port: int, tls_p
         sent = 0
         while sent < per:
             batch = min(window, per - sent)
-            writer.write(b"".join(request(method, k * per + sent + j, "TLS", via_port, tls_port) for j in range(batch)))
+            writer.write(
+                b"".join(request(method, k * per + sent + j, "TLS", via_port, tls_port) for j in range(batch))
+            )
             for _ in range(batch):
                 if (await read_reply(reader)).startswith(b"SIP/2.0 200 "):
                     ok += 1
@@ -128,7 +135,9 @@ class _Udp(asyncio.DatagramProtocol):
 async def udp_run(method: str, n: int, socks: int, window: int, port: int) -> int:
     loop = asyncio.get_running_loop()
     ends = [
-        await loop.create_datagram_endpoint(_Udp, local_addr=("127.0.0.1", 0), remote_addr=("127.0.0.1", port))
+        await loop.create_datagram_endpoint(
+            _Udp, local_addr=("127.0.0.1", 0), remote_addr=("127.0.0.1", port)
+        )
         for _ in range(socks)
     ]
     per = n // socks
@@ -194,13 +203,18 @@ def main() -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     log = open(work / "ser.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sipexpress.cli.ser", "-f", str(cfg), "-D", "-E"], env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "sipexpress.cli.ser", "-f", str(cfg), "-D", "-E"],
+        env=env,
+        stdout=log,
+        stderr=log,
     )
     try:
         if not wait_for(lambda: tcp_listening(tls_port) and udp_bound(port), 20):
             sys.exit(f"ser did not start:\n{(work / 'ser.log').read_text()}")
         ctx = ssl.create_default_context(cafile=str(ca.cert_path))
-        print(f"ser pid {proc.pid}; {args.n} requests per run; {args.connections} connections/sockets, window {args.window}")
+        print(
+            f"ser pid {proc.pid}; {args.n} requests per run; {args.connections} connections/sockets, window {args.window}"
+        )
         print(f"{'run':<20}{'ok':>8}{'wall s':>9}{'req/s':>9}{'CPU s/1000':>12}")
         for method in ("OPTIONS", "REGISTER"):
             for transport in ("UDP", "TLS"):
@@ -208,9 +222,13 @@ def main() -> None:
                 if transport == "UDP":
                     ok = asyncio.run(udp_run(method, args.n, args.connections, args.window, port))
                 else:
-                    ok = asyncio.run(tls_run(method, args.n, args.connections, args.window, port, tls_port, ctx))
+                    ok = asyncio.run(
+                        tls_run(method, args.n, args.connections, args.window, port, tls_port, ctx)
+                    )
                 cpu, wall = cpu_of(proc.pid) - before, time.monotonic() - t0
-                print(f"{method + ' ' + transport:<20}{ok:>8}{wall:>9.2f}{ok / wall:>9.0f}{1000 * cpu / max(ok, 1):>12.4f}")
+                print(
+                    f"{method + ' ' + transport:<20}{ok:>8}{wall:>9.2f}{ok / wall:>9.0f}{1000 * cpu / max(ok, 1):>12.4f}"
+                )
         before, t0 = cpu_of(proc.pid), time.monotonic()
         done = asyncio.run(handshakes(args.seconds, args.handshake_clients, tls_port, ctx))
         cpu, wall = cpu_of(proc.pid) - before, time.monotonic() - t0

@@ -233,7 +233,9 @@ def test_bad_input_on_tls_and_tcp_ports(ser_factory: StartSer, ca: TestCA, serve
         client_context(other_ca).wrap_socket(raw, server_hostname="localhost")
     raw.close()
     assert wait_for(lambda: "TLS handshake refused by the peer: tlsv1 alert unknown ca" in sp.log()), sp.log()
-    assert wait_for(lambda: "handshake not done within tls_handshake_timeout (1 s); closing connection" in sp.log())
+    assert wait_for(
+        lambda: "handshake not done within tls_handshake_timeout (1 s); closing connection" in sp.log()
+    )
     silent.settimeout(5)
     assert silent.recv(100) == b""  # closed by the server
     silent.close()
