@@ -177,7 +177,7 @@ def startup_summary(server: Runner) -> list[str]:
     http, unix = getattr(mgmt, "http", None), getattr(mgmt, "unix", None)
     rpc = []
     if http is not None:
-        rpc.append(f"http://{http.host}:{http.port}/")
+        rpc.append(f"{'https' if http.ssl else 'http'}://{http.host}:{http.port}/")
     if unix is not None:
         rpc.append(f"unix:{unix.path}")
     lines.append(f"JSON-RPC  {'  '.join(rpc) or 'off (option jsonrpc_http, jsonrpc_socket)'}")
@@ -185,7 +185,7 @@ def startup_summary(server: Runner) -> list[str]:
         from sipexpress.web.config import WebConfig
 
         web = WebConfig.from_options(core.options)
-        lines.append(f"web       http://{web.host}:{web.port}/")
+        lines.append(f"web       {'https' if web.certificate else 'http'}://{web.host}:{web.port}/")
     else:
         lines.append("web       off (option web_listen)")
     stop = f"stop      Ctrl-C (SIGINT) or kill {os.getpid()} (SIGTERM)"

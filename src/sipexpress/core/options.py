@@ -60,6 +60,9 @@ DEFAULTS: dict[str, Any] = {
     "jsonrpc_user": None,
     "jsonrpc_password": None,
     "jsonrpc_metrics_auth": False,
+    # HTTPS for JSON-RPC over HTTP (PEM files; unset: plain HTTP)
+    "jsonrpc_certificate": None,
+    "jsonrpc_private_key": None,
     "mgmt_allow_kill": False,
     # sipexpress web interface (documented in sipexpress.web.config)
     "web_listen": None,
@@ -77,6 +80,11 @@ DEFAULTS: dict[str, Any] = {
     "web_sample_interval": None,
     "web_signup": False,
     "web_metrics_token": None,
+    # HTTPS for the web interface (PEM files; unset: plain HTTP), and the
+    # CAs it trusts when it calls JSON-RPC over HTTPS (default tls_ca_list)
+    "web_certificate": None,
+    "web_private_key": None,
+    "web_jsonrpc_ca": None,
     "unix_sock": None,
     "unix_sock_children": 1,
     "unix_tx_timeout": 500,

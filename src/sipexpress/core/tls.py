@@ -41,11 +41,12 @@ Settings (ser.cfg core options; defaults in brackets):
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+
+from sipexpress.sip.locate import is_numeric
 
 #: ser.cfg option names (SER 0.9) -> :class:`TlsSettings` fields
 OPTION_NAMES: Final = (
@@ -195,12 +196,16 @@ def client_context(settings: TlsSettings) -> ssl.SSLContext:
     return ctx
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
+def https_context(certificate: str, private_key: str | None = None) -> ssl.SSLContext:
+    """A server context for HTTPS (JSON-RPC, the web interface): our
+    certificate, no client certificates asked for."""
+    return server_context(TlsSettings(certificate, private_key, verify=False, method="TLSv1.2+"))
+
+
+def trust_context(ca_list: str | None = None) -> ssl.SSLContext:
+    """A client context trusting the system's CAs and ``ca_list``, names
+    checked (the web interface calling JSON-RPC over HTTPS)."""
+    return client_context(TlsSettings(ca_list=ca_list))
 
 
 def describe(exc: BaseException) -> str:
@@ -209,8 +214,10 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"certificate refused: {exc.verify_message or exc.reason}"
     if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or exc.strerror or str(exc)
-        return f"TLS error: {reason}".replace("_", " ").lower().replace("tls error", "TLS error", 1)
+        reason = str(exc.reason or exc.strerror or exc).replace("_", " ").lower()
+        if "alert" in reason:  # the peer gave up, e.g. it refused our certificate
+            return f"TLS handshake refused by the peer: {reason}"
+        return f"TLS error: {reason}"
     return str(exc) or type(exc).__name__
 
 
@@ -320,6 +327,6 @@ class TlsSession:
 def server_hostname(name: str | None, ip: str) -> str:
     """What a connection to ``ip`` checks the certificate against (and sends
     as SNI): the host name the request was sent to, else the IP."""
-    if name and not _is_ip(name):
+    if name and not is_numeric(name):
         return name.lower()
     return ip.strip("[]")

@@ -189,7 +189,7 @@ class TlsConnection(TcpConnection):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self.transport is None and self.raw is not None and not self.closed:
+        if self.transport is None and self.raw is not None and not self.raw.is_closing():
             self.raw.close()  # still handshaking: nothing to say in TLS
         super().close()
 
