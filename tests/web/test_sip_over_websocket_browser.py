@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 
 from tests.support import IN_CI, ROOT, SerProcess, SippPhone, free_port, wait_for
-from tests.tls_support import TestCA
+from tests.tls_support import Issued, TestCA
 from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.interop
@@ -187,7 +187,7 @@ def spki_hash(cert_pem: bytes) -> str:
 
 
 @pytest.fixture
-def chromium(tmp_path: Path) -> Iterator[tuple[Any, TestCA]]:
+def chromium(ca: TestCA) -> Iterator[tuple[Any, TestCA]]:
     """chromium trusting a fresh test CA's key; the CA."""
     if shutil.which(CHROMIUM) is None:
         if IN_CI:
@@ -199,7 +199,6 @@ def chromium(tmp_path: Path) -> Iterator[tuple[Any, TestCA]]:
         if IN_CI:
             raise
         pytest.skip("playwright not installed")
-    ca = TestCA(tmp_path / "ca")
     args = [*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={spki_hash(ca.cert_path.read_bytes())}"]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
@@ -234,17 +233,20 @@ def web_root(tmp_path: Path) -> Iterator[tuple[Path, int]]:
 
 
 def test_browser_registers_calls_and_answers_over_wss(
-    ser_factory: StartSer, chromium: tuple[Any, TestCA], web_root: tuple[Path, int], tmp_path: Path
+    ser_factory: StartSer,
+    chromium: tuple[Any, TestCA],
+    server_cert: Issued,
+    web_root: tuple[Path, int],
+    tmp_path: Path,
 ) -> None:
     browser, ca = chromium
     root, http_port = web_root
     (root / "phone.html").write_text(PAGE)
     (root / "sip.js").symlink_to(sipjs_lib().parent)
-    server = ca.issue("ser")
     chain = tmp_path / "ser-chain.pem"  # the server's certificate, then the CA's
-    chain.write_bytes(server.cert.read_bytes() + ca.cert_path.read_bytes())
+    chain.write_bytes(server_cert.cert.read_bytes() + ca.cert_path.read_bytes())
     wss_port = free_port(socket.SOCK_STREAM)
-    sp = ser_factory(CFG, wss_port=wss_port, cert=chain, key=server.key, http_port=http_port)
+    sp = ser_factory(CFG, wss_port=wss_port, cert=chain, key=server_cert.key, http_port=http_port)
 
     page = browser.new_page()
     cfg = {"server": f"wss://127.0.0.1:{wss_port}", "domain": sp.host, "sdp": BROWSER_SDP}

@@ -12,13 +12,12 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from wsproto.events import Ping, Pong
 
 from tests.support import SerProcess, WsClient, free_port, options_request, udp_exchange, wait_for
-from tests.tls_support import TestCA
+from tests.tls_support import Issued, TestCA
 
 pytestmark = pytest.mark.interop
 
@@ -162,25 +161,25 @@ def test_register_and_reached_over_the_same_connection(
         req = c.recv()
     assert req is not None and req.startswith(f"OPTIONS {contact} SIP/2.0".encode())
 
-
-def test_closed_connection_contact_not_used(ser_factory: StartSer, clients: list[WsClient]) -> None:
-    sp = start(ser_factory)
-    c = connect(sp, clients)
-    assert register(sp, c, "bob").startswith(b"SIP/2.0 200 ")
+    # the connection closes: alice's contact is still registered, but not
+    # used any more (404 at once, not a timeout)
     c.close()
 
-    # the contact is still registered, but its connection is gone: no
-    # branch to it (404 at once, not a timeout)
     def answered_404() -> bool:
-        reply, took = udp_request(sp, message_to(sp, "bob"), 3.0)
+        reply, took = udp_request(sp, message_to(sp, "alice"), 3.0)
         return reply is not None and reply.startswith(b"SIP/2.0 404 ") and took < 1.0
 
     assert wait_for(answered_404, 5.0)
 
 
-def test_ping_and_keepalive(ser_factory: StartSer, clients: list[WsClient]) -> None:
-    sp = start(ser_factory, keepalive=1)
-    c = connect(sp, clients)
+def test_origin_check_ping_and_keepalive(ser_factory: StartSer, clients: list[WsClient]) -> None:
+    sp = start(ser_factory, keepalive=1, extra='ws_origin="^https://phone\\.example\\.com$"')
+    assert connect(sp, clients, origin="https://evil.example.org").status == 403
+    assert connect(sp, clients).status == 403  # no Origin at all
+    assert logged(sp, "WebSocket upgrade from Origin 'https://evil.example.org' refused (ws_origin)")
+    c = connect(sp, clients, origin="https://phone.example.com")
+    assert c.status == 101
+    assert register(sp, c).startswith(b"SIP/2.0 200 ")
     c.sock.sendall(c.ws.send(Ping(b"are you there")))
     pong = c.next_event(Pong, 5.0)
     assert pong is not None and pong.payload == b"are you there"  # type: ignore[attr-defined]
@@ -188,19 +187,9 @@ def test_ping_and_keepalive(ser_factory: StartSer, clients: list[WsClient]) -> N
     ping = c.next_event(Ping, 5.0)
     assert ping is not None
     c.sock.sendall(c.ws.send(ping.response()))  # type: ignore[attr-defined]
-    assert c.next_event(Ping, 5.0) is not None  # idle again: pinged again, not closed
-    # this time no answer: the server closes the connection
+    # idle again: pinged again, not closed; this time no answer: closed
+    assert c.next_event(Ping, 5.0) is not None
     assert c.closed_by_server(5.0) is not None
-
-
-def test_origin_check(ser_factory: StartSer, clients: list[WsClient]) -> None:
-    sp = start(ser_factory, extra='ws_origin="^https://phone\\.example\\.com$"')
-    assert connect(sp, clients, origin="https://evil.example.org").status == 403
-    assert connect(sp, clients).status == 403  # no Origin at all
-    good = connect(sp, clients, origin="https://phone.example.com")
-    assert good.status == 101
-    assert register(sp, good).startswith(b"SIP/2.0 200 ")
-    assert logged(sp, "WebSocket upgrade from Origin 'https://evil.example.org' refused (ws_origin)")
 
 
 def served(sp: SerProcess, clients: list[WsClient]) -> bool:
@@ -213,33 +202,29 @@ def served(sp: SerProcess, clients: list[WsClient]) -> bool:
     return register(sp, c, "carol").startswith(b"SIP/2.0 200 ")
 
 
-def test_upgrade_without_sip_subprotocol(ser_factory: StartSer, clients: list[WsClient]) -> None:
-    sp = start(ser_factory)
+def test_bad_input_closes_only_that_connection(ser_factory: StartSer, clients: list[WsClient]) -> None:
+    """An upgrade without the sip subprotocol, an oversized message, broken
+    frames, no HTTP at all: each a log line and that connection closed; the
+    server goes on serving UDP and new WebSocket connections."""
+    sp = start(ser_factory, extra="max_msg_size=4096")
     c = connect(sp, clients, protocols=("chat",))
     assert c.status == 400
     assert c.sock.recv(10) == b""  # closed
     assert logged(sp, "WebSocket upgrade without the 'sip' subprotocol (offered: chat); closing connection")
     assert served(sp, clients)
 
-
-def test_oversized_message(ser_factory: StartSer, clients: list[WsClient]) -> None:
-    sp = start(ser_factory, extra="max_msg_size=4096")
     c = connect(sp, clients)
     c.send(b"x" * 5000, text=False)
     assert c.closed_by_server() == 1009
     assert logged(sp, "WebSocket message longer than max_msg_size (4096 bytes); closing connection")
-    assert served(sp, clients)
 
-
-def test_garbage_frames_and_no_http(ser_factory: StartSer, clients: list[WsClient]) -> None:
-    sp = start(ser_factory)
     c = connect(sp, clients)
     c.send_raw(b"\x8f\x85abcd12345")  # opcode 0xF does not exist
     assert c.closed_by_server() == 1002
     assert logged(sp, "bad WebSocket frame: Invalid opcode 0xf; closing connection")
-    c2 = connect(sp, clients)
-    c2.send_raw(b"\x81\x05hello")  # a client frame must be masked (RFC 6455 §5.1)
-    assert c2.closed_by_server() == 1002
+    c = connect(sp, clients)
+    c.send_raw(b"\x81\x05hello")  # a client frame must be masked (RFC 6455 §5.1)
+    assert c.closed_by_server() == 1002
     with socket.create_connection((sp.host, sp.ws_port), timeout=5) as raw:  # type: ignore[attr-defined]
         raw.sendall(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(range(32)) + b"\r\n\r\n")
         assert raw.recv(100).startswith(b"HTTP/1.1 400 ")
@@ -270,9 +255,10 @@ route {{
 """
 
 
-def test_wss_register_and_reached(ser_factory: StartSer, clients: list[WsClient], tmp_path: Path) -> None:
-    ca = TestCA(tmp_path / "ca")
-    server = ca.issue("server")
+def test_wss_register_and_reached(
+    ser_factory: StartSer, clients: list[WsClient], ca: TestCA, server_cert: Issued
+) -> None:
+    server = server_cert
     ws_port = free_port(socket.SOCK_STREAM)
     sp = ser_factory(WSS_CFG, ws_port=ws_port, cert=server.cert, key=server.key)
     sp.ws_port = ws_port  # type: ignore[attr-defined]
