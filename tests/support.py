@@ -19,8 +19,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from sipexpress.sip.message import SipMessage
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = bool(os.environ.get("CI"))
@@ -102,6 +106,32 @@ def udp_exchange(data: bytes, host: str, port: int, timeout: float = 2.0) -> byt
             return None
 
 
+def udp_request(sp: SerProcess, method: str, user: str, extra: str = "") -> SipMessage | None:
+    """One request to ``user`` at ``sp`` over UDP (a REGISTER: for the AOR
+    ``user``), from ``sip:alice@…``, ``extra`` header lines added: the parsed
+    reply, or None after 5 s."""
+    from sipexpress.sip.message import SipMessage
+
+    ruri = f"sip:{sp.host}:{sp.port}" if method == "REGISTER" else f"sip:{user}@{sp.host}:{sp.port}"
+    caller = user if method == "REGISTER" else "alice"
+    data = (
+        f"{method} {ruri} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{uuid.uuid4().hex[:16]};rport\r\n"
+        f"From: <sip:{caller}@{sp.host}>;tag=1\r\nTo: <sip:{user}@{sp.host}>\r\n"
+        f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n"
+        f"{extra}Content-Length: 0\r\n\r\n"
+    ).encode()
+    raw = udp_exchange(data, sp.host, sp.port, timeout=5)
+    return None if raw is None else SipMessage.parse(raw)
+
+
+def udp_register(sp: SerProcess, user: str, contact: str = "", expires: int = 600) -> SipMessage | None:
+    """:func:`udp_request` REGISTER with one contact (``sip:user@127.0.0.1:5999``
+    unless given)."""
+    contact = contact or f"sip:{user}@127.0.0.1:5999"
+    return udp_request(sp, "REGISTER", user, f"Contact: <{contact}>\r\nExpires: {expires}\r\n")
+
+
 def wait_for(cond: Callable[[], object], timeout: float = 5.0, interval: float = 0.02) -> bool:
     """Poll ``cond`` until it is true or ``timeout`` s have passed; whether it became true."""
     deadline = time.monotonic() + timeout
@@ -158,6 +188,10 @@ class SerProcess:
     port: int
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
+    # a command prefix (``ip netns exec NS``) and a readiness check for a ser
+    # the test cannot reach from where it runs (tests/netns.py)
+    prefix: list[str] = field(default_factory=list)
+    probe: Callable[[], bool] | None = None
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -168,7 +202,7 @@ class SerProcess:
         return str(self.workdir / "ser_fifo")
 
     def start(self, extra_args: list[str] | None = None, wait: float = 15.0) -> None:
-        cmd = [sys.executable, "-m", "sipexpress.cli.ser", "-f", str(self.cfg_path), "-D", "-E"]
+        cmd = [*self.prefix, sys.executable, "-m", "sipexpress.cli.ser", "-f", str(self.cfg_path), "-D", "-E"]
         cmd += extra_args or []
         # the child keeps its own copy of the log descriptor
         with open(self.log_path, "ab") as log:
@@ -179,6 +213,10 @@ class SerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ser exited with {self.proc.returncode}:\n{self.log()}")
+            if self.probe is not None:
+                if self.probe():
+                    return
+                continue
             if udp_exchange(options_request(self.host, self.port), self.host, self.port, 0.3):
                 return
             # a script that answers no OPTIONS: the log says the server runs

@@ -59,6 +59,7 @@ class Branch:
     q: int = -1  # thousandths, -1 = unspecified (SER's q representation)
     dst_uri: str | None = None  # next hop override (e.g. NAT received address)
     flags: int = 0
+    path: str | None = None  # RFC 3327 Path of the binding: the branch's route set
 
 
 class RequestContext:

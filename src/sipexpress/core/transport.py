@@ -278,6 +278,10 @@ class TcpConnection(asyncio.Protocol):
             self.manager.core_bad_stream(self.rcv, e, pending)
             self.close()
             return
+        framer = self.framer  # a StreamFramer (WsConnection has its own data_received)
+        if framer.pings:  # type: ignore[union-attr]  # RFC 5626 §3.5.1: a CRLF pong for each ping
+            self.transport.write(b"\r\n" * framer.pings)  # type: ignore[union-attr]
+            framer.pings = 0  # type: ignore[union-attr]
         self.deliver(frames, now)
 
     def new_framer(self) -> StreamFramer | WsFramer:

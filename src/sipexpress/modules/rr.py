@@ -177,6 +177,7 @@ class RrModule(Module):
         if not routes:
             return -1
         changed = False
+        mine: NameAddr | None = None
         try:
             ruri = ctx.parsed_ruri
             # §16.4: our own Record-Route value in the request URI means the
@@ -190,11 +191,11 @@ class RrModule(Module):
                 ctx.set_ruri(last.uri)
                 changed = True
             elif self._is_mine_route(ctx, routes[0]):
-                routes.pop(0)
+                mine = routes.pop(0)
                 changed = True
                 # enable_double_rr put two of ours on top
                 if routes and self._is_mine_route(ctx, routes[0]):
-                    routes.pop(0)
+                    mine = routes.pop(0)
             if routes:
                 top = SipUri.parse(routes[0].uri)
                 if top.lr:
@@ -213,7 +214,26 @@ class RrModule(Module):
             msg.remove_header("Route")
             for r in reversed(routes):
                 msg.insert_header("Route", str(r), first=True)
+        if mine is not None and not routes:
+            return self._last_hop(ctx, mine)
         return 1
+
+    @staticmethod
+    def _last_hop(ctx: RequestContext, mine: NameAddr) -> int:
+        """Our Route was the last: one the path module wrote (an Outbound
+        flow token, a ``received`` address) names where the request goes
+        (RFC 5626 §5.3, RFC 3327).  0 (stop) when it answered the request."""
+        try:
+            uri = SipUri.parse(mine.uri)
+        except SipParseError:
+            return 1
+        if not uri.user and "received" not in uri.params:
+            return 1
+        path = ctx.core.module("path")
+        consumed = getattr(path, "route_consumed", None)
+        if consumed is None:
+            return 1
+        return 0 if consumed(ctx, uri) < 0 else 1
 
     def _is_mine_route(self, ctx: RequestContext, route: NameAddr) -> bool:
         try:
