@@ -110,13 +110,17 @@ def uas_factory() -> Iterator[Callable[..., TlsUas]]:
 def test_outgoing_tls_checks_certificate_and_sends_sni(
     ser_factory: StartSer, ca: TestCA, server_cert: Issued, uas_factory: Callable[..., TlsUas]
 ) -> None:
-    sp = start_tls_ser(ser_factory, ca, server_cert)
     good = uas_factory(ca.issue("uas-good"))
+    sp = start_tls_ser(ser_factory, ca, server_cert, relay=good.port)
+    # t_relay_to_tls("localhost", port): certificate checked against "localhost", SNI sent
+    reply = relay_via_udp(sp, "sip:bob@example.invalid", "INFO")
+    assert reply is not None and reply.startswith(b"SIP/2.0 200 "), (reply, sp.log())
+    assert [r.split(b" ", 1)[0] for r in good.requests] == [b"INFO"]
     # sips: URI by name: certificate checked against "localhost", SNI sent
     reply = relay_via_udp(sp, f"sips:bob@localhost:{good.port}")
     assert reply is not None and reply.startswith(b"SIP/2.0 200 "), (reply, sp.log())
     assert good.sni == ["localhost"]
-    (req,) = [r for r in good.requests if r.startswith(b"MESSAGE ")]
+    (req,) = [r for r in good.requests if r.startswith(b"MESSAGE ")]  # on the same connection
     top_via = next(h for h in req.split(b"\r\n") if h.lower().startswith(b"via:"))
     assert top_via.startswith(b"Via: SIP/2.0/TLS 127.0.0.1:") and b";alias;" in top_via  # RFC 5923
     # ;transport=tls by IP: checked against the certificate's IP address; reused connection
