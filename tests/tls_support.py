@@ -132,7 +132,8 @@ loadmodule "textops"
 """
 
 #: OPTIONS to ser answered by ser (telling over which transport it came);
-#: anything else relayed statefully to its request URI
+#: INFO relayed with t_relay_to_tls to localhost:{relay}; anything else
+#: relayed statefully to its request URI
 ROUTE = """\
 route {{
     if (method == "OPTIONS" && uri == myself) {{
@@ -141,19 +142,31 @@ route {{
         sl_send_reply("200", "OK");
         break;
     }}
+    if (method == "INFO") {{
+        if (!t_relay_to_tls("localhost", "{relay}")) {{ sl_reply_error(); }}
+        break;
+    }}
     if (!t_relay()) {{ sl_reply_error(); }}
 }}
 """
 
 
 def start_tls_ser(
-    ser_factory: StartSer, ca: TestCA, cert: Issued, extra: str = "", tls: int | None = None
+    ser_factory: StartSer,
+    ca: TestCA,
+    cert: Issued,
+    extra: str = "",
+    tls: int | None = None,
+    relay: int = 5061,
 ) -> SerProcess:
     """A ser with UDP and TCP on a free port and TLS on ``tls`` (another
     free port by default, as ``sp.tls_port``) answering OPTIONS to itself
-    (``X-Proto: tls`` over TLS) and relaying the rest with tm."""
+    (``X-Proto: tls`` over TLS), relaying INFO to localhost:``relay`` with
+    ``t_relay_to_tls`` and the rest to the request URI with ``t_relay``."""
     tls = tls or free_port()
-    sp = ser_factory(HEAD + extra + ROUTE, tls=tls, cert=cert.cert, key=cert.key, ca=ca.cert_path)
+    sp = ser_factory(
+        HEAD + extra + ROUTE, tls=tls, relay=relay, cert=cert.cert, key=cert.key, ca=ca.cert_path
+    )
     sp.tls_port = tls  # type: ignore[attr-defined]
     assert wait_for(lambda: f"listening on tls:127.0.0.1:{tls}" in sp.log(), 10)
     return sp

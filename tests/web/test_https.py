@@ -4,6 +4,9 @@ web interface inside ``ser`` calls JSON-RPC over HTTPS too (its CA from
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,15 @@ def test_web_and_jsonrpc_over_https(ser_factory: Any, tmp_path: Path) -> None:
         timeout=10,
     )
     assert r.status_code == 200 and "result" in r.json(), r.text
+    # serctl -f ser.cfg finds it at https://, trusting the CA SSL_CERT_FILE names
+    out = subprocess.run(
+        [sys.executable, "-m", "sipexpress.cli.serctl", "-f", str(sp.cfg_path), "rpc", "version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "SSL_CERT_FILE": str(ca.cert_path)},
+    )
+    assert out.returncode == 0 and "sipexpress" in out.stdout, (out.stdout, out.stderr)
     assert f"JSON-RPC  https://127.0.0.1:{rpc_port}/" in sp.log()
     assert f"web       https://127.0.0.1:{web_port}/" in sp.log()
     # plain HTTP is not served there; an untrusting client refuses the certificate

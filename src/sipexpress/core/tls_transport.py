@@ -18,7 +18,9 @@ checked against the certificate's IP addresses.
 Every failure — a certificate that is expired, for another host or from an
 unknown CA, plain SIP on the TLS port, garbage, a handshake that does not
 finish in ``tls_handshake_timeout`` — is one log line naming the peer, and
-that connection is closed; nothing else is affected.
+that connection is closed; nothing else is affected.  A client's failures
+are logged as the TCP limits are, once per source address and reason every
+:attr:`~sipexpress.core.transport.TcpManager.LOG_EVERY` seconds.
 """
 
 from __future__ import annotations
@@ -173,6 +175,9 @@ class TlsConnection(TcpConnection):
                 raw.write(alert)
         if self.listener is None and self.transport is None:
             self.manager.connect_failed(self, self._where(), reason)
+        elif self.listener is not None and self.peer is not None:
+            # a client's failures: logged once per source and reason a minute (scanners)
+            self.manager.limit_hit(self.peer[0], f"{reason}; closing connection")
         else:
             log.warning("tls %s: %s; closing connection", self._where(), reason)
         self.close()

@@ -110,13 +110,17 @@ def uas_factory() -> Iterator[Callable[..., TlsUas]]:
 def test_outgoing_tls_checks_certificate_and_sends_sni(
     ser_factory: StartSer, ca: TestCA, server_cert: Issued, uas_factory: Callable[..., TlsUas]
 ) -> None:
-    sp = start_tls_ser(ser_factory, ca, server_cert)
     good = uas_factory(ca.issue("uas-good"))
+    sp = start_tls_ser(ser_factory, ca, server_cert, relay=good.port)
+    # t_relay_to_tls("localhost", port): certificate checked against "localhost", SNI sent
+    reply = relay_via_udp(sp, "sip:bob@example.invalid", "INFO")
+    assert reply is not None and reply.startswith(b"SIP/2.0 200 "), (reply, sp.log())
+    assert [r.split(b" ", 1)[0] for r in good.requests] == [b"INFO"]
     # sips: URI by name: certificate checked against "localhost", SNI sent
     reply = relay_via_udp(sp, f"sips:bob@localhost:{good.port}")
     assert reply is not None and reply.startswith(b"SIP/2.0 200 "), (reply, sp.log())
     assert good.sni == ["localhost"]
-    (req,) = [r for r in good.requests if r.startswith(b"MESSAGE ")]
+    (req,) = [r for r in good.requests if r.startswith(b"MESSAGE ")]  # on the same connection
     top_via = next(h for h in req.split(b"\r\n") if h.lower().startswith(b"via:"))
     assert top_via.startswith(b"Via: SIP/2.0/TLS 127.0.0.1:") and b";alias;" in top_via  # RFC 5923
     # ;transport=tls by IP: checked against the certificate's IP address; reused connection
@@ -210,13 +214,16 @@ def test_bad_input_on_tls_and_tcp_ports(ser_factory: StartSer, ca: TestCA, serve
         s.sendall(sip_request("OPTIONS", f"sip:127.0.0.1:{tls_port}", 9, transport="TCP"))
         assert closed_by_server(s)
     assert wait_for(
-        lambda: "no TLS handshake (plain SIP: 'OPTIONS sip:') on a TLS port; closing connection" in sp.log()
+        lambda: (
+            "tls from 127.0.0.1: no TLS handshake (plain SIP: 'OPTIONS sip:') on a TLS port; closing connection"
+            in sp.log()
+        )
     )
     # handshake garbage: a handshake record header and nonsense
     with socket.create_connection((sp.host, tls_port)) as s:
         s.sendall(b"\x16\x03\x01\x00\x20" + bytes(range(32)) + b"\x16\x03\x01\xff\xff" + b"x" * 64)
         assert closed_by_server(s)
-    assert wait_for(lambda: sp.log().count("tls 127.0.0.1:") >= 2 and "TLS error:" in sp.log()), sp.log()
+    assert wait_for(lambda: "tls from 127.0.0.1: TLS error: " in sp.log()), sp.log()
     # a TLS hello to the plain TCP port
     raw = socket.create_connection((sp.host, sp.port))
     ctx = ssl.create_default_context()
@@ -232,9 +239,14 @@ def test_bad_input_on_tls_and_tcp_ports(ser_factory: StartSer, ca: TestCA, serve
     with pytest.raises(ssl.SSLCertVerificationError):
         client_context(other_ca).wrap_socket(raw, server_hostname="localhost")
     raw.close()
-    assert wait_for(lambda: "TLS handshake refused by the peer: tlsv1 alert unknown ca" in sp.log()), sp.log()
     assert wait_for(
-        lambda: "handshake not done within tls_handshake_timeout (1 s); closing connection" in sp.log()
+        lambda: "tls from 127.0.0.1: TLS handshake refused by the peer: tlsv1 alert unknown ca" in sp.log()
+    ), sp.log()
+    assert wait_for(
+        lambda: (
+            "tls from 127.0.0.1: handshake not done within tls_handshake_timeout (1 s); closing connection"
+            in sp.log()
+        )
     )
     silent.settimeout(5)
     assert silent.recv(100) == b""  # closed by the server

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import ssl
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sipexpress.core.options import normalize_options
 from sipexpress.core.server import Core
@@ -200,3 +204,23 @@ def test_server_hostname() -> None:
     assert server_hostname("Example.COM", "1.2.3.4") == "example.com"
     assert server_hostname(None, "1.2.3.4") == "1.2.3.4"
     assert server_hostname("[::1]", "::1") == "::1"
+
+
+@functools.cache
+def _contexts(cert: str, key: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    return server_context(TlsSettings(cert, key)), client_context(TlsSettings(verify=False))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunks=st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=4), hello=st.booleans())
+def test_session_garbage_raises_only_tls_error(server_cert: Issued, chunks: list[bytes], hello: bool) -> None:
+    """Whatever a client sends, the session either goes on or raises
+    TlsError (the connection closes with a log line), never anything else."""
+    srv_ctx, cli_ctx = _contexts(str(server_cert.cert), str(server_cert.key))
+    srv = TlsSession(srv_ctx, True)
+    if hello:  # a real ClientHello first, garbage after it
+        cli = TlsSession(cli_ctx, False, "localhost")
+        chunks = [cli.start(), *chunks]
+    with contextlib.suppress(TlsError):
+        for chunk in chunks:
+            srv.receive(chunk)
