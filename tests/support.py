@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import fcntl
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import termios
@@ -370,3 +372,124 @@ def cfg_head(*modules: str) -> str:
 def rpc_secret_file(workdir: Path) -> str:
     """Where a ser started from :func:`cfg_head` keeps its JSON-RPC token."""
     return str(workdir / "jsonrpc.secret")
+
+
+class WsClient:
+    """A blocking SIP-over-WebSocket client (RFC 7118) on a real socket,
+    wsproto doing the protocol: the upgrade with ``Sec-WebSocket-Protocol``
+    ``protocols`` (default ``sip``), then one SIP message per text frame.
+    ``ssl_context`` makes it a WSS client.  ``status`` is the upgrade's
+    HTTP status (101 when accepted)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        protocols: tuple[str, ...] = ("sip",),
+        origin: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        from wsproto import WSConnection
+        from wsproto.connection import ConnectionType
+        from wsproto.events import AcceptConnection, RejectConnection, Request
+
+        sock: socket.socket = socket.create_connection((host, port), timeout=timeout)
+        if ssl_context is not None:
+            sock = ssl_context.wrap_socket(sock, server_hostname=host)
+        self.sock = sock
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.events: list[object] = []
+        headers = [(b"Origin", origin.encode())] if origin else []
+        sock.sendall(
+            self.ws.send(
+                Request(
+                    host=f"{host}:{port}", target="/", subprotocols=list(protocols), extra_headers=headers
+                )
+            )
+        )
+        self.status = 0
+        deadline = time.monotonic() + timeout
+        while not self.status and time.monotonic() < deadline:
+            if not self._read():
+                break
+            for ev in list(self.events):
+                if isinstance(ev, AcceptConnection):
+                    self.status = 101
+                elif isinstance(ev, RejectConnection):
+                    self.status = ev.status_code
+                else:
+                    continue
+                self.events.remove(ev)
+
+    def _read(self) -> bool:
+        """Read once from the socket into ``events``; False on EOF/timeout."""
+        from wsproto.utilities import RemoteProtocolError
+
+        try:
+            data = self.sock.recv(65536)
+            self.ws.receive_data(data or None)
+        except (TimeoutError, OSError, RemoteProtocolError):  # RemoteProtocolError: no HTTP came back
+            return False
+        self.events.extend(self.ws.events())
+        return bool(data)
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send(self, sip: bytes | str, text: bool = True) -> None:
+        from wsproto.events import BytesMessage, TextMessage
+
+        if text:
+            msg: object = TextMessage(sip.decode() if isinstance(sip, bytes) else sip)
+        else:
+            msg = BytesMessage(sip.encode() if isinstance(sip, str) else sip)
+        self.sock.sendall(self.ws.send(msg))  # type: ignore[arg-type]
+
+    def next_event(self, kind: type, timeout: float = 5.0) -> object | None:
+        """The next event of type ``kind`` (others are kept), None on timeout or EOF."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for ev in self.events:
+                if isinstance(ev, kind):
+                    self.events.remove(ev)
+                    return ev
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            if not self._read():
+                for ev in self.events:
+                    if isinstance(ev, kind):
+                        self.events.remove(ev)
+                        return ev
+                return None
+
+    def recv(self, timeout: float = 5.0) -> bytes | None:
+        """The next SIP message received (a whole WebSocket message)."""
+        from wsproto.events import BytesMessage, Message, TextMessage
+
+        parts: list[bytes] = []
+        while True:
+            ev = self.next_event(Message, timeout)
+            if ev is None:
+                return None
+            if isinstance(ev, TextMessage):
+                parts.append(ev.data.encode())
+            elif isinstance(ev, BytesMessage):
+                parts.append(bytes(ev.data))
+            if getattr(ev, "message_finished", True):
+                return b"".join(parts)
+
+    def closed_by_server(self, timeout: float = 5.0) -> int | None:
+        """The close code the server sent (1006: the connection just ended),
+        None when it stayed open for ``timeout``."""
+        from wsproto.events import CloseConnection
+
+        ev = self.next_event(CloseConnection, timeout)
+        return None if ev is None else int(ev.code)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()

@@ -27,10 +27,12 @@ class Proto(enum.IntEnum):
     UDP = 1
     TCP = 2
     TLS = 3
+    WS = 4  # SIP over WebSocket (RFC 7118)
+    WSS = 5  # ... over secure WebSocket
 
     @property
     def token(self) -> str:
-        """As written in a Via header: ``UDP``, ``TCP``, ``TLS``."""
+        """As written in a Via header: ``UDP``, ``TCP``, ``TLS``, ``WS``, ``WSS``."""
         return self.name
 
 

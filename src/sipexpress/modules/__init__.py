@@ -32,6 +32,7 @@ CATALOGUE: dict[str, str] = {
     "print": "sipexpress.modules.print_stdout:PrintModule",
     "msilo": "sipexpress.modules.msilo:MsiloModule",
     "pike": "sipexpress.modules.pike:PikeModule",
+    "tls": "sipexpress.modules.tls:TlsModule",
     "rtpengine": "sipexpress.modules.rtpengine:RtpengineModule",
     "nathelper": "sipexpress.modules.nathelper:NathelperModule",
     "path": "sipexpress.modules.path:PathModule",

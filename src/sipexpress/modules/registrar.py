@@ -550,6 +550,10 @@ class RegistrarModule(Module):
         extra: list[str] = []
         if self._use_path or self._outbound:
             path, extra = self._extensions(msg, specs, clist)
+        received = ctx.data.get("received")
+        if received is None and rcv.proto in _WS_PROTOS:
+            # RFC 7118 §5: the client is reached over its connection only
+            received = _flow_uri(rcv.proto, rcv.src_ip, rcv.src_port)
         return RegisterRequest(
             aor,
             callid,
@@ -558,7 +562,7 @@ class RegistrarModule(Module):
             specs,
             expires_hdr,
             msg.header("user-agent") or "Unknown",
-            ctx.data.get("received"),
+            received,
             flags,
             f"{_PROTO_NAMES[rcv.proto]}:{rcv.dst_ip}:{rcv.dst_port}",
             ", ".join(path) if path else None,
@@ -731,12 +735,16 @@ class RegistrarModule(Module):
         first: Ucontact | None = None
         nat = False
         append = bool(self.values["append_branches"])
+        core = ctx.core
+        check_flow = bool(core.streams)
         contacts = rec.contacts
         if self._outbound:
             contacts = _one_flow_per_instance(contacts, now)
         for c in contacts:
             if not c.valid(now):
                 continue
+            if check_flow and c.received and not _flow_open(core, c.received):
+                continue  # registered over a WebSocket that is closed now
             if first is None:
                 first = c
                 ctx.set_ruri(c.uri)
@@ -791,6 +799,28 @@ class RegistrarModule(Module):
 #: "udp" ... as the location table's socket column writes them (an enum's
 #: ``.name`` is a slow property on the REGISTER path)
 _PROTO_NAMES: dict[Proto, str] = {p: p.name.lower() for p in Proto}
+
+
+_WS_PROTOS = frozenset((Proto.WS, Proto.WSS))
+
+
+def _flow_uri(proto: Proto, ip: str, port: int) -> str:
+    """Where a contact registered over a connection is reached: that
+    connection's source address, with its transport."""
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"sip:{host}:{port};transport={_PROTO_NAMES[proto]}"
+
+
+def _flow_open(core: CoreAPI, received: str) -> bool:
+    """False when ``received`` names a WebSocket connection that is gone."""
+    if ";transport=ws" not in received.lower():
+        return True
+    try:
+        uri = SipUri.parse(received)
+    except SipParseError:
+        return True
+    proto = Proto.WSS if uri.transport == "wss" else Proto.WS
+    return core.connected(proto, uri.host.strip("[]"), uri.port or 0)
 
 
 def _dst(c: Ucontact) -> str | None:

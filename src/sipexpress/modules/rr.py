@@ -41,6 +41,8 @@ from sipexpress.sip.message import SipMessage
 from sipexpress.sip.uri import SipUri
 
 log = logging.getLogger("sipexpress.rr")
+#: a Route URI's transport parameter -> Proto
+_PROTO_BY_TRANSPORT = {p.name.lower(): p for p in Proto}
 
 
 # ctx.data key: the pending second Record-Route (read by core and tm)
@@ -177,7 +179,7 @@ class RrModule(Module):
 
     # -- Route processing -----------------------------------------------------
     def _is_mine(self, ctx: RequestContext, uri: SipUri) -> bool:
-        proto = {"tcp": Proto.TCP, "tls": Proto.TLS, "udp": Proto.UDP}.get(uri.transport or "")
+        proto = _PROTO_BY_TRANSPORT.get(uri.transport or "")
         return bool(ctx.core.is_myself(uri.host, uri.port, proto))
 
     def loose_route(self, ctx: RequestContext) -> int:

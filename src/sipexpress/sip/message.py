@@ -1361,6 +1361,8 @@ class StreamFramer:
             if i < 0:
                 if len(buf) > self.max_size:
                     raise SipParseError("message too large", 413)
+                if buf[0] == 0x16:  # a TLS handshake record: a TLS client on a plain port
+                    raise SipParseError("not SIP: a TLS handshake on a plain stream port")
                 break
             head = bytes(buf[: i + 2])
             found = _CL_RE.findall(head)
