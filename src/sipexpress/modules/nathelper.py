@@ -113,6 +113,8 @@ def ping_target(c: Ucontact) -> tuple[Proto, str, int] | None:
     except ValueError:
         return None
     t = (uri.transport or "").lower()
+    if t in ("ws", "wss"):
+        return None  # a WebSocket connection keeps itself open (ws_keepalive_interval)
     proto = Proto.TCP if t == "tcp" else Proto.TLS if t == "tls" or uri.secure else Proto.UDP
     port = uri.port or (5061 if proto is Proto.TLS else 5060)
     return proto, host, port
@@ -241,7 +243,7 @@ class NathelperModule(Module):
     # -- script functions ------------------------------------------------------
     def nat_uac_test(self, ctx: RequestContext, flags: int) -> int:
         rcv = ctx.rcv
-        return 1 if nat.nat_uac_test(ctx.msg, rcv.src_ip, rcv.src_port, flags) else -1
+        return 1 if nat.nat_uac_test(ctx.msg, rcv.src_ip, rcv.src_port, flags, rcv.proto.token) else -1
 
     def fix_nated_contact(self, ctx: RequestContext) -> int:
         rcv = ctx.rcv

@@ -95,6 +95,14 @@ async def test_nat_uac_test_bits(flags: int, data: bytes, src: tuple[str, int], 
     assert await run_test(flags, data, src) == expected
 
 
+async def test_nat_uac_test_websocket_bit() -> None:
+    s = script('if (nat_uac_test("64")) { setflag(1); };')
+    _, ctx = await s.run(msg(), src=PUBLIC, proto=Proto.WS)
+    assert ctx.isflagset(1)
+    _, ctx = await s.run(msg(), src=PUBLIC, proto=Proto.TCP)
+    assert not ctx.isflagset(1)
+
+
 async def test_private_contact_from_a_public_source_is_detected_and_fixed() -> None:
     """Item 5: the Contact claims 192.168.1.20:5062, the packet came from
     203.0.113.7:40123; nat_uac_test finds it, fix_nated_contact rewrites the

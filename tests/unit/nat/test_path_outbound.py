@@ -155,6 +155,7 @@ def test_plan_pings() -> None:
         c("sip:e@phone.example.org"),  # a name: not pinged
         c("sip:f@203.0.113.9", expires=999),  # expired
         Ucontact("a", "sip:g@192.168.1.5", 2000, flags=FL_NAT, path="<sip:edge;lr>"),  # the edge's to ping
+        c("sip:h@x.invalid;transport=ws", received="sip:203.0.113.9:5555;transport=ws"),  # ws keeps itself
     ]
     assert plan_pings(contacts, now, nated_only=True) == [
         Ping(Proto.UDP, "198.51.100.10", 5060, "203.0.113.7", 4000, "sip:a@192.168.1.2:5062"),
