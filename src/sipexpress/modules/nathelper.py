@@ -41,7 +41,7 @@ import logging
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sipexpress.core.context import Proto, RequestContext
 from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
@@ -50,6 +50,9 @@ from sipexpress.sip import nat
 from sipexpress.sip.errors import SipError
 from sipexpress.sip.message import SipMessage
 from sipexpress.sip.uri import SipUri
+
+if TYPE_CHECKING:
+    from sipexpress.core.api import CoreAPI
 
 log = logging.getLogger("sipexpress.nathelper")
 
@@ -188,7 +191,7 @@ class NathelperModule(Module):
         ("natping_replies", "replies to the keep-alives received (and absorbed)"),
     )
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: CoreAPI) -> None:
         super().__init__(core)
         self.natping_sent = 0
         self.natping_replies = 0

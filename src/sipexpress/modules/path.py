@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from sipexpress.core.context import Proto, RequestContext
 from sipexpress.core.options import SocketSpec
@@ -39,6 +39,9 @@ from sipexpress.sip.errors import SipError
 from sipexpress.sip.headers import unquote
 from sipexpress.sip.outbound import Flow, FlowTokens, outbound_contact
 from sipexpress.sip.uri import SipUri, unescape
+
+if TYPE_CHECKING:
+    from sipexpress.core.api import CoreAPI
 
 log = logging.getLogger("sipexpress.path")
 
@@ -68,7 +71,7 @@ class PathModule(Module):
         ("flow_tokens_refused", "Route URIs with a flow token that did not verify (403)"),
     )
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: CoreAPI) -> None:
         super().__init__(core)
         self.tokens = FlowTokens()
         self.flows_routed = 0

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sipexpress.core.context import Proto, RequestContext
 from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
@@ -39,6 +39,9 @@ from sipexpress.sip.errors import SipParseError
 from sipexpress.sip.headers import NameAddr
 from sipexpress.sip.message import SipMessage
 from sipexpress.sip.uri import SipUri
+
+if TYPE_CHECKING:
+    from sipexpress.core.api import CoreAPI
 
 log = logging.getLogger("sipexpress.rr")
 #: a Route URI's transport parameter -> Proto
@@ -94,7 +97,7 @@ class RrModule(Module):
         Param("add_username", int, 0, "put the request URI's user in Record-Route"),
     )
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: CoreAPI) -> None:
         super().__init__(core)
         # the path module, when loaded: Outbound flow tokens in Record-Route
         self._flows: Any = None
