@@ -73,6 +73,8 @@ class CoreAPI(Protocol):
     #: this process's place among the worker processes (its bus to the
     #: others: usrloc replicates over it); None with one process
     worker: WorkerInfo | None
+    #: connection tables of the WS/WSS listeners (empty: none configured)
+    streams: dict[Proto, Any]
 
     # -- modules, routes, tasks ------------------------------------------
     def module(self, name: str) -> Module | None: ...
@@ -142,6 +144,10 @@ class CoreAPI(Protocol):
         """Send bytes; for TCP reuse a connection to ip:port (or the one the
         request came on when ``rcv`` is given), opening one if needed;
         ``on_error`` is called when that connection cannot be opened."""
+        ...
+
+    def connected(self, proto: Proto, ip: str, port: int) -> bool:
+        """An open connection of stream transport ``proto`` to ip:port."""
         ...
 
     def fix_top_via(self, ctx: RequestContext) -> None:

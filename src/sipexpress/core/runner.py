@@ -114,6 +114,8 @@ class Runner:
             if core.worker is None:
                 rows.append((pid, "tcp main process"))
             rows.append((pid, f"tcp receiver child={child}" if core.worker is not None else "tcp receiver"))
+        if core.tls is not None and core.tls.listeners:
+            rows.append((pid, "tls receiver"))
         if self.mgmt is not None and self.mgmt.fifo is not None:
             rows.append((pid, "fifo server"))
         if self.mgmt is not None and self.mgmt.unix is not None:

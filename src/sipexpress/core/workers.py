@@ -22,8 +22,8 @@ Sockets, bound by the main process before the fork (:func:`bind_worker_sockets`)
   come back to the worker that holds the client transaction, whichever
   socket the peer would otherwise have hashed to.  Record-Route keeps the
   public port.
-* a TCP listen address is one socket shared by all workers: any worker
-  accepts a connection and then owns it.  Each worker tells the others
+* a TCP (TLS, WS, WSS) listen address is one socket shared by all
+  workers: any worker accepts a connection and then owns it.  Each worker tells the others
   which peer addresses its connections serve (``tcp`` messages on the bus);
   a request to a phone whose connection another worker holds is handed to
   that worker, which writes it on the connection (:class:`TcpOwners`).
@@ -118,7 +118,7 @@ def bind_worker_sockets(
                         p = bind_socket(ip, 0, socket.SOCK_DGRAM, rcvbuf)
                         made.append(p)
                         ws.private[(ip, port)] = p
-                elif proto is Proto.TCP:
+                else:  # TCP, TLS, WS, WSS: one listening socket, any worker accepts
                     s = bind_socket(ip, port, socket.SOCK_STREAM)
                     made.append(s)
                     for ws in out:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sipexpress.core.context import Proto, RequestContext
 from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
@@ -40,7 +40,12 @@ from sipexpress.sip.headers import NameAddr
 from sipexpress.sip.message import SipMessage
 from sipexpress.sip.uri import SipUri
 
+if TYPE_CHECKING:
+    from sipexpress.core.api import CoreAPI
+
 log = logging.getLogger("sipexpress.rr")
+#: a Route URI's transport parameter -> Proto
+_PROTO_BY_TRANSPORT = {p.name.lower(): p for p in Proto}
 
 
 # ctx.data key: the pending second Record-Route (read by core and tm)
@@ -91,6 +96,15 @@ class RrModule(Module):
         Param("enable_double_rr", int, 1, "two Record-Routes when the request changes transport"),
         Param("add_username", int, 0, "put the request URI's user in Record-Route"),
     )
+
+    def __init__(self, core: CoreAPI) -> None:
+        super().__init__(core)
+        # the path module, when loaded: Outbound flow tokens in Record-Route
+        self._flows: Any = None
+
+    async def start(self) -> None:
+        path = self.core.module("path")
+        self._flows = path if hasattr(path, "rr_token") else None
 
     def functions(self) -> Sequence[ScriptFunction]:
         f = ScriptFunction
@@ -150,7 +164,13 @@ class RrModule(Module):
         adv = ctx.data.get("advertised_address") or core.options.get("advertised_address")
         if adv:
             host = str(adv)
-        rr = DoubleRecordRoute(rcv.proto, host, port, self._user(ctx), self._rr_params(ctx))
+        user = self._user(ctx)
+        if self._flows is not None:
+            # RFC 5626 §5.3: a dialog with an Outbound UA keeps using its flow
+            token = self._flows.rr_token(ctx)
+            if token:
+                user = f"{token}@"
+        rr = DoubleRecordRoute(rcv.proto, host, port, user, self._rr_params(ctx))
         ctx.msg.insert_header("Record-Route", rr.value(rcv.proto, host, port, False), first=True)
         if self.values["enable_double_rr"]:
             ctx.data[RR_DOUBLE] = rr
@@ -162,7 +182,7 @@ class RrModule(Module):
 
     # -- Route processing -----------------------------------------------------
     def _is_mine(self, ctx: RequestContext, uri: SipUri) -> bool:
-        proto = {"tcp": Proto.TCP, "tls": Proto.TLS, "udp": Proto.UDP}.get(uri.transport or "")
+        proto = _PROTO_BY_TRANSPORT.get(uri.transport or "")
         return bool(ctx.core.is_myself(uri.host, uri.port, proto))
 
     def loose_route(self, ctx: RequestContext) -> int:
@@ -175,6 +195,7 @@ class RrModule(Module):
         if not routes:
             return -1
         changed = False
+        mine: NameAddr | None = None
         try:
             ruri = ctx.parsed_ruri
             # §16.4: our own Record-Route value in the request URI means the
@@ -188,11 +209,11 @@ class RrModule(Module):
                 ctx.set_ruri(last.uri)
                 changed = True
             elif self._is_mine_route(ctx, routes[0]):
-                routes.pop(0)
+                mine = routes.pop(0)
                 changed = True
                 # enable_double_rr put two of ours on top
                 if routes and self._is_mine_route(ctx, routes[0]):
-                    routes.pop(0)
+                    mine = routes.pop(0)
             if routes:
                 top = SipUri.parse(routes[0].uri)
                 if top.lr:
@@ -211,7 +232,29 @@ class RrModule(Module):
             msg.remove_header("Route")
             for r in reversed(routes):
                 msg.insert_header("Route", str(r), first=True)
+        if mine is not None and not routes:
+            text = mine.uri
+            # a plain Record-Route of ours (the everyday case) names no flow
+            if "@" in text or "received=" in text:
+                return self._last_hop(ctx, mine)
         return 1
+
+    @staticmethod
+    def _last_hop(ctx: RequestContext, mine: NameAddr) -> int:
+        """Our Route was the last: one the path module wrote (an Outbound
+        flow token, a ``received`` address) names where the request goes
+        (RFC 5626 §5.3, RFC 3327).  0 (stop) when it answered the request."""
+        try:
+            uri = SipUri.parse(mine.uri)
+        except SipParseError:
+            return 1
+        if not uri.user and "received" not in uri.params:
+            return 1
+        path = ctx.core.module("path")
+        consumed = getattr(path, "route_consumed", None)
+        if consumed is None:
+            return 1
+        return 0 if consumed(ctx, uri) < 0 else 1
 
     def _is_mine_route(self, ctx: RequestContext, route: NameAddr) -> bool:
         try:
