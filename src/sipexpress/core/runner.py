@@ -115,7 +115,7 @@ class Runner:
                 rows.append((pid, "tcp main process"))
             rows.append((pid, f"tcp receiver child={child}" if core.worker is not None else "tcp receiver"))
         if core.tls is not None and core.tls.listeners:
-            rows.append((pid, "tls receiver"))
+            rows.append((pid, f"tls receiver child={child}" if core.worker is not None else "tls receiver"))
         if self.mgmt is not None and self.mgmt.fifo is not None:
             rows.append((pid, "fifo server"))
         if self.mgmt is not None and self.mgmt.unix is not None:

@@ -422,9 +422,14 @@ class Core:
         return out
 
     def connected(self, proto: Proto, ip: str, port: int) -> bool:
-        """An open connection of stream transport ``proto`` to ip:port."""
+        """An open connection of stream transport ``proto`` to ip:port (here
+        or, with several workers, in another one)."""
         mgr = self.tcp if proto is _TCP else self.tls if proto is _TLS else self.streams.get(proto)
-        return mgr is not None and mgr.lookup(ip, port) is not None
+        if mgr is None:
+            return False
+        if mgr.lookup(ip, port) is not None:
+            return True
+        return mgr.held_elsewhere is not None and mgr.held_elsewhere(ip, port)
 
     def release_held(self) -> None:
         """The modules are ready: handle what arrived while they started."""

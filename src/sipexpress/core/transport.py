@@ -421,6 +421,7 @@ class TcpManager:
         #: worker holds a connection this one lacks (``hand_off``)
         self.announce: Callable[[list[tuple[str, int]], bool], None] | None = None
         self.hand_off: Callable[[str, int, bytes], bool] | None = None
+        self.held_elsewhere: Callable[[str, int], bool] | None = None
         #: the transport's name in log lines
         self.name = self.conn_class.proto.name.lower()
 

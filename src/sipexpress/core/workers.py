@@ -62,10 +62,11 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from sipexpress.core.context import Proto, ReceiveInfo
-from sipexpress.core.transport import bind_socket
+from sipexpress.core.transport import TcpManager, bind_socket
 
 if TYPE_CHECKING:
     from sipexpress.core.server import Core
@@ -350,13 +351,17 @@ class WorkerInfo:
 
 
 # -- TCP connections of other workers ---------------------------------------------
+Key = tuple[str, str, int]  # (protocol name, ip, port)
+
+
 class TcpOwners:
-    """Which worker holds the TCP connection to a peer address (learnt from
-    the bus); consulted only when this worker has no connection there."""
+    """Which worker holds the stream connection (TCP, TLS, WS, WSS) to a
+    peer address, learnt from the bus; consulted only when this worker
+    has no connection there."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
-        self.owner: dict[tuple[str, int], int] = {}
+        self.owner: dict[Key, int] = {}
         bus.on("tcp+", self._added)
         bus.on("tcp-", self._removed)
         bus.on("tcp0", self._forget)
@@ -365,21 +370,26 @@ class TcpOwners:
         """Worker ``src`` was restarted: its predecessor's connections are gone."""
         self.owner = {k: w for k, w in self.owner.items() if w != src}
 
-    def _added(self, src: int, keys: list[tuple[str, int]]) -> None:
+    def _added(self, src: int, keys: list[Key]) -> None:
         for k in keys:
             self.owner[k] = src
 
-    def _removed(self, src: int, keys: list[tuple[str, int]]) -> None:
+    def _removed(self, src: int, keys: list[Key]) -> None:
         for k in keys:
             if self.owner.get(k) == src:
                 del self.owner[k]
 
-    def announce(self, keys: list[tuple[str, int]], present: bool) -> None:
-        self.bus.broadcast("tcp+" if present else "tcp-", keys)
+    def announcer(self, proto: str) -> Callable[[list[tuple[str, int]], bool], None]:
+        """``TcpManager.announce`` for the connections of ``proto``."""
 
-    def lookup(self, ip: str, port: int) -> int | None:
+        def announce(keys: list[tuple[str, int]], present: bool) -> None:
+            self.bus.broadcast("tcp+" if present else "tcp-", [(proto, ip, port) for ip, port in keys])
+
+        return announce
+
+    def lookup(self, proto: str, ip: str, port: int) -> int | None:
         self.bus.drain()
-        return self.owner.get((ip, port))
+        return self.owner.get((proto, ip, port))
 
 
 # -- the supervisor ------------------------------------------------------------------
@@ -540,10 +550,13 @@ class WorkerServices:
         assert core.loop is not None
         bus.start(core.loop)
         bus.responders["state"] = self._state
-        if core.tcp is not None:
+        managers = self._managers()
+        if managers:
             self.owners = owners = TcpOwners(bus)
-            core.tcp.announce = owners.announce
-            core.tcp.hand_off = self._hand_off
+            for name, mgr in managers.items():
+                mgr.announce = owners.announcer(name)
+                mgr.hand_off = partial(self._hand_off, name)
+                mgr.held_elsewhere = partial(self._held_elsewhere, name)
             bus.on("tcp>", self._write_for)
             bus.on("reply", self._reply_from_owner)
             bus.responders["tcp_owned"] = self._tcp_owned
@@ -552,9 +565,25 @@ class WorkerServices:
                 for src, keys in (await bus.ask_all("tcp_owned")).items():
                     owners._added(src, keys or [])
 
-    async def _tcp_owned(self, _arg: Any) -> list[tuple[str, int]]:
-        tcp = self.core.tcp
-        return [k for k, c in tcp.by_addr.items() if not c.closed] if tcp is not None else []
+    def _managers(self) -> dict[str, TcpManager]:
+        """The connection tables of the stream transports, by protocol."""
+        core = self.core
+        out: dict[str, TcpManager] = {}
+        if core.tcp is not None:
+            out[Proto.TCP.name] = core.tcp
+        if core.tls is not None:
+            out[Proto.TLS.name] = core.tls
+        for proto, mgr in core.streams.items():
+            out[proto.name] = mgr
+        return out
+
+    async def _tcp_owned(self, _arg: Any) -> list[Key]:
+        return [
+            (name, *k)
+            for name, mgr in self._managers().items()
+            for k, c in mgr.by_addr.items()
+            if not c.closed
+        ]
 
     def modules_started(self) -> None:
         """After the modules: our reply hook runs after tm's."""
@@ -586,21 +615,26 @@ class WorkerServices:
         return rows
 
     # -- TCP connections held by another worker ----------------------------------
-    def _hand_off(self, ip: str, port: int, data: bytes) -> bool:
+    def _held_elsewhere(self, proto: str, ip: str, port: int) -> bool:
         assert self.owners is not None
-        owner = self.owners.lookup(ip, port)
+        owner = self.owners.lookup(proto, ip, port)
+        return owner is not None and owner != self.info.index
+
+    def _hand_off(self, proto: str, ip: str, port: int, data: bytes) -> bool:
+        assert self.owners is not None
+        owner = self.owners.lookup(proto, ip, port)
         if owner is None or owner == self.info.index:
             return False
-        self.bus.send(owner, "tcp>", (ip, port, data))
+        self.bus.send(owner, "tcp>", (proto, ip, port, data))
         return True
 
-    def _write_for(self, src: int, msg: tuple[str, int, bytes]) -> None:
+    def _write_for(self, src: int, msg: tuple[str, str, int, bytes]) -> None:
         """Another worker's message for a connection of ours."""
-        ip, port, data = msg
-        tcp = self.core.tcp
-        conn = tcp.lookup(ip, port) if tcp is not None else None
+        proto, ip, port, data = msg
+        mgr = self._managers().get(proto)
+        conn = mgr.lookup(ip, port) if mgr is not None else None
         if conn is None:
-            log.warning("tcp hand-off from worker %d: no connection to %s:%d any more", src, ip, port)
+            log.warning("%s hand-off from worker %d: no connection to %s:%d any more", proto, src, ip, port)
             return
         if not data.startswith(b"SIP/2.0 "):
             branch = _top_branch(data)
@@ -614,7 +648,7 @@ class WorkerServices:
     def _reply_hook(self, msg: SipMessage, rcv: ReceiveInfo) -> bool:
         """A reply on our connection to a request another worker sent
         through it goes to that worker (whose transaction it is)."""
-        if not self._handed or rcv.proto is not Proto.TCP:
+        if not self._handed or rcv.proto is Proto.UDP:
             return False
         try:
             branch = msg.via1.branch
@@ -623,15 +657,16 @@ class WorkerServices:
         src = self._handed.get(branch or "")
         if src is None:
             return False
-        self.bus.send(src, "reply", (msg.raw, rcv.src_ip, rcv.src_port, rcv.dst_ip, rcv.dst_port, rcv.af))
+        reply = (msg.raw, rcv.proto.name, rcv.src_ip, rcv.src_port, rcv.dst_ip, rcv.dst_port, rcv.af)
+        self.bus.send(src, "reply", reply)
         return True
 
-    def _reply_from_owner(self, src: int, msg: tuple[bytes, str, int, str, int, int]) -> None:
-        raw, sip, sport, dip, dport, af = msg
+    def _reply_from_owner(self, src: int, msg: tuple[bytes, str, str, int, str, int, int]) -> None:
+        raw, proto, sip, sport, dip, dport, af = msg
         # not now: the bus may be drained in the middle of a route (a look-up)
         loop = self.core.loop
         assert loop is not None
-        loop.call_soon(self.core.receive, raw, ReceiveInfo(Proto.TCP, sip, sport, dip, dport, af, None))
+        loop.call_soon(self.core.receive, raw, ReceiveInfo(Proto[proto], sip, sport, dip, dport, af, None))
 
 
 def _top_branch(data: bytes) -> str | None:

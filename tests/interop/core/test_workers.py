@@ -412,3 +412,27 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_websocket_phone_held_by_another_worker(ser_factory: Callable[..., Any]) -> None:
+    """A browser phone (WebSocket: it accepts no connection) registered
+    through one worker is reached from every worker over its connection,
+    and its replies complete the other workers' transactions."""
+    from tests.interop.core import test_websocket as wst
+    from tests.support import WsClient
+
+    ser = wst.start(ser_factory, extra="children=2")
+    client = WsClient(ser.host, ser.ws_port)
+    try:
+        assert wst.register(ser, client).startswith(b"SIP/2.0 200 ")
+        for i in range(8):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind(("127.0.0.1", 0))
+                s.settimeout(8)
+                s.sendto(wst.message_to(ser, "alice"), (ser.host, ser.port))
+                raw = client.recv()
+                assert raw is not None and raw.startswith(b"MESSAGE sip:alicex@"), i
+                client.send(reply_to(SipMessage.parse(raw), 200, "OK"))
+                assert SipMessage.parse(s.recv(65535)).status == 200
+    finally:
+        client.close()
