@@ -8,12 +8,14 @@ default is not portable; ``1900-01-01 00:00:00`` stands in for it.
 Extensions (documented, additive, nullable): ``location``/``aliases`` carry
 ``socket`` (the local socket a binding arrived on, ``udp:1.2.3.4:5060``) and
 ``path`` (RFC 3327 Path header values), hence their version 7 instead of
-SER's 6.  ``migrate()`` adds those columns to a database made by SER's own
+SER's 6, and ``instance``/``reg_id`` (RFC 5626, as Kamailio's), version 8
+(usrloc still accepts 7: without them the outbound identity is not kept).  ``migrate()`` adds those columns to a database made by SER's own
 script.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -44,17 +46,17 @@ DEFAULT_CALLID = "Default-Call-ID"
 DEFAULT_CSEQ = 42
 
 # table -> version this code creates.  SER 0.9's values except location and
-# aliases (7: + socket, path).
+# aliases (7: + socket, path; 8: + instance, reg_id).
 SCHEMA_VERSIONS: dict[str, int] = {
     "subscriber": 5,
     "reserved": 1,
     "phonebook": 1,
     "pending": 4,
     "missed_calls": 2,
-    "location": 7,
+    "location": 8,
     "grp": 2,
     "event": 1,
-    "aliases": 7,
+    "aliases": 8,
     "active_sessions": 1,
     "acc": 2,
     "config": 1,
@@ -160,6 +162,10 @@ def location_columns() -> list[Column[Any]]:
         _s("user_agent", 50),
         _s("socket", 64, nullable=True),  # extension (version 7)
         _s("path", 255, nullable=True),  # extension (version 7)
+        # RFC 5626 +sip.instance and reg-id, Kamailio's columns (version 8);
+        # optional: usrloc works without them on a version 7 table
+        _s("instance", 255, nullable=True),
+        Column("reg_id", Integer, nullable=False, server_default="0"),
     ]
 
 
@@ -404,11 +410,12 @@ speed_dial = Table(
 TABLES_WITHOUT_DDL = frozenset({"realm"})
 
 
-def usrloc_table(name: str, columns: dict[str, str] | None = None) -> Table:
+def usrloc_table(name: str, columns: dict[str, str] | None = None, without: Sequence[str] = ()) -> Table:
     """A free-standing Table object for a usrloc table named ``name``
     (``location``, ``aliases`` or any name a script uses), with the column
-    names a module configured (usrloc's ``*_column`` parameters)."""
-    cols = location_columns()
+    names a module configured (usrloc's ``*_column`` parameters), less the
+    columns ``without`` (our names: those an older table lacks)."""
+    cols = [c for c in location_columns() if c.name not in without]
     if columns:
         for c in cols:
             c.name = c.key = columns.get(c.name, c.name)

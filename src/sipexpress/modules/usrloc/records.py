@@ -54,7 +54,7 @@ class Ucontact:
     # usrloc has no column for it: None after a restart loads the table
     source: tuple[str, int] | None = None
     # SIP Outbound (RFC 5626): the binding's +sip.instance and reg-id, which
-    # identify it instead of the contact URI; memory only
+    # identify it instead of the contact URI (stored as Kamailio does)
     instance: str | None = None
     reg_id: int = 0
 
@@ -64,11 +64,29 @@ class Ucontact:
         return (
             self.aor, self.uri, self.expires, self.q, self.callid, self.cseq, self.flags, self.replicate,
             self.user_agent, self.received, self.socket, self.path, int(self.state), self.source,
+            self.instance, self.reg_id,
         )  # fmt: skip
 
     @classmethod
     def from_tuple(cls, t: tuple[Any, ...]) -> Ucontact:
-        aor, uri, expires, q, callid, cseq, flags, replicate, ua, received, sock, path, state, source = t
+        (
+            aor,
+            uri,
+            expires,
+            q,
+            callid,
+            cseq,
+            flags,
+            replicate,
+            ua,
+            received,
+            sock,
+            path,
+            state,
+            source,
+            inst,
+            rid,
+        ) = t
         return cls(
             aor,
             uri,
@@ -84,6 +102,8 @@ class Ucontact:
             path,
             CState(state),
             source,
+            inst,
+            rid,
         )
 
     def valid(self, now: float) -> bool:

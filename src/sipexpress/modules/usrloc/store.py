@@ -9,17 +9,20 @@ the registrar do not care which one is behind.  Every method may raise
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Table, and_, delete, func, select, update
+from sqlalchemy import Connection, Table, and_, delete, func, inspect, select, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sipexpress.db import schema
 from sipexpress.db.engine import DEFAULT_TIMEOUT, run
 from sipexpress.modules.usrloc.records import FL_PERMANENT, CState, Ucontact
+
+log = logging.getLogger("sipexpress.usrloc")
 
 
 class LocationStore(Protocol):
@@ -90,6 +93,10 @@ COLUMN_PARAMS = {
 }
 
 
+#: columns a usrloc table may lack (a version 7 table): not stored then
+OPTIONAL_COLUMNS = ("instance", "reg_id")
+
+
 class SqlLocationStore:
     """usrloc tables in SQL, one row per binding (SER's ``location``)."""
 
@@ -140,6 +147,8 @@ class SqlLocationStore:
             "user_agent": c.user_agent[:50],
             "socket": c.socket,
             "path": c.path,
+            "instance": c.instance,
+            "reg_id": c.reg_id,
         }
 
     def _contact(self, t: Table, r: Any) -> Ucontact:
@@ -160,6 +169,8 @@ class SqlLocationStore:
             socket=m[self._col(t, "socket")],
             path=m[self._col(t, "path")],
             state=CState.CS_SYNC,
+            instance=m.get(self._col(t, "instance")),
+            reg_id=int(m.get(self._col(t, "reg_id")) or 0),
         )
 
     def _col(self, t: Table, ours: str) -> str:
@@ -179,10 +190,25 @@ class SqlLocationStore:
     async def prepare(self, table: str) -> None:
         t = self.table(table)
 
-        async def op(conn: AsyncConnection) -> None:
-            await conn.run_sync(lambda c: t.create(c, checkfirst=True))
+        def sync(c: Connection) -> set[str]:
+            t.create(c, checkfirst=True)
+            return {str(col["name"]).lower() for col in inspect(c).get_columns(t.name)}
 
-        await run(self.url, op, max(self.timeout, 10.0))
+        async def op(conn: AsyncConnection) -> set[str]:
+            return await conn.run_sync(sync)
+
+        have = await run(self.url, op, max(self.timeout, 10.0))
+        missing = [ours for ours in OPTIONAL_COLUMNS if self._col(t, ours).lower() not in have]
+        if missing:
+            # a version 7 table (before RFC 5626 identities were kept): used
+            # without them; 'serctl db migrate' adds them
+            log.warning(
+                "usrloc: table %s has no column %s: outbound (RFC 5626) identities are not stored "
+                "(run 'serctl db migrate')",
+                table,
+                "/".join(missing),
+            )
+            self._tables[table] = schema.usrloc_table(table, self.columns, without=missing)
 
     async def load(self, table: str, now: float) -> list[Ucontact]:
         t = self.table(table)
@@ -203,17 +229,18 @@ class SqlLocationStore:
 
         return await run(self.url, op, self.timeout, write=False, single=True)
 
-    def _mapped(self, row: dict[str, Any]) -> dict[str, Any]:
-        if not self.columns:
-            return row
-        return {self.columns.get(k, k): v for k, v in row.items()}
+    def _mapped(self, row: dict[str, Any], t: Table) -> dict[str, Any]:
+        """Our column names -> the table's (renamed by ``*_column``
+        parameters; the optional ones dropped where the table lacks them)."""
+        cols = self.columns
+        return {k2: v for k, v in row.items() if (k2 := cols.get(k, k)) in t.c}
 
     async def write(
         self, table: str, upserts: Sequence[Ucontact], deletes: Iterable[tuple[str, str]]
     ) -> None:
         t = self.table(table)
         dels = list(deletes)
-        rows = [self._mapped(self._row(c)) for c in upserts]
+        rows = [self._mapped(self._row(c), t) for c in upserts]
 
         async def op(conn: AsyncConnection) -> None:
             for aor, uri in dels:

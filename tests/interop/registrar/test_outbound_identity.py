@@ -1,0 +1,113 @@
+"""RFC 5626 identities (+sip.instance, reg-id) kept in the location table:
+after a restart (db_mode 1) a REGISTER of the same instance and reg-id from
+a new contact URI replaces the binding instead of adding a second one; a
+version 7 table (no instance/reg_id columns) still works."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sqlite3
+import uuid
+
+import pytest
+
+from sipexpress import db
+from sipexpress.db import schema
+from sipexpress.modules.usrloc.records import Ucontact
+from sipexpress.modules.usrloc.store import SqlLocationStore
+from tests.support import SerProcess, udp_exchange
+
+pytestmark = pytest.mark.interop
+
+CFG = """
+debug=3
+fork=no
+log_stderr=yes
+listen=udp:{host}:{port}
+loadmodule "sl"
+loadmodule "usrloc"
+loadmodule "registrar"
+modparam("usrloc", "db_mode", 1)
+modparam("usrloc", "db_url", "sqlite:///{workdir}/ser.sqlite")
+modparam("registrar", "outbound_mode", 1)
+route {{
+    if (method == "REGISTER") {{ save("location"); break; }};
+    sl_send_reply("404", "Not here");
+}}
+"""
+
+INSTANCE = "<urn:uuid:00000000-0000-1000-8000-000a95a0e128>"
+
+
+def register(sp: SerProcess, contact_port: int) -> bytes:
+    msg = (
+        f"REGISTER sip:{sp.host}:{sp.port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{contact_port};branch=z9hG4bK{uuid.uuid4().hex[:12]}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:ob@{sp.host}>;tag=r{contact_port}\r\n"
+        f"To: <sip:ob@{sp.host}>\r\n"
+        f"Call-ID: ob-{contact_port}@test\r\n"
+        "CSeq: 1 REGISTER\r\n"
+        "Supported: outbound\r\n"
+        f'Contact: <sip:ob@127.0.0.1:{contact_port};ob>;+sip.instance="{INSTANCE}";reg-id=1\r\n'
+        "Expires: 600\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    r = udp_exchange(msg, sp.host, sp.port)
+    assert r is not None, sp.log()
+    assert r.startswith(b"SIP/2.0 200"), r
+    return r
+
+
+def contacts(reply: bytes) -> list[str]:
+    return re.findall(r"<(sip:ob@[0-9.]+:[0-9]+;ob)>", reply.decode())
+
+
+async def _create(url: str, version7: bool = False) -> None:
+    await db.create_all(url)
+    if version7:  # the table as it was before instance/reg_id
+        await db.drop_tables(url, ["location"])
+        t = schema.usrloc_table("location", without=("instance", "reg_id"))
+        await db.run(url, lambda conn: conn.run_sync(lambda c: t.create(c)))
+    await db.dispose_engines()
+
+
+@pytest.mark.parametrize("version7", [False, True])
+def test_restart_keeps_outbound_identity(ser_factory, version7: bool) -> None:  # type: ignore[no-untyped-def]
+    sp: SerProcess = ser_factory(CFG, start=False)
+    db_file = sp.workdir / "ser.sqlite"
+    asyncio.run(_create(f"sqlite:///{db_file}", version7))
+    sp.start()
+    assert contacts(register(sp, 5071)) == ["sip:ob@127.0.0.1:5071;ob"]
+    sp.stop()
+    sp.start()
+    # the same instance and reg-id from another port: the same binding
+    # when the identity was stored; a second one when it could not be
+    found = contacts(register(sp, 5072))
+    if version7:
+        assert sorted(found) == ["sip:ob@127.0.0.1:5071;ob", "sip:ob@127.0.0.1:5072;ob"], found
+        assert "serctl db migrate" in sp.log()
+    else:
+        assert found == ["sip:ob@127.0.0.1:5072;ob"], sp.log()
+        with contextlib.closing(sqlite3.connect(db_file)) as conn:
+            rows = conn.execute("SELECT contact, instance, reg_id FROM location").fetchall()
+        assert rows == [("sip:ob@127.0.0.1:5072;ob", INSTANCE, 1)]
+
+
+def test_sql_store_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path}/ul.sqlite"
+
+    async def go() -> list[Ucontact]:
+        await db.create_all(url)
+        store = SqlLocationStore(url)
+        await store.prepare("location")
+        c = Ucontact("a", "sip:a@10.0.0.1;ob", 2_000_000_000, instance=INSTANCE, reg_id=2)
+        await store.write("location", [c], ())
+        got = await SqlLocationStore(url).get("location", "a")
+        await db.dispose_engines()
+        return got
+
+    (c,) = asyncio.run(go())
+    assert (c.instance, c.reg_id) == (INSTANCE, 2)
