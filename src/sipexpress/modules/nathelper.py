@@ -17,6 +17,18 @@ Script functions:
 
 ``force_rport()`` is a core action (:mod:`sipexpress.script.core_actions`).
 
+Media relay, SER 0.9's spelling: ``force_rtp_proxy([flags[, ip]])`` and
+``unforce_rtp_proxy()`` were nathelper's, configured by its ``rtpproxy_sock``
+(with ``rtpproxy_disable``, ``rtpproxy_tout`` in seconds, ``rtpproxy_retr``,
+``rtpproxy_disable_tout``).  They are kept here so that a SER 0.9 NAT
+config loading only nathelper works unchanged, and mapped onto the
+rtpengine module's implementation: with ``rtpproxy_sock`` set, nathelper
+owns an rtpengine client (an :class:`RtpengineModule` instance of its own,
+its parameters taken from the ``rtpproxy_*`` ones); without it, the
+functions use the loaded ``rtpengine`` module's instances.  The socket
+speaks rtpengine's ng protocol, not rtpproxy's: ``rtpproxy_sock`` must name
+an rtpengine ng control socket (``udp:IP:PORT``).
+
 Keep-alives (SER's ``natping_interval``): every interval each valid binding
 of every usrloc table (all of them, or those with FL_NAT when
 ``ping_nated_only``) gets a ping from the socket its REGISTER came in on, to
@@ -53,6 +65,7 @@ from sipexpress.sip.uri import SipUri
 
 if TYPE_CHECKING:
     from sipexpress.core.api import CoreAPI
+    from sipexpress.modules.rtpengine.module import RtpengineModule
 
 log = logging.getLogger("sipexpress.nathelper")
 
@@ -185,6 +198,16 @@ class NathelperModule(Module):
         Param(
             "received_avp", int, 42, "accepted for SER/Kamailio configs (save() reads fix_nated_register's)"
         ),
+        Param(
+            "rtpproxy_sock",
+            str,
+            "",
+            "SER 0.9: the media relay of force_rtp_proxy: an rtpengine ng socket 'udp:IP:PORT' (not rtpproxy's)",
+        ),
+        Param("rtpproxy_disable", int, 0, "SER 0.9: 1 force_rtp_proxy/unforce_rtp_proxy are false"),
+        Param("rtpproxy_tout", int, 1, "SER 0.9: seconds to wait for the relay's reply before sending again"),
+        Param("rtpproxy_retr", int, 5, "SER 0.9: times a command is sent to the relay"),
+        Param("rtpproxy_disable_tout", int, 60, "SER 0.9: seconds a relay that did not answer is skipped"),
     )
     counters = (
         ("natping_sent", "NAT keep-alives sent"),
@@ -198,6 +221,10 @@ class NathelperModule(Module):
         self._task: asyncio.Task[None] | None = None
         self._callid_prefix = f"nhping-{secrets.token_hex(6)}-"
         self._seq = 0
+        # the media relay of force_rtp_proxy (an rtpengine module instance:
+        # ours when rtpproxy_sock is set, else the loaded one), set at start
+        self._relay: RtpengineModule | None = None
+        self._own_relay = False
 
     def functions(self) -> Sequence[ScriptFunction]:
         return (
@@ -240,6 +267,24 @@ class NathelperModule(Module):
                 _fixup_flags,
                 REQ_REPLY,
                 doc="1 a=direction:active, 2 c= := source IP, 4 a=nortpproxy:yes, 8 o= := source IP",
+            ),
+            ScriptFunction(
+                "force_rtp_proxy",
+                self.force_rtp_proxy,
+                (0, 1, 2),
+                _fixup_force_rtp_proxy,
+                ANY_ROUTE,
+                True,
+                "SER 0.9: the SDP through the media relay (rtpengine): offer in requests, answer in replies",
+            ),
+            ScriptFunction(
+                "unforce_rtp_proxy",
+                self.unforce_rtp_proxy,
+                (0,),
+                _fixup_unforce_rtp_proxy,
+                ANY_ROUTE,
+                True,
+                "SER 0.9: end the call's session in the media relay (rtpengine)",
             ),
         )
 
@@ -291,8 +336,58 @@ class NathelperModule(Module):
         msg.set_body(new_body)
         return 1
 
+    # -- media relay (SER 0.9's rtpproxy functions on rtpengine) ---------------------
+    async def force_rtp_proxy(self, ctx: RequestContext, flags: Any, lookup: bool, force: bool) -> int:
+        relay = self._media_relay("force_rtp_proxy")
+        return -1 if relay is None else await relay.force_rtp_proxy(ctx, flags, lookup, force)
+
+    async def unforce_rtp_proxy(self, ctx: RequestContext, flags: Any) -> int:
+        relay = self._media_relay("unforce_rtp_proxy")
+        return -1 if relay is None else await relay.delete(ctx, flags)
+
+    def _media_relay(self, fn: str) -> RtpengineModule | None:
+        if self._relay is None:
+            if self.values["rtpproxy_disable"]:
+                return None
+            from sipexpress.modules.rtpengine.module import RtpengineModule
+
+            relay = self.core.module("rtpengine")
+            if not isinstance(relay, RtpengineModule):
+                log.error(
+                    'nathelper: %s: no media relay: set modparam("nathelper", "rtpproxy_sock", '
+                    '"udp:IP:PORT") to an rtpengine ng socket, or load the rtpengine module',
+                    fn,
+                )
+                return None
+            self._relay = relay
+        return self._relay
+
+    async def _start_relay(self) -> None:
+        sock = str(self.values["rtpproxy_sock"]).strip()
+        if not sock or self.values["rtpproxy_disable"]:
+            return
+        for n in ("rtpproxy_tout", "rtpproxy_retr"):
+            if int(self.values[n]) < 1:
+                raise ConfigError(f"nathelper: {n} must be at least 1")
+        # imported only here: nothing of the relay is loaded when unused
+        from sipexpress.modules.rtpengine.module import RtpengineModule
+
+        relay = RtpengineModule(self.core)
+        relay.set_param("rtpengine_sock", sock)
+        relay.set_param("rtpengine_tout_ms", int(self.values["rtpproxy_tout"]) * 1000)
+        relay.set_param("rtpengine_retr", int(self.values["rtpproxy_retr"]))
+        relay.set_param("rtpengine_disable_tout", int(self.values["rtpproxy_disable_tout"]))
+        try:
+            await relay.start()
+        except ConfigError as e:
+            raise ConfigError(
+                f"nathelper: rtpproxy_sock {sock!r} (an rtpengine ng socket, udp:IP:PORT): {e}"
+            ) from None
+        self._relay, self._own_relay = relay, True
+
     # -- keep-alives --------------------------------------------------------------
     async def start(self) -> None:
+        await self._start_relay()
         interval = int(self.values["natping_interval"])
         if interval < 0:
             raise ConfigError(f"nathelper: natping_interval {interval} is negative")
@@ -312,6 +407,8 @@ class NathelperModule(Module):
         self._task = asyncio.get_running_loop().create_task(self._ping_loop(interval))
 
     async def stop(self) -> None:
+        if self._own_relay and self._relay is not None:
+            await self._relay.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -384,6 +481,18 @@ class NathelperModule(Module):
         if ours:
             self.natping_replies += 1
         return ours
+
+
+def _fixup_force_rtp_proxy(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
+    from sipexpress.modules.rtpengine.module import fixup_rtpproxy
+
+    return fixup_rtpproxy(args, env)
+
+
+def _fixup_unforce_rtp_proxy(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
+    from sipexpress.modules.rtpengine.module import fixup_flags
+
+    return fixup_flags(args, env)
 
 
 def _fixup_add_rcv(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:

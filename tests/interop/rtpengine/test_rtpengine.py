@@ -350,6 +350,21 @@ onreply_route[1] {{
     if (status =~ "2[0-9][0-9]") {{ force_rtp_proxy(); }};
 }}
 """
+#: SER 0.9's NAT config: only nathelper loaded, its rtpproxy_sock naming
+#: the relay (here rtpengine's ng socket)
+SER09_NATHELPER_HEAD = """
+listen=udp:{host}:{port}
+fifo="{fifo}"
+loadmodule "sl"
+loadmodule "tm"
+loadmodule "nathelper"
+modparam("nathelper", "rtpproxy_sock", "{socks}")
+modparam("nathelper", "rtpproxy_tout", 1)
+modparam("nathelper", "rtpproxy_retr", 2)
+modparam("nathelper", "rtpproxy_disable_tout", 60)
+route {{
+    if (method == "OPTIONS") {{ sl_send_reply("200", "OK"); break; }};  # the start-up probe stays here
+"""
 KAMAILIO = """
     if (method == "INVITE") {{
         if (!rtpengine_offer("replace-origin via-branch=1")) {{ sl_send_reply("503", "Media Relay Unavailable"); break; }};
@@ -389,15 +404,20 @@ def recv_until(s: socket.socket, start: bytes) -> bytes:
             return data
 
 
-@pytest.mark.parametrize("script", [SER09, KAMAILIO], ids=["force_rtp_proxy", "offer-answer-delete"])
+@pytest.mark.parametrize(
+    ("head", "script"),
+    [(None, SER09), (SER09_NATHELPER_HEAD, SER09), (None, KAMAILIO)],
+    ids=["force_rtp_proxy", "ser09-nathelper-only", "offer-answer-delete"],
+)
 def test_request_and_reply_rewritten_then_deleted(
-    ser_factory, rtpengines, tmp_path: Path, script: str
+    ser_factory, rtpengines, tmp_path: Path, head: str | None, script: str
 ) -> None:
-    """SER 0.9's force_rtp_proxy()/unforce_rtp_proxy() and Kamailio's
+    """SER 0.9's force_rtp_proxy()/unforce_rtp_proxy() (from the rtpengine
+    module, or from nathelper alone as in SER 0.9's configs) and Kamailio's
     rtpengine_offer/answer/delete: the INVITE's SDP and the 200's SDP point
     at rtpengine, the BYE ends the session there."""
     rtpe = start_rtpengine(rtpengines, tmp_path)
-    cfg = CFG[: CFG.index('    if (method == "INVITE")')] + script
+    cfg = (head or CFG[: CFG.index('    if (method == "INVITE")')]) + script
     with (
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller,
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as callee,

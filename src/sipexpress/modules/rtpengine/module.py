@@ -1,5 +1,6 @@
 """rtpengine -- media relay through rtpengine (Kamailio's ``rtpengine``
-module; SER 0.9's ``force_rtp_proxy()`` spelling on top).
+module; SER 0.9's ``force_rtp_proxy()`` spelling on top, which nathelper
+also exports, as SER 0.9's did, on an instance of this module).
 
 ``rtpengine_offer/answer/delete/manage([flags])`` send the SDP of the
 message being routed (a request in request/branch/failure routes, a reply
@@ -89,14 +90,14 @@ RTPPROXY_LETTERS: dict[str, str] = {
 NORTPPROXY = re.compile(rb"(?m)^a=nortpproxy:yes\r?$")
 
 
-def _fixup_flags(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
+def fixup_flags(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
     try:
         return (parse_flags(str(args[0]) if args else ""),)
     except NgError as e:
         raise ConfigError(str(e)) from None
 
 
-def _fixup_rtpproxy(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
+def fixup_rtpproxy(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
     letters = str(args[0]) if args else ""
     words = []
     for c in letters:
@@ -287,7 +288,7 @@ class RtpengineModule(Module):
             name: str,
             handler: Handler,
             doc: str,
-            fixup: Fixup = _fixup_flags,
+            fixup: Fixup = fixup_flags,
             arities: tuple[int, ...] = (0, 1),
         ) -> ScriptFunction:
             return ScriptFunction(name, handler, arities, fixup, _ANY, True, doc)
@@ -309,10 +310,10 @@ class RtpengineModule(Module):
                 "force_rtp_proxy",
                 self.force_rtp_proxy,
                 "SER 0.9: offer in requests, answer in replies (flags a i e r l f; second argument: media address)",
-                _fixup_rtpproxy,
+                fixup_rtpproxy,
                 (0, 1, 2),
             ),
-            f("unforce_rtp_proxy", self.delete, "SER 0.9: end the media session", _fixup_flags, (0,)),
+            f("unforce_rtp_proxy", self.delete, "SER 0.9: end the media session", fixup_flags, (0,)),
         )
 
     async def offer(self, ctx: RequestContext, flags: Flags) -> int:
