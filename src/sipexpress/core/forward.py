@@ -202,9 +202,9 @@ class StatelessForwarder:
 
     def build_forward(self, ctx: RequestContext, proto: Proto, lst: Listener) -> bytes:
         """The request as it leaves from listener ``lst``: received/rport on
-        the previous Via, our Via on top, the new request URI.  ``ctx.msg``
-        is left as it was apart from the previous hop's Via and
-        Max-Forwards."""
+        the previous Via, our Via on top, the new request URI, the Path of
+        the binding ``lookup()`` chose as Routes.  ``ctx.msg`` is left as
+        it was apart from the previous hop's Via and Max-Forwards."""
         msg = ctx.msg
         core = self.core
         core.fix_top_via(ctx)
@@ -220,6 +220,10 @@ class StatelessForwarder:
             data.get("advertised_port") or options.get("advertised_port"),
         )
         via += stateless_branch(msg, out_uri)
+        path = data.get("path")
+        if path:  # lookup()'s binding came through an edge proxy: its Path on top of the Route set (RFC 3327)
+            msg = msg.copy()
+            msg.insert_header("Route", path, first=True)
         double_rr = data.get("rr_double")
         if double_rr is not None:
             msg = double_rr.for_branch(msg, proto, str(adv) if adv else lst.via_host, lst.port) or msg
