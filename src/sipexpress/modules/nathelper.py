@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sipexpress.core.context import Proto, RequestContext
 from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
+from sipexpress.db.engine import DbError
 from sipexpress.modules.usrloc.records import FL_NAT, Ucontact
 from sipexpress.sip import nat
 from sipexpress.sip.errors import SipError
@@ -419,21 +420,29 @@ class NathelperModule(Module):
         while True:
             await asyncio.sleep(interval)
             try:
-                self.ping_round()
+                await self.ping_round()
             except Exception:  # a bad binding must not end the keep-alives
                 log.exception("nathelper: keep-alive round failed")
 
-    def _contacts(self) -> Iterable[Ucontact]:
+    async def _contacts(self, now: float, nated_only: bool) -> list[Ucontact]:
+        """The bindings to ping, of every usrloc table: from memory, or with
+        db_mode 3 from the store (only the NAT-flagged ones when
+        ``ping_nated_only``)."""
         ul = self.core.module("usrloc")
-        for d in getattr(ul, "domains", {}).values():
-            for rec in list(d.records.values()):
-                yield from rec.contacts
+        out: list[Ucontact] = []
+        for d in list(getattr(ul, "domains", {}).values()):
+            try:
+                out += await d.flagged(now, FL_NAT if nated_only else 0)
+            except DbError as e:
+                log.error("nathelper: keep-alives: cannot read usrloc table '%s': %s", d.name, e)
+        return out
 
-    def ping_round(self) -> int:
+    async def ping_round(self) -> int:
         """Send one round of keep-alives; how many went out."""
         ul = self.core.module("usrloc")
         now = float(ul.clock()) if ul is not None and hasattr(ul, "clock") else self.core.now()
-        pings = plan_pings(self._contacts(), now, bool(self.values["ping_nated_only"]))
+        nated_only = bool(self.values["ping_nated_only"])
+        pings = plan_pings(await self._contacts(now, nated_only), now, nated_only)
         sent = 0
         for p in pings:
             if self._send(p):

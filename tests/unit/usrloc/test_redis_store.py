@@ -16,7 +16,7 @@ import pytest
 
 from sipexpress.core.registry import ConfigError
 from sipexpress.db.engine import DbTimeout, DbUnavailable
-from sipexpress.modules.usrloc import FL_PERMANENT, Ucontact
+from sipexpress.modules.usrloc import FL_NAT, FL_PERMANENT, Ucontact
 from sipexpress.modules.usrloc.records import CState
 from sipexpress.modules.usrloc.redis_store import RedisLocationStore
 from tests.unit.db.dbfixtures import cleanup, new_db_url
@@ -82,6 +82,30 @@ async def test_key_layout_and_ttls(store: RedisLocationStore) -> None:
     assert await store.count_aors("location") == 1
     await store.delete_aor("location", "bob@example.com")
     assert await r.keys(f"{p}*") == []
+
+
+async def test_nat_set_indexes_nat_flagged_bindings(store: RedisLocationStore) -> None:
+    """load_flagged(FL_NAT) reads the table's NAT set: a binding saved with
+    the NAT flag is in it, one saved again without it or deleted is not,
+    and an expired one is dropped from it when it is read."""
+    r, nat = store.client, f"{store.prefix}location:nat"
+    now = int(time.time())
+    a = Ucontact("nat@example.com", "sip:a@192.0.2.1", now + 100, flags=FL_NAT)
+    b = Ucontact("nat@example.com", "sip:b@192.0.2.2", now + 100, flags=FL_NAT)
+    c = Ucontact("nat@example.com", "sip:c@192.0.2.3", now + 100)
+    gone = Ucontact("old@example.com", "sip:o@192.0.2.4", now + 100, flags=FL_NAT)
+    await store.write("location", [a, b, c, gone], [])
+    assert await r.scard(nat) == 3
+    await r.delete(store.entry_key("location", gone.aor, gone.uri))  # as if its TTL had run out
+    assert sorted(x.uri for x in await store.load_flagged("location", now, FL_NAT)) == [a.uri, b.uri]
+    assert await r.scard(nat) == 2
+    b.flags = 0
+    await store.write("location", [b], [("nat@example.com", a.uri)])
+    assert await store.load_flagged("location", now, FL_NAT) == []
+    assert await r.scard(nat) == 0
+    await store.write("location", [a], [])
+    await store.delete_aor("location", "nat@example.com")
+    assert await r.scard(nat) == 0
 
 
 async def test_redis_expires_contacts_and_the_aor_by_itself(store: RedisLocationStore) -> None:

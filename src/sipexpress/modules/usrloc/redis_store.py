@@ -18,6 +18,11 @@ is keyed by user, domain and contact):
   TTL is that of its longest-living contact, so the whole AOR goes with its
   last contact.  ``<domain>`` is empty without ``use_domain``.
 
+* ``<table>:nat`` — a set of the entry keys of bindings saved with the NAT
+  flag (``FL_NAT``): nathelper's keep-alives with ``db_mode`` 3 read it
+  (:meth:`RedisLocationStore.load_flagged`) instead of scanning the table.
+  Keys that expired are dropped from it when it is read.
+
 An optional key prefix (``redis://…/0?prefix=site1:``, an extension) keeps
 several independent location services in one Redis database.
 
@@ -57,7 +62,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sipexpress.core.registry import ConfigError
 from sipexpress.db.engine import DEFAULT_TIMEOUT, DbDataError, DbTimeout, DbUnavailable
-from sipexpress.modules.usrloc.records import FL_PERMANENT, CState, Ucontact
+from sipexpress.modules.usrloc.records import FL_NAT, FL_PERMANENT, CState, Ucontact
 
 T = TypeVar("T")
 
@@ -112,12 +117,14 @@ def decode(h: dict[str, str]) -> Ucontact:
 
 
 # -- Lua: each a single atomic step --------------------------------------------------
-# KEYS: per AOR its set, the entry keys to delete, the entry keys to write.
+# KEYS: the table's NAT set, then per AOR its set, the entry keys to delete,
+# the entry keys to write.
 # ARGV[1]: number of AORs; per AOR: ndel, nup; per write: expire-at (ms, 0 =
-# permanent), number of fields, field, value ...
+# permanent), 1 if FL_NAT else 0, number of fields, field, value ...
 # Afterwards the set lives as long as its longest-living contact.
 WRITE_LUA = """
-local k, a = 1, 2
+local nat = KEYS[1]
+local k, a = 2, 2
 for _ = 1, tonumber(ARGV[1]) do
   local set = KEYS[k]
   k = k + 1
@@ -126,17 +133,19 @@ for _ = 1, tonumber(ARGV[1]) do
   for _ = 1, ndel do
     redis.call('DEL', KEYS[k])
     redis.call('SREM', set, KEYS[k])
+    redis.call('SREM', nat, KEYS[k])
     k = k + 1
   end
   for _ = 1, nup do
     local key = KEYS[k]
     k = k + 1
-    local at, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    local at, natted, n = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2])
     redis.call('DEL', key)
-    redis.call('HSET', key, unpack(ARGV, a + 2, a + 1 + 2 * n))
+    redis.call('HSET', key, unpack(ARGV, a + 3, a + 2 + 2 * n))
     if at > 0 then redis.call('PEXPIREAT', key, at) end
     redis.call('SADD', set, key)
-    a = a + 2 + 2 * n
+    if natted == '1' then redis.call('SADD', nat, key) else redis.call('SREM', nat, key) end
+    a = a + 3 + 2 * n
   end
   local last = 0
   for _, key in ipairs(redis.call('SMEMBERS', set)) do
@@ -168,9 +177,12 @@ end
 return out
 """
 
-# KEYS[1]: an AOR's set: remove it and its contacts
+# KEYS[1]: an AOR's set: remove it and its contacts; KEYS[2]: the NAT set
 DELETE_AOR_LUA = """
-for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do redis.call('DEL', key) end
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  redis.call('DEL', key)
+  redis.call('SREM', KEYS[2], key)
+end
 return redis.call('DEL', KEYS[1])
 """
 
@@ -243,6 +255,9 @@ class RedisLocationStore:
     def aor_key(self, table: str, aor: str) -> str:
         return f"{self.prefix}{table}:usrdom::{self._user_domain(aor)}"
 
+    def nat_key(self, table: str) -> str:
+        return f"{self.prefix}{table}:nat"
+
     def entry_key(self, table: str, aor: str, uri: str) -> str:
         return f"{self.prefix}{table}:entry::{self._user_domain(aor)}:{uri}"
 
@@ -280,7 +295,7 @@ class RedisLocationStore:
             by_aor.setdefault(c.aor, ([], []))[1].append(c)
         groups = list(by_aor.items())
         for i in range(0, len(groups), WRITE_CHUNK):
-            keys: list[str] = []
+            keys: list[str] = [self.nat_key(table)]
             args: list[str | int] = [len(groups[i : i + WRITE_CHUNK])]
             for aor, (dels, ups) in groups[i : i + WRITE_CHUNK]:
                 keys.append(self.aor_key(table, aor))
@@ -289,12 +304,13 @@ class RedisLocationStore:
                 args += (len(dels), len(ups))
                 for c in ups:
                     fields = encode(c)
-                    args += (0 if c.flags & FL_PERMANENT else int(c.expires) * 1000, len(fields) // 2)
+                    at = 0 if c.flags & FL_PERMANENT else int(c.expires) * 1000
+                    args += (at, 1 if c.flags & FL_NAT else 0, len(fields) // 2)
                     args += fields
             await self._run(self._write(keys=keys, args=args), max(self.timeout, len(groups) / 1000))
 
     async def delete_aor(self, table: str, aor: str) -> None:
-        await self._run(self._delete_aor(keys=[self.aor_key(table, aor)]))
+        await self._run(self._delete_aor(keys=[self.aor_key(table, aor), self.nat_key(table)]))
 
     async def delete_expired(self, table: str, now: float) -> int:
         """Nothing to do: Redis drops expired keys itself (TTLs)."""
@@ -312,13 +328,40 @@ class RedisLocationStore:
 
         async def op() -> list[Ucontact]:
             keys = await self._scan(pattern)
-            out: list[Ucontact] = []
-            for i in range(0, len(keys), SCAN_COUNT):
-                pipe = self.client.pipeline(transaction=False)
-                for k in keys[i : i + SCAN_COUNT]:
-                    pipe.hgetall(k)
-                out += (decode(h) for h in await pipe.execute() if h)
-            return [c for c in out if c.valid(now)]
+            return [c for c in await self._entries(keys) if c.valid(now)]
+
+        return await self._run(op(), max(self.timeout, 30.0))
+
+    async def _entries(self, keys: list[str], gone: list[str] | None = None) -> list[Ucontact]:
+        """The bindings stored under ``keys`` (pipelined); the keys that no
+        longer exist go to ``gone``."""
+        out: list[Ucontact] = []
+        for i in range(0, len(keys), SCAN_COUNT):
+            pipe = self.client.pipeline(transaction=False)
+            chunk = keys[i : i + SCAN_COUNT]
+            for k in chunk:
+                pipe.hgetall(k)
+            for k, h in zip(chunk, await pipe.execute(), strict=True):
+                if h:
+                    out.append(decode(h))
+                elif gone is not None:
+                    gone.append(k)
+        return out
+
+    async def load_flagged(self, table: str, now: float, flag: int) -> list[Ucontact]:
+        """FL_NAT: the members of the table's NAT set (those that expired
+        are dropped from it); other flags: the table filtered."""
+        if flag != FL_NAT:
+            return [c for c in await self.load(table, now) if c.flags & flag]
+        nat = self.nat_key(table)
+
+        async def op() -> list[Ucontact]:
+            gone: list[str] = []
+            members = await self.client.smembers(nat)  # type: ignore[misc]
+            found = await self._entries([str(k) for k in members], gone)
+            if gone:
+                await self.client.srem(nat, *gone)  # type: ignore[misc]
+            return [c for c in found if c.valid(now) and c.flags & FL_NAT]
 
         return await self._run(op(), max(self.timeout, 30.0))
 

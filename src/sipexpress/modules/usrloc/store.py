@@ -41,6 +41,12 @@ class LocationStore(Protocol):
         """The bindings of one AOR (any state; the caller filters)."""
         ...
 
+    async def load_flagged(self, table: str, now: float, flag: int) -> list[Ucontact]:
+        """The bindings of ``table`` valid at ``now`` with any bit of
+        ``flag`` set (nathelper's keep-alives in db_mode 3: FL_NAT), without
+        reading the others."""
+        ...
+
     async def write(
         self, table: str, upserts: Sequence[Ucontact], deletes: Iterable[tuple[str, str]]
     ) -> None:
@@ -186,6 +192,10 @@ class SqlLocationStore:
             cond = and_(cond, self._c(t, "domain") == dom)
         return cond
 
+    def _valid(self, t: Table, now: float) -> Any:
+        """SER's VALID_CONTACT as a condition: not expired, or permanent."""
+        return (self._c(t, "expires") > epoch_to_dt(now)) | (self._c(t, "flags").op("&")(FL_PERMANENT) != 0)
+
     # -- LocationStore ------------------------------------------------------
     async def prepare(self, table: str) -> None:
         t = self.table(table)
@@ -212,7 +222,17 @@ class SqlLocationStore:
 
     async def load(self, table: str, now: float) -> list[Ucontact]:
         t = self.table(table)
-        cond = (self._c(t, "expires") > epoch_to_dt(now)) | (self._c(t, "flags").op("&")(FL_PERMANENT) != 0)
+        cond = self._valid(t, now)
+
+        async def op(conn: AsyncConnection) -> list[Ucontact]:
+            rows = await conn.execute(select(t).where(cond))
+            return [self._contact(t, r) for r in rows]
+
+        return await run(self.url, op, max(self.timeout, 30.0), write=False)
+
+    async def load_flagged(self, table: str, now: float, flag: int) -> list[Ucontact]:
+        t = self.table(table)
+        cond = and_(self._c(t, "flags").op("&")(flag) != 0, self._valid(t, now))
 
         async def op(conn: AsyncConnection) -> list[Ucontact]:
             rows = await conn.execute(select(t).where(cond))

@@ -237,6 +237,25 @@ class Udomain:
             out.setdefault(c.aor, Urecord(c.aor)).contacts.append(c)
         return list(out.values())
 
+    async def flagged(self, now: float, flag: int) -> list[Ucontact]:
+        """The bindings valid at ``now`` with any bit of ``flag`` set (0:
+        every valid one): from memory, or in mode 3 from the store (which
+        reads only those: nathelper's keep-alives).  Raises DbError in
+        mode 3."""
+        if self.db_mode != DB_ONLY:
+            if self.before_read is not None:
+                self.before_read()
+            return [
+                c
+                for rec in list(self.records.values())
+                for c in rec.contacts
+                if c.valid(now) and (not flag or c.flags & flag)
+            ]
+        assert self.store is not None
+        if not flag:
+            return await self.store.load(self.name, now)
+        return await self.store.load_flagged(self.name, now, flag)
+
     # -- writing -------------------------------------------------------------
     def sync_writes(self) -> bool:
         """True when a read-modify-write needs no ``await`` (modes 0 and 2
