@@ -6,10 +6,10 @@ version 7 table (no instance/reg_id columns) still works."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-import sqlite3
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +18,7 @@ from sipexpress.db import schema
 from sipexpress.modules.usrloc.records import Ucontact
 from sipexpress.modules.usrloc.store import SqlLocationStore
 from tests.support import SerProcess, udp_exchange
+from tests.unit.db.dbfixtures import prepared_url
 
 pytestmark = pytest.mark.interop
 
@@ -30,7 +31,7 @@ loadmodule "sl"
 loadmodule "usrloc"
 loadmodule "registrar"
 modparam("usrloc", "db_mode", 1)
-modparam("usrloc", "db_url", "sqlite:///{workdir}/ser.sqlite")
+modparam("usrloc", "db_url", "{db_url}")
 modparam("registrar", "outbound_mode", 1)
 route {{
     if (method == "REGISTER") {{ save("location"); break; }};
@@ -65,35 +66,54 @@ def contacts(reply: bytes) -> list[str]:
     return re.findall(r"<(sip:ob@[0-9.]+:[0-9]+;ob)>", reply.decode())
 
 
-async def _create(url: str, version7: bool = False) -> None:
+async def _version7(url: str) -> None:
+    """The tables, location as it was before instance/reg_id (version 7)."""
     await db.create_all(url)
-    if version7:  # the table as it was before instance/reg_id
-        await db.drop_tables(url, ["location"])
-        t = schema.usrloc_table("location", without=("instance", "reg_id"))
-        await db.run(url, lambda conn: conn.run_sync(lambda c: t.create(c)))
+    await db.drop_tables(url, ["location"])
+    t = schema.usrloc_table("location", without=("instance", "reg_id"))
+    await db.run(url, lambda conn: conn.run_sync(lambda c: t.create(c)))
     await db.dispose_engines()
 
 
-@pytest.mark.parametrize("version7", [False, True])
-def test_restart_keeps_outbound_identity(ser_factory, version7: bool) -> None:  # type: ignore[no-untyped-def]
-    sp: SerProcess = ser_factory(CFG, start=False)
-    db_file = sp.workdir / "ser.sqlite"
-    asyncio.run(_create(f"sqlite:///{db_file}", version7))
-    sp.start()
+@pytest.fixture(params=["sqlite", "mysql", "postgres"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from prepared_url(request.param, tmp_path)
+
+
+def restart_and_reregister(ser_factory, url: str) -> tuple[SerProcess, list[str]]:  # type: ignore[no-untyped-def]
+    """Register, restart ser, register the same instance and reg-id from
+    another port: the contacts of the second 200 OK."""
+    sp: SerProcess = ser_factory(CFG, db_url=url)
     assert contacts(register(sp, 5071)) == ["sip:ob@127.0.0.1:5071;ob"]
     sp.stop()
     sp.start()
-    # the same instance and reg-id from another port: the same binding
-    # when the identity was stored; a second one when it could not be
-    found = contacts(register(sp, 5072))
-    if version7:
-        assert sorted(found) == ["sip:ob@127.0.0.1:5071;ob", "sip:ob@127.0.0.1:5072;ob"], found
-        assert "serctl db migrate" in sp.log()
-    else:
-        assert found == ["sip:ob@127.0.0.1:5072;ob"], sp.log()
-        with contextlib.closing(sqlite3.connect(db_file)) as conn:
-            rows = conn.execute("SELECT contact, instance, reg_id FROM location").fetchall()
-        assert rows == [("sip:ob@127.0.0.1:5072;ob", INSTANCE, 1)]
+    return sp, contacts(register(sp, 5072))
+
+
+def test_restart_keeps_outbound_identity(ser_factory, location: str) -> None:  # type: ignore[no-untyped-def]
+    """The same instance and reg-id after a restart: the same binding."""
+    sp, found = restart_and_reregister(ser_factory, location)
+    assert found == ["sip:ob@127.0.0.1:5072;ob"], sp.log()
+
+    async def stored() -> list[Ucontact]:
+        try:
+            return await SqlLocationStore(location).get("location", "ob")
+        finally:
+            await db.dispose_engines()
+
+    assert [(c.uri, c.instance, c.reg_id) for c in asyncio.run(stored())] == [
+        ("sip:ob@127.0.0.1:5072;ob", INSTANCE, 1)
+    ]
+
+
+def test_version7_table_still_works(ser_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Without the columns: registrations work, the identity is not kept
+    over a restart (a second binding), a log line says to migrate."""
+    url = f"sqlite:///{tmp_path / 'v7.sqlite'}"
+    asyncio.run(_version7(url))
+    sp, found = restart_and_reregister(ser_factory, url)
+    assert sorted(found) == ["sip:ob@127.0.0.1:5071;ob", "sip:ob@127.0.0.1:5072;ob"], found
+    assert "serctl db migrate" in sp.log()
 
 
 def test_sql_store_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -58,7 +58,7 @@ async def test_create_and_versions(db_url: str) -> None:
     assert versions == schema.SCHEMA_VERSIONS
     await db.check_versions(db_url, {"location": 7, "subscriber": 3, "grp": 2})
     with pytest.raises(db.SchemaVersionError, match="migrate"):
-        await db.check_versions(db_url, {"location": 8})
+        await db.check_versions(db_url, {"location": schema.SCHEMA_VERSIONS["location"] + 1})
     admin = await db.get_user(db_url, "admin", "iptel.org")
     assert admin is not None and admin.password == "heslo"
     assert admin.ha1 == db.calc_ha1("admin", "iptel.org", "heslo")
@@ -84,7 +84,8 @@ async def test_check_without_tables(db_url: str) -> None:
 
 async def test_migrate_from_ser09(db_url: str) -> None:
     """A database made by SER 0.9's ser_mysql.sh: location without the
-    socket/path columns, version 6.  migrate adds both and raises it to 7."""
+    socket/path (and instance/reg_id) columns, version 6.  migrate adds
+    them and raises it to 8."""
     await db.create_database(db_url)
 
     async def old(conn):  # type: ignore[no-untyped-def]
@@ -115,7 +116,9 @@ async def test_migrate_from_ser09(db_url: str) -> None:
     done = await db.migrate(db_url)
     assert "added column location.socket" in done
     assert "added column location.path" in done
-    assert "version location 6 -> 7" in done
+    assert "added column location.instance" in done
+    assert "added column location.reg_id" in done
+    assert "version location 6 -> 8" in done
     assert "created table subscriber" in done
     await db.check_versions(db_url, {"location": 7, "subscriber": 5})
     assert await db.migrate(db_url) == []
