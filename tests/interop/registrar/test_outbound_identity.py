@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from sipexpress import db
 from sipexpress.db import schema
 from sipexpress.modules.usrloc.records import Ucontact
 from sipexpress.modules.usrloc.store import SqlLocationStore
-from tests.support import SerProcess, udp_exchange
+from tests.support import SerProcess, udp_request
 from tests.unit.db.dbfixtures import prepared_url
 
 pytestmark = pytest.mark.interop
@@ -43,23 +42,10 @@ INSTANCE = "<urn:uuid:00000000-0000-1000-8000-000a95a0e128>"
 
 
 def register(sp: SerProcess, contact_port: int) -> bytes:
-    msg = (
-        f"REGISTER sip:{sp.host}:{sp.port} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:{contact_port};branch=z9hG4bK{uuid.uuid4().hex[:12]}\r\n"
-        "Max-Forwards: 70\r\n"
-        f"From: <sip:ob@{sp.host}>;tag=r{contact_port}\r\n"
-        f"To: <sip:ob@{sp.host}>\r\n"
-        f"Call-ID: ob-{contact_port}@test\r\n"
-        "CSeq: 1 REGISTER\r\n"
-        "Supported: outbound\r\n"
-        f'Contact: <sip:ob@127.0.0.1:{contact_port};ob>;+sip.instance="{INSTANCE}";reg-id=1\r\n'
-        "Expires: 600\r\n"
-        "Content-Length: 0\r\n\r\n"
-    ).encode()
-    r = udp_exchange(msg, sp.host, sp.port)
-    assert r is not None, sp.log()
-    assert r.startswith(b"SIP/2.0 200"), r
-    return r
+    contact = f'<sip:ob@127.0.0.1:{contact_port};ob>;+sip.instance="{INSTANCE}";reg-id=1'
+    r = udp_request(sp, "REGISTER", "ob", f"Supported: outbound\r\nContact: {contact}\r\nExpires: 600\r\n")
+    assert r is not None and r.status == 200, (r, sp.log())
+    return r.serialize()
 
 
 def contacts(reply: bytes) -> list[str]:

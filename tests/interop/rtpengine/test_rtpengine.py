@@ -350,21 +350,18 @@ onreply_route[1] {{
     if (status =~ "2[0-9][0-9]") {{ force_rtp_proxy(); }};
 }}
 """
-#: SER 0.9's NAT config: only nathelper loaded, its rtpproxy_sock naming
-#: the relay (here rtpengine's ng socket)
-SER09_NATHELPER_HEAD = """
-listen=udp:{host}:{port}
-fifo="{fifo}"
-loadmodule "sl"
-loadmodule "tm"
-loadmodule "nathelper"
-modparam("nathelper", "rtpproxy_sock", "{socks}")
-modparam("nathelper", "rtpproxy_tout", 1)
-modparam("nathelper", "rtpproxy_retr", 2)
-modparam("nathelper", "rtpproxy_disable_tout", 60)
-route {{
-    if (method == "OPTIONS") {{ sl_send_reply("200", "OK"); break; }};  # the start-up probe stays here
-"""
+#: SER 0.9's NAT config: only nathelper loaded, its rtpproxy_* modparams
+#: naming the relay (here rtpengine's ng socket)
+SER09_NATHELPER_HEAD = re.sub(
+    r'modparam\("rtpengine".*\n', "", CFG[: CFG.index('    if (method == "INVITE")')]
+).replace(
+    'loadmodule "rtpengine"\n',
+    'loadmodule "nathelper"\n'
+    'modparam("nathelper", "rtpproxy_sock", "{socks}")\n'
+    'modparam("nathelper", "rtpproxy_tout", 1)\n'
+    'modparam("nathelper", "rtpproxy_retr", 2)\n'
+    'modparam("nathelper", "rtpproxy_disable_tout", 60)\n',
+)
 KAMAILIO = """
     if (method == "INVITE") {{
         if (!rtpengine_offer("replace-origin via-branch=1")) {{ sl_send_reply("503", "Media Relay Unavailable"); break; }};

@@ -69,42 +69,8 @@ class Ucontact:
 
     @classmethod
     def from_tuple(cls, t: tuple[Any, ...]) -> Ucontact:
-        (
-            aor,
-            uri,
-            expires,
-            q,
-            callid,
-            cseq,
-            flags,
-            replicate,
-            ua,
-            received,
-            sock,
-            path,
-            state,
-            source,
-            inst,
-            rid,
-        ) = t
-        return cls(
-            aor,
-            uri,
-            expires,
-            q,
-            callid,
-            cseq,
-            flags,
-            replicate,
-            ua,
-            received,
-            sock,
-            path,
-            CState(state),
-            source,
-            inst,
-            rid,
-        )
+        """The inverse of :meth:`as_tuple` (the state by its number)."""
+        return cls(*t[:12], CState(t[12]), *t[13:])
 
     def valid(self, now: float) -> bool:
         """SER's VALID_CONTACT: not expired, or permanent."""
