@@ -70,7 +70,9 @@ class Ucontact:
     @classmethod
     def from_tuple(cls, t: tuple[Any, ...]) -> Ucontact:
         """The inverse of :meth:`as_tuple` (the state by its number)."""
-        return cls(*t[:12], CState(t[12]), *t[13:])
+        fields = dict(zip(_TUPLE_FIELDS, t, strict=True))
+        fields["state"] = CState(fields["state"])
+        return cls(**fields)
 
     def valid(self, now: float) -> bool:
         """SER's VALID_CONTACT: not expired, or permanent."""
@@ -78,6 +80,13 @@ class Ucontact:
 
     def remaining(self, now: float) -> int:
         return int(self.expires - int(now))
+
+
+#: the order of :meth:`Ucontact.as_tuple`
+_TUPLE_FIELDS = (
+    "aor", "uri", "expires", "q", "callid", "cseq", "flags", "replicate", "user_agent", "received",
+    "socket", "path", "state", "source", "instance", "reg_id",
+)  # fmt: skip
 
 
 @dataclass(slots=True, eq=False)
