@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
@@ -31,6 +31,10 @@ class BuildExt(build_ext):
     sipexpress/_build.py which sources they were compiled from."""
 
     def finalize_options(self) -> None:
+        # mypyc type-checks and writes the C sources here, only when
+        # extensions are built (not for pip's metadata and requirements)
+        if not self.distribution.ext_modules:
+            self.distribution.ext_modules = extensions()
         super().finalize_options()
         if self.parallel is None:
             self.parallel = os.cpu_count() or 1
@@ -90,4 +94,11 @@ def extensions() -> list[Any]:
     return exts
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
+class MaybeBinary(Distribution):
+    """Has extension modules (made by ``BuildExt``) unless ``SIPEXPRESS_PURE``."""
+
+    def has_ext_modules(self) -> bool:
+        return os.environ.get(BUILD["PURE_ENV"], "") in ("", "0")
+
+
+setup(distclass=MaybeBinary, cmdclass={"build_ext": BuildExt})
