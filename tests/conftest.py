@@ -7,10 +7,14 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.support import SerProcess, free_port
+
+if TYPE_CHECKING:
+    from tests.tls_support import Issued, TestCA
 
 ROOT = Path(__file__).resolve().parents[1]
 # what running tools may write into the work tree
@@ -72,6 +76,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 red=True,
             )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    """A test certificate authority made for this run (no key is committed)."""
+    from tests.tls_support import TestCA
+
+    return TestCA(tmp_path_factory.mktemp("tls-ca"))
+
+
+@pytest.fixture(scope="session")
+def server_cert(ca: TestCA) -> Issued:
+    """A certificate of ``ca`` for localhost and 127.0.0.1."""
+    return ca.issue("ser")
 
 
 @pytest.fixture

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import fcntl
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import termios
@@ -17,8 +19,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from sipexpress.sip.message import SipMessage
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = bool(os.environ.get("CI"))
@@ -100,6 +106,32 @@ def udp_exchange(data: bytes, host: str, port: int, timeout: float = 2.0) -> byt
             return None
 
 
+def udp_request(sp: SerProcess, method: str, user: str, extra: str = "") -> SipMessage | None:
+    """One request to ``user`` at ``sp`` over UDP (a REGISTER: for the AOR
+    ``user``), from ``sip:alice@…``, ``extra`` header lines added: the parsed
+    reply, or None after 5 s."""
+    from sipexpress.sip.message import SipMessage
+
+    ruri = f"sip:{sp.host}:{sp.port}" if method == "REGISTER" else f"sip:{user}@{sp.host}:{sp.port}"
+    caller = user if method == "REGISTER" else "alice"
+    data = (
+        f"{method} {ruri} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{uuid.uuid4().hex[:16]};rport\r\n"
+        f"From: <sip:{caller}@{sp.host}>;tag=1\r\nTo: <sip:{user}@{sp.host}>\r\n"
+        f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n"
+        f"{extra}Content-Length: 0\r\n\r\n"
+    ).encode()
+    raw = udp_exchange(data, sp.host, sp.port, timeout=5)
+    return None if raw is None else SipMessage.parse(raw)
+
+
+def udp_register(sp: SerProcess, user: str, contact: str = "", expires: int = 600) -> SipMessage | None:
+    """:func:`udp_request` REGISTER with one contact (``sip:user@127.0.0.1:5999``
+    unless given)."""
+    contact = contact or f"sip:{user}@127.0.0.1:5999"
+    return udp_request(sp, "REGISTER", user, f"Contact: <{contact}>\r\nExpires: {expires}\r\n")
+
+
 def wait_for(cond: Callable[[], object], timeout: float = 5.0, interval: float = 0.02) -> bool:
     """Poll ``cond`` until it is true or ``timeout`` s have passed; whether it became true."""
     deadline = time.monotonic() + timeout
@@ -156,6 +188,10 @@ class SerProcess:
     port: int
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
+    # a command prefix (``ip netns exec NS``) and a readiness check for a ser
+    # the test cannot reach from where it runs (tests/netns.py)
+    prefix: list[str] = field(default_factory=list)
+    probe: Callable[[], bool] | None = None
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -166,7 +202,7 @@ class SerProcess:
         return str(self.workdir / "ser_fifo")
 
     def start(self, extra_args: list[str] | None = None, wait: float = 15.0) -> None:
-        cmd = [sys.executable, "-m", "sipexpress.cli.ser", "-f", str(self.cfg_path), "-D", "-E"]
+        cmd = [*self.prefix, sys.executable, "-m", "sipexpress.cli.ser", "-f", str(self.cfg_path), "-D", "-E"]
         cmd += extra_args or []
         # the child keeps its own copy of the log descriptor
         with open(self.log_path, "ab") as log:
@@ -177,6 +213,10 @@ class SerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ser exited with {self.proc.returncode}:\n{self.log()}")
+            if self.probe is not None:
+                if self.probe():
+                    return
+                continue
             if udp_exchange(options_request(self.host, self.port), self.host, self.port, 0.3):
                 return
             # a script that answers no OPTIONS: the log says the server runs
@@ -332,3 +372,124 @@ def cfg_head(*modules: str) -> str:
 def rpc_secret_file(workdir: Path) -> str:
     """Where a ser started from :func:`cfg_head` keeps its JSON-RPC token."""
     return str(workdir / "jsonrpc.secret")
+
+
+class WsClient:
+    """A blocking SIP-over-WebSocket client (RFC 7118) on a real socket,
+    wsproto doing the protocol: the upgrade with ``Sec-WebSocket-Protocol``
+    ``protocols`` (default ``sip``), then one SIP message per text frame.
+    ``ssl_context`` makes it a WSS client.  ``status`` is the upgrade's
+    HTTP status (101 when accepted)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        protocols: tuple[str, ...] = ("sip",),
+        origin: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        from wsproto import WSConnection
+        from wsproto.connection import ConnectionType
+        from wsproto.events import AcceptConnection, RejectConnection, Request
+
+        sock: socket.socket = socket.create_connection((host, port), timeout=timeout)
+        if ssl_context is not None:
+            sock = ssl_context.wrap_socket(sock, server_hostname=host)
+        self.sock = sock
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.events: list[object] = []
+        headers = [(b"Origin", origin.encode())] if origin else []
+        sock.sendall(
+            self.ws.send(
+                Request(
+                    host=f"{host}:{port}", target="/", subprotocols=list(protocols), extra_headers=headers
+                )
+            )
+        )
+        self.status = 0
+        deadline = time.monotonic() + timeout
+        while not self.status and time.monotonic() < deadline:
+            if not self._read():
+                break
+            for ev in list(self.events):
+                if isinstance(ev, AcceptConnection):
+                    self.status = 101
+                elif isinstance(ev, RejectConnection):
+                    self.status = ev.status_code
+                else:
+                    continue
+                self.events.remove(ev)
+
+    def _read(self) -> bool:
+        """Read once from the socket into ``events``; False on EOF/timeout."""
+        from wsproto.utilities import RemoteProtocolError
+
+        try:
+            data = self.sock.recv(65536)
+            self.ws.receive_data(data or None)
+        except (TimeoutError, OSError, RemoteProtocolError):  # RemoteProtocolError: no HTTP came back
+            return False
+        self.events.extend(self.ws.events())
+        return bool(data)
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send(self, sip: bytes | str, text: bool = True) -> None:
+        from wsproto.events import BytesMessage, TextMessage
+
+        if text:
+            msg: object = TextMessage(sip.decode() if isinstance(sip, bytes) else sip)
+        else:
+            msg = BytesMessage(sip.encode() if isinstance(sip, str) else sip)
+        self.sock.sendall(self.ws.send(msg))  # type: ignore[arg-type]
+
+    def next_event(self, kind: type, timeout: float = 5.0) -> object | None:
+        """The next event of type ``kind`` (others are kept), None on timeout or EOF."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for ev in self.events:
+                if isinstance(ev, kind):
+                    self.events.remove(ev)
+                    return ev
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            if not self._read():
+                for ev in self.events:
+                    if isinstance(ev, kind):
+                        self.events.remove(ev)
+                        return ev
+                return None
+
+    def recv(self, timeout: float = 5.0) -> bytes | None:
+        """The next SIP message received (a whole WebSocket message)."""
+        from wsproto.events import BytesMessage, Message, TextMessage
+
+        parts: list[bytes] = []
+        while True:
+            ev = self.next_event(Message, timeout)
+            if ev is None:
+                return None
+            if isinstance(ev, TextMessage):
+                parts.append(ev.data.encode())
+            elif isinstance(ev, BytesMessage):
+                parts.append(bytes(ev.data))
+            if getattr(ev, "message_finished", True):
+                return b"".join(parts)
+
+    def closed_by_server(self, timeout: float = 5.0) -> int | None:
+        """The close code the server sent (1006: the connection just ended),
+        None when it stayed open for ``timeout``."""
+        from wsproto.events import CloseConnection
+
+        ev = self.next_event(CloseConnection, timeout)
+        return None if ev is None else int(ev.code)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()

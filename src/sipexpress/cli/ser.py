@@ -169,8 +169,7 @@ def startup_summary(server: Runner) -> list[str]:
     """What listens where and how to stop, logged once the server runs."""
     core = server.core
     sip = [f"udp:{lst.address}" for lst in core.udp_listeners]
-    if core.tcp is not None:
-        sip += [f"tcp:{lst.address}" for lst in core.tcp.listeners]
+    sip += [f"{lst.proto.name.lower()}:{lst.address}" for lst in core.stream_listeners()]
     lines = [f"SIP       {'  '.join(sip)}"]
     mgmt = server.mgmt
     fifo = getattr(mgmt, "fifo", None)
@@ -178,7 +177,7 @@ def startup_summary(server: Runner) -> list[str]:
     http, unix = getattr(mgmt, "http", None), getattr(mgmt, "unix", None)
     rpc = []
     if http is not None:
-        rpc.append(f"http://{http.host}:{http.port}/")
+        rpc.append(f"{'https' if http.ssl else 'http'}://{http.host}:{http.port}/")
     if unix is not None:
         rpc.append(f"unix:{unix.path}")
     lines.append(f"JSON-RPC  {'  '.join(rpc) or 'off (option jsonrpc_http, jsonrpc_socket)'}")
@@ -186,7 +185,7 @@ def startup_summary(server: Runner) -> list[str]:
         from sipexpress.web.config import WebConfig
 
         web = WebConfig.from_options(core.options)
-        lines.append(f"web       http://{web.host}:{web.port}/")
+        lines.append(f"web       {'https' if web.certificate else 'http'}://{web.host}:{web.port}/")
     else:
         lines.append("web       off (option web_listen)")
     stop = f"stop      Ctrl-C (SIGINT) or kill {os.getpid()} (SIGTERM)"

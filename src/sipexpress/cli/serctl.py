@@ -379,7 +379,8 @@ def cli(
 
                 host, _, port = (DEFAULT_HTTP if http in ("1", "yes", "on") else http).rpartition(":")
                 host = "127.0.0.1" if host in ("", "0.0.0.0", "::", "[::]") else host
-                rpc_url = f"http://{host}:{port}/"
+                scheme = "https" if _cfg_value(config, "jsonrpc_certificate") else "http"
+                rpc_url = f"{scheme}://{host}:{port}/"
         rpc_secret = rpc_secret or _cfg_value(config, "jsonrpc_secret")
         rpc_secret_file = rpc_secret_file or _cfg_value(config, "jsonrpc_secret_file")
     if not rpc_secret and rpc_secret_file:

@@ -63,6 +63,8 @@ class CoreAPI(Protocol):
     to_tag_prefix: str
     #: loop time of the last stateless reply >= 300 (sl's ACK filter)
     last_negative_reply: float
+    #: connection tables of the WS/WSS listeners (empty: none configured)
+    streams: dict[Proto, Any]
 
     # -- modules, routes, tasks ------------------------------------------
     def module(self, name: str) -> Module | None: ...
@@ -132,6 +134,10 @@ class CoreAPI(Protocol):
         """Send bytes; for TCP reuse a connection to ip:port (or the one the
         request came on when ``rcv`` is given), opening one if needed;
         ``on_error`` is called when that connection cannot be opened."""
+        ...
+
+    def connected(self, proto: Proto, ip: str, port: int) -> bool:
+        """An open connection of stream transport ``proto`` to ip:port."""
         ...
 
     def fix_top_via(self, ctx: RequestContext) -> None:

@@ -27,10 +27,12 @@ class Proto(enum.IntEnum):
     UDP = 1
     TCP = 2
     TLS = 3
+    WS = 4  # SIP over WebSocket (RFC 7118)
+    WSS = 5  # ... over secure WebSocket
 
     @property
     def token(self) -> str:
-        """As written in a Via header: ``UDP``, ``TCP``, ``TLS``."""
+        """As written in a Via header: ``UDP``, ``TCP``, ``TLS``, ``WS``, ``WSS``."""
         return self.name
 
 
@@ -57,6 +59,7 @@ class Branch:
     q: int = -1  # thousandths, -1 = unspecified (SER's q representation)
     dst_uri: str | None = None  # next hop override (e.g. NAT received address)
     flags: int = 0
+    path: str | None = None  # RFC 3327 Path of the binding: the branch's route set
 
 
 class RequestContext:

@@ -38,10 +38,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sipexpress.core")
 
-PROTO_BY_NAME: Final = {"UDP": Proto.UDP, "TCP": Proto.TCP, "TLS": Proto.TLS}
+PROTO_BY_NAME: Final = {p.name: p for p in Proto}
+_WS_TRANSPORTS: Final = frozenset(("ws", "wss"))
 # enum members as module constants: ``Proto.TCP`` is a slow class lookup on 3.11
 _UDP: Final = Proto.UDP
 _TCP: Final = Proto.TCP
+_TLS: Final = Proto.TLS
 #: entries of the numeric-host and URI-destination caches before they are emptied
 
 
@@ -123,7 +125,10 @@ class StatelessForwarder:
             if not addrs:
                 return errors.E_BAD_ADDRESS
             ip = addrs[0]
-        return proto, ip, port or default_port(proto.name)
+        dport = port or default_port(proto.name)
+        if proto is _TLS and self.core.tls is not None and not self.is_numeric(host):
+            self.core.tls.expect_name(ip, dport, host)
+        return proto, ip, dport
 
     def known_destination(
         self, uri_text: str, proto: Proto | None, rproto: Proto
@@ -155,6 +160,8 @@ class StatelessForwarder:
         transport = uri.transport
         if transport is None and proto is not None:
             transport = proto.name.lower()
+        if transport in _WS_TRANSPORTS and thost.lower().endswith(".invalid"):
+            return self._ws_client(thost.lower())
         targets = await self.core.resolver.locate(thost, uri.port, transport, uri.scheme == "sips")
         if not targets:
             return errors.E_BAD_ADDRESS
@@ -162,7 +169,20 @@ class StatelessForwarder:
         dest = PROTO_BY_NAME.get(t.proto.upper(), Proto.UDP), t.ip.strip("[]"), t.port
         if numeric:
             self._uri_dest.put(key, dest, len(key[0]) + len(dest[1]))
+        elif dest[0] is _TLS and self.core.tls is not None:
+            # the certificate is checked against the URI's host (RFC 5922 §7.2)
+            self.core.tls.expect_name(dest[1], dest[2], thost)
         return dest
+
+    def _ws_client(self, host: str) -> tuple[Proto, str, int]:
+        """A WebSocket client's own ``.invalid`` host (RFC 7118 §5; its
+        ``transport=ws`` stands for WSS too): the connection it names; when
+        there is none, sending fails at once."""
+        streams = self.core.streams
+        for proto in streams:
+            if streams[proto].lookup(host, 0) is not None:
+                return proto, host, 0
+        return next(iter(streams), Proto.WS), host, 0
 
     def _forward_to(self, ctx: RequestContext, dproto: Proto, dip: str, dport: int) -> int:
         core = self.core

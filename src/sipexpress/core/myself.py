@@ -44,8 +44,10 @@ class Myself:
 
     def listen_specs(self) -> list[tuple[Proto, str, int]]:
         """The sockets to bind: ``listen`` entries expanded (no proto = UDP
-        and TCP; no port = ``port``; 0.0.0.0/:: = every local address)."""
+        and TCP; no port = ``port``, ``tls_port_no`` for ``tls:``;
+        0.0.0.0/:: = every local address)."""
         port = int(self.core.options.get("port") or SIP_PORT)
+        tls_port = int(self.core.options.get("tls_port_no") or SIPS_PORT)
         specs: list[SocketSpec] = list(self.core.options.get("listen") or [])
         if not specs:
             specs = [SocketSpec(None, "0.0.0.0", port)]
@@ -66,17 +68,17 @@ class Myself:
                 if not hosts:
                     raise ConfigError(f"listen: cannot resolve '{spec.host}'")
                 self._names_extra.extend(
-                    (spec.host.lower(), spec.port or port, p)
+                    (spec.host.lower(), spec.port or (tls_port if p is Proto.TLS else port), p)
                     for p in ([spec.proto] if spec.proto else protos)
                 )
             for p in [spec.proto] if spec.proto else protos:
-                if p is Proto.TLS:
-                    log.warning("listen=%s: TLS is not supported, ignored", spec)
-                    continue
                 if p is Proto.TCP and self.core.options.get("disable_tcp"):
                     continue
+                if p is Proto.TLS and self.core.options.get("disable_tls"):
+                    log.warning("listen=%s: disable_tls is set, ignored", spec)
+                    continue
                 for h in hosts:
-                    item = (p, h, spec.port or port)
+                    item = (p, h, spec.port or (tls_port if p is Proto.TLS else port))
                     if item not in out:
                         out.append(item)
         return out
@@ -84,8 +86,7 @@ class Myself:
     def build(self, sockets: list[tuple[Proto, str, int]] | None = None) -> None:
         if sockets is None:
             sockets = [(lst.proto, lst.ip, lst.port) for lst in self.core.udp_listeners]
-            if self.core.tcp is not None:
-                sockets += [(lst.proto, lst.ip, lst.port) for lst in self.core.tcp.listeners]
+            sockets += [(lst.proto, lst.ip, lst.port) for lst in self.core.stream_listeners()]
             if not sockets:
                 try:
                     sockets = self.listen_specs()
@@ -102,7 +103,7 @@ class Myself:
         if adv:
             adv_port = int(self.core.options.get("advertised_port") or 0)
             for _, _, port in sockets or [(Proto.UDP, "", SIP_PORT)]:
-                for p in (Proto.UDP, Proto.TCP):
+                for p in (Proto.UDP, Proto.TCP, Proto.TLS):
                     socks.add((normalize_host(str(adv)), adv_port or port, p))
         self._socks = socks
         self._hostport = {(h, p) for h, p, _ in socks}
@@ -151,8 +152,7 @@ class Myself:
             with contextlib.suppress(OSError):
                 names.add(socket.gethostname())
         ips = {lst.ip for lst in self.core.udp_listeners}
-        if self.core.tcp is not None:
-            ips |= {lst.ip for lst in self.core.tcp.listeners}
+        ips |= {lst.ip for lst in self.core.stream_listeners()}
 
         def lookup() -> set[str]:
             found: set[str] = set()

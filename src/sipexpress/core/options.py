@@ -60,6 +60,9 @@ DEFAULTS: dict[str, Any] = {
     "jsonrpc_user": None,
     "jsonrpc_password": None,
     "jsonrpc_metrics_auth": False,
+    # HTTPS for JSON-RPC over HTTP (PEM files; unset: plain HTTP)
+    "jsonrpc_certificate": None,
+    "jsonrpc_private_key": None,
     "mgmt_allow_kill": False,
     # sipexpress web interface (documented in sipexpress.web.config)
     "web_listen": None,
@@ -77,6 +80,11 @@ DEFAULTS: dict[str, Any] = {
     "web_sample_interval": None,
     "web_signup": False,
     "web_metrics_token": None,
+    # HTTPS for the web interface (PEM files; unset: plain HTTP), and the
+    # CAs it trusts when it calls JSON-RPC over HTTPS (default tls_ca_list)
+    "web_certificate": None,
+    "web_private_key": None,
+    "web_jsonrpc_ca": None,
     "unix_sock": None,
     "unix_sock_children": 1,
     "unix_tx_timeout": 500,
@@ -97,7 +105,23 @@ DEFAULTS: dict[str, Any] = {
     "tcp_max_connections": 2048,
     "tcp_max_connections_per_source": 128,
     "tcp_msg_read_timeout": 20,
-    "disable_tls": True,
+    # TLS (sipexpress.core.tls): listen=tls: sockets need a certificate;
+    # connections we open check the server's certificate unless tls_verify=no
+    "disable_tls": False,
+    "tls_port_no": 5061,
+    "tls_certificate": None,
+    "tls_private_key": None,
+    "tls_ca_list": None,
+    "tls_verify": True,
+    "tls_require_certificate": False,
+    "tls_method": "TLSv1.2+",
+    "tls_handshake_timeout": 10,
+    # SIP over WebSocket (listen=ws:/wss:, sipexpress.core.transport): the
+    # Origin an upgrade must carry (a regular expression; unset: any), and
+    # the seconds of idleness after which a connection is pinged (and
+    # closed when the ping is not answered within as long again)
+    "ws_origin": None,
+    "ws_keepalive_interval": 60,
     "advertised_address": None,
     "advertised_port": None,
     "disable_core_dump": False,
@@ -161,7 +185,7 @@ def is_ip(host: str) -> bool:
     return True
 
 
-_PROTOS = {"udp": Proto.UDP, "tcp": Proto.TCP, "tls": Proto.TLS, "*": None}
+_PROTOS = {"udp": Proto.UDP, "tcp": Proto.TCP, "tls": Proto.TLS, "ws": Proto.WS, "wss": Proto.WSS, "*": None}
 
 
 def parse_socket_spec(text: str) -> SocketSpec:

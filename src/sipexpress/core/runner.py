@@ -95,6 +95,8 @@ class Runner:
         if core.tcp is not None and core.tcp.listeners:
             rows.append((pid, "tcp main process"))
             rows.append((pid, "tcp receiver"))
+        if core.tls is not None and core.tls.listeners:
+            rows.append((pid, "tls receiver"))
         if self.mgmt is not None and self.mgmt.fifo is not None:
             rows.append((pid, "fifo server"))
         if self.mgmt is not None and self.mgmt.unix is not None:

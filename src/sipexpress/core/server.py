@@ -27,10 +27,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
 import platform
+import re
 import socket
 import sys
 import time
@@ -68,6 +70,7 @@ from sipexpress.core.transport import (
 from sipexpress.sip.errors import SipParseError
 from sipexpress.sip.forwarding import (
     SIP_PORT,
+    SIPS_PORT,
     normalize_host,
     via_destination,
     via_host,
@@ -76,6 +79,8 @@ from sipexpress.sip.forwarding import (
 from sipexpress.sip.message import build_reply
 
 if TYPE_CHECKING:
+    from sipexpress.core.tls import TlsSettings
+    from sipexpress.core.tls_transport import TlsManager
     from sipexpress.sip.message import SipMessage
 
 log = logging.getLogger("sipexpress.core")
@@ -90,6 +95,8 @@ _METHOD_INDEX_get = METHOD_INDEX.get
 # on 3.11, and the receive/reply path compares protocols several times
 _UDP: Final = Proto.UDP
 _TCP: Final = Proto.TCP
+_TLS: Final = Proto.TLS
+_WS_PROTOS: Final = frozenset((Proto.WS, Proto.WSS))
 #: messages kept while the modules start (more are dropped: UDP peers retransmit)
 MAX_HELD: Final = 1000
 #: the largest UDP payload over IPv4 (65535 - 20 IP - 8 UDP header bytes)
@@ -137,6 +144,10 @@ class Core:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.udp_listeners: list[UdpListener] = []
         self.tcp: TcpManager | None = None
+        #: TLS connections; only when a ``listen=tls:`` socket is configured
+        self.tls: TlsManager | None = None
+        #: the WebSocket connection tables (WS, WSS), made for their listeners
+        self.streams: dict[Proto, TcpManager] = {}
         self.last_negative_reply = -1e9  # loop time of the last sl reply >= 300
         self._tasks: set[asyncio.Task[Any]] = set()
         #: messages that arrive while the runner is still starting the
@@ -290,21 +301,115 @@ class Core:
                     tl = TcpListener(self.tcp, ip, port)
                     await tl.start()
                     self.tcp.listeners.append(tl)
+                elif proto is Proto.TLS:
+                    tls = self.tls or self._tls_manager(max_size)
+                    tl = TcpListener(tls, ip, port)
+                    await tl.start()
+                    tls.listeners.append(tl)
+                else:
+                    mgr = self._ws_manager(proto, max_size)
+                    tl = TcpListener(mgr, ip, port)
+                    await tl.start()
+                    mgr.listeners.append(tl)
         except OSError as e:
             self.close_listeners()
             raise ConfigError(
                 f"cannot bind {proto.name.lower()}:{via_host(ip)}:{port}: {e.strerror}"
             ) from None
         self.tcp.start_sweeper()
+        if self.tls is not None:
+            self.tls.start_sweeper()
+        for mgr in self.streams.values():
+            mgr.start_sweeper()
         self.myself.build()
         await self.myself.add_reverse_names()
         for lst in self.udp_listeners:
             log.info("listening on udp:%s", lst.address)
-        for tl in self.tcp.listeners:
-            log.info("listening on tcp:%s", tl.address)
+        for tl in self.stream_listeners():
+            log.info("listening on %s:%s", tl.proto.name.lower(), tl.address)
         self._main_route = self.routes.request.get("0")
         if self._main_route is None:
             log.warning("no request route: every request will be dropped")
+
+    def _tls_manager(self, max_size: int) -> TlsManager:
+        """The TLS connection table, made when the first TLS socket is
+        (the ssl contexts are loaded once, here)."""
+        from sipexpress.core.tls import TlsError
+        from sipexpress.core.tls_transport import TlsManager
+
+        assert self.loop is not None
+        try:
+            self.tls = TlsManager(
+                self.loop,
+                self.receive,
+                self._tls_settings(),
+                max_size,
+                float(self.options.get("tcp_connect_timeout") or 10),
+                self._bad_stream,
+                TcpLimits.from_options(self.options),
+            )
+        except (TlsError, ValueError) as e:
+            raise ConfigError(f"tls: {e}") from None
+        if self.tls.server_ctx is None:
+            raise ConfigError("listen=tls: needs tls_certificate (and tls_private_key)")
+        if "tls" not in self.resolver.supported:  # NAPTR SIPS+D2T records become usable
+            self.resolver.supported = (*self.resolver.supported, "tls")
+        return self.tls
+
+    def _tls_settings(self) -> TlsSettings:
+        from sipexpress.core.tls import TlsError, TlsSettings
+
+        try:
+            return TlsSettings.from_options(self.options)
+        except (TlsError, ValueError) as e:
+            raise ConfigError(f"tls: {e}") from None
+
+    def _ws_manager(self, proto: Proto, max_size: int) -> TcpManager:
+        """The WS or WSS connection table (made for the first listener)."""
+        from sipexpress.core.tls import TlsError
+        from sipexpress.core.ws_transport import WsManager, WssManager
+
+        mgr = self.streams.get(proto)
+        if mgr is not None:
+            return mgr
+        assert self.loop is not None
+        opts = self.options
+        origin = opts.get("ws_origin")
+        try:
+            pattern = re.compile(str(origin), re.I) if origin else None
+        except re.error as e:
+            raise ConfigError(f"ws_origin: bad regular expression {origin!r}: {e}") from None
+        limits = TcpLimits.from_options(opts)
+        keepalive = float(opts.get("ws_keepalive_interval") or 60)
+        if proto is Proto.WS:
+            mgr = WsManager(self.loop, self.receive, max_size, limits, keepalive, pattern)
+        else:
+            # a browser asked for a certificate shows a picker (headless: the
+            # handshake stalls): WSS asks only with tls_require_certificate
+            settings = dataclasses.replace(self._tls_settings(), verify=False)
+            try:
+                wss = WssManager(self.loop, self.receive, settings, max_size, limits, keepalive, pattern)
+            except (TlsError, ValueError) as e:
+                raise ConfigError(f"wss: {e}") from None
+            if wss.server_ctx is None:
+                raise ConfigError("listen=wss: needs tls_certificate (and tls_private_key)")
+            mgr = wss
+        self.streams[proto] = mgr
+        return mgr
+
+    def stream_listeners(self) -> list[TcpListener]:
+        """The listeners of TCP, TLS, WS and WSS."""
+        out = list(self.tcp.listeners) if self.tcp is not None else []
+        if self.tls is not None:
+            out += self.tls.listeners
+        for mgr in self.streams.values():
+            out += mgr.listeners
+        return out
+
+    def connected(self, proto: Proto, ip: str, port: int) -> bool:
+        """An open connection of stream transport ``proto`` to ip:port."""
+        mgr = self.tcp if proto is _TCP else self.tls if proto is _TLS else self.streams.get(proto)
+        return mgr is not None and mgr.lookup(ip, port) is not None
 
     def release_held(self) -> None:
         """The modules are ready: handle what arrived while they started."""
@@ -323,6 +428,10 @@ class Core:
             lst.close()
         if self.tcp is not None:
             self.tcp.close()
+        if self.tls is not None:
+            self.tls.close()
+        for mgr in self.streams.values():
+            mgr.close()
 
     async def cancel_tasks(self) -> None:
         """Cancel the background tasks (routes waiting on something, module
@@ -366,8 +475,11 @@ class Core:
                 msg.validate()
                 ctx = RequestContext(self, msg, rcv)
                 ctx.routes = self.routes
-                if rcv.proto is _TCP:
-                    self._tcp_alias(msg, rcv)
+                if rcv.proto is not _UDP:
+                    if rcv.proto in _WS_PROTOS:
+                        self._ws_alias(ctx)
+                    else:
+                        self._tcp_alias(msg, rcv)
                 hooks = self.request_hooks
                 if hooks:
                     for hook in hooks:
@@ -411,20 +523,31 @@ class Core:
         """Remember the connection under the Via sent-by as well, so replies
         routed by Via (stateless or from tm) go back on it."""
         conn = rcv.transport
-        if not isinstance(conn, TcpConnection) or self.tcp is None:
+        if not isinstance(conn, TcpConnection):
             return
         via = msg.via1
-        port = via.port or SIP_PORT
+        port = via.port or (SIPS_PORT if rcv.proto is _TLS else SIP_PORT)
         if port != rcv.src_port:
-            self.tcp.add_alias(conn, rcv.src_ip, port)
+            conn.manager.add_alias(conn, rcv.src_ip, port)
+
+    def _ws_alias(self, ctx: RequestContext) -> None:
+        """A request from a WebSocket client (RFC 7118 §5): replies routed
+        by Via find the connection by its source port (rport), and requests
+        to the client's ``.invalid`` host (its Contact: in-dialog requests)
+        by that host, which names the connection and nothing else."""
+        ctx.force_rport = True
+        conn = ctx.rcv.transport
+        host = ctx.msg.via1.host.lower()
+        if host.endswith(".invalid") and isinstance(conn, TcpConnection):
+            conn.manager.add_alias(conn, host, 0)
 
     def force_tcp_alias(self, ctx: RequestContext) -> None:
         """``force_tcp_alias([port])``: the connection also serves the Via
         host's address with that port."""
         conn = ctx.rcv.transport
         port = int(ctx.data.pop("tcp_alias", 0) or 0)
-        if isinstance(conn, TcpConnection) and self.tcp is not None and port:
-            self.tcp.add_alias(conn, ctx.rcv.src_ip, port)
+        if isinstance(conn, TcpConnection) and port:
+            conn.manager.add_alias(conn, ctx.rcv.src_ip, port)
 
     def _route_parse_error(self, e: SipParseError, ctx: RequestContext) -> None:
         """A header the route used is malformed: 400 unless it replied."""
@@ -523,14 +646,23 @@ class Core:
                     self.stats.send_failures += 1
                     return False
             ok: bool = self.send_udp(lst, data, ip, port)
-        elif proto is _TCP:
-            if self.tcp is None:
+        elif proto is _TCP or proto is _TLS:
+            streams = self.tcp if proto is _TCP else self.tls
+            if streams is None:
+                log.error("cannot send to %s:%d: no %s socket", ip, port, proto.name.lower())
+                self.stats.send_failures += 1
                 return False
-            conn = rcv.transport if rcv is not None and rcv.proto is _TCP else None
+            conn = rcv.transport if rcv is not None and rcv.proto is proto else None
             if isinstance(conn, TcpConnection) and not conn.closed:
                 ok = conn.send(data, on_error)
             else:
-                ok = self.tcp.send(ip, port, data, on_error)
+                ok = streams.send(ip, port, data, on_error)
+        elif proto in self.streams:  # WS, WSS: the connection the client opened
+            conn = rcv.transport if rcv is not None and rcv.proto is proto else None
+            if isinstance(conn, TcpConnection) and not conn.closed:
+                ok = conn.send(data)
+            else:
+                ok = self.streams[proto].send(ip, port, data)
         else:
             log.error("cannot send to %s:%d: %s is not supported", ip, port, proto.name)
             ok = False
@@ -601,7 +733,10 @@ class Core:
             return self.udp_listeners
         if proto is _TCP and self.tcp is not None:
             return self.tcp.listeners
-        return ()
+        if proto is _TLS and self.tls is not None:
+            return self.tls.listeners
+        mgr = self.streams.get(proto)
+        return mgr.listeners if mgr is not None else ()
 
     # ------------------------------------------------------------------
     # stateless replies (SER's build_res_buf_from_sip_req)
@@ -727,10 +862,10 @@ class Core:
             ok = self.send_udp(rcv.transport, data, rcv.src_ip, rcv.src_port)  # the common case
         else:
             conn = rcv.transport
-            if rcv.proto is _TCP and (not isinstance(conn, TcpConnection) or conn.closed):
+            if rcv.proto is not _UDP and (not isinstance(conn, TcpConnection) or conn.closed):
                 # the connection is gone: RFC 3261 §18.2.2, to the Via sent-by
                 ip, port = via_destination(msg.via1)
-                ok = self.send(_TCP, ip or rcv.src_ip, port, data)
+                ok = self.send(rcv.proto, ip or rcv.src_ip, port, data)
             else:
                 ok = self.send(rcv.proto, rcv.src_ip, rcv.src_port, data, rcv)
         if not ok:

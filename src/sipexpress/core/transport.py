@@ -19,8 +19,12 @@ has come (slowloris), ``tcp_connection_lifetime`` seconds of idleness.
 Each limit hit is logged once per source address per
 :attr:`TcpManager.LOG_EVERY` seconds, so a flood cannot flood the log.
 
-TLS is a seam only: :class:`~sipexpress.core.context.Proto` has ``TLS``
-but no listener exists for it.
+TLS (:mod:`sipexpress.core.tls_transport`) is the same stream machinery
+with :class:`~sipexpress.core.tls.TlsSession` between the socket and the
+framer: a :class:`TcpManager` whose ``conn_class`` is a TLS connection.
+SIP over WebSocket (:mod:`sipexpress.core.ws_transport`) is too: its
+connections have another framer (``new_framer``), ping when idle
+(``idle``), and its managers only accept connections (``accept_only``).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from sipexpress.core.context import Proto, ReceiveInfo
 
 if TYPE_CHECKING:
     from sipexpress.sip.message import StreamFramer
+    from sipexpress.sip.websocket import WsFramer
 
 log = logging.getLogger("sipexpress.transport")
 
@@ -179,7 +184,8 @@ class TcpLimits:
 
 
 class TcpConnection(asyncio.Protocol):
-    """One TCP connection (accepted or opened by us)."""
+    """One stream connection (accepted or opened by us): TCP, and the base
+    of the TLS one."""
 
     proto = Proto.TCP
 
@@ -191,7 +197,7 @@ class TcpConnection(asyncio.Protocol):
         self.peer = peer  # (ip, port) of the other end, known early for outbound
         self.transport: asyncio.Transport | None = None
         self.rcv: ReceiveInfo | None = None
-        self.framer: StreamFramer | None = None
+        self.framer: StreamFramer | WsFramer | None = None
         self.keys: list[tuple[str, int]] = []
         self.pending: list[bytes] = []
         # told when the connection we are opening cannot be made (RFC 3261
@@ -214,7 +220,13 @@ class TcpConnection(asyncio.Protocol):
         return self.rcv.dst_port if self.rcv else 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        if self.setup(transport):
+            self.transport = transport  # type: ignore[assignment]
+            self.stream_ready()
+
+    def setup(self, transport: asyncio.BaseTransport) -> bool:
+        """Admit, name and register a connection the socket layer made;
+        False when it was refused (and aborted)."""
         peer = transport.get_extra_info("peername")
         sockname = transport.get_extra_info("sockname")
         ip, port = str(peer[0]), int(peer[1])
@@ -223,7 +235,7 @@ class TcpConnection(asyncio.Protocol):
             if not self.manager.admit(ip):
                 self.closed = True
                 transport.abort()  # type: ignore[attr-defined]
-                return
+                return False
             self.counted = True
         # the "local socket" of a connection is the listener it belongs to
         # (what Via advertises); outbound ones borrow a listener of the family
@@ -232,15 +244,18 @@ class TcpConnection(asyncio.Protocol):
             dst_ip, dst_port = lst.ip, lst.port
         else:
             dst_ip, dst_port = str(sockname[0]), int(sockname[1])
-        self.rcv = ReceiveInfo(Proto.TCP, ip, port, dst_ip, dst_port, family_of(ip), self)
-        from sipexpress.sip.message import StreamFramer
-
-        self.framer = StreamFramer(max_size=self.manager.max_size)
+        self.rcv = ReceiveInfo(self.proto, ip, port, dst_ip, dst_port, family_of(ip), self)
+        self.framer = self.new_framer()
         self.manager.register(self, (ip, port))
         with contextlib.suppress(OSError, AttributeError):
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return True
+
+    def stream_ready(self) -> None:
+        """``self.transport`` carries SIP from now on: what waited for it
+        is written, and opening it can no longer fail."""
         self.on_connect_error.clear()
         if self.pending:
             for chunk in self.pending:
@@ -255,12 +270,30 @@ class TcpConnection(asyncio.Protocol):
         try:
             frames = self.framer.feed(data)
         except Exception as e:  # SipParseError: the stream cannot be resynchronised
-            log.warning("tcp %s:%d: %s; closing connection", self.rcv.src_ip, self.rcv.src_port, e)
+            log.warning(
+                "%s %s:%d: %s; closing connection", self.manager.name, self.rcv.src_ip, self.rcv.src_port, e
+            )
             # the unframable message is at the start of the framer's buffer
             pending = bytes(getattr(self.framer, "_buf", b""))
             self.manager.core_bad_stream(self.rcv, e, pending)
             self.close()
             return
+        framer = self.framer  # a StreamFramer (WsConnection has its own data_received)
+        if framer.pings:  # type: ignore[union-attr]  # RFC 5626 §3.5.1: a CRLF pong for each ping
+            self.transport.write(b"\r\n" * framer.pings)  # type: ignore[union-attr]
+            framer.pings = 0  # type: ignore[union-attr]
+        self.deliver(frames, now)
+
+    def new_framer(self) -> StreamFramer | WsFramer:
+        """What splits the stream into SIP messages."""
+        from sipexpress.sip.message import StreamFramer
+
+        return StreamFramer(max_size=self.manager.max_size)
+
+    def deliver(self, frames: list[bytes], now: float) -> None:
+        """Hand complete messages to the core; note when an unfinished one
+        started (``tcp_msg_read_timeout``)."""
+        assert self.framer is not None and self.rcv is not None
         if not self.framer.buffered:
             self.msg_started = None
         elif frames or self.msg_started is None:
@@ -268,6 +301,11 @@ class TcpConnection(asyncio.Protocol):
         receive = self.manager.receive
         for frame in frames:
             receive(frame, self.rcv)
+
+    def idle(self) -> None:
+        """Idle for the manager's lifetime (``tcp_connection_lifetime``): closed."""
+        log.debug("closing idle %s connection %s", self.manager.name, self.peer)
+        self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -297,9 +335,10 @@ class TcpConnection(asyncio.Protocol):
 
 
 class TcpListener:
-    proto = Proto.TCP
+    """A bound stream socket of a :class:`TcpManager` (TCP or TLS)."""
 
     def __init__(self, manager: TcpManager, ip: str, port: int) -> None:
+        self.proto = manager.conn_class.proto
         self.manager = manager
         self.ip = ip
         self.port = port
@@ -308,7 +347,7 @@ class TcpListener:
         self.server: asyncio.AbstractServer | None = None
 
     def __repr__(self) -> str:
-        return f"<TcpListener {self.address}>"
+        return f"<{type(self).__name__} {self.address}>"
 
     @property
     def address(self) -> str:
@@ -322,7 +361,7 @@ class TcpListener:
     async def start(self, backlog: int = 1024) -> None:
         sock = bind_socket(self.ip, self.port, socket.SOCK_STREAM)
         self.server = await self.manager.loop.create_server(
-            lambda: TcpConnection(self.manager, self, None), sock=sock, backlog=backlog
+            lambda: self.manager.conn_class(self.manager, self, None), sock=sock, backlog=backlog
         )
 
     def close(self) -> None:
@@ -331,9 +370,15 @@ class TcpListener:
 
 
 class TcpManager:
-    """The TCP connection table (SER's ``tcpconn`` hash by ip:port + aliases)."""
+    """A stream connection table (SER's ``tcpconn`` hash by ip:port +
+    aliases): one for TCP, one for TLS (``conn_class``)."""
 
     LOG_EVERY = 60.0
+    #: the connections this manager makes (a TLS manager's are TLS ones)
+    conn_class: type[TcpConnection] = TcpConnection
+    #: only connections the peers open (WebSocket): sending to an address
+    #: without one fails at once
+    accept_only = False
 
     def __init__(
         self,
@@ -360,6 +405,8 @@ class TcpManager:
         self._on_bad_stream = on_bad_stream
         self._sweeper: asyncio.TimerHandle | None = None
         self._connects: set[asyncio.Task[Any]] = set()
+        #: the transport's name in log lines
+        self.name = self.conn_class.proto.name.lower()
 
     # -- table ---------------------------------------------------------------
     def listener_for(self, af: int) -> TcpListener | None:
@@ -391,7 +438,7 @@ class TcpManager:
         if len(self._logged) > 4096:
             self._logged = {k: t for k, t in self._logged.items() if now - t < self.LOG_EVERY}
         self._logged[key] = now
-        log.warning("tcp from %s: %s", ip, what)
+        log.warning("%s from %s: %s", self.name, ip, what)
 
     def register(self, conn: TcpConnection, key: tuple[str, int]) -> None:
         self.connections.add(conn)
@@ -442,7 +489,10 @@ class TcpManager:
         conn = self.lookup(ip, port)
         if conn is not None:
             return conn.send(data, on_error)
-        conn = TcpConnection(self, None, (ip, port))
+        if self.accept_only:
+            log.info("%s: no connection from %s:%d (any more); not sent", self.name, ip, port)
+            return False
+        conn = self.outbound(ip, port)
         self.register(conn, (ip, port))
         conn.send(data, on_error)
         task = self.loop.create_task(self._connect(conn, ip, port))
@@ -450,22 +500,31 @@ class TcpManager:
         task.add_done_callback(self._connects.discard)
         return True
 
+    def outbound(self, ip: str, port: int) -> TcpConnection:
+        """A connection to be opened to ip:port."""
+        return self.conn_class(self, None, (ip, port))
+
     async def _connect(self, conn: TcpConnection, ip: str, port: int) -> None:
         try:
             await asyncio.wait_for(
                 self.loop.create_connection(lambda: conn, ip, port), timeout=self.connect_timeout
             )
         except (OSError, TimeoutError) as e:
-            log.error("tcp connect to %s:%d failed: %s", ip, port, e)
-            conn.closed = True
-            self.unregister(conn)
-            failed, conn.on_connect_error = conn.on_connect_error, []
-            conn.pending.clear()
-            for notify in failed:
-                try:
-                    notify()
-                except Exception:
-                    log.exception("tcp connect to %s:%d: error while reporting the failure", ip, port)
+            self.connect_failed(conn, f"{ip}:{port}", str(e) or type(e).__name__)
+
+    def connect_failed(self, conn: TcpConnection, where: str, reason: str) -> None:
+        """Opening ``conn`` failed: logged, forgotten, and whoever was
+        waiting to send on it told (a 503 at once from tm)."""
+        log.error("%s connect to %s failed: %s", self.name, where, reason)
+        conn.closed = True
+        self.unregister(conn)
+        failed, conn.on_connect_error = conn.on_connect_error, []
+        conn.pending.clear()
+        for notify in failed:
+            try:
+                notify()
+            except Exception:
+                log.exception("%s connect to %s: error while reporting the failure", self.name, where)
 
     # -- life cycle ------------------------------------------------------------
     def start_sweeper(self) -> None:
@@ -484,8 +543,7 @@ class TcpManager:
                     )
                     conn.close()
                 elif conn.last_activity < idle:
-                    log.debug("closing idle tcp connection %s", conn.peer)
-                    conn.close()
+                    conn.idle()
             self._sweeper = self.loop.call_later(interval, sweep)
 
         self._sweeper = self.loop.call_later(interval, sweep)

@@ -154,10 +154,22 @@ def get_engine(url: str, timeout: float = DEFAULT_TIMEOUT) -> AsyncEngine:
     return eng
 
 
+_autocommit_engines: dict[int, AsyncEngine] = {}
+
+
+def _autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """The engine's autocommit view (same pool), made once."""
+    ac = _autocommit_engines.get(id(engine))
+    if ac is None:
+        ac = _autocommit_engines[id(engine)] = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return ac
+
+
 async def dispose_engines() -> None:
     """Close every shared engine (at shutdown, and between tests)."""
     engines = list(_engines.values())
     _engines.clear()
+    _autocommit_engines.clear()
     for e in engines:
         with contextlib.suppress(Exception):
             await e.dispose()
@@ -169,11 +181,16 @@ async def run(
     timeout: float = DEFAULT_TIMEOUT,
     *,
     write: bool = True,
+    single: bool = False,
 ) -> T:
     """Run ``fn(conn)`` in a transaction (committed when ``write``) on the
-    shared engine, bounded by ``timeout``.  Raises :class:`DbTimeout` or
-    :class:`DbUnavailable` instead of driver errors."""
+    shared engine, bounded by ``timeout``.  ``single``: ``fn`` is one
+    SELECT, which PostgreSQL then runs without BEGIN and ROLLBACK (one
+    round trip instead of three: usrloc's db_mode 3 look-up).  Raises
+    :class:`DbTimeout` or :class:`DbUnavailable` instead of driver errors."""
     engine = get_engine(url, timeout)
+    if single and not write and engine.dialect.name == "postgresql":
+        engine = _autocommit(engine)
 
     async def op() -> T:
         if write:

@@ -219,6 +219,8 @@ class Manager:
                     allow_origins=frozenset(x for x in re.split(r"[\s,]+", origins) if x),
                     metrics=self.metrics,
                     metrics_auth=_flag(_opt(o, "jsonrpc_metrics_auth", 0)),
+                    certificate=_opt(o, "jsonrpc_certificate"),
+                    private_key=_opt(o, "jsonrpc_private_key"),
                 )
                 await self.http.start()
             sock = _opt(o, "jsonrpc_socket")

@@ -51,6 +51,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import stat
 import tempfile
 from collections.abc import Callable
@@ -279,9 +280,12 @@ class HttpServer:
         allow_origins: frozenset[str] = frozenset(),
         metrics: Callable[[], bytes] | None = None,
         metrics_auth: bool = False,
+        certificate: str | None = None,
+        private_key: str | None = None,
     ) -> None:
         """``token`` is always required; ``explicit`` tells that it came from
-        the configuration (needed to listen on a non-loopback address)."""
+        the configuration (needed to listen on a non-loopback address).
+        With ``certificate`` (PEM) it is HTTPS."""
         self.dispatcher = dispatcher
         self.metrics = metrics
         self.metrics_auth = metrics_auth
@@ -300,12 +304,22 @@ class HttpServer:
             )
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
+        self.ssl: ssl.SSLContext | None = None
+        if certificate:
+            from sipexpress.core.tls import TlsError, https_context
+
+            try:
+                self.ssl = https_context(certificate, private_key)
+            except TlsError as e:
+                raise JsonRpcError(f"JSON-RPC over HTTPS: {e}") from None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._client, self.host, self.port, limit=MAX_HEADER)
+        self._server = await asyncio.start_server(
+            self._client, self.host, self.port, limit=MAX_HEADER, ssl=self.ssl
+        )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
-        log.info("JSON-RPC over HTTP on %s:%d", self.host, self.port)
+        log.info("JSON-RPC over %s on %s:%d", "HTTPS" if self.ssl else "HTTP", self.host, self.port)
 
     async def stop(self) -> None:
         if self._server is not None:

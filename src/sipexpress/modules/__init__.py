@@ -32,6 +32,10 @@ CATALOGUE: dict[str, str] = {
     "print": "sipexpress.modules.print_stdout:PrintModule",
     "msilo": "sipexpress.modules.msilo:MsiloModule",
     "pike": "sipexpress.modules.pike:PikeModule",
+    "tls": "sipexpress.modules.tls:TlsModule",
+    "rtpengine": "sipexpress.modules.rtpengine:RtpengineModule",
+    "nathelper": "sipexpress.modules.nathelper:NathelperModule",
+    "path": "sipexpress.modules.path:PathModule",
     # SER's database drivers: accepted so that old configs load; the
     # database layer itself is chosen by the db_url's scheme.
     "mysql": "sipexpress.modules.dbdriver:MysqlModule",

@@ -53,12 +53,14 @@ from sipexpress.modules.usrloc import (
 )
 from sipexpress.modules.usrloc.records import CState
 from sipexpress.sip.errors import SipParseError
-from sipexpress.sip.headers import split_values, unquote
+from sipexpress.sip.headers import NameAddr, split_values, unquote
 from sipexpress.sip.uri import SipUri, unescape
 
 if TYPE_CHECKING:
     from sipexpress.core.api import CoreAPI
     from sipexpress.core.context import RequestContext
+    from sipexpress.sip.headers import Contact
+    from sipexpress.sip.message import SipMessage
 
 log = logging.getLogger("sipexpress.registrar")
 
@@ -84,11 +86,17 @@ R_TOO_MANY = (503, "Too many registered contacts")
 R_OOO = (200, "Out of order request")
 R_RETRANS = (200, "Retransmission")
 R_TOO_BRIEF = (423, "Interval Too Brief")
+R_PATH_UNSUP = (420, "Path header not supported")
+R_OB_UNSUP_EDGE = (439, "No support for Outbound on edge proxy")
+R_OB_REQD = (421, "Outbound support required")
 
 REASONS = {
     200: "OK",
     400: "Bad Request",
+    420: "Bad Extension",
+    421: "Extension Required",
     423: "Interval Too Brief",
+    439: "First Hop Lacks Outbound Support",
     500: "Server Internal Error",
     503: "Service Unavailable",
 }
@@ -121,6 +129,8 @@ class ContactSpec:
     expires: str | None = None  # the expires param as written
     q: str | None = None
     received: str | None = None
+    instance: str | None = None  # RFC 5626 +sip.instance, with reg_id
+    reg_id: int = 0
 
 
 @dataclass(slots=True)
@@ -137,6 +147,7 @@ class RegisterRequest:
     socket: str | None = None
     path: str | None = None
     source: tuple[str, int] | None = None  # the REGISTER's source address (the web console shows it)
+    reply_headers: list[str] = field(default_factory=list)  # Path echo, Require: outbound
 
 
 @dataclass(slots=True)
@@ -234,6 +245,14 @@ def _plan_general(rec: Urecord | None, req: RegisterRequest, now: float, cfg: Re
             continue
         if spec.uri in dels:
             dels.remove(spec.uri)
+        if spec.reg_id:
+            # RFC 5626 §6 step 3: the same instance and reg-id is the same
+            # binding, whatever its contact URI now says
+            for c in current:
+                if c.instance == spec.instance and c.reg_id == spec.reg_id and c.uri != spec.uri:
+                    if c.uri not in dels:
+                        dels.append(c.uri)
+                    new.pop(c.uri, None)
         new[spec.uri] = Ucontact(
             aor=req.aor,
             uri=spec.uri,
@@ -247,6 +266,8 @@ def _plan_general(rec: Urecord | None, req: RegisterRequest, now: float, cfg: Re
             socket=req.socket,
             path=req.path,
             source=req.source,
+            instance=spec.instance,
+            reg_id=spec.reg_id,
         )
     touched = set(new) | set(dels)
     kept = [c for c in valid_now if c.uri not in touched]
@@ -270,6 +291,8 @@ def _plan_one(
     adds or refreshes a binding (same steps, same order, fewer objects);
     ``None`` for anything else (removal), left to the general code."""
     spec = req.contacts[0]
+    if spec.reg_id:
+        return None  # an Outbound binding may replace another: the general code
     e = contact_expires(spec, req.expires_hdr, cfg)
     if e == 0:
         return None
@@ -367,6 +390,15 @@ class RegistrarModule(Module):
         Param(
             "min_expires_mode", int, 0, "0: raise to min_expires (SER, Kamailio); 1: 423 Interval Too Brief"
         ),
+        Param("use_path", int, 0, "store the REGISTER's Path (RFC 3327); lookup routes through it"),
+        Param(
+            "path_mode",
+            int,
+            2,
+            "0 store Path, never echo it; 1 echo it when the UA supports path; 2 refuse with 420 when it does not",
+        ),
+        Param("path_use_received", int, 0, "lookup sends to the received= of the first Path URI"),
+        Param("outbound_mode", int, 0, "RFC 5626: 0 ignore reg-id; 1 support Outbound; 2 require it"),
     )
     counters = (
         ("accepted_registrations", "REGISTERs saved (or queried) with a 200"),
@@ -382,6 +414,8 @@ class RegistrarModule(Module):
         self._received_param = "received"
         self._lower_user = True
         self._use_domain = False
+        self._use_path = False
+        self._outbound = 0
         self.accepted_registrations = 0
         self.rejected_registrations = 0
 
@@ -403,6 +437,8 @@ class RegistrarModule(Module):
             self._received_param = str(v["received_param"])
             self._lower_user = not v["case_sensitive"]
             self._use_domain = bool(v["use_domain"])
+            self._use_path = bool(v["use_path"])
+            self._outbound = int(v["outbound_mode"])
         return self._cfg
 
     def set_param(self, name: str, value: Any) -> None:
@@ -510,7 +546,14 @@ class RegistrarModule(Module):
         if ctx.flags & self._nat_mask:
             flags |= FL_NAT
         rcv = ctx.rcv
-        path = msg.header_all("path") if msg.has_header("path") else None
+        path = None
+        extra: list[str] = []
+        if self._use_path or self._outbound:
+            path, extra = self._extensions(msg, specs, clist)
+        received = ctx.data.get("received")
+        if received is None and rcv.proto in _WS_PROTOS:
+            # RFC 7118 §5: the client is reached over its connection only
+            received = _flow_uri(rcv.proto, rcv.src_ip, rcv.src_port)
         return RegisterRequest(
             aor,
             callid,
@@ -519,12 +562,50 @@ class RegistrarModule(Module):
             specs,
             expires_hdr,
             msg.header("user-agent") or "Unknown",
-            ctx.data.get("received"),
+            received,
             flags,
             f"{_PROTO_NAMES[rcv.proto]}:{rcv.dst_ip}:{rcv.dst_port}",
             ", ".join(path) if path else None,
             (rcv.src_ip, rcv.src_port),
+            extra,
         )
+
+    def _extensions(
+        self, msg: SipMessage, specs: list[ContactSpec], clist: Sequence[Contact]
+    ) -> tuple[list[str] | None, list[str]]:
+        """Path (RFC 3327 §5.3) and Outbound (RFC 5626 §6) of a REGISTER:
+        the Path values to store, the reply's extra headers; fills the
+        specs' instance and reg-id.  Raises RegistrarError."""
+        supported = {t.strip().lower() for v in msg.header_all("supported") for t in v.split(",")}
+        extra: list[str] = []
+        path = msg.header_all("path") if self._use_path and msg.has_header("path") else None
+        if path:
+            mode = int(self.values["path_mode"])
+            if "path" not in supported:
+                if mode == 2:
+                    raise RegistrarError(R_PATH_UNSUP)
+            elif mode:
+                extra.append(f"Path: {', '.join(path)}\r\n")
+        if self._outbound:
+            with_reg_id = False
+            for spec, c in zip(specs, clist, strict=True):
+                rid = c.params.get("reg-id")
+                inst = c.params.get("+sip.instance")
+                if rid is None or inst is None:
+                    continue
+                try:
+                    reg_id = int(rid)
+                except ValueError:
+                    raise RegistrarError(R_PARSE_CONT) from None
+                if path and not _first_path_has_ob(path):
+                    raise RegistrarError(R_OB_UNSUP_EDGE)  # RFC 5626 §6 step 2
+                spec.instance, spec.reg_id = unquote(inst), reg_id
+                with_reg_id = True
+            if with_reg_id:
+                extra.append("Require: outbound\r\n")
+            elif self._outbound == 2 and "outbound" not in supported:
+                raise RegistrarError(R_OB_REQD)
+        return path, extra
 
     def _save_now(self, ctx: RequestContext, d: Udomain, flags: int, reply: bool) -> int:
         """:meth:`_save` for a table whose read-modify-write needs no
@@ -547,10 +628,17 @@ class RegistrarModule(Module):
         except RegistrarError as e:
             return self._reply_error(ctx, e, reply)
         contact = contact_header(plan.result, now, self._received_param)
-        return self._reply(ctx, 200, [contact] if contact else [], reply)
+        hdrs = [contact] if contact else []
+        if req.reply_headers:
+            hdrs += req.reply_headers
+        return self._reply(ctx, 200, hdrs, reply)
 
     def _reply_error(self, ctx: RequestContext, e: RegistrarError, reply: bool) -> int:
         hdrs = [f"P-Registrar-Error: {e.text}\r\n"]
+        if e.code == 420:
+            hdrs.append("Unsupported: path\r\n")
+        elif e.code == 421:
+            hdrs.append("Require: outbound\r\n")
         if e.code >= 500 and self.values["retry_after"]:
             hdrs.append(f"Retry-After: {self.values['retry_after']}\r\n")
         return self._reply(ctx, e.code, hdrs, reply, error=True)
@@ -587,7 +675,10 @@ class RegistrarModule(Module):
         except RegistrarError as e:
             return self._reply_error(ctx, e, reply)
         contact = contact_header(plan.result, now, self.values["received_param"])
-        return self._reply(ctx, 200, [contact] if contact else [], reply)
+        hdrs = [contact] if contact else []
+        if req.reply_headers:
+            hdrs += req.reply_headers
+        return self._reply(ctx, 200, hdrs, reply)
 
     @staticmethod
     def _check_db_sizes(req: RegisterRequest) -> None:
@@ -644,26 +735,56 @@ class RegistrarModule(Module):
         first: Ucontact | None = None
         nat = False
         append = bool(self.values["append_branches"])
-        for c in rec.contacts:
+        core = ctx.core
+        check_flow = bool(core.streams)
+        contacts = rec.contacts
+        if self._outbound:
+            contacts = _one_flow_per_instance(contacts, now)
+        for c in contacts:
             if not c.valid(now):
                 continue
+            if check_flow and c.received and not _flow_open(core, c.received):
+                continue  # registered over a WebSocket that is closed now
             if first is None:
                 first = c
                 ctx.set_ruri(c.uri)
-                ctx.dst_uri = _dst(c)
+                if c.path:
+                    ctx.dst_uri = self._path_hop(c)
+                    ctx.data[PATH_KEY] = c.path
+                else:
+                    ctx.dst_uri = _dst(c)
                 nat = bool(c.flags & FL_NAT)
                 if not append:
                     break
                 continue
             if len(ctx.branches) >= MAX_BRANCHES:
                 break
-            ctx.branches.append(Branch(c.uri, c.q, _dst(c)))
+            if c.path:
+                ctx.branches.append(Branch(c.uri, c.q, self._path_hop(c), path=c.path))
+            else:
+                ctx.branches.append(Branch(c.uri, c.q, _dst(c)))
             nat = nat or bool(c.flags & FL_NAT)
         if first is None:
             return -5
         if nat:
             ctx.setflag(int(self.values["nat_flag"]))
         return 1
+
+    def _path_hop(self, c: Ucontact) -> str | None:
+        """The next hop towards a binding registered through Path: the
+        first Path URI (RFC 3327 §5.3), or its ``received`` parameter with
+        ``path_use_received``."""
+        hop = path_first_uri(c.path or "")
+        if hop is None:
+            return _dst(c)
+        if self.values["path_use_received"]:
+            try:
+                rcv = SipUri.parse(hop).params.get("received")
+            except SipParseError:
+                rcv = None
+            if rcv:
+                return unquote(_unescape_param(rcv))
+        return hop
 
     async def registered(self, ctx: RequestContext, table: Udomain | str) -> int:
         d = self._domain(table)
@@ -680,12 +801,91 @@ class RegistrarModule(Module):
 _PROTO_NAMES: dict[Proto, str] = {p: p.name.lower() for p in Proto}
 
 
+_WS_PROTOS = frozenset((Proto.WS, Proto.WSS))
+
+
+def _flow_uri(proto: Proto, ip: str, port: int) -> str:
+    """Where a contact registered over a connection is reached: that
+    connection's source address, with its transport."""
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"sip:{host}:{port};transport={_PROTO_NAMES[proto]}"
+
+
+def _flow_open(core: CoreAPI, received: str) -> bool:
+    """False when ``received`` names a WebSocket connection that is gone."""
+    if ";transport=ws" not in received.lower():
+        return True
+    try:
+        uri = SipUri.parse(received)
+    except SipParseError:
+        return True
+    proto = Proto.WSS if uri.transport == "wss" else Proto.WS
+    return core.connected(proto, uri.host.strip("[]"), uri.port or 0)
+
+
 def _dst(c: Ucontact) -> str | None:
     return c.received or None
 
 
 def _unq(v: str | None) -> str | None:
     return unquote(v) if v else None
+
+
+#: ctx.data key: the Path of the binding lookup() put in the request URI
+#: (tm makes it the branch's Route set; other branches carry theirs)
+PATH_KEY = "path"
+
+
+def path_first_uri(path: str) -> str | None:
+    """The first URI of a stored Path value (``<sip:a;lr>, <sip:b;lr>``)."""
+    items = split_values(path)
+    if not items:
+        return None
+    try:
+        return NameAddr.parse(items[0]).uri
+    except SipParseError:
+        return None
+
+
+def _first_path_has_ob(path: Sequence[str]) -> bool:
+    """RFC 5626 §6 step 2: the edge proxy (the first Path) supports
+    Outbound when its URI has ``;ob``."""
+    first = path_first_uri(path[0])
+    if first is None:
+        return False
+    try:
+        return "ob" in SipUri.parse(first).params
+    except SipParseError:
+        return False
+
+
+def _unescape_param(v: str) -> str:
+    try:
+        return unescape(v)
+    except Exception:
+        return v
+
+
+def _one_flow_per_instance(contacts: Sequence[Ucontact], now: float) -> list[Ucontact]:
+    """RFC 5626 §7: at most one target per instance: the flow registered
+    last (of those still valid), in the place of the instance's first."""
+    best: dict[str, Ucontact] = {}
+    for c in contacts:
+        if c.instance and c.valid(now):
+            b = best.get(c.instance)
+            if b is None or c.expires > b.expires:
+                best[c.instance] = c
+    if not best:
+        return list(contacts)
+    out: list[Ucontact] = []
+    placed: set[str] = set()
+    for c in contacts:
+        if not c.instance:
+            out.append(c)
+        elif c.instance not in placed:
+            placed.add(c.instance)
+            out.append(best[c.instance])
+    return out
 
 
 __all__ = [

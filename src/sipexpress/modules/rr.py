@@ -41,6 +41,8 @@ from sipexpress.sip.message import SipMessage
 from sipexpress.sip.uri import SipUri
 
 log = logging.getLogger("sipexpress.rr")
+#: a Route URI's transport parameter -> Proto
+_PROTO_BY_TRANSPORT = {p.name.lower(): p for p in Proto}
 
 
 # ctx.data key: the pending second Record-Route (read by core and tm)
@@ -162,7 +164,7 @@ class RrModule(Module):
 
     # -- Route processing -----------------------------------------------------
     def _is_mine(self, ctx: RequestContext, uri: SipUri) -> bool:
-        proto = {"tcp": Proto.TCP, "tls": Proto.TLS, "udp": Proto.UDP}.get(uri.transport or "")
+        proto = _PROTO_BY_TRANSPORT.get(uri.transport or "")
         return bool(ctx.core.is_myself(uri.host, uri.port, proto))
 
     def loose_route(self, ctx: RequestContext) -> int:
@@ -175,6 +177,7 @@ class RrModule(Module):
         if not routes:
             return -1
         changed = False
+        mine: NameAddr | None = None
         try:
             ruri = ctx.parsed_ruri
             # §16.4: our own Record-Route value in the request URI means the
@@ -188,11 +191,11 @@ class RrModule(Module):
                 ctx.set_ruri(last.uri)
                 changed = True
             elif self._is_mine_route(ctx, routes[0]):
-                routes.pop(0)
+                mine = routes.pop(0)
                 changed = True
                 # enable_double_rr put two of ours on top
                 if routes and self._is_mine_route(ctx, routes[0]):
-                    routes.pop(0)
+                    mine = routes.pop(0)
             if routes:
                 top = SipUri.parse(routes[0].uri)
                 if top.lr:
@@ -211,7 +214,26 @@ class RrModule(Module):
             msg.remove_header("Route")
             for r in reversed(routes):
                 msg.insert_header("Route", str(r), first=True)
+        if mine is not None and not routes:
+            return self._last_hop(ctx, mine)
         return 1
+
+    @staticmethod
+    def _last_hop(ctx: RequestContext, mine: NameAddr) -> int:
+        """Our Route was the last: one the path module wrote (an Outbound
+        flow token, a ``received`` address) names where the request goes
+        (RFC 5626 §5.3, RFC 3327).  0 (stop) when it answered the request."""
+        try:
+            uri = SipUri.parse(mine.uri)
+        except SipParseError:
+            return 1
+        if not uri.user and "received" not in uri.params:
+            return 1
+        path = ctx.core.module("path")
+        consumed = getattr(path, "route_consumed", None)
+        if consumed is None:
+            return 1
+        return 0 if consumed(ctx, uri) < 0 else 1
 
     def _is_mine_route(self, ctx: RequestContext, route: NameAddr) -> bool:
         try:

@@ -84,14 +84,6 @@ _NO_EFFECT = {
     "statistics",
     "fifo_db_url",
     "tls_log",
-    "tls_port_no",
-    "tls_method",
-    "tls_verify",
-    "tls_require_certificate",
-    "tls_certificate",
-    "tls_private_key",
-    "tls_ca_list",
-    "tls_handshake_timeout",
     "tls_send_timeout",
 }
 _logged_no_effect: set[str] = set()
@@ -148,6 +140,7 @@ class CheckCore:
         self.reply_hooks: list[ReplyHook] = []
         self.to_tag_prefix = "check"
         self.last_negative_reply = -1e9
+        self.streams: dict[Proto, Any] = {}
 
     def add_module(self, module: Module) -> None:
         self.modules[module.name] = module
@@ -182,6 +175,9 @@ class CheckCore:
 
     def pick_listener(self, ctx: RequestContext | None, proto: Proto, dip: str) -> Listener | None:
         return None
+
+    def connected(self, proto: Proto, ip: str, port: int) -> bool:
+        return False
 
     async def host_destination(
         self, host: str, port: int | None, proto: Proto
@@ -524,6 +520,8 @@ class _Compiler:
                 "_P_UDP": Proto.UDP,
                 "_P_TCP": Proto.TCP,
                 "_P_TLS": Proto.TLS,
+                "_P_WS": Proto.WS,
+                "_P_WSS": Proto.WSS,
             }
         )
         self.env_routes = self.route_names()
@@ -986,9 +984,9 @@ class _Compiler:
         if left == "proto":
             if isinstance(right, ast.Star):
                 return "True" if op == "==" else "False"
-            protos = {"udp": "_P_UDP", "tcp": "_P_TCP", "tls": "_P_TLS"}
+            protos = {"udp": "_P_UDP", "tcp": "_P_TCP", "tls": "_P_TLS", "ws": "_P_WS", "wss": "_P_WSS"}
             if not (isinstance(right, (ast.Name, ast.Str)) and right.value.lower() in protos):
-                raise self.err("proto: udp, tcp or tls expected", right)
+                raise self.err("proto: udp, tcp, tls, ws or wss expected", right)
             return f"(ctx.rcv.proto {op} {protos[right.value.lower()]})"
         if isinstance(right, ast.Num):
             n = right.value

@@ -56,9 +56,12 @@ def via_prefix(
 ) -> str:
     """``SIP/2.0/UDP host:port;branch=`` for a request leaving from a socket
     (``listen_host`` as a Via host), ``advertised_address``/``_port``
-    (SER's options of that name) in place of the socket's."""
+    (SER's options of that name) in place of the socket's.  Over TLS the
+    Via carries ``alias`` (RFC 5923 §5): the next hop may send its requests
+    to us on the connection this one opens."""
     host = via_host(str(advertised_address)) if advertised_address else listen_host
-    return f"SIP/2.0/{transport} {host}:{advertised_port or listen_port};branch="
+    alias = ";alias" if transport == "TLS" else ""
+    return f"SIP/2.0/{transport} {host}:{advertised_port or listen_port}{alias};branch="
 
 
 def stateless_branch(msg: SipMessage, out_uri: str) -> str:

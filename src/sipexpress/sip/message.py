@@ -1329,16 +1329,20 @@ class StreamFramer:
     """Split a TCP/TLS byte stream into messages (RFC 3261 §18.3): the
     header block ends at the first empty line, the body is Content-Length
     bytes.  CRLFs between messages (keep-alives) are skipped and counted in
-    ``keepalives``.  A missing or invalid Content-Length, or a message larger
-    than ``max_size``, raises :class:`SipParseError` -- the stream cannot be
-    resynchronised, close the connection."""
+    ``keepalives``; each double CRLF among them is an RFC 5626 §3.5.1 ping,
+    counted in ``pings`` for the connection to answer with a CRLF pong (it
+    resets the count).  A missing or invalid Content-Length, or a message
+    larger than ``max_size``, raises :class:`SipParseError` -- the stream
+    cannot be resynchronised, close the connection."""
 
-    __slots__ = ("_buf", "keepalives", "max_size")
+    __slots__ = ("_buf", "_crlf_run", "keepalives", "max_size", "pings")
 
     def __init__(self, max_size: int = 65536) -> None:
         self._buf = bytearray()
         self.max_size = max_size
         self.keepalives = 0
+        self.pings = 0
+        self._crlf_run = 0  # line-end bytes seen in a row, maybe across reads
 
     @property
     def buffered(self) -> int:
@@ -1352,13 +1356,21 @@ class StreamFramer:
             if buf[0] in (13, 10):
                 n = len(buf) - len(buf.lstrip(b"\r\n"))
                 self.keepalives += 1
+                run = self._crlf_run + n
+                if run >= 4:  # CRLFCRLF: a ping
+                    self.pings += run // 4
+                    run %= 4
                 del buf[:n]
                 if not buf:
+                    self._crlf_run = run
                     break
+            self._crlf_run = 0
             i = buf.find(b"\r\n\r\n")
             if i < 0:
                 if len(buf) > self.max_size:
                     raise SipParseError("message too large", 413)
+                if buf[0] == 0x16:  # a TLS handshake record: a TLS client on a plain port
+                    raise SipParseError("not SIP: a TLS handshake on a plain stream port")
                 break
             head = bytes(buf[: i + 2])
             found = _CL_RE.findall(head)

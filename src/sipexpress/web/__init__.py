@@ -44,6 +44,8 @@ def _server(cfg: WebConfig) -> Any:
         lifespan="on",
         server_header=False,
         proxy_headers=False,
+        ssl_certfile=cfg.certificate,
+        ssl_keyfile=cfg.private_key,
     )
     return _Server(config)
 
@@ -84,5 +86,6 @@ async def start_in_core(options: Mapping[str, Any], rpc_token: str | None = None
             log.error("web interface stopped: %s", t.exception())
 
     task.add_done_callback(done)
-    log.info("web interface on http://%s:%d/ (JSON-RPC %s)", cfg.host, cfg.port, cfg.jsonrpc)
+    scheme = "https" if cfg.certificate else "http"
+    log.info("web interface on %s://%s:%d/ (JSON-RPC %s)", scheme, cfg.host, cfg.port, cfg.jsonrpc)
     return task

@@ -71,7 +71,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 class WebApp:
     def __init__(self, cfg: WebConfig, ser: SerClient | None = None) -> None:
         self.cfg = cfg
-        self.ser = ser or SerClient(cfg.jsonrpc, cfg.jsonrpc_secret)
+        self.ser = ser or SerClient(cfg.jsonrpc, cfg.jsonrpc_secret, ca_list=cfg.jsonrpc_ca)
         self.store = Store(cfg.db_url)
         # failed log-ins: per address and user name (a guesser elsewhere must
         # not lock the user out), and (more leniently: NAT) per address

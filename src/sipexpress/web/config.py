@@ -25,6 +25,10 @@ option                      meaning
                             default, so a new server has no open registration
 ``web_metrics_token``       ``/metrics`` wants ``Authorization: Bearer``
                             this token; unset = open (for Prometheus)
+``web_certificate``         PEM certificate: the interface is HTTPS
+``web_private_key``         its key (default: in the certificate file)
+``web_jsonrpc_ca``          CAs trusted when ``web_jsonrpc`` is ``https:``
+                            (default ``tls_ca_list``, then the system's)
 ==========================  ===============================================
 """
 
@@ -97,6 +101,9 @@ class WebConfig:
     sample_interval: float = 10.0
     signup: bool = False
     metrics_token: str | None = None
+    certificate: str | None = None  # HTTPS when set (PEM)
+    private_key: str | None = None
+    jsonrpc_ca: str | None = None  # CAs trusted for an https:// web_jsonrpc
     login_attempts: int = 5  # failed log-ins per window, per address and per user
     login_window: float = 300.0
     page_size: int = 25
@@ -116,7 +123,8 @@ class WebConfig:
                 h, _, p = addr.rpartition(":")
                 if h in ("0.0.0.0", "", "::", "[::]"):
                     h = "127.0.0.1"
-                rpc = f"http://{h}:{p}/"
+                scheme = "https" if _s(options, "jsonrpc_certificate") else "http"
+                rpc = f"{scheme}://{h}:{p}/"
             else:
                 rpc = "http://127.0.0.1:5080/"
         secret = _s(options, "web_secret") or load_secret(_s(options, "web_secret_file") or "serweb.secret")
@@ -137,4 +145,7 @@ class WebConfig:
             sample_interval=float(options.get("web_sample_interval") or 10.0),
             signup=str(options.get("web_signup")).lower() in ("1", "yes", "true", "on", "enable"),
             metrics_token=_s(options, "web_metrics_token"),
+            certificate=_s(options, "web_certificate"),
+            private_key=_s(options, "web_private_key"),
+            jsonrpc_ca=_s(options, "web_jsonrpc_ca") or _s(options, "tls_ca_list"),
         )

@@ -35,8 +35,12 @@ class SerDown(SerError):
 
 
 class SerClient:
-    def __init__(self, target: str, secret: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, target: str, secret: str | None = None, timeout: float = 10.0, ca_list: str | None = None
+    ) -> None:
+        """``ca_list``: CAs trusted (besides the system's) for an ``https:`` target."""
         self.target = target
+        self.ca_list = ca_list
         self.secret = secret
         self.timeout = timeout
         self._ids = itertools.count(1)
@@ -65,7 +69,12 @@ class SerClient:
                     headers = {"Content-Type": "application/json"}
                     if self.secret:
                         headers["Authorization"] = f"Bearer {self.secret}"
-                    self._http = httpx.AsyncClient(headers=headers)
+                    verify: Any = True
+                    if self.target.startswith("https:"):
+                        from sipexpress.core.tls import trust_context
+
+                        verify = trust_context(self.ca_list)
+                    self._http = httpx.AsyncClient(headers=headers, verify=verify)
                 r = await self._http.post(self.target, content=body, timeout=t)
                 if r.status_code != 200:
                     raise SerError(r.status_code, f"JSON-RPC HTTP {r.status_code}")

@@ -13,17 +13,15 @@ import signal
 import sqlite3
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from sipexpress.db import create_all, dispose_engines
+from sipexpress.db import create_all
 from sipexpress.mgmt.client import ServerNotRunning, fifo_request
-from sipexpress.sip.message import SipMessage
-from tests.support import SerProcess, free_port, need_tool, udp_exchange
-from tests.unit.db.dbfixtures import cleanup, new_db_url
+from tests.support import SerProcess, free_port, need_tool, udp_register
+from tests.unit.db.dbfixtures import new_db_url, prepared_url
 
 pytestmark = pytest.mark.interop
 
@@ -73,17 +71,7 @@ FLOOD = 4000  # more than the few seconds of the run can acknowledge
 
 @pytest.fixture(params=["sqlite", "mysql", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    url = new_db_url(request.param, tmp_path)
-
-    async def create() -> None:
-        try:
-            await create_all(url)
-        finally:
-            await dispose_engines()
-
-    asyncio.run(create())
-    yield url
-    asyncio.run(cleanup(url))
+    yield from prepared_url(request.param, tmp_path)
 
 
 def acknowledged(message_log: Path) -> set[str]:
@@ -146,28 +134,16 @@ def test_kill_9_during_a_flood_loses_no_acknowledged_contact(
     assert not missing, f"{len(missing)} of {len(acked)} acknowledged AORs lost: {sorted(missing)[:10]}"
 
 
-def register(sp: SerProcess, user: str) -> SipMessage | None:
-    data = (
-        f"REGISTER sip:{sp.host}:{sp.port} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{uuid.uuid4().hex[:16]};rport\r\n"
-        f"From: <sip:{user}@{sp.host}>;tag=1\r\nTo: <sip:{user}@{sp.host}>\r\n"
-        f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 REGISTER\r\n"
-        f"Contact: <sip:{user}@127.0.0.1:5999>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
-    raw = udp_exchange(data, sp.host, sp.port, timeout=5)
-    return None if raw is None else SipMessage.parse(raw)
-
-
 def test_a_write_that_cannot_commit_is_a_500(ser_factory: StartSer, tmp_path: Path) -> None:
     url = new_db_url("sqlite", tmp_path)
     asyncio.run(create_all(url))
     sp = ser_factory(CFG, db_url=url)
-    reply = register(sp, "before")
+    reply = udp_register(sp, "before")
     assert reply is not None and reply.status == 200
     lock = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")  # another writer holds the database past db_timeout
     try:
-        reply = register(sp, "locked")
+        reply = udp_register(sp, "locked")
         assert reply is not None and reply.status == 500
     finally:
         lock.execute("ROLLBACK")

@@ -23,6 +23,14 @@ ZONE: dict[tuple[str, str], list[str]] = {
     ("_sip._udp.example.test.", "SRV"): ["10 0 5080 127.0.0.1."],
     ("srvonly.test.", "NAPTR"): [],
     ("_sip._udp.srvonly.test.", "SRV"): ["5 0 5090 127.0.0.1."],
+    ("secure.test.", "NAPTR"): [
+        '20 10 "s" "SIP+D2U" "" _sip._udp.secure.test.',
+        '10 10 "s" "SIPS+D2T" "" _sips._tcp.secure.test.',
+    ],
+    ("_sips._tcp.secure.test.", "SRV"): ["10 0 5161 127.0.0.1."],
+    ("_sip._udp.secure.test.", "SRV"): ["10 0 5160 127.0.0.1."],
+    ("tlssrv.test.", "NAPTR"): [],
+    ("_sips._tcp.tlssrv.test.", "SRV"): ["10 0 5261 127.0.0.1."],
     ("plain.test.", "A"): ["127.0.0.3"],
     ("plain.test.", "AAAA"): ["::1"],
 }
@@ -94,3 +102,25 @@ async def test_transport_param_goes_to_srv_and_fallbacks(dns_server: tuple[DnsSe
         Target("tcp", "::1", 5072),
     ]
     assert await res.locate("nothing.test") == []
+
+
+async def test_sips_uses_naptr_sips_d2t_and_sips_tcp_srv(dns_server: tuple[DnsServer, int]) -> None:
+    """RFC 3263 §4.1 for TLS: SIPS+D2T NAPTR records and ``_sips._tcp`` SRV."""
+    server, port = dns_server
+    with_tls = Resolver(timeout=2, nameservers=["127.0.0.1"], dns_port=port, supported=("udp", "tcp", "tls"))
+    # a sips: URI: only the TLS NAPTR record counts
+    assert await with_tls.locate("secure.test", secure=True) == [Target("tls", "127.0.0.1", 5161)]
+    # a sip: URI, TLS supported: the NAPTR order decides (TLS has order 10)
+    assert await with_tls.locate("secure.test") == [Target("tls", "127.0.0.1", 5161)]
+    # without TLS the TLS record is skipped
+    plain = Resolver(timeout=2, nameservers=["127.0.0.1"], dns_port=port)
+    assert await plain.locate("secure.test") == [Target("udp", "127.0.0.1", 5160)]
+    # no NAPTR: _sips._tcp SRV for sips:, and for transport=tls
+    assert await with_tls.locate("tlssrv.test", secure=True) == [Target("tls", "127.0.0.1", 5261)]
+    assert ("_sips._tcp.tlssrv.test.", "SRV") in server.queries
+    assert await plain.locate("tlssrv.test", transport="tls") == [Target("tls", "127.0.0.1", 5261)]
+    # no SRV either: the host's address on 5061
+    assert await with_tls.locate("plain.test", secure=True) == [
+        Target("tls", "127.0.0.3", 5061),
+        Target("tls", "::1", 5061),
+    ]

@@ -34,7 +34,7 @@ HDR = 'loadmodule "probe"\n'
         ("route {\n  forward();\n}", 2, 3, "takes 1 or 2 arguments"),
         ('route {\n  if (src_port=="x") drop;\n}', 2, 17, "a number is expected"),
         ('route {\n  if (method>"x") drop;\n}', 2, 13, "cannot be used with method"),
-        ("route {\n  if (proto==sctp) drop;\n}", 2, 14, "udp, tcp or tls"),
+        ("route {\n  if (proto==sctp) drop;\n}", 2, 14, "udp, tcp, tls, ws or wss"),
         ("route {\n  if (return) drop;\n}", 2, 7, "cannot be used in a condition"),
         (HDR + "route {\n  probe_failure();\n}", 3, 3, "Command cannot be used in the block"),
         ("nosuchoption=3\n", 1, 1, "unknown option 'nosuchoption'"),

@@ -1,3 +1,3 @@
-from tests.unit.db.dbfixtures import db_url
+from tests.unit.db.dbfixtures import db_url, location_url
 
-__all__ = ["db_url"]
+__all__ = ["db_url", "location_url"]

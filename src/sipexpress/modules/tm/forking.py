@@ -65,7 +65,7 @@ class Forking(TransactionTable):
         SER error code."""
         msg = ctx.msg
         first = t.phase is _TRYING
-        targets: list[tuple[str, str | None]] = []
+        targets: list[tuple[str, str | None, str | None]] = []
         if first and t.cancelled:
             # CANCELled while the script was still working on the INVITE
             self.send_local_reply(t, 487, "Request Terminated", ctx)
@@ -83,16 +83,16 @@ class Forking(TransactionTable):
             for k in ("advertised_address", "advertised_port", "rr_double"):
                 if k in ctx.data:
                     t.ctx_data[k] = ctx.data[k]
-            targets.append((ctx.ruri, ctx.dst_uri))
-            targets += [(b.uri, b.dst_uri) for b in ctx.branches]
+            targets.append((ctx.ruri, ctx.dst_uri, ctx.data.get("path")))
+            targets += [(b.uri, b.dst_uri, b.path) for b in ctx.branches]
         else:
             if t.cancelled:
                 ctx.branches = []
                 log.info("tm: %r was cancelled: no new branches", t)
                 return errors.E_UNSPEC
-            targets += [(b.uri, b.dst_uri) for b in ctx.branches]
+            targets += [(b.uri, b.dst_uri, b.path) for b in ctx.branches]
             if not targets and ctx.new_uri is not None and ctx.new_uri != t.ruri_at_relay:
-                targets.append((ctx.ruri, ctx.dst_uri))
+                targets.append((ctx.ruri, ctx.dst_uri, ctx.data.get("path")))
             t.flags = ctx.flags
         ctx.branches = []
         if not targets:
@@ -101,8 +101,8 @@ class Forking(TransactionTable):
         route_hop = self._route_hop(t.request) if t.request.has_header("route") else None
         sent = 0
         err = errors.E_BUG
-        for uri, dst in targets:
-            r = await self.add_branch(t, uri, dst or route_hop, host, port, proto, ctx)
+        for uri, dst, path in targets:
+            r = await self.add_branch(t, uri, dst or route_hop, host, port, proto, ctx, path)
             if r > 0:
                 sent += 1
             else:
@@ -146,7 +146,11 @@ class Forking(TransactionTable):
         port: int | None,
         proto: Proto | None,
         ctx: RequestContext | None,
+        path: str | None = None,
     ) -> int:
+        """Send one branch of ``t`` to ``uri`` (via ``next_hop`` when set);
+        ``path``: the binding's RFC 3327 Path, put on top of the branch's
+        Route set."""
         rproto = t.rcv.proto
         dest: tuple[Proto, str, int] | int | None = None
         if host is None:
@@ -167,6 +171,9 @@ class Forking(TransactionTable):
         br.via = self._via_prefix(t, dproto, lst) + bid
         br.dst = (dproto, dip, dport)
         out = t.request
+        if path:
+            out = out.copy()
+            out.insert_header("Route", path, first=True)
         double_rr = t.ctx_data.get("rr_double")
         if double_rr is not None:
             adv = t.ctx_data.get("advertised_address") or core.options.get("advertised_address")

@@ -7,8 +7,9 @@ commands (``ul_*``, fifo.md §6.3) use it through :class:`UsrlocModule`:
   ``aliases``, any name a script uses), created on demand;
 * :class:`Udomain` — ``get``/``fetch``/``apply``/``delete_record``.
 
-Persistence is behind :class:`LocationStore` (SQL now; another backend only
-implements that protocol).  See :mod:`.udomain` for the ``db_mode`` rules.
+Persistence is behind :class:`LocationStore`: SQL (SQLite, MariaDB/MySQL,
+PostgreSQL) or Redis (``db_url "redis://…"``, :mod:`.redis_store`), chosen
+by the scheme of ``db_url``.  See :mod:`.udomain` for the ``db_mode`` rules.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from sipexpress.modules.usrloc.records import (
     str2q,
     str2q_lenient,
 )
-from sipexpress.modules.usrloc.store import COLUMN_PARAMS, LocationStore, SqlLocationStore
+from sipexpress.modules.usrloc.store import COLUMN_PARAMS, LocationStore, SqlLocationStore, is_redis_url
 from sipexpress.modules.usrloc.udomain import DB_ONLY, NO_DB, WRITE_BACK, WRITE_THROUGH, Udomain
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class UsrlocModule(Module):
     name = "usrloc"
     params: ClassVar[tuple[Param, ...]] = (
         Param("db_mode", int, 0, "0 memory, 1 write-through, 2 write-back, 3 DB only"),
-        Param("db_url", str, "", "database URL; empty = the global db_url option"),
+        Param("db_url", str, "", "database URL (SQL or redis://); empty = the global db_url option"),
         Param("timer_interval", int, 60, "seconds between expiry/sync runs"),
         Param("use_domain", int, 0, "AOR is user@domain (1) or user (0)"),
         Param("desc_time_order", int, 0, "newest contact first instead of by q"),
@@ -132,14 +133,19 @@ class UsrlocModule(Module):
             return None
         if self.store is None:
             self.db_url = resolve_db_url(self.values["db_url"], self.core.options)
+            timeout = float(self.values["db_timeout"] or DEFAULT_TIMEOUT)
+            if is_redis_url(self.db_url):
+                # imported only here: redis-py costs nothing to a server without it
+                from sipexpress.modules.usrloc.redis_store import RedisLocationStore
+
+                self.store = RedisLocationStore(self.db_url, self.use_domain, timeout)
+                return self.store
             cols = {
                 ours: self.values[p]
                 for ours, p in COLUMN_PARAMS.items()
                 if self.values[p] != ours and p in self.values
             }
-            self.store = SqlLocationStore(
-                self.db_url, self.use_domain, float(self.values["db_timeout"] or DEFAULT_TIMEOUT), cols
-            )
+            self.store = SqlLocationStore(self.db_url, self.use_domain, timeout, cols)
         return self.store
 
     # -- life cycle ------------------------------------------------------------
@@ -155,8 +161,10 @@ class UsrlocModule(Module):
             store = self._get_store()
             assert store is not None
             try:
-                # SER's check: location >= 6 (7 here: + socket/path columns)
-                await check_versions(self.db_url, {"location": 7}, float(self.values["db_timeout"]))
+                if is_redis_url(self.db_url):  # no schema: is it there?
+                    await store.prepare("location")
+                else:  # SER's check: location >= 6 (7 here: + socket/path columns)
+                    await check_versions(self.db_url, {"location": 7}, float(self.values["db_timeout"]))
             except SchemaVersionError as e:
                 from sipexpress.core.registry import ConfigError
 
@@ -192,6 +200,8 @@ class UsrlocModule(Module):
                     await d.flush()
                 except DbError as e:
                     log.error("usrloc: final flush of '%s' failed: %s", d.name, e)
+        if self.store is not None:
+            await self.store.close()
 
     async def _timer_loop(self) -> None:
         interval = max(1, int(self.values["timer_interval"]))
@@ -446,7 +456,11 @@ class UsrlocModule(Module):
         out = ["===Domain list===\n"]
         data: list[dict[str, Any]] = []
         for d in list(self.domains.values()):
-            recs = list(d.records.values())
+            try:
+                recs = await d.snapshot(now)
+            except DbError as e:
+                log.error("ul_dump: %s", e)
+                raise MgmtError(500, f"ul_dump: table {d.name}: database error") from e
             out.append(
                 f"---Domain---\nname : '{d.name}'\nsize : 512\ntable: 0x{id(d):x}\n"
                 f"d_ll {{\n    n    : {len(recs)}\n"

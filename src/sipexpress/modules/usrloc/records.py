@@ -52,6 +52,10 @@ class Ucontact:
     # where the REGISTER came from (ip, port); memory only, like SER's
     # usrloc has no column for it: None after a restart loads the table
     source: tuple[str, int] | None = None
+    # SIP Outbound (RFC 5626): the binding's +sip.instance and reg-id, which
+    # identify it instead of the contact URI; memory only
+    instance: str | None = None
+    reg_id: int = 0
 
     def valid(self, now: float) -> bool:
         """SER's VALID_CONTACT: not expired, or permanent."""

@@ -1,9 +1,9 @@
 """Where usrloc keeps bindings beyond memory: the :class:`LocationStore`
 protocol and its SQL implementation (SQLite, MySQL/MariaDB, PostgreSQL).
 
-Another backend (Redis, for a location shared by several proxies) only has
-to implement :class:`LocationStore`; the in-memory tables, the timer and the
-registrar do not change.  Every method may raise
+The Redis store (:mod:`.redis_store`, a location shared by several
+proxies) implements the same protocol; the in-memory tables, the timer and
+the registrar do not care which one is behind.  Every method may raise
 :class:`sipexpress.db.DbError` (down, slow: bounded by the timeout).
 """
 
@@ -52,6 +52,16 @@ class LocationStore(Protocol):
         ...
 
     async def count_aors(self, table: str) -> int: ...
+
+    async def close(self) -> None:
+        """Release connections (shutdown)."""
+        ...
+
+
+def is_redis_url(url: str) -> bool:
+    """``redis://``, ``rediss://`` (TLS) or ``unix://`` (a Redis socket):
+    the location lives in Redis (:mod:`.redis_store`), not in SQL."""
+    return url.partition("://")[0].lower() in ("redis", "rediss", "unix")
 
 
 def epoch_to_dt(t: float) -> datetime:
@@ -191,7 +201,7 @@ class SqlLocationStore:
             rows = await conn.execute(select(t).where(self._where_aor(t, aor)))
             return [self._contact(t, r) for r in rows]
 
-        return await run(self.url, op, self.timeout, write=False)
+        return await run(self.url, op, self.timeout, write=False, single=True)
 
     def _mapped(self, row: dict[str, Any]) -> dict[str, Any]:
         if not self.columns:
@@ -269,3 +279,6 @@ class SqlLocationStore:
             return int((await conn.execute(select(func.count()).select_from(sub))).scalar_one())
 
         return await run(self.url, op, self.timeout, write=False)
+
+    async def close(self) -> None:
+        """Nothing: the engines are shared (``dispose_engines``)."""

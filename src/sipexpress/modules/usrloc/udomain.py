@@ -218,6 +218,17 @@ class Udomain:
             rec.contacts.append(c)
         return rec
 
+    async def snapshot(self, now: float) -> list[Urecord]:
+        """Every record (ul_dump): the live memory records, or in mode 3
+        the store's valid bindings grouped by AOR.  Raises DbError in mode 3."""
+        if self.db_mode != DB_ONLY:
+            return list(self.records.values())
+        assert self.store is not None
+        out: dict[str, Urecord] = {}
+        for c in sorted(await self.store.load(self.name, now), key=lambda c: (c.aor, -c.q)):
+            out.setdefault(c.aor, Urecord(c.aor)).contacts.append(c)
+        return list(out.values())
+
     # -- writing -------------------------------------------------------------
     def sync_writes(self) -> bool:
         """True when a read-modify-write needs no ``await`` (modes 0 and 2

@@ -1,0 +1,388 @@
+"""nathelper — phones behind NAT (SER 0.9's and Kamailio's ``nathelper``).
+
+Script functions:
+
+* ``nat_uac_test(flags)``: true when a test chosen by the flag bits says the
+  sender is behind a NAT (1 Contact private, 2 Via host differs from the
+  source, 4 Via host private, 8 SDP private, 16 Via port differs from the
+  source port; Kamailio's 32 source private, 128 Contact port differs);
+* ``fix_nated_contact()``: the first Contact's host:port := the source;
+* ``fix_nated_register()``: a REGISTER's source (``sip:ip:port``) is saved
+  as the binding's ``received`` by the next ``save`` (Kamailio's
+  ``received_avp``); ``lookup`` then sends to it (``dst_uri``);
+* ``add_rcv_param([1])``: ``;received="sip:ip:port"`` on every Contact
+  (with 1: in the contact URI), which ``save`` stores the same way;
+* ``fix_nated_sdp(flags[, ip])``: 1 add ``a=direction:active``, 2 c= := the
+  source IP (or ip), 4 add ``a=nortpproxy:yes``, 8 o= := the source IP.
+
+``force_rport()`` is a core action (:mod:`sipexpress.script.core_actions`).
+
+Keep-alives (SER's ``natping_interval``): every interval each valid binding
+of every usrloc table (all of them, or those with FL_NAT when
+``ping_nated_only``) gets a ping from the socket its REGISTER came in on, to
+its ``received`` address (else its contact): an OPTIONS request over UDP
+(``natping_method``, Kamailio's ``sipping_method``; ``"null"``: SER 0.9's
+default of four zero bytes), a CRLFCRLF
+keep-alive (RFC 5626 §4.4.1) on the binding's TCP connection.  The NAT's
+binding sees a packet at least every interval and stays open.  Replies to
+the pings are absorbed here (a reply hook that only exists when pinging is
+on).  Which pings go where is planned by :func:`plan_pings`, a pure
+function of the bindings and the sockets; the timer only sends its result.
+
+Nothing here runs per message unless the script calls a function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from sipexpress.core.context import Proto, RequestContext
+from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
+from sipexpress.modules.usrloc.records import FL_NAT, Ucontact
+from sipexpress.sip import nat
+from sipexpress.sip.errors import SipError
+from sipexpress.sip.message import SipMessage
+from sipexpress.sip.uri import SipUri
+
+log = logging.getLogger("sipexpress.nathelper")
+
+ANY_ROUTE = RouteType.ANY
+REQ_REPLY = RouteType.REQUEST | RouteType.ONREPLY | RouteType.FAILURE | RouteType.BRANCH
+
+#: what CRLF keep-alives are on a stream (RFC 5626 §4.4.1); SER 0.9's UDP ping
+CRLF_PING = b"\r\n\r\n"
+ZERO_PING = b"\x00\x00\x00\x00"
+
+
+def _fixup_flags(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
+    try:
+        n = int(str(args[0]).strip(), 0)
+    except ValueError:
+        raise ConfigError(f"nathelper: flags {args[0]!r} is not a number") from None
+    if n < 0:
+        raise ConfigError(f"nathelper: flags {n} is negative")
+    return (n, *args[1:])
+
+
+# -- keep-alive planning (pure) -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """One keep-alive to send: from local socket (proto, ip, port) to
+    (dst_ip, dst_port); ``uri`` is the contact pinged (the OPTIONS' R-URI)."""
+
+    proto: Proto
+    local_ip: str
+    local_port: int
+    dst_ip: str
+    dst_port: int
+    uri: str
+
+
+def _socket_of(c: Ucontact) -> tuple[Proto, str, int] | None:
+    """``udp:1.2.3.4:5060`` (usrloc's socket column) -> its parts."""
+    if not c.socket:
+        return None
+    proto, _, rest = c.socket.partition(":")
+    host, _, port = rest.rpartition(":")
+    try:
+        return Proto[proto.upper()], host.strip("[]"), int(port)
+    except (KeyError, ValueError):
+        return None
+
+
+def ping_target(c: Ucontact) -> tuple[Proto, str, int] | None:
+    """Where a binding is reached: its ``received`` address if any (the
+    NAT's public side), else its contact URI; None for names (a NAT
+    keep-alive to a host name would ping whatever DNS says) and garbage."""
+    try:
+        uri = SipUri.parse(c.received or c.uri)
+    except SipError:
+        return None
+    host = uri.host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    t = (uri.transport or "").lower()
+    proto = Proto.TCP if t == "tcp" else Proto.TLS if t == "tls" or uri.secure else Proto.UDP
+    port = uri.port or (5061 if proto is Proto.TLS else 5060)
+    return proto, host, port
+
+
+def plan_pings(contacts: Iterable[Ucontact], now: float, nated_only: bool) -> list[Ping]:
+    """The keep-alives of one round: one per valid binding (with FL_NAT
+    when ``nated_only``), duplicates (several AORs behind one NAT binding)
+    pinged once."""
+    out: list[Ping] = []
+    seen: set[tuple[Proto, str, int]] = set()
+    for c in contacts:
+        if not c.valid(now) or (nated_only and not c.flags & FL_NAT):
+            continue
+        target = ping_target(c)
+        if target is None or target in seen:
+            continue
+        seen.add(target)
+        sock = _socket_of(c)
+        proto, ip, port = target
+        local_ip, local_port = (sock[1], sock[2]) if sock is not None and sock[0] is proto else ("", 0)
+        out.append(Ping(proto, local_ip, local_port, ip, port, c.uri))
+    return out
+
+
+def options_ping(p: Ping, from_uri: str, method: str, callid: str, proto: Proto) -> bytes:
+    """The OPTIONS (``sipping_method``) a keep-alive sends (Kamailio's
+    sipping): a request the phone answers, so both directions of the NAT
+    binding see traffic."""
+    branch = "z9hG4bK" + secrets.token_hex(8)
+    host = nat.hostport(p.local_ip or "0.0.0.0", p.local_port or 5060)
+    return (
+        f"{method} {p.uri} SIP/2.0\r\n"
+        f"Via: SIP/2.0/{proto.token} {host};branch={branch}\r\n"
+        f"From: <{from_uri}>;tag={secrets.token_hex(6)}\r\n"
+        f"To: <{p.uri}>\r\n"
+        f"Call-ID: {callid}\r\n"
+        f"CSeq: 1 {method}\r\n"
+        "Max-Forwards: 70\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+# -- the module ---------------------------------------------------------------------
+
+
+class NathelperModule(Module):
+    name = "nathelper"
+    params: ClassVar[tuple[Param, ...]] = (
+        Param("natping_interval", int, 0, "seconds between NAT keep-alives to registered contacts; 0 off"),
+        Param("ping_nated_only", int, 0, "1: ping only contacts saved with the NAT flag (FL_NAT)"),
+        Param(
+            "natping_method",
+            str,
+            "OPTIONS",
+            'request method of the UDP keep-alive; "null": 4 zero bytes (SER 0.9\'s default)',
+        ),
+        Param("sipping_method", str, "", "Kamailio's name for natping_method"),
+        Param("sipping_from", str, "", "From URI of the keep-alives (default sip:pinger@<socket address>)"),
+        Param(
+            "append_sdp_oldmediaip", int, 1, "fix_nated_sdp(2) records each replaced address (a=oldmediaip)"
+        ),
+        Param(
+            "received_avp", int, 42, "accepted for SER/Kamailio configs (save() reads fix_nated_register's)"
+        ),
+    )
+    counters = (
+        ("natping_sent", "NAT keep-alives sent"),
+        ("natping_replies", "replies to the keep-alives received (and absorbed)"),
+    )
+
+    def __init__(self, core: Any) -> None:
+        super().__init__(core)
+        self.natping_sent = 0
+        self.natping_replies = 0
+        self._task: asyncio.Task[None] | None = None
+        self._callid_prefix = f"nhping-{secrets.token_hex(6)}-"
+        self._seq = 0
+
+    def functions(self) -> Sequence[ScriptFunction]:
+        return (
+            ScriptFunction(
+                "nat_uac_test",
+                self.nat_uac_test,
+                (1,),
+                _fixup_flags,
+                ANY_ROUTE,
+                doc="true when a test chosen by the flag bits finds the sender behind a NAT",
+            ),
+            ScriptFunction(
+                "fix_nated_contact",
+                self.fix_nated_contact,
+                (0,),
+                None,
+                REQ_REPLY,
+                doc="first Contact's host:port := the packet's source",
+            ),
+            ScriptFunction(
+                "fix_nated_register",
+                self.fix_nated_register,
+                (0,),
+                None,
+                RouteType.REQUEST,
+                doc="save() stores the REGISTER's source as the binding's received address",
+            ),
+            ScriptFunction(
+                "add_rcv_param",
+                self.add_rcv_param,
+                (0, 1),
+                _fixup_add_rcv,
+                RouteType.REQUEST,
+                doc='add ;received="sip:src" to each Contact (1: to the contact URI)',
+            ),
+            ScriptFunction(
+                "fix_nated_sdp",
+                self.fix_nated_sdp,
+                (1, 2),
+                _fixup_flags,
+                REQ_REPLY,
+                doc="1 a=direction:active, 2 c= := source IP, 4 a=nortpproxy:yes, 8 o= := source IP",
+            ),
+        )
+
+    # -- script functions ------------------------------------------------------
+    def nat_uac_test(self, ctx: RequestContext, flags: int) -> int:
+        rcv = ctx.rcv
+        return 1 if nat.nat_uac_test(ctx.msg, rcv.src_ip, rcv.src_port, flags) else -1
+
+    def fix_nated_contact(self, ctx: RequestContext) -> int:
+        rcv = ctx.rcv
+        value = nat.fixed_contact_value(ctx.msg, rcv.src_ip, rcv.src_port)
+        if value is None:
+            return -1
+        ctx.msg.replace_header("Contact", value)
+        return 1
+
+    def fix_nated_register(self, ctx: RequestContext) -> int:
+        if not ctx.msg.is_request or ctx.msg.method != "REGISTER":
+            return -1
+        rcv = ctx.rcv
+        ctx.data["received"] = nat.received_uri(rcv.src_ip, rcv.src_port, rcv.proto.token)
+        return 1
+
+    def add_rcv_param(self, ctx: RequestContext, in_uri: bool = False) -> int:
+        rcv = ctx.rcv
+        if in_uri and rcv.proto is not Proto.UDP:
+            return -1  # a URI parameter carries no transport (Kamailio: UDP only)
+        received = nat.received_uri(rcv.src_ip, rcv.src_port, rcv.proto.token)
+        value = nat.received_param_value(ctx.msg, received, in_uri)
+        if value is None:
+            return -1
+        ctx.msg.replace_header("Contact", value)
+        return 1
+
+    def fix_nated_sdp(self, ctx: RequestContext, flags: int, ip: str | None = None) -> int:
+        msg = ctx.msg
+        try:
+            body = msg.body
+        except SipError:
+            return -1
+        if not body:
+            return -1
+        fixed = nat.fix_sdp(body, flags, ip or ctx.rcv.src_ip, bool(self.values["append_sdp_oldmediaip"]))
+        if fixed is None:
+            return -1
+        new_body, changed = fixed
+        if not changed:
+            return 2  # Kamailio: nothing needed changing
+        msg.set_body(new_body)
+        return 1
+
+    # -- keep-alives --------------------------------------------------------------
+    async def start(self) -> None:
+        interval = int(self.values["natping_interval"])
+        if interval < 0:
+            raise ConfigError(f"nathelper: natping_interval {interval} is negative")
+        if interval == 0:
+            return
+        if self.values["sipping_method"]:
+            self.values["natping_method"] = self.values["sipping_method"]
+        method = str(self.values["natping_method"]).upper()
+        self.values["natping_method"] = "" if method == "NULL" else method
+        if method and any(not ch.isalpha() for ch in method):
+            raise ConfigError(f"nathelper: natping_method {method!r} is not a method name")
+        if self.values["natping_method"]:
+            self.core.reply_hooks.append(self._absorb_reply)
+        self._task = asyncio.get_running_loop().create_task(self._ping_loop(interval))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _ping_loop(self, interval: int) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.ping_round()
+            except Exception:  # a bad binding must not end the keep-alives
+                log.exception("nathelper: keep-alive round failed")
+
+    def _contacts(self) -> Iterable[Ucontact]:
+        ul = self.core.module("usrloc")
+        for d in getattr(ul, "domains", {}).values():
+            for rec in list(d.records.values()):
+                yield from rec.contacts
+
+    def ping_round(self) -> int:
+        """Send one round of keep-alives; how many went out."""
+        ul = self.core.module("usrloc")
+        now = float(ul.clock()) if ul is not None and hasattr(ul, "clock") else self.core.now()
+        pings = plan_pings(self._contacts(), now, bool(self.values["ping_nated_only"]))
+        sent = 0
+        for p in pings:
+            if self._send(p):
+                sent += 1
+        self.natping_sent += sent
+        return sent
+
+    def _udp_listener(self, p: Ping) -> Any:
+        family_v6 = ":" in p.dst_ip
+        fallback = None
+        for lst in getattr(self.core, "udp_listeners", ()):
+            if (":" in lst.ip) != family_v6:
+                continue
+            if lst.ip == p.local_ip and lst.port == p.local_port:
+                return lst
+            fallback = fallback or lst
+        return fallback
+
+    def _send(self, p: Ping) -> bool:
+        if p.proto is Proto.UDP:
+            lst = self._udp_listener(p)
+            if lst is None:
+                return False
+            method = str(self.values["natping_method"])
+            if not method:
+                return bool(lst.sendto(ZERO_PING, p.dst_ip, p.dst_port))
+            self._seq += 1
+            from_uri = str(self.values["sipping_from"]) or f"sip:pinger@{nat.hostport(lst.ip, lst.port)}"
+            sent = Ping(p.proto, lst.ip, lst.port, p.dst_ip, p.dst_port, p.uri)
+            data = options_ping(sent, from_uri, method, f"{self._callid_prefix}{self._seq}", p.proto)
+            return bool(lst.sendto(data, p.dst_ip, p.dst_port))
+        # a stream: only on the binding's open connection (opening one from
+        # here would not reach a phone behind a NAT anyway)
+        tcp = getattr(self.core, "tcp", None)
+        conn = tcp.lookup(p.dst_ip, p.dst_port) if tcp is not None else None
+        if conn is None:
+            return False
+        return bool(conn.send(CRLF_PING))
+
+    def _absorb_reply(self, msg: SipMessage, rcv: Any) -> bool:
+        try:
+            ours = msg.call_id.startswith(self._callid_prefix)
+        except SipError:
+            return False
+        if ours:
+            self.natping_replies += 1
+        return ours
+
+
+def _fixup_add_rcv(args: Sequence[Any], env: FixupEnv) -> Sequence[Any]:
+    if not args:
+        return ()
+    v = str(args[0]).strip()
+    if v not in ("0", "1"):
+        raise ConfigError(f"add_rcv_param: flag {args[0]!r} must be 0 or 1")
+    return (v == "1",)
+
+
+__all__ = ["NathelperModule", "Ping", "options_ping", "ping_target", "plan_pings"]
