@@ -200,7 +200,7 @@ class Capture:
     proto = Proto.UDP
     af = 2
     ip = "127.0.0.1"
-    port = 5999
+    port = via_port = 5999
     via_host = "127.0.0.1"
 
     def __init__(self) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
@@ -179,6 +180,15 @@ def read_when_there(fd: int, size: int = 65536, timeout: float = 5.0) -> bytes:
     return got
 
 
+def one_process_unless_asked(cmd: list[str], cfg_path: Path) -> list[str]:
+    """``["-n", "1"]`` unless ``cmd`` or the configuration asks for worker
+    processes (``-n``, ``children``): ser's default is one worker per core,
+    and the tests that do not ask for workers run one process, as before."""
+    if "-n" in cmd or re.search(r"^\s*children\s*=|\bchildren\b\W*:", cfg_path.read_text(), re.M):
+        return []
+    return ["-n", "1"]
+
+
 @dataclass
 class SerProcess:
     """A running ``ser`` subprocess with its own config, ports and FIFO."""
@@ -204,6 +214,7 @@ class SerProcess:
     def start(self, extra_args: list[str] | None = None, wait: float = 15.0) -> None:
         cmd = [*self.prefix, sys.executable, "-m", "sipexpress.cli.ser", "-f", str(self.cfg_path), "-D", "-E"]
         cmd += extra_args or []
+        cmd += one_process_unless_asked(cmd, self.cfg_path)
         # the child keeps its own copy of the log descriptor
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(

@@ -47,7 +47,8 @@ Options:
     -l address   Listen on the specified address ([proto:]addr[:port]);
                  may be repeated; replaces listen= of the config
     -p port      Listen on the specified port (default 5060)
-    -n processes Number of worker processes (sipexpress uses one)
+    -n processes Number of worker processes (default: children=, else one
+                 per core)
     -P file      Create a pid file
     -V           Version number
     -h, --help   This help message
@@ -188,7 +189,8 @@ def startup_summary(server: Runner) -> list[str]:
         lines.append(f"web       {'https' if web.certificate else 'http'}://{web.host}:{web.port}/")
     else:
         lines.append("web       off (option web_listen)")
-    stop = f"stop      Ctrl-C (SIGINT) or kill {os.getpid()} (SIGTERM)"
+    pid = core.worker.main_pid if core.worker is not None else os.getpid()
+    stop = f"stop      Ctrl-C (SIGINT) or kill {pid} (SIGTERM)"
     if core.options.get("mgmt_allow_kill"):
         stop += "; management command kill (serctl kill)"
     lines.append(stop)
@@ -224,8 +226,13 @@ async def warn_default_passwords(core: Core) -> None:
 
 def run(core: Core) -> int:
     server = Runner(core)
+    worker = core.worker
 
     def ready() -> None:
+        if worker is not None:
+            worker.notify_ready()
+            if not worker.serves_mgmt:
+                return
         for line in startup_summary(server):
             log.log(NOTICE, "%s", line)
         core.spawn(warn_default_passwords(core))
@@ -238,6 +245,29 @@ def run(core: Core) -> int:
             return 0
         finally:
             log.log(NOTICE, "stopped")
+
+
+def run_workers(core: Core, children: int) -> int:
+    """``children`` worker processes under a supervising main process
+    (:mod:`sipexpress.core.workers`)."""
+    from sipexpress.core.workers import WorkerInfo, bind_worker_sockets, supervise
+
+    try:
+        sockets = bind_worker_sockets(
+            core.myself.listen_specs(), children, int(core.options.get("maxbuffer") or 0)
+        )
+    except OSError as e:
+        log.error("ERROR: %s", e.strerror or e)
+        return 1
+    log.log(NOTICE, "starting %d worker processes (children)", children)
+
+    def run_worker(info: WorkerInfo) -> int:
+        core.worker = info
+        return run(core)
+
+    rc = supervise(children, sockets, run_worker)
+    log.log(NOTICE, "main process: all workers stopped")
+    return rc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,8 +320,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.foreground and opts.get("fork", True):
         daemonize()
-    if args.children is not None and args.children > 1:
-        log.info("-n %d: sipexpress runs one worker", args.children)
     pidfile = args.pidfile
     if pidfile:
         try:
@@ -300,8 +328,9 @@ def main(argv: list[str] | None = None) -> int:
             log.error("cannot write pid file %s: %s", pidfile, e)
             return 1
     log.info("configuration: %s", what)
+    children = int(opts.get("children") or 1)
     try:
-        rc = run(core)
+        rc = run(core) if children < 2 else run_workers(core, children)
     except (ConfigError, OSError) as e:
         log.error("ERROR: %s", e)
         rc = 1

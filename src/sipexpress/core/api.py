@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from sipexpress.core.registry import Module, RouteType
     from sipexpress.core.resolver import Resolver
     from sipexpress.core.stats import Stats, StatsRegistry
+    from sipexpress.core.workers import WorkerInfo
     from sipexpress.sip.message import SipMessage
     from sipexpress.sip.uri import SipUri
 
@@ -34,6 +35,12 @@ class Listener(Protocol):
 
     @property
     def port(self) -> int: ...
+
+    @property
+    def via_port(self) -> int:
+        """The port our Via names for requests sent from here (``port``,
+        or a worker's private port: :mod:`sipexpress.core.workers`)."""
+        ...
 
     @property
     def af(self) -> int: ...
@@ -63,6 +70,9 @@ class CoreAPI(Protocol):
     to_tag_prefix: str
     #: loop time of the last stateless reply >= 300 (sl's ACK filter)
     last_negative_reply: float
+    #: this process's place among the worker processes (its bus to the
+    #: others: usrloc replicates over it); None with one process
+    worker: WorkerInfo | None
     #: connection tables of the WS/WSS listeners (empty: none configured)
     streams: dict[Proto, Any]
 

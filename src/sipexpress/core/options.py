@@ -10,6 +10,7 @@ routing script's ``OPTIONS`` and the ``ser`` command line all write into it;
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "listen": [],  # empty: all interfaces
     "alias": [],
     "port": SIP_PORT,
-    "children": 8,
+    "children": len(os.sched_getaffinity(0)),  # one worker process per core
     "check_via": False,
     "dns": False,
     "rev_dns": False,

@@ -22,6 +22,7 @@ from typing import Any, Final
 from sipexpress import __version__
 from sipexpress.core.registry import ConfigError
 from sipexpress.core.server import Core
+from sipexpress.core.workers import WorkerServices
 from sipexpress.mgmt import Manager
 
 log = logging.getLogger("sipexpress.core")
@@ -39,6 +40,8 @@ class Runner:
         self.mgmt: Manager | None = None
         self._web: asyncio.Task[Any] | None = None
         self._stop_event: asyncio.Event | None = None
+        #: with several worker processes: this worker's share (core.workers)
+        self.workers: WorkerServices | None = None
 
     async def start(self) -> None:
         """Bind the listeners, start the modules and the management layer."""
@@ -46,15 +49,18 @@ class Runner:
         if self._stop_event is None:
             self._stop_event = asyncio.Event()
         await core.open_listeners()
-        children = int(core.options.get("children") or 1)
-        if children > 1:
-            log.info("children=%d: sipexpress runs one asyncio worker; using 1", children)
+        if core.worker is not None:
+            self.workers = WorkerServices(core, core.worker)
+            self.workers.local_rows = self.local_rows
+            await self.workers.start()
         for m in core.module_list:
             for dep in m.depends:
                 if dep not in core.modules:
                     raise ConfigError(f"module '{m.name}' needs module '{dep}'")
         for m in core.module_list:
             await m.start()
+        if self.workers is not None:
+            self.workers.modules_started()
         self.mgmt = Manager(
             core.options,
             core.module_list,
@@ -62,11 +68,15 @@ class Runner:
             processes=self.process_table,
             statistics=core.statistics,
         )
+        serves_mgmt = core.worker is None or core.worker.serves_mgmt
+        if self.workers is not None and serves_mgmt:
+            self.mgmt.registry.prepare = self.workers.gather
         try:
-            await self.mgmt.start()
+            if serves_mgmt:  # FIFO and JSON-RPC once, not by every worker
+                await self.mgmt.start()
         except Exception as e:
             raise ConfigError(f"management interface: {e}") from e
-        if core.options.get("web_listen"):
+        if core.options.get("web_listen") and serves_mgmt:
             # imported here: the web stack (Starlette, Jinja2, uvicorn) is
             # loaded only by servers that serve it
             from sipexpress.web import start_in_core
@@ -85,18 +95,27 @@ class Runner:
         core.release_held()
 
     def process_table(self) -> list[tuple[int, str]]:
-        """Rows of the ``ps`` management command (SER's descriptions); all
-        roles live in this one process."""
+        """Rows of the ``ps`` management command (SER's descriptions): with
+        one process all roles live in it; with workers the main process,
+        then each worker's roles."""
+        if self.workers is not None:
+            return self.workers.process_table()
+        return [(os.getpid(), "attendant"), *self.local_rows()]
+
+    def local_rows(self) -> list[tuple[int, str]]:
+        """The roles of this process (``ps``)."""
         core = self.core
         pid = os.getpid()
-        rows = [(pid, "attendant")]
+        child = core.worker.index if core.worker is not None else 0
+        rows = []
         for lst in core.udp_listeners:
-            rows.append((pid, f"receiver child=0 sock= {lst.address}"))
+            rows.append((pid, f"receiver child={child} sock= {lst.address}"))
         if core.tcp is not None and core.tcp.listeners:
-            rows.append((pid, "tcp main process"))
-            rows.append((pid, "tcp receiver"))
+            if core.worker is None:
+                rows.append((pid, "tcp main process"))
+            rows.append((pid, f"tcp receiver child={child}" if core.worker is not None else "tcp receiver"))
         if core.tls is not None and core.tls.listeners:
-            rows.append((pid, "tls receiver"))
+            rows.append((pid, f"tls receiver child={child}" if core.worker is not None else "tls receiver"))
         if self.mgmt is not None and self.mgmt.fifo is not None:
             rows.append((pid, "fifo server"))
         if self.mgmt is not None and self.mgmt.unix is not None:
@@ -121,6 +140,8 @@ class Runner:
             except Exception:
                 log.exception("module %s: stop() failed", m.name)
         core.close_listeners()
+        if self.workers is not None:
+            self.workers.stop()
         web, self._web = self._web, None
         if web is not None:
             web.cancel()

@@ -81,6 +81,7 @@ from sipexpress.sip.message import build_reply
 if TYPE_CHECKING:
     from sipexpress.core.tls import TlsSettings
     from sipexpress.core.tls_transport import TlsManager
+    from sipexpress.core.workers import WorkerInfo
     from sipexpress.sip.message import SipMessage
 
 log = logging.getLogger("sipexpress.core")
@@ -143,7 +144,12 @@ class Core:
         self.resolver = Resolver()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.udp_listeners: list[UdpListener] = []
+        #: the UDP sockets requests leave from (the listeners, or with
+        #: several workers each worker's private ones: core.workers)
+        self.udp_out: list[UdpListener] = self.udp_listeners
         self.tcp: TcpManager | None = None
+        #: this process's place among the workers; None: one process
+        self.worker: WorkerInfo | None = None
         #: TLS connections; only when a ``listen=tls:`` socket is configured
         self.tls: TlsManager | None = None
         #: the WebSocket connection tables (WS, WSS), made for their listeners
@@ -290,26 +296,39 @@ class Core:
             TcpLimits.from_options(self.options),
         )
         rcvbuf = int(self.options.get("maxbuffer") or 0)
+        bound = self.worker.sockets if self.worker is not None else None
         try:
             for proto, ip, port in sockets:
                 if proto is Proto.UDP:
-                    sock = bind_socket(ip, port, socket.SOCK_DGRAM, rcvbuf)
+                    sock = (
+                        bound.listen[(proto, ip, port)]
+                        if bound
+                        else bind_socket(ip, port, socket.SOCK_DGRAM, rcvbuf)
+                    )
                     lst = UdpListener(self.receive, ip, port, max_size)
                     await loop.create_datagram_endpoint(lambda lst=lst: lst, sock=sock)  # type: ignore[misc]
                     self.udp_listeners.append(lst)
+                    if bound:
+                        own = bound.private[(ip, port)]
+                        out = UdpListener(self.receive, ip, own.getsockname()[1], max_size)
+                        await loop.create_datagram_endpoint(lambda out=out: out, sock=own)  # type: ignore[misc]
+                        lst.via_port = out.via_port = out.port
+                        if self.udp_out is self.udp_listeners:
+                            self.udp_out = []
+                        self.udp_out.append(out)
                 elif proto is Proto.TCP:
                     tl = TcpListener(self.tcp, ip, port)
-                    await tl.start()
+                    await tl.start(sock=bound.listen[(proto, ip, port)] if bound else None)
                     self.tcp.listeners.append(tl)
                 elif proto is Proto.TLS:
                     tls = self.tls or self._tls_manager(max_size)
                     tl = TcpListener(tls, ip, port)
-                    await tl.start()
+                    await tl.start(sock=bound.listen[(proto, ip, port)] if bound else None)
                     tls.listeners.append(tl)
                 else:
                     mgr = self._ws_manager(proto, max_size)
                     tl = TcpListener(mgr, ip, port)
-                    await tl.start()
+                    await tl.start(sock=bound.listen[(proto, ip, port)] if bound else None)
                     mgr.listeners.append(tl)
         except OSError as e:
             self.close_listeners()
@@ -407,9 +426,14 @@ class Core:
         return out
 
     def connected(self, proto: Proto, ip: str, port: int) -> bool:
-        """An open connection of stream transport ``proto`` to ip:port."""
+        """An open connection of stream transport ``proto`` to ip:port (here
+        or, with several workers, in another one)."""
         mgr = self.tcp if proto is _TCP else self.tls if proto is _TLS else self.streams.get(proto)
-        return mgr is not None and mgr.lookup(ip, port) is not None
+        if mgr is None:
+            return False
+        if mgr.lookup(ip, port) is not None:
+            return True
+        return mgr.held_elsewhere is not None and mgr.held_elsewhere(ip, port)
 
     def release_held(self) -> None:
         """The modules are ready: handle what arrived while they started."""
@@ -426,6 +450,9 @@ class Core:
     def close_listeners(self) -> None:
         for lst in self.udp_listeners:
             lst.close()
+        if self.udp_out is not self.udp_listeners:
+            for lst in self.udp_out:
+                lst.close()
         if self.tcp is not None:
             self.tcp.close()
         if self.tls is not None:
@@ -598,7 +625,7 @@ class Core:
     # sending
     # ------------------------------------------------------------------
     def _udp_for(self, af: int) -> UdpListener | None:
-        for lst in self.udp_listeners:
+        for lst in self.udp_out:
             if lst.af == af:
                 return lst
         return None

@@ -193,6 +193,22 @@ def _minus(value: Value, base: Value) -> Value:
     return value - base
 
 
+def _plus(value: Value, other: Value) -> Value:
+    if isinstance(value, Histogram) and isinstance(other, Histogram):
+        out = Histogram(value.bounds)
+        out.counts = [a + b for a, b in zip(value.counts, other.counts, strict=True)]
+        out.sum = value.sum + other.sum
+        return out
+    if isinstance(value, Mapping) and isinstance(other, Mapping):
+        out_map = dict(value)
+        for k, v in other.items():
+            out_map[k] = _plus(out_map[k], v) if k in out_map else v
+        return out_map
+    if isinstance(other, int | float) and isinstance(value, int | float):
+        return value + other
+    return value
+
+
 def _copy(value: Value) -> Value:
     if isinstance(value, Histogram):
         out = Histogram(value.bounds)
@@ -220,6 +236,11 @@ class StatsRegistry:
         # id(module) -> (module, its declarations); the module is kept so its id stays its own
         self._declared: dict[int, tuple[Any, tuple[Statistic, ...]]] = {}
         self._base: dict[tuple[str, str], Value] = {}
+        #: the other worker processes' values (:meth:`raw_values`), added to
+        #: ours; refreshed by worker 0 before a management command runs
+        self.remote: list[dict[tuple[str, str], Value]] = []
+        #: groups whose state every worker holds whole (replicated): not summed
+        self.replicated: set[str] = {"usrloc"}
 
     def add_group(self, name: str, stats: Iterable[Statistic]) -> None:
         self._fixed[name] = tuple(stats)
@@ -256,8 +277,22 @@ class StatsRegistry:
             raise UnknownStatistic(spec)
         return found
 
-    def value(self, group: str, stat: Statistic) -> Value:
+    def _read(self, group: str, stat: Statistic) -> Value:
         value = stat.read()
+        if self.remote and group not in self.replicated:
+            key = (group, stat.name)
+            for values in self.remote:
+                other = values.get(key)
+                if other is not None:
+                    value = _plus(value, other)
+        return value
+
+    def raw_values(self) -> dict[tuple[str, str], Value]:
+        """This process's own values (what worker 0 asks the others for)."""
+        return {(g, s.name): s.read() for g, decl in self.groups() for s in decl}
+
+    def value(self, group: str, stat: Statistic) -> Value:
+        value = self._read(group, stat)
         base = self._base.get((group, stat.name))
         return value if base is None else _minus(value, base)
 
@@ -274,7 +309,7 @@ class StatsRegistry:
         n = 0
         for g, s in self.select(spec):
             if s.kind is not StatKind.GAUGE:
-                self._base[(g, s.name)] = _copy(s.read())
+                self._base[(g, s.name)] = _copy(self._read(g, s))
                 n += 1
         return n
 

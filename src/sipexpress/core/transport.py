@@ -84,10 +84,15 @@ def local_addresses() -> list[str]:
     return list(dict.fromkeys(v4 + v6))
 
 
-def bind_socket(ip: str, port: int, kind: int, rcvbuf: int = 0) -> socket.socket:
+def bind_socket(ip: str, port: int, kind: int, rcvbuf: int = 0, reuse_port: bool = False) -> socket.socket:
+    """A bound non-blocking socket; ``reuse_port`` (SO_REUSEPORT) lets the
+    worker processes bind one each to the same address
+    (:mod:`sipexpress.core.workers`)."""
     af = family_of(ip)
     sock = socket.socket(af, kind)
     try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if kind == socket.SOCK_STREAM:
             # TIME_WAIT only; on UDP SO_REUSEADDR would let two servers share
             # a port silently
@@ -114,6 +119,9 @@ class UdpListener(asyncio.DatagramProtocol):
         self.receive = receive
         self.ip = ip
         self.port = port
+        #: the port our Via names for requests sent from here: a worker's
+        #: private socket when there are several workers (core.workers)
+        self.via_port = port
         self.af = family_of(ip)
         self.max_size = max_size
         self.via_host = f"[{ip}]" if self.af == socket.AF_INET6 else ip
@@ -342,6 +350,7 @@ class TcpListener:
         self.manager = manager
         self.ip = ip
         self.port = port
+        self.via_port = port
         self.af = family_of(ip)
         self.via_host = f"[{ip}]" if self.af == socket.AF_INET6 else ip
         self.server: asyncio.AbstractServer | None = None
@@ -358,8 +367,10 @@ class TcpListener:
         connection to ip:port, opened if needed."""
         return self.manager.send(ip, port, data)
 
-    async def start(self, backlog: int = 1024) -> None:
-        sock = bind_socket(self.ip, self.port, socket.SOCK_STREAM)
+    async def start(self, backlog: int = 1024, sock: socket.socket | None = None) -> None:
+        """Listen (on ``sock`` when the socket was bound already: workers)."""
+        if sock is None:
+            sock = bind_socket(self.ip, self.port, socket.SOCK_STREAM)
         self.server = await self.manager.loop.create_server(
             lambda: self.manager.conn_class(self.manager, self, None), sock=sock, backlog=backlog
         )
@@ -405,6 +416,12 @@ class TcpManager:
         self._on_bad_stream = on_bad_stream
         self._sweeper: asyncio.TimerHandle | None = None
         self._connects: set[asyncio.Task[Any]] = set()
+        #: with several workers: told the peer addresses this worker's
+        #: connections serve (``announce(keys, present)``) and asked which
+        #: worker holds a connection this one lacks (``hand_off``)
+        self.announce: Callable[[list[tuple[str, int]], bool], None] | None = None
+        self.hand_off: Callable[[str, int, bytes], bool] | None = None
+        self.held_elsewhere: Callable[[str, int], bool] | None = None
         #: the transport's name in log lines
         self.name = self.conn_class.proto.name.lower()
 
@@ -445,6 +462,8 @@ class TcpManager:
         self.by_addr[key] = conn
         if key not in conn.keys:
             conn.keys.append(key)
+            if self.announce is not None:
+                self.announce([key], True)
 
     def add_alias(self, conn: TcpConnection, ip: str, port: int) -> None:
         """Make ``conn`` the connection for ``ip:port`` as well (a Via sent-by
@@ -455,6 +474,8 @@ class TcpManager:
             return
         self.by_addr[key] = conn
         conn.keys.append(key)
+        if self.announce is not None:
+            self.announce([key], True)
 
     def unregister(self, conn: TcpConnection) -> None:
         if conn.counted and conn.peer is not None:
@@ -470,6 +491,8 @@ class TcpManager:
         for key in conn.keys:
             if self.by_addr.get(key) is conn:
                 del self.by_addr[key]
+        if self.announce is not None and conn.keys:
+            self.announce(list(conn.keys), False)
         conn.keys.clear()
 
     def lookup(self, ip: str, port: int) -> TcpConnection | None:
@@ -489,6 +512,8 @@ class TcpManager:
         conn = self.lookup(ip, port)
         if conn is not None:
             return conn.send(data, on_error)
+        if self.hand_off is not None and self.hand_off(ip, port, data):
+            return True  # another worker holds the connection and writes it
         if self.accept_only:
             log.info("%s: no connection from %s:%d (any more); not sent", self.name, ip, port)
             return False

@@ -421,6 +421,9 @@ class HttpServer:
                 self._log_refusal(writer, "GET /metrics: no valid credential")
                 await self._respond(writer, 401, b"unauthorized\n", close=not keep, extra=_CHALLENGE)
             else:
+                prepare = self.dispatcher.registry.prepare
+                if prepare is not None:
+                    await prepare()
                 await self._respond(writer, 200, self.metrics(), close=not keep, ctype=METRICS_TYPE)
             return keep
         refused = self.refusal(method, headers)

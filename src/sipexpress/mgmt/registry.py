@@ -13,7 +13,7 @@ core built-ins registered first the module commands come first.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from sipexpress.core.registry import MgmtCommand, MgmtError, MgmtReply
 
@@ -36,13 +36,16 @@ def not_available(name: str) -> MgmtReply:
 
 
 class CommandRegistry:
-    __slots__ = ("_aliases", "_by_name", "_order", "calls")
+    __slots__ = ("_aliases", "_by_name", "_order", "calls", "prepare")
 
     def __init__(self, commands: Iterable[MgmtCommand] = ()) -> None:
         self._by_name: dict[str, MgmtCommand] = {}
         self._order: list[str] = []
         self._aliases: dict[str, str] = {}
         self.calls = 0  # commands run (the mgmt:commands statistic)
+        #: awaited before a command runs: with several worker processes,
+        #: gathers the other workers' state (sipexpress.core.workers)
+        self.prepare: Callable[[], Awaitable[None]] | None = None
         for cmd in commands:
             self.register(cmd)
 
@@ -99,6 +102,8 @@ class CommandRegistry:
         if cmd is None:
             return not_available(name)
         self.calls += 1
+        if self.prepare is not None:
+            await self.prepare()
         return await run(cmd, params)
 
 

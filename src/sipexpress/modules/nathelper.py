@@ -41,7 +41,7 @@ import logging
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sipexpress.core.context import Proto, RequestContext
 from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
@@ -50,6 +50,9 @@ from sipexpress.sip import nat
 from sipexpress.sip.errors import SipError
 from sipexpress.sip.message import SipMessage
 from sipexpress.sip.uri import SipUri
+
+if TYPE_CHECKING:
+    from sipexpress.core.api import CoreAPI
 
 log = logging.getLogger("sipexpress.nathelper")
 
@@ -113,6 +116,8 @@ def ping_target(c: Ucontact) -> tuple[Proto, str, int] | None:
     except ValueError:
         return None
     t = (uri.transport or "").lower()
+    if t in ("ws", "wss"):
+        return None  # a WebSocket connection keeps itself open (ws_keepalive_interval)
     proto = Proto.TCP if t == "tcp" else Proto.TLS if t == "tls" or uri.secure else Proto.UDP
     port = uri.port or (5061 if proto is Proto.TLS else 5060)
     return proto, host, port
@@ -120,13 +125,15 @@ def ping_target(c: Ucontact) -> tuple[Proto, str, int] | None:
 
 def plan_pings(contacts: Iterable[Ucontact], now: float, nated_only: bool) -> list[Ping]:
     """The keep-alives of one round: one per valid binding (with FL_NAT
-    when ``nated_only``), duplicates (several AORs behind one NAT binding)
-    pinged once."""
+    when ``nated_only``) that was not registered through a Path,
+    duplicates (several AORs behind one NAT binding) pinged once."""
     out: list[Ping] = []
     seen: set[tuple[Proto, str, int]] = set()
     for c in contacts:
         if not c.valid(now) or (nated_only and not c.flags & FL_NAT):
             continue
+        if c.path:
+            continue  # registered through an edge proxy: the NAT is the edge's (or the UA's, RFC 5626) to keep open
         target = ping_target(c)
         if target is None or target in seen:
             continue
@@ -184,7 +191,7 @@ class NathelperModule(Module):
         ("natping_replies", "replies to the keep-alives received (and absorbed)"),
     )
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: CoreAPI) -> None:
         super().__init__(core)
         self.natping_sent = 0
         self.natping_replies = 0
@@ -239,7 +246,7 @@ class NathelperModule(Module):
     # -- script functions ------------------------------------------------------
     def nat_uac_test(self, ctx: RequestContext, flags: int) -> int:
         rcv = ctx.rcv
-        return 1 if nat.nat_uac_test(ctx.msg, rcv.src_ip, rcv.src_port, flags) else -1
+        return 1 if nat.nat_uac_test(ctx.msg, rcv.src_ip, rcv.src_port, flags, rcv.proto.token) else -1
 
     def fix_nated_contact(self, ctx: RequestContext) -> int:
         rcv = ctx.rcv
@@ -299,6 +306,9 @@ class NathelperModule(Module):
             raise ConfigError(f"nathelper: natping_method {method!r} is not a method name")
         if self.values["natping_method"]:
             self.core.reply_hooks.append(self._absorb_reply)
+        worker = self.core.worker
+        if worker is not None and worker.index != 0:
+            return  # every worker holds every binding (usrloc replicates): worker 0 pings
         self._task = asyncio.get_running_loop().create_task(self._ping_loop(interval))
 
     async def stop(self) -> None:

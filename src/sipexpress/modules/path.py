@@ -13,6 +13,10 @@ When the REGISTER's Contact asks for Outbound (``reg-id`` and
 REGISTER came on: transport, our socket, the phone's public address; see
 :mod:`sipexpress.sip.outbound`) and it carries ``;ob`` (RFC 5626 §5.1).
 
+``record_route()`` (rr) writes a flow token too when the request goes down
+a flow or comes from an Outbound UA (``;ob`` in its Contact URI), so the
+dialog's later requests use the flow as well (RFC 5626 §5.3).
+
 When a request comes back with one of our Route URIs, ``loose_route``
 (the rr module) asks :meth:`PathModule.route_consumed`: a flow token sends
 the request down its flow (``dst_uri`` and the socket; a forged token is
@@ -25,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from sipexpress.core.context import Proto, RequestContext
 from sipexpress.core.options import SocketSpec
@@ -36,10 +40,25 @@ from sipexpress.sip.headers import unquote
 from sipexpress.sip.outbound import Flow, FlowTokens, outbound_contact
 from sipexpress.sip.uri import SipUri, unescape
 
+if TYPE_CHECKING:
+    from sipexpress.core.api import CoreAPI
+
 log = logging.getLogger("sipexpress.path")
 
 # characters escaped in the received parameter's value (a URI inside a URI)
 _ESCAPE = {ord(";"): "%3B", ord("="): "%3D", ord("%"): "%25", ord(","): "%2C", ord(">"): "%3E"}
+
+
+#: ctx.data key: the Outbound flow route_consumed() sent the request down
+FLOW_KEY = "outbound_flow"
+
+
+def _contact_has_ob(ctx: RequestContext) -> bool:
+    try:
+        contacts = ctx.msg.contacts
+        return any(";ob" in c.uri and "ob" in SipUri.parse(c.uri).params for c in contacts)
+    except SipError:
+        return False
 
 
 class PathModule(Module):
@@ -52,7 +71,7 @@ class PathModule(Module):
         ("flow_tokens_refused", "Route URIs with a flow token that did not verify (403)"),
     )
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: CoreAPI) -> None:
         super().__init__(core)
         self.tokens = FlowTokens()
         self.flows_routed = 0
@@ -143,8 +162,21 @@ class PathModule(Module):
                 return -430
         ctx.dst_uri = flow.uri()
         ctx.send_socket = SocketSpec(proto, flow.local_ip, flow.local_port)
+        ctx.data[FLOW_KEY] = flow
         self.flows_routed += 1
         return 1
+
+    def rr_token(self, ctx: RequestContext) -> str | None:
+        """The flow token ``record_route()`` writes as its user part: the
+        flow this request is sent down (it came through our Path), or the
+        one it came in on from an Outbound UA (Contact URI with ``;ob``),
+        so that the dialog's later requests take the flow (RFC 5626 §5.3)."""
+        flow = ctx.data.get(FLOW_KEY)
+        if flow is None:
+            if not _contact_has_ob(ctx):
+                return None
+            flow = self._flow(ctx)
+        return self.tokens.encode(flow)
 
 
 __all__ = ["PathModule"]

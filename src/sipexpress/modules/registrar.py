@@ -613,7 +613,7 @@ class RegistrarModule(Module):
         now = self.usrloc.clock()
         try:
             req = self.parse_register(ctx, flags)
-            rec = d.records.get(req.aor)
+            rec = d.get(req.aor)
             if d.db_mode:
                 self._check_db_sizes(req)
             cfg = self._cfg if self._cfg is not None else self.cfg

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sipexpress.core.context import Proto, RequestContext
 from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
@@ -39,6 +39,9 @@ from sipexpress.sip.errors import SipParseError
 from sipexpress.sip.headers import NameAddr
 from sipexpress.sip.message import SipMessage
 from sipexpress.sip.uri import SipUri
+
+if TYPE_CHECKING:
+    from sipexpress.core.api import CoreAPI
 
 log = logging.getLogger("sipexpress.rr")
 #: a Route URI's transport parameter -> Proto
@@ -93,6 +96,15 @@ class RrModule(Module):
         Param("enable_double_rr", int, 1, "two Record-Routes when the request changes transport"),
         Param("add_username", int, 0, "put the request URI's user in Record-Route"),
     )
+
+    def __init__(self, core: CoreAPI) -> None:
+        super().__init__(core)
+        # the path module, when loaded: Outbound flow tokens in Record-Route
+        self._flows: Any = None
+
+    async def start(self) -> None:
+        path = self.core.module("path")
+        self._flows = path if hasattr(path, "rr_token") else None
 
     def functions(self) -> Sequence[ScriptFunction]:
         f = ScriptFunction
@@ -152,7 +164,13 @@ class RrModule(Module):
         adv = ctx.data.get("advertised_address") or core.options.get("advertised_address")
         if adv:
             host = str(adv)
-        rr = DoubleRecordRoute(rcv.proto, host, port, self._user(ctx), self._rr_params(ctx))
+        user = self._user(ctx)
+        if self._flows is not None:
+            # RFC 5626 §5.3: a dialog with an Outbound UA keeps using its flow
+            token = self._flows.rr_token(ctx)
+            if token:
+                user = f"{token}@"
+        rr = DoubleRecordRoute(rcv.proto, host, port, user, self._rr_params(ctx))
         ctx.msg.insert_header("Record-Route", rr.value(rcv.proto, host, port, False), first=True)
         if self.values["enable_double_rr"]:
             ctx.data[RR_DOUBLE] = rr
@@ -215,7 +233,10 @@ class RrModule(Module):
             for r in reversed(routes):
                 msg.insert_header("Route", str(r), first=True)
         if mine is not None and not routes:
-            return self._last_hop(ctx, mine)
+            text = mine.uri
+            # a plain Record-Route of ours (the everyday case) names no flow
+            if "@" in text or "received=" in text:
+                return self._last_hop(ctx, mine)
         return 1
 
     @staticmethod

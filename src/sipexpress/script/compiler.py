@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sipexpress.core.api import CoreAPI, Listener, ReplyHook, RequestHook
 from sipexpress.core.context import Proto, RequestContext, RouteTable
@@ -49,6 +49,9 @@ from sipexpress.script.core_actions import CORE_ACTIONS, MAX_LEN, ArgError
 from sipexpress.script.errors import CfgError, ScriptExit
 from sipexpress.script.parser import parse_config
 from sipexpress.sip.errors import SipParseError
+
+if TYPE_CHECKING:
+    from sipexpress.core.workers import WorkerInfo
 
 log = logging.getLogger("sipexpress.script")
 
@@ -64,7 +67,6 @@ _KINDS: dict[str, tuple[str, RouteType]] = {
 }
 
 # options that are accepted (SER knew them) but change nothing here
-# ("children" is reported by the core itself: one asyncio worker)
 _NO_EFFECT = {
     "memlog",
     "mhomed",
@@ -140,6 +142,7 @@ class CheckCore:
         self.reply_hooks: list[ReplyHook] = []
         self.to_tag_prefix = "check"
         self.last_negative_reply = -1e9
+        self.worker: WorkerInfo | None = None
         self.streams: dict[Proto, Any] = {}
 
     def add_module(self, module: Module) -> None:

@@ -35,7 +35,7 @@ class NatTest(enum.IntFlag):
     S_1918 = 0x08  # an SDP c= address is private
     RPORT = 0x10  # top Via port differs from the source port
     O_1918 = 0x20  # (Kamailio) the source IP itself is private
-    WS = 0x40  # (Kamailio) came over WebSocket: no WebSocket transport here, never true
+    WS = 0x40  # (Kamailio) came over WebSocket (WS or WSS)
     C_PORT = 0x80  # (Kamailio) Contact URI port differs from the source port
     SDP_CLINE = 0x100  # (Kamailio) an SDP c= address differs from the source IP
 
@@ -87,7 +87,7 @@ def first_contact_uri(msg: SipMessage) -> SipUri | None:
         return None
 
 
-def nat_uac_test(msg: SipMessage, src_ip: str, src_port: int, flags: int) -> bool:
+def nat_uac_test(msg: SipMessage, src_ip: str, src_port: int, flags: int, transport: str = "UDP") -> bool:
     """True when any test selected by ``flags`` says the sender is behind a
     NAT (SER's ``nat_uac_test``; the tests run in bit order, the first true
     one answers)."""
@@ -111,6 +111,8 @@ def nat_uac_test(msg: SipMessage, src_ip: str, src_port: int, flags: int) -> boo
     if via is not None and flags & NatTest.RPORT and (via.port or SIP_PORT) != src_port:
         return True
     if flags & NatTest.O_1918 and is_private(src_ip):
+        return True
+    if flags & NatTest.WS and transport.upper() in ("WS", "WSS"):
         return True
     if flags & NatTest.C_PORT:
         uri = first_contact_uri(msg)

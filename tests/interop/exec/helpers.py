@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support import ROOT, SerProcess, need_tool, udp_bound, wait_for
+from tests.support import ROOT, SerProcess, need_tool, one_process_unless_asked, udp_bound, wait_for
 
 BIN = ROOT / "tests" / "data" / "bin"
 EXAMPLES = ROOT / "examples" / "exec"
@@ -36,6 +36,7 @@ class ExecSer(SerProcess):
         self._log = open(self.log_path, "ab")  # noqa: SIM115 -- closed by stop()
         cmd = [sys.executable, "-m", "sipexpress.cli.ser", "-f", str(self.cfg_path), "-D", "-E"]
         cmd += ["-l", f"{self.host}:{self.port}", *(extra_args or [])]
+        cmd += one_process_unless_asked(cmd, self.cfg_path)
         self.proc = subprocess.Popen(
             cmd,
             stdout=self._log,

@@ -45,6 +45,7 @@ route {{
         break;
     }};
     if (!lookup("location")) {{ sl_send_reply("404", "Not Found"); break; }};
+    if (method == "INVITE") {{ record_route(); }};
     t_relay();
 }}
 """
@@ -58,7 +59,11 @@ loadmodule "rr"
 loadmodule "path"
 modparam("tm", "fr_timer", 3)
 route {{
-    if (loose_route()) {{ t_relay(); break; }};
+    if (loose_route()) {{
+        if (method == "INVITE") {{ record_route(); }};
+        t_relay();
+        break;
+    }};
     if (method == "REGISTER") {{ add_path(); t_relay_to_udp("127.0.0.1", "{registrar}"); break; }};
     sl_send_reply("403", "Only registrations and routed requests here");
 }}
@@ -108,15 +113,19 @@ def test_call_reaches_an_outbound_phone_through_path_and_flow_token(
         trace = phone.received()
         assert ";ob>" in trace and "Path: <sip:" in trace
         caller = SippPhone(
-            "uac",
+            "uac_rr.xml",
             tmp_path / "caller",
             extra=["-s", "phone", "-timeout", "10"],
             remote=f"127.0.0.1:{registrar.port}",
         )
         assert caller.wait(20) == 0, caller.received() + registrar.log() + edge.log()
         got = phone.received()
-        # the INVITE came to the phone's flow although its Contact names 192.0.2.1
+        # the INVITE came to the phone's flow although its Contact names
+        # 192.0.2.1, and so did the ACK and the BYE: the edge Record-Routed
+        # with the flow token (RFC 5626 §5.3)
         assert "INVITE sip:phone@192.0.2.1:5099;ob SIP/2.0" in got
+        assert "ACK sip:callee@192.0.2.1:5099;ob SIP/2.0" in got
+        assert "BYE sip:callee@192.0.2.1:5099;ob SIP/2.0" in got
     finally:
         phone.stop()
 

@@ -89,9 +89,18 @@ async def run_test(flags: int, data: bytes, src: tuple[str, int] = PUBLIC) -> in
         (19, msg(contact="<sip:a@198.51.100.9>", via="203.0.113.7:5060"), PUBLIC, 1),
         (3, msg(contact="<sip:a@198.51.100.9>", via="203.0.113.7:40123"), PUBLIC, -1),
     ],
+    ids=lambda v: str(v) if isinstance(v, int) else "",
 )
 async def test_nat_uac_test_bits(flags: int, data: bytes, src: tuple[str, int], expected: int) -> None:
     assert await run_test(flags, data, src) == expected
+
+
+async def test_nat_uac_test_websocket_bit() -> None:
+    s = script('if (nat_uac_test("64")) { setflag(1); };')
+    _, ctx = await s.run(msg(), src=PUBLIC, proto=Proto.WS)
+    assert ctx.isflagset(1)
+    _, ctx = await s.run(msg(), src=PUBLIC, proto=Proto.TCP)
+    assert not ctx.isflagset(1)
 
 
 async def test_private_contact_from_a_public_source_is_detected_and_fixed() -> None:

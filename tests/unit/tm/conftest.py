@@ -59,6 +59,7 @@ class Wire:
     proto = Proto.UDP
     af = 2
     ip, port = PROXY
+    via_port = PROXY[1]
     via_host = PROXY[0]
 
     def __init__(self, clock: VirtualClock) -> None:

@@ -141,7 +141,7 @@ class _Capture:
     proto = Proto.UDP
     af = 2
     ip = "127.0.0.1"
-    port = 5060
+    port = via_port = 5060
     via_host = "127.0.0.1"
 
     def __init__(self) -> None:

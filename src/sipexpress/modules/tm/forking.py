@@ -214,7 +214,7 @@ class Forking(TransactionTable):
         key = (dproto, lst, adv, adv_port)
         prefix = self._via_prefixes.get(key)
         if prefix is None:
-            prefix = via_prefix(dproto.name, lst.via_host, lst.port, adv, adv_port)
+            prefix = via_prefix(dproto.name, lst.via_host, lst.via_port, adv, adv_port)
             if len(self._via_prefixes) >= 256:
                 self._via_prefixes.clear()
             self._via_prefixes[key] = prefix

@@ -128,6 +128,8 @@ class TmModule(Module):
         layer = self.layer
         layer.configure(self.values)
         core = self.core
+        if core.worker is not None:
+            layer.reseed()
         core.request_hooks.append(layer.request_hook)
         core.reply_hooks.append(layer.reply_hook)
         transaction_of.append(layer.transaction_id)

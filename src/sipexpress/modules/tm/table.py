@@ -58,9 +58,16 @@ class TransactionTable(ABC):
         self.on_create: list[Callable[[Transaction], None]] = []
         self._label = 0
         self._via_prefixes: dict[tuple[Any, ...], str] = {}
+        self.reseed()
+        self.configure(params)
+
+    def reseed(self) -> None:
+        """The branch secret and To-tag prefix of this process (again in
+        each worker process, which the configured main process forked:
+        branches of two workers must never be equal)."""
         self._secret = secrets.token_hex(3)
         self.to_tag_prefix = zlib.crc32(f"tm-{os.getpid()}-{self._secret}".encode()) & 0xFFFFFFFF
-        self.configure(params)
+        self._via_prefixes.clear()
 
     def configure(self, p: dict[str, Any]) -> None:
         # SER's retr_timer1p1 (seconds) when set, else T1 in milliseconds

@@ -43,6 +43,7 @@ from sipexpress.modules.usrloc.udomain import DB_ONLY, NO_DB, WRITE_BACK, WRITE_
 
 if TYPE_CHECKING:
     from sipexpress.core.api import CoreAPI
+    from sipexpress.core.workers import Bus
 
 log = logging.getLogger("sipexpress.usrloc")
 #: records ul_dump renders between two yields to the event loop
@@ -101,6 +102,7 @@ class UsrlocModule(Module):
         self._timer: asyncio.Task[None] | None = None
         self._load_tasks: set[asyncio.Task[None]] = set()
         self._started = False
+        self._replicate: Callable[[Udomain], None] | None = None
 
     # -- API for registrar and others ----------------------------------------
     @property
@@ -119,6 +121,8 @@ class UsrlocModule(Module):
             d = self.domains[name] = Udomain(
                 name, self.db_mode, self._get_store(), bool(self.values["desc_time_order"])
             )
+            if self._replicate:
+                self._replicate(d)
             if self._started and d.db_mode != NO_DB:
                 task = asyncio.get_running_loop().create_task(self._load(d))
                 self._load_tasks.add(task)
@@ -176,6 +180,56 @@ class UsrlocModule(Module):
                 await self._load(d)
         self._started = True
         self._timer = asyncio.get_running_loop().create_task(self._timer_loop())
+        worker = self.core.worker
+        if worker is not None and worker.count > 1 and self.db_mode != DB_ONLY:
+            bus = worker.bus
+            bus.responders["usrloc_dump"] = self._dump
+            if worker.restarted:  # the others' tables, then what they changed meanwhile
+                for tables in (await bus.ask_all("usrloc_dump")).values():
+                    if tables is not None:
+                        for table, contacts in tables:
+                            d = self.register_domain(table)
+                            for t in contacts:
+                                c = Ucontact.from_tuple(t)
+                                d.apply_replica(c.aor, [c], ())
+                        break
+            self._replicate = self._replicator(bus)
+            for d in self.domains.values():
+                self._replicate(d)
+
+    async def _dump(self, _arg: Any) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """Every binding in memory (for a restarted worker)."""
+        for d in self.domains.values():
+            if d.before_read is not None:
+                d.before_read()
+        return [
+            (n, [c.as_tuple() for r in d.records.values() for c in r.contacts])
+            for n, d in self.domains.items()
+        ]
+
+    def _replicator(self, bus: Bus) -> Callable[[Udomain], None]:
+        """Keep the memory tables of all worker processes equal: every
+        change is sent to the other workers, which apply it to their copy;
+        a read first applies what the others sent (their REGISTER was
+        answered after the change was queued, so whoever asks after the
+        200 OK finds the binding).  The database write stays with the
+        worker that made the change."""
+
+        def publish(table: str, aor: str, ups: Sequence[Ucontact], dels: Sequence[str]) -> None:
+            bus.broadcast("usrloc", (table, aor, [c.as_tuple() for c in ups], list(dels)))
+
+        def apply(src: int, change: tuple[str, str, list[tuple[Any, ...]], list[str]]) -> None:
+            table, aor, ups, dels = change
+            d = self.domains.get(table) or self.register_domain(table)
+            d.apply_replica(aor, [Ucontact.from_tuple(t) for t in ups], dels)
+
+        bus.on("usrloc", apply)
+
+        def install(d: Udomain) -> None:
+            d.on_change = publish
+            d.before_read = bus.drain
+
+        return install
 
     async def _load(self, d: Udomain) -> None:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 FL_NONE = 0
 FL_NAT = 1
@@ -56,6 +57,34 @@ class Ucontact:
     # identify it instead of the contact URI; memory only
     instance: str | None = None
     reg_id: int = 0
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """The fields as plain values (5 times cheaper to pickle than the
+        object: the worker processes exchange bindings this way)."""
+        return (
+            self.aor, self.uri, self.expires, self.q, self.callid, self.cseq, self.flags, self.replicate,
+            self.user_agent, self.received, self.socket, self.path, int(self.state), self.source,
+        )  # fmt: skip
+
+    @classmethod
+    def from_tuple(cls, t: tuple[Any, ...]) -> Ucontact:
+        aor, uri, expires, q, callid, cseq, flags, replicate, ua, received, sock, path, state, source = t
+        return cls(
+            aor,
+            uri,
+            expires,
+            q,
+            callid,
+            cseq,
+            flags,
+            replicate,
+            ua,
+            received,
+            sock,
+            path,
+            CState(state),
+            source,
+        )
 
     def valid(self, now: float) -> bool:
         """SER's VALID_CONTACT: not expired, or permanent."""

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sipexpress.db.engine import DbDataError, DbError
 from sipexpress.modules.usrloc.records import FL_MEM, CState, Ucontact, Urecord
@@ -185,6 +185,10 @@ class Udomain:
         # modes 1 and 3: aor -> (lock, [holders + waiters])
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self.commits = GroupCommit(store, name) if store is not None else None
+        # with several worker processes (UsrlocModule.replicate): told every
+        # change of the memory table, called before every read of it
+        self.on_change: Callable[[str, str, Sequence[Ucontact], Sequence[str]], None] | None = None
+        self.before_read: Callable[[], None] | None = None
 
     def lock(self, aor: str) -> _AorLock | _NoLock:
         """``async with d.lock(aor):`` around a read-modify-write of the AOR
@@ -200,6 +204,8 @@ class Udomain:
 
     def get(self, aor: str) -> Urecord | None:
         """The live in-memory record (memory modes only)."""
+        if self.before_read is not None:
+            self.before_read()
         return self.records.get(aor)
 
     async def fetch(self, aor: str) -> Urecord | None:
@@ -208,6 +214,8 @@ class Udomain:
         if not self.ready.is_set():
             await self.ready.wait()
         if self.db_mode != DB_ONLY:
+            if self.before_read is not None:
+                self.before_read()
             return self.records.get(aor)
         assert self.store is not None
         rows = await self.store.get(self.name, aor)
@@ -245,6 +253,12 @@ class Udomain:
                 self._mark(ups, [(aor, uri) for uri in deletes])
 
     def _apply_mem(self, aor: str, upserts: Sequence[Ucontact], deletes: Sequence[str]) -> None:
+        if self.on_change is not None:
+            self.on_change(self.name, aor, upserts, deletes)
+        self.apply_replica(aor, upserts, deletes)
+
+    def apply_replica(self, aor: str, upserts: Sequence[Ucontact], deletes: Sequence[str]) -> None:
+        """Change the memory table only (also: another worker's change)."""
         records = self.records
         rec = records.get(aor)
         if rec is None:
