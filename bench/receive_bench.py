@@ -41,6 +41,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+try:
+    from sipexpress import BUILD
+except ImportError:  # an older tree (A/B runs): pure Python
+    BUILD = "pure"
 from sipexpress.core.context import Proto, ReceiveInfo
 from sipexpress.core.server import Core
 from sipexpress.script.compiler import load_config
@@ -298,8 +302,10 @@ def run_callgrind(kind: str, args: argparse.Namespace) -> None:
         sys.exit(f"no measured dump in {work}")
     per = int(totals.group(1)) / args.n
     unit = "call (6 messages)" if kind.endswith("call") else "message"
+    build = re.search(r"^build: (\w+)", res.stdout, re.M)
     label = f"{kind} ({args.route})" if kind in TWIN_KINDS else kind
-    print(f"{label:22s} {per:12,.0f} instructions per {unit}; {args.n} measured; {dumps[0]}")
+    label += f", {build.group(1) if build else 'pure'}"
+    print(f"{label:31s} {per:12,.0f} instructions per {unit}; {args.n} measured; {dumps[0]}")
 
 
 async def run(kind: str, n: int, profile: bool, route: str = "cfg", ser_cfg: Path | None = None) -> None:
@@ -406,6 +412,7 @@ def main() -> None:
             continue
         if args.callgrind_child:
             load_callgrind_toggles(Path(tempfile.mkdtemp(prefix="receive_cg_so_")))
+            print(f"build: {BUILD}")  # compiled or pure (sipexpress/_build.py)
         asyncio.run(run(kind, args.n, args.profile, args.route, args.ser_cfg))
 
 

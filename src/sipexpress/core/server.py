@@ -39,6 +39,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from mypy_extensions import mypyc_attr
+
 from sipexpress import __version__
 from sipexpress.core.api import Listener, ReplyHook, RequestHook
 from sipexpress.core.context import Proto, ReceiveInfo, RequestContext, RouteTable
@@ -123,6 +125,8 @@ def _log_failure(exc: Exception, what: str) -> None:
     log.error("%s failed: %r", what, exc, exc_info=exc)
 
 
+# compiled with mypyc (sipexpress/_build.py); tests subclass it (a virtual clock)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Core:
     """The running server (implements :class:`~sipexpress.core.api.CoreAPI`)."""
 

@@ -17,6 +17,8 @@ import re
 from datetime import UTC, datetime
 from typing import Final, TypeVar
 
+from mypy_extensions import mypyc_attr
+
 from sipexpress.sip.cache import BoundedCache
 from sipexpress.sip.errors import SipParseError
 
@@ -697,6 +699,7 @@ class Contact(NameAddr):
         return q
 
 
+@mypyc_attr(native_class=False)
 class ContactList(list[Contact]):
     """``msg.contacts``: the Contact values; ``star`` is True for ``Contact: *``."""
 

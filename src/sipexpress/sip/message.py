@@ -205,30 +205,34 @@ def _header_line(name: str, value: str) -> bytes:
     return _encode(f"{name}: {value}\r\n")
 
 
+#: SipMessage's attributes (its slots; copied by ``copy``)
+_MESSAGE_FIELDS: Final = (
+    "_body",
+    "_body_start",
+    "_cache",
+    "_eol",
+    "_fl_end",
+    "_hdr_end",
+    "_keys",
+    "_lay",
+    "_lines",
+    "_mod",
+    "_ruri_mod",
+    "is_request",
+    "method",
+    "raw",
+    "reason",
+    "ruri",
+    "status",
+    "version",
+)
+
+
 class SipMessage:
     """A SIP request or response.  See the module docstring and
     docs/ARCHITECTURE.md ("SIP message layer") for the contract."""
 
-    __slots__ = (
-        "_body",
-        "_body_start",
-        "_cache",
-        "_eol",
-        "_fl_end",
-        "_hdr_end",
-        "_keys",
-        "_lay",
-        "_lines",
-        "_mod",
-        "_ruri_mod",
-        "is_request",
-        "method",
-        "raw",
-        "reason",
-        "ruri",
-        "status",
-        "version",
-    )
+    __slots__ = _MESSAGE_FIELDS
 
     raw: bytes
     _eol: bytes
@@ -282,7 +286,7 @@ class SipMessage:
                 raise SipParseError("empty message")
             else:
                 raise SipParseError("incomplete message: no end of header block")
-        self = cls.__new__(cls)
+        self = cls()
         self.raw = data
         self._eol = eol
         self._fl_end = fl + len(eol)
@@ -812,6 +816,10 @@ class SipMessage:
         (tests/unit/sip/test_quick_check.py)."""
         if not strict and self._quick_check():
             return
+        self._full_check(strict)
+
+    def _full_check(self, strict: bool) -> None:
+        """``validate`` without the quick check (its reference)."""
         keys = self._keys if self._keys is not None else self._index()
         for key, label in _REQUIRED:
             n = keys.count(key)
@@ -1097,8 +1105,8 @@ class SipMessage:
 
     def copy(self) -> SipMessage:
         """An independent copy (same raw bytes, its own modifications)."""
-        m = SipMessage.__new__(SipMessage)
-        for s in SipMessage.__slots__:
+        m = SipMessage()
+        for s in _MESSAGE_FIELDS:
             setattr(m, s, getattr(self, s))
         if self._keys is not None:
             m._lines = list(self._lines)  # type: ignore[arg-type]

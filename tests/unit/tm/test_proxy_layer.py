@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from sipexpress.core.context import RequestContext
+from sipexpress.core.context import Proto, ReceiveInfo, RequestContext
 from sipexpress.modules.tm.cell import TRANSITIONS, Phase, ProxyEvent, ProxyStateError, Transaction
 from sipexpress.sip.message import SipMessage
 from tests.unit.tm.conftest import UAC, Proxy, answer, invite
@@ -153,11 +153,12 @@ async def test_cancel_from_upstream_before_any_reply(proxy: Proxy) -> None:
     assert replies == [(200, "CANCEL"), (487, "INVITE")]
 
 
-def test_phase_table_allows_exactly_its_transitions() -> None:
+def test_phase_table_allows_exactly_its_transitions(proxy: Proxy) -> None:
+    request = SipMessage.parse(invite())
+    rcv = ReceiveInfo(Proto.UDP, UAC[0], UAC[1], "127.0.0.1", 5060, 2, proxy.wire)  # type: ignore[arg-type]
     for phase, event in itertools.product(Phase, ProxyEvent):
-        t = Transaction.__new__(Transaction)
+        t = Transaction(proxy.tm.layer, request, rcv, None, 0, 1)
         t.phase = phase
-        t.hash_index, t.label, t.method, t.final_status = 0, 1, "INVITE", 0
         expected = TRANSITIONS.get((phase, event))
         if expected is None:
             with pytest.raises(ProxyStateError):
