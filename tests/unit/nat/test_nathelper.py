@@ -232,3 +232,24 @@ async def test_broken_input_gives_clear_results(data: bytes) -> None:
 )
 def test_is_private(host: str, private: bool) -> None:
     assert is_private(host) is private
+
+
+async def test_force_rtp_proxy_without_a_relay_is_false_and_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SER 0.9's force_rtp_proxy from nathelper with neither rtpproxy_sock
+    nor the rtpengine module: false at once, the body untouched, a log line
+    naming what to configure; rtpproxy_disable: false without a word."""
+    s = script("if (!force_rtp_proxy()) { setflag(1); }; if (!unforce_rtp_proxy()) { setflag(2); };")
+    _, ctx = await s.run(msg(body=SDP), src=PUBLIC)
+    assert ctx.isflagset(1) and ctx.isflagset(2)
+    assert ctx.msg.body.decode() == SDP
+    assert 'modparam("nathelper", "rtpproxy_sock"' in caplog.text and "rtpengine ng socket" in caplog.text
+    caplog.clear()
+    s = Script(
+        'loadmodule "nathelper"\nmodparam("nathelper", "rtpproxy_disable", 1)\n'
+        'modparam("nathelper", "rtpproxy_sock", "udp:127.0.0.1:9")\n'
+        "route { if (!force_rtp_proxy()) { setflag(1); }; }"
+    )
+    _, ctx = await s.run(msg(body=SDP), src=PUBLIC)
+    assert ctx.isflagset(1) and "rtpproxy_sock" not in caplog.text
