@@ -33,8 +33,6 @@ Content-Type (SER's header builder wrote two).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -45,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sipexpress.core.api import CoreAPI
 from sipexpress.core.context import RequestContext
+from sipexpress.core.periodic import Periodic
 from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
 from sipexpress.db.engine import DbError, run
 from sipexpress.db.schema import REQUIRED_VERSIONS
@@ -123,7 +122,7 @@ class MsiloModule(Module):
         self.col: dict[str, ColumnClause[Any]] = {}  # sc_* parameter -> column
         self.registrar = ""
         self._in_flight: set[int] = set()  # mids sent and not answered yet
-        self._cleaner: asyncio.Task[None] | None = None
+        self._cleaner: Periodic | None = None
 
     def functions(self) -> Sequence[ScriptFunction]:
         return (
@@ -158,14 +157,14 @@ class MsiloModule(Module):
         self.registrar = str(self.values["registrar"])
         if str(self.values["db_table"]).lower() == "silo":
             await self.db.check_versions(REQUIRED_VERSIONS["msilo"])
-        self._cleaner = asyncio.get_running_loop().create_task(self._clean_forever())
+        # SER's clean-up: every clean_period-th check of check_time seconds
+        period = int(self.values["check_time"]) * int(self.values["clean_period"])
+        self._cleaner = Periodic("msilo: expired messages clean-up", period, self.clean_expired)
+        self._cleaner.start()
 
     async def stop(self) -> None:
         if self._cleaner is not None:
-            self._cleaner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._cleaner
-            self._cleaner = None
+            await self._cleaner.stop()
 
     async def _write(self, stmt: Any) -> Any:
         async def op(conn: AsyncConnection) -> Any:
@@ -313,16 +312,6 @@ class MsiloModule(Module):
         return status
 
     # -- expiry ----------------------------------------------------------------------
-    async def _clean_forever(self) -> None:
-        period = int(self.values["check_time"])
-        every = int(self.values["clean_period"])
-        ticks = 0
-        while True:
-            await asyncio.sleep(period)
-            ticks += 1
-            if ticks % every == 0:
-                await self.clean_expired()
-
     async def clean_expired(self) -> int:
         """Delete the messages past their expiry; the number deleted."""
         try:

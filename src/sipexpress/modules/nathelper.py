@@ -46,8 +46,6 @@ Nothing here runs per message unless the script calls a function.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ipaddress
 import logging
 import secrets
@@ -56,6 +54,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sipexpress.core.context import Proto, RequestContext
+from sipexpress.core.periodic import Periodic
 from sipexpress.core.registry import ConfigError, FixupEnv, Module, Param, RouteType, ScriptFunction
 from sipexpress.db.engine import DbError
 from sipexpress.modules.usrloc.records import FL_NAT, Ucontact
@@ -219,7 +218,7 @@ class NathelperModule(Module):
         super().__init__(core)
         self.natping_sent = 0
         self.natping_replies = 0
-        self._task: asyncio.Task[None] | None = None
+        self._pinger: Periodic | None = None
         self._callid_prefix = f"nhping-{secrets.token_hex(6)}-"
         self._seq = 0
         # the media relay of force_rtp_proxy (an rtpengine module instance:
@@ -405,24 +404,14 @@ class NathelperModule(Module):
         worker = self.core.worker
         if worker is not None and worker.index != 0:
             return  # every worker holds every binding (usrloc replicates): worker 0 pings
-        self._task = asyncio.get_running_loop().create_task(self._ping_loop(interval))
+        self._pinger = Periodic("nathelper: keep-alive round", interval, self.ping_round)
+        self._pinger.start()
 
     async def stop(self) -> None:
         if self._own_relay and self._relay is not None:
             await self._relay.stop()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _ping_loop(self, interval: int) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.ping_round()
-            except Exception:  # a bad binding must not end the keep-alives
-                log.exception("nathelper: keep-alive round failed")
+        if self._pinger is not None:
+            await self._pinger.stop()
 
     async def _contacts(self, now: float, nated_only: bool) -> list[Ucontact]:
         """The bindings to ping, of every usrloc table: from memory, or with

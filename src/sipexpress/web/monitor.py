@@ -11,8 +11,6 @@ CPU seconds and resident memory of ser.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -21,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sipexpress.core.periodic import Periodic
 from sipexpress.core.stats import CLASSES, codes_by_class
 from sipexpress.web.serclient import SerClient, SerError
 
@@ -69,17 +68,13 @@ class Monitor:
         self.ser = ser
         self.interval = max(0.2, interval)
         self.samples: deque[Sample] = deque()
-        self._task: asyncio.Task[None] | None = None
+        self._sampler = Periodic("monitor: stats sample", self.interval, self._sample_quietly, at_start=True)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._sampler.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._sampler.stop()
 
     async def sample(self) -> None:
         snapshot = await self.ser.call("stats.snapshot")
@@ -88,15 +83,11 @@ class Monitor:
         while self.samples and self.samples[0].t < now - HOUR:
             self.samples.popleft()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.sample()
-            except SerError as e:
-                log.debug("monitor: %s", e)
-            except Exception:
-                log.exception("monitor sample failed")
-            await asyncio.sleep(self.interval)
+    async def _sample_quietly(self) -> None:
+        try:
+            await self.sample()
+        except SerError as e:  # ser stopped or restarting: the chart shows the gap
+            log.debug("monitor: %s", e)
 
     def series(self) -> dict[str, list[float]]:
         """Columns for the charts, one row per pair of samples: time (Unix

@@ -15,12 +15,12 @@ by the scheme of ``db_url``.  See :mod:`.udomain` for the ``db_mode`` rules.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from sipexpress.core.periodic import Periodic
 from sipexpress.core.registry import MgmtCommand, MgmtError, MgmtReply, Module, Param, Statistic, StatKind
 from sipexpress.db.engine import DEFAULT_TIMEOUT, DbError, redact, resolve_db_url
 from sipexpress.modules.usrloc.records import (
@@ -99,7 +99,7 @@ class UsrlocModule(Module):
         self.domains: dict[str, Udomain] = {}
         self.store: LocationStore | None = None
         self.db_url = ""
-        self._timer: asyncio.Task[None] | None = None
+        self._timer: Periodic | None = None
         self._load_tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._replicate: Callable[[Udomain], None] | None = None
@@ -179,7 +179,8 @@ class UsrlocModule(Module):
             for d in list(self.domains.values()):
                 await self._load(d)
         self._started = True
-        self._timer = asyncio.get_running_loop().create_task(self._timer_loop())
+        self._timer = Periodic("usrloc: timer", max(1, int(self.values["timer_interval"])), self.run_timer)
+        self._timer.start()
         worker = self.core.worker
         if worker is not None and worker.count > 1 and self.db_mode != DB_ONLY:
             bus = worker.bus
@@ -244,10 +245,7 @@ class UsrlocModule(Module):
         for task in list(self._load_tasks):
             task.cancel()
         if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._timer
-            self._timer = None
+            await self._timer.stop()
         if self.db_mode == WRITE_BACK or self.db_mode == WRITE_THROUGH:
             for d in self.domains.values():
                 try:
@@ -256,12 +254,6 @@ class UsrlocModule(Module):
                     log.error("usrloc: final flush of '%s' failed: %s", d.name, e)
         if self.store is not None:
             await self.store.close()
-
-    async def _timer_loop(self) -> None:
-        interval = max(1, int(self.values["timer_interval"]))
-        while True:
-            await asyncio.sleep(interval)
-            await self.run_timer()
 
     async def run_timer(self) -> None:
         now = self.clock()
